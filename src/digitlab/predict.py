@@ -1,0 +1,140 @@
+"""Predict digits with a trained run: one image or many take the same path.
+
+The notebook's `model.predict(x_test[0])` fails because Keras wants a batch; here a single
+28×28 image, a batch, a .npy file, test-set indices and image files are all accepted and
+turned into one uint8 batch before the run's own preprocessing is applied.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from digitlab.errors import DataError, ImageError
+from digitlab.runs import Run, load_run
+
+
+@dataclass
+class Prediction:
+    """Predicted classes and the probabilities behind them, one row per input."""
+
+    probabilities: np.ndarray
+    class_names: list[str]
+    sources: list[str] = field(default_factory=list)
+
+    @property
+    def digits(self) -> np.ndarray:
+        return self.probabilities.argmax(axis=1)
+
+    def to_list(self) -> list[dict[str, Any]]:
+        rows = []
+        for i, probs in enumerate(self.probabilities):
+            best = int(probs.argmax())
+            rows.append(
+                {
+                    "input": self.sources[i] if i < len(self.sources) else str(i),
+                    "digit": best,
+                    "label": self.class_names[best],
+                    "probability": float(probs[best]),
+                    "probabilities": [round(float(p), 6) for p in probs],
+                }
+            )
+        return rows
+
+
+def as_batch(images: np.ndarray) -> np.ndarray:
+    """Turn one image or many (28×28, 784, N×28×28, N×784) into a uint8 N×28×28 batch.
+
+    uint8 and integer arrays are read as 0–255; float arrays are read as 0–1 (the notebook's
+    `x / 255`) when their maximum is at most 1, else as 0–255.
+
+    Raises:
+        DataError: the shape holds no whole number of 28×28 images, or values are out of range.
+    """
+    x = np.asarray(images)
+    if x.shape in {(28, 28), (784,)}:
+        x = x[np.newaxis]
+    if x.ndim == 2 and x.shape[1] == 784:
+        x = x.reshape(-1, 28, 28)
+    if x.ndim != 3 or x.shape[1:] != (28, 28) or len(x) == 0:
+        raise DataError(
+            f"images must be shaped N×28×28 or N×784, got {'×'.join(map(str, x.shape))}"
+        )
+    if not np.issubdtype(x.dtype, np.number) or np.issubdtype(x.dtype, np.complexfloating):
+        raise DataError(f"images must be numbers, got dtype {x.dtype}")
+    if np.isnan(x).any() if x.dtype.kind == "f" else False:
+        raise DataError("images contain NaN values; pixels must be 0–255 (or 0–1 floats)")
+    low, high = float(x.min()), float(x.max())
+    if x.dtype.kind == "f" and high <= 1.0:
+        x = x * 255.0
+        low, high = low * 255, high * 255
+    if low < 0 or high > 255:
+        raise DataError(f"pixel values must be in 0–255 (or 0–1 floats), got {low:g}–{high:g}")
+    return np.rint(x).astype(np.uint8)
+
+
+def load_npy(path: str | Path) -> np.ndarray:
+    """Read an N×28×28 or N×784 array from a .npy file, as a uint8 batch."""
+    path = Path(path)
+    try:
+        array = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise DataError(f"{path} not found") from None
+    except (ValueError, OSError) as exc:
+        raise DataError(f"{path} is not a readable .npy array: {exc}") from None
+    try:
+        return as_batch(array)
+    except DataError as exc:
+        raise DataError(f"{path}: {exc}") from None
+
+
+def load_image_files(paths: list[str | Path], raw: bool = False) -> np.ndarray:
+    """Read image files as a uint8 N×28×28 batch.
+
+    By default each image goes through the MNIST-style preprocessing (grayscale, ink
+    detection, crop, 20 px box, centre of mass). With `raw=True` the image is taken as
+    already MNIST-like (white digit on black) and only resized to 28×28.
+
+    Raises:
+        ImageError: a file is missing, not an image, too large, or holds no digit.
+    """
+    from PIL import Image
+
+    from digitlab.preprocess import load_image, preprocess
+
+    batch = []
+    for path in paths:
+        path = Path(path)
+        if not path.is_file():
+            raise ImageError(f"{path} not found; pass the path of a PNG or JPEG image")
+        try:
+            image = load_image(path)
+            if raw:
+                gray = image.convert("L").resize((28, 28), Image.Resampling.LANCZOS)
+                batch.append(np.asarray(gray, dtype=np.uint8))
+            else:
+                batch.append(preprocess(image))
+        except ImageError as exc:
+            raise ImageError(f"{path}: {exc}") from None
+    return np.stack(batch)
+
+
+def predict(
+    run: Run | str | Path, images: np.ndarray, sources: list[str] | None = None
+) -> Prediction:
+    """Predict the class of each image with a trained run.
+
+    Args:
+        run: a `Run`, or a run path/name/"latest".
+        images: one image or a batch, as `as_batch` accepts (28×28, 784, N×28×28, N×784).
+        sources: optional names for the inputs, echoed in `Prediction.to_list()`.
+
+    Returns:
+        A `Prediction`: `.digits` and `.probabilities` (N×10, rows sum to 1).
+    """
+    run = run if isinstance(run, Run) else load_run(run)
+    batch = as_batch(images)
+    return Prediction(run.predict_proba(batch), run.class_names, list(sources or []))

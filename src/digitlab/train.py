@@ -1,0 +1,269 @@
+"""Train a network and write its run directory: prepare the data, build, fit, evaluate, save.
+
+Reads like the notebook: load MNIST, flatten and scale, build the Sequential model, compile,
+fit in mini-batches, evaluate on the test digits. What the notebook lacks is added around
+that story: a seed for repeatable runs, early stopping, and Ctrl-C that keeps what was
+learned as a run `digitlab train --resume RUN` continues.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import platform
+import signal
+import sys
+import time
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+
+from digitlab import __version__
+from digitlab.config import Spec, spec_from_dict, validate_train_config
+from digitlab.data import class_names as dataset_class_names
+from digitlab.data import fetch_dataset, load_dataset
+from digitlab.evaluate import _targets, evaluate_model, write_pictures
+from digitlab.files import write_json
+from digitlab.model import build_model, compile_model, prepare_inputs
+from digitlab.runs import (
+    CONFIG_FILE,
+    HISTORY_FILE,
+    METRICS_FILE,
+    MODEL_FILE,
+    Run,
+    default_runs_dir,
+    load_run,
+    new_run_path,
+    staged_run,
+    write_history,
+)
+
+
+class _EpochLog(keras.callbacks.Callback):
+    """Keeps the per-epoch logs and times, which survive an interrupted `fit`."""
+
+    def __init__(self, history: dict[str, list[float]] | None = None):
+        super().__init__()
+        self.history = {key: list(values) for key, values in (history or {}).items()}
+        self.epoch_seconds: list[float] = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.epoch_seconds.append(time.perf_counter() - self._start)
+        for key, value in (logs or {}).items():
+            self.history.setdefault(key, []).append(float(value))
+
+    @property
+    def epochs_done(self) -> int:
+        return len(self.history.get("loss", []))
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """Treat SIGTERM like Ctrl-C while training, so `kill` also saves what was learned."""
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGTERM, interrupt)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _versions() -> dict[str, str]:
+    import jax
+
+    return {
+        "digitlab": __version__,
+        "keras": keras.__version__,
+        "backend": keras.backend.backend(),
+        "jax": jax.__version__,
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def _prepare_training_data(spec: Spec, x: np.ndarray, y: np.ndarray, num_classes: int):
+    """Flatten and scale the images; one-hot the labels where the loss wants them."""
+    if spec.train.train_samples is not None:
+        x, y = x[: spec.train.train_samples], y[: spec.train.train_samples]
+    return prepare_inputs(x, spec.input), _targets(y, spec, num_classes)
+
+
+def _fit(
+    model: keras.Model,
+    spec: Spec,
+    x: np.ndarray,
+    y: np.ndarray,
+    log: _EpochLog,
+    verbose: int | None,
+) -> str:
+    """Fit until the configured epoch, early stop or interrupt; returns the run's status."""
+    callbacks: list[keras.callbacks.Callback] = [log]
+    if spec.train.early_stopping:
+        callbacks.append(
+            keras.callbacks.EarlyStopping(
+                monitor="val_loss", patience=spec.train.early_stopping, restore_best_weights=True
+            )
+        )
+    if verbose is None:  # a live bar on a terminal, one line per epoch in logs and CI
+        verbose = 1 if sys.stdout.isatty() else 2
+    try:
+        with _sigterm_as_interrupt():
+            model.fit(
+                x,
+                y,
+                batch_size=spec.train.batch_size,
+                epochs=spec.train.epochs,
+                initial_epoch=log.epochs_done,
+                validation_split=spec.train.validation_split,
+                callbacks=callbacks,
+                verbose=verbose,
+            )
+    except KeyboardInterrupt:
+        return "interrupted"
+    return "complete"
+
+
+def _save_run(
+    path: Path,
+    model: keras.Model,
+    spec: Spec,
+    dataset: dict[str, Any],
+    log: _EpochLog,
+    status: str,
+    test: tuple[np.ndarray, np.ndarray] | None,
+    train_seconds: float,
+    previous_config: dict[str, Any] | None = None,
+) -> Run:
+    """Write the run directory atomically; evaluate and draw pictures if training finished."""
+    config = {
+        "name": spec.name,
+        "created": (previous_config or {}).get("created", datetime.now().isoformat()),
+        "updated": datetime.now().isoformat(),
+        "status": status,
+        "epochs_done": log.epochs_done,
+        "spec": spec.to_dict(),
+        "preprocessing": {"input": spec.input, "shape": list(spec.input_shape), "scale": 1 / 255},
+        "dataset": dataset,
+        "seed": spec.train.seed,
+        "versions": _versions(),
+    }
+    metrics: dict[str, Any] = {
+        "epochs": log.epochs_done,
+        "train_seconds": round(train_seconds, 3),
+        "epoch_seconds": [round(s, 4) for s in log.epoch_seconds],
+    }
+    with staged_run(path) as staging:
+        model.save(staging / MODEL_FILE)
+        write_history(staging / HISTORY_FILE, log.history)
+        if status == "complete" and test is not None:
+            evaluation = evaluate_model(model, spec, *test, dataset["class_names"])
+            metrics.update(evaluation.to_dict())
+            write_pictures(staging, evaluation, log.history, test[0])
+        write_json(staging / METRICS_FILE, metrics)
+        write_json(staging / CONFIG_FILE, config)  # last: its presence marks a run
+    return load_run(path)
+
+
+def train(
+    spec: Spec,
+    *,
+    runs_dir: str | Path | None = None,
+    name: str | None = None,
+    data_dir: str | Path | None = None,
+    verbose: int | None = None,
+) -> Run:
+    """Train the network `spec` describes and write a run directory.
+
+    Args:
+        spec: layers and training config, e.g. `get_preset("seed")` or `load_spec_file(...)`.
+        runs_dir: parent folder of the run (default `$DIGITLAB_RUNS_DIR` or `./runs`).
+        name: the run's name after its timestamp (default: the spec's name).
+        data_dir: a folder holding the dataset files, as for `load_dataset`.
+        verbose: Keras's verbosity; None picks a progress bar on a terminal, else 1 line/epoch.
+
+    Returns:
+        The `Run`: status "complete" with test metrics and pictures, or "interrupted" (Ctrl-C
+        or SIGTERM) with the weights learned so far, to continue with `resume`.
+
+    Raises:
+        SpecError: a layer, loss, optimizer or metric is unknown or doesn't fit.
+        DataError: the dataset cannot be fetched or verified.
+    """
+    spec = dataclasses.replace(spec, train=validate_train_config(spec.train))
+    classes = list(dataset_class_names(spec.train.dataset))
+    keras.utils.set_random_seed(spec.train.seed)  # before building: it sets the initial weights
+    model = build_model(spec, num_classes=len(classes))  # refuses a bad spec before any fetch
+    compile_model(model, spec, num_classes=len(classes))
+
+    files = fetch_dataset(spec.train.dataset, data_dir=data_dir)
+    (x_train, y_train), test = load_dataset(spec.train.dataset, data_dir=data_dir)
+    x, y = _prepare_training_data(spec, x_train, y_train, len(classes))
+    dataset = {
+        "name": spec.train.dataset,
+        "source": files.source,
+        "sha256": files.sha256,
+        "class_names": classes,
+        "train_samples": len(x),
+        "test_samples": len(test[1]),
+    }
+
+    log = _EpochLog()
+    start = time.perf_counter()
+    status = _fit(model, spec, x, y, log, verbose)
+    path = new_run_path(runs_dir if runs_dir is not None else default_runs_dir(), name or spec.name)
+    return _save_run(path, model, spec, dataset, log, status, test, time.perf_counter() - start)
+
+
+def resume(
+    run: Run | str | Path,
+    *,
+    epochs: int | None = None,
+    data_dir: str | Path | None = None,
+    verbose: int | None = None,
+) -> Run:
+    """Continue an interrupted run (or extend a finished one to more `epochs`) in place.
+
+    The model comes back with its optimizer state; training picks up at the first epoch not
+    yet done. The run directory is replaced only once the continued run is complete.
+
+    Raises:
+        RunError: the run cannot be found, or it has already done `epochs` epochs.
+    """
+    from digitlab.errors import RunError
+
+    run = run if isinstance(run, Run) else load_run(run)
+    spec = spec_from_dict(run.config["spec"])
+    if epochs is not None:
+        spec = dataclasses.replace(spec, train=dataclasses.replace(spec.train, epochs=epochs))
+    done = int(run.config.get("epochs_done", 0))
+    if done >= spec.train.epochs:
+        raise RunError(
+            f"run {run.name} has already trained {done} of {spec.train.epochs} epochs; "
+            f"pass --epochs N with N > {done} to train further"
+        )
+    keras.utils.set_random_seed(spec.train.seed + done)  # a fresh shuffle for later epochs
+    model = run.model
+    (x_train, y_train), test = load_dataset(spec.train.dataset, data_dir=data_dir)
+    x, y = _prepare_training_data(spec, x_train, y_train, len(run.class_names))
+    log = _EpochLog(run.history)
+    start = time.perf_counter()
+    status = _fit(model, spec, x, y, log, verbose)
+    seconds = run.metrics.get("train_seconds", 0.0) + time.perf_counter() - start
+    log.epoch_seconds = run.metrics.get("epoch_seconds", []) + log.epoch_seconds
+    return _save_run(
+        run.path, model, spec, run.config["dataset"], log, status, test, seconds, run.config
+    )
