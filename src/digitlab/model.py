@@ -105,6 +105,7 @@ def build_model(spec: Spec, num_classes: int = 10) -> keras.Sequential:
     """
     if not spec.layers:
         raise SpecError(f"spec '{spec.name}' has no layers; add [[layers]] tables")
+    layers = [build_layer(config, i) for i, config in enumerate(spec.layers)]
     last = spec.layers[-1]
     if last.get("type") != "Dense":
         raise SpecError(
@@ -116,9 +117,13 @@ def build_model(spec: Spec, num_classes: int = 10) -> keras.Sequential:
             f"the output layer has {last.get('units')} units but the data has "
             f"{num_classes} classes; set units = {num_classes} on the last Dense layer"
         )
-    layers = [build_layer(config, i) for i, config in enumerate(spec.layers)]
-    model = keras.Sequential([keras.Input(shape=spec.input_shape), *layers], name=spec.name)
-    return model
+    try:
+        return keras.Sequential([keras.Input(shape=spec.input_shape), *layers], name=spec.name)
+    except ValueError as exc:  # e.g. Conv2D on the flat 784 input
+        raise SpecError(
+            f"the layers don't fit together on {spec.input} input "
+            f"{'×'.join(map(str, spec.input_shape))}: {_one_line(exc)}"
+        ) from None
 
 
 def output_activation(spec: Spec) -> str:
@@ -197,7 +202,7 @@ class _ConfusionMetric(keras.metrics.Metric):
         self.matrix.assign_add(ops.matmul(ops.transpose(y_true), y_pred))
 
     def reset_state(self):
-        self.matrix.assign(keras.ops.zeros_like(self.matrix))
+        self.matrix.assign(keras.ops.zeros(self.matrix.shape))
 
     def _per_class(self, correct, total):
         ops = keras.ops

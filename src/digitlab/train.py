@@ -25,7 +25,7 @@ import numpy as np
 from digitlab import __version__
 from digitlab.config import Spec, spec_from_dict, validate_train_config
 from digitlab.data import class_names as dataset_class_names
-from digitlab.data import fetch_dataset, load_dataset
+from digitlab.data import load_dataset, load_dataset_files
 from digitlab.evaluate import _targets, evaluate_model, write_pictures
 from digitlab.files import write_json
 from digitlab.model import build_model, compile_model, prepare_inputs
@@ -209,8 +209,7 @@ def train(
     model = build_model(spec, num_classes=len(classes))  # refuses a bad spec before any fetch
     compile_model(model, spec, num_classes=len(classes))
 
-    files = fetch_dataset(spec.train.dataset, data_dir=data_dir)
-    (x_train, y_train), test = load_dataset(spec.train.dataset, data_dir=data_dir)
+    files, ((x_train, y_train), test) = load_dataset_files(spec.train.dataset, data_dir=data_dir)
     x, y = _prepare_training_data(spec, x_train, y_train, len(classes))
     dataset = {
         "name": spec.train.dataset,

