@@ -99,7 +99,7 @@ def test_bad_spec_files_are_refused_in_one_line(tmp_path, text, message):
 
 
 def test_missing_spec_file_is_named(tmp_path):
-    with pytest.raises(SpecError, match="missing.toml not found"):
+    with pytest.raises(SpecError, match=r"missing\.toml not found"):
         load_spec_file(tmp_path / "missing.toml", base=get_preset("seed"))
 
 
