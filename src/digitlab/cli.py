@@ -10,7 +10,6 @@ import json
 from enum import StrEnum
 from pathlib import Path
 
-import click
 import numpy as np
 import typer
 from rich.console import Console
@@ -23,18 +22,15 @@ console = Console()
 err_console = Console(stderr=True)
 
 
-class UserError(click.ClickException):
-    """A `DigitlabError` on its way out: `Error: <message>` and exit status 2."""
-
-    exit_code = 2
-
-
 class _Group(TyperGroup):
-    def invoke(self, ctx: click.Context):
+    """Turns a `DigitlabError` into `Error: <message>` on stderr and exit status 2."""
+
+    def invoke(self, ctx):
         try:
             return super().invoke(ctx)
         except DigitlabError as exc:
-            raise UserError(str(exc)) from None
+            err_console.print(f"[red]Error:[/red] {exc}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
 
 
 app = typer.Typer(

@@ -55,14 +55,13 @@ def as_batch(images: np.ndarray) -> np.ndarray:
         DataError: the shape holds no whole number of 28×28 images, or values are out of range.
     """
     x = np.asarray(images)
+    given = "×".join(map(str, x.shape))
     if x.shape in {(28, 28), (784,)}:
         x = x[np.newaxis]
     if x.ndim == 2 and x.shape[1] == 784:
         x = x.reshape(-1, 28, 28)
     if x.ndim != 3 or x.shape[1:] != (28, 28) or len(x) == 0:
-        raise DataError(
-            f"images must be shaped N×28×28 or N×784, got {'×'.join(map(str, x.shape))}"
-        )
+        raise DataError(f"images must be shaped N×28×28 or N×784, got {given}")
     if not np.issubdtype(x.dtype, np.number) or np.issubdtype(x.dtype, np.complexfloating):
         raise DataError(f"images must be numbers, got dtype {x.dtype}")
     if np.isnan(x).any() if x.dtype.kind == "f" else False:

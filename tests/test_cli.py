@@ -1,0 +1,174 @@
+"""Every command runs for real through Typer's runner, answers --help, and fails in one line."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from digitlab.cli import app
+
+runner = CliRunner()
+
+COMMANDS = [
+    [],
+    ["data"],
+    ["data", "fetch"],
+    ["data", "info"],
+    ["show"],
+    ["summary"],
+    ["train"],
+    ["runs"],
+    ["evaluate"],
+    ["predict"],
+    ["preprocess"],
+    ["serve"],
+    ["tune"],
+]
+
+
+def invoke(*args, **kwargs):
+    return runner.invoke(app, [str(a) for a in args], catch_exceptions=False, **kwargs)
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c) or "digitlab")
+def test_every_command_answers_help(command):
+    result = invoke(*command, "--help")
+    assert result.exit_code == 0, result.output
+    assert "Usage: " in result.output
+    if command and command != ["data"]:
+        assert "Example" in result.output  # every command shows how to use it
+
+
+def test_help_starts_without_importing_keras():
+    code = "import sys; from digitlab.cli import app; print('keras' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_data_fetch_and_info_describe_real_mnist(mnist):
+    fetched = invoke("data", "fetch")
+    assert fetched.exit_code == 0 and "verified" in fetched.output
+    info = invoke("data", "info", "--json")
+    data = json.loads(info.output)
+    assert data["splits"]["train"]["images"] == [60000, 28, 28]
+    assert round(data["pixel_mean"], 4) == 0.1307 and round(data["pixel_std"], 4) == 0.3081
+    text = invoke("data", "info").output
+    assert "0.1307" in text and "5923" in text
+
+
+def test_show_writes_a_digit_a_grid_and_draws_in_the_terminal(tmp_path, mnist):
+    one = invoke("show", "0", "--out", tmp_path / "d.png")
+    assert one.exit_code == 0 and Image.open(tmp_path / "d.png").size[0] > 100
+    grid = invoke(
+        "show", "--grid", "3x4", "--split", "test", "--label", "7", "--out", tmp_path / "g.png"
+    )
+    assert grid.exit_code == 0 and (tmp_path / "g.png").exists()
+    term = invoke("show", "0", "--terminal")
+    assert term.exit_code == 0 and "label 5" in term.output and "█" in term.output
+
+
+def test_summary_prints_the_keras_summary_without_training():
+    result = invoke("summary")
+    assert result.exit_code == 0
+    assert "99,710" in result.output and "dropout" in result.output.lower()
+    assert "optimizer=adam" in result.output
+
+
+@pytest.mark.slow
+def test_train_runs_evaluate_predict_for_real(tmp_path, mnist):
+    runs = tmp_path / "runs"
+    trained = invoke(
+        "train",
+        "--epochs",
+        "1",
+        "--train-samples",
+        "3000",
+        "--metrics",
+        "accuracy,precision,recall",
+        "--runs-dir",
+        runs,
+        "--name",
+        "cli",
+    )
+    assert trained.exit_code == 0, trained.output
+    assert "test accuracy" in trained.output and "run: " in trained.output
+
+    listed = json.loads(invoke("runs", "--runs-dir", runs, "--json").output)
+    assert len(listed) == 1 and listed[0]["run"].endswith("-cli") and listed[0]["epochs"] == 1
+
+    evaluated = invoke("evaluate", "latest", "--runs-dir", runs)
+    assert evaluated.exit_code == 0
+    assert "confusion matrix" in evaluated.output and "precision" in evaluated.output
+    as_json = json.loads(invoke("evaluate", "latest", "--runs-dir", runs, "--json").output)
+    assert np.array(as_json["confusion_matrix"]).sum() == 10_000
+
+    np.save(tmp_path / "x.npy", mnist[1][0][:3])
+    predicted = json.loads(
+        invoke(
+            "predict",
+            "latest",
+            "--runs-dir",
+            runs,
+            "--index",
+            "0,1",
+            "--npy",
+            tmp_path / "x.npy",
+            "--json",
+        ).output
+    )
+    assert [row["input"] for row in predicted] == [
+        "test[0]",
+        "test[1]",
+        "x.npy[0]",
+        "x.npy[1]",
+        "x.npy[2]",
+    ]
+    assert predicted[0]["digit"] == predicted[2]["digit"]  # same digit, two input paths
+    assert len(predicted[0]["probabilities"]) == 10
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["train", "--preset", "nope"], "unknown preset 'nope'"),
+        (["train", "--optimizer", "adamm"], "unknown optimizer 'adamm'"),
+        (["train", "--loss", "hinge"], "unknown loss 'hinge'"),
+        (["train", "--early-stopping", "2"], "add --validation-split"),
+        (["summary", "--spec", "missing.toml"], "missing.toml not found"),
+        (["evaluate", "no-such-run"], "run 'no-such-run' not found"),
+        (["show", "99999999"], "out of range"),
+        (["show", "--grid", "ten"], "--grid must look like 10x10"),
+        (["predict", "latest"], "no runs in"),
+    ],
+)
+def test_user_errors_are_one_line_with_exit_2(tmp_path, args, message):
+    result = invoke(*args, env={"DIGITLAB_RUNS_DIR": str(tmp_path)})
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+    assert "Traceback" not in result.output
+
+
+def test_bad_spec_file_is_refused_before_training(tmp_path):
+    spec = tmp_path / "net.toml"
+    spec.write_text('[[layers]]\ntype = "Dense"\nunits = 10\nactivation = "sigmoyd"\n')
+    result = invoke("train", "--spec", spec, "--runs-dir", tmp_path / "runs")
+    assert result.exit_code == 2 and "unknown activation 'sigmoyd'" in result.output
+    assert not (tmp_path / "runs").exists()
+
+
+def test_the_installed_command_prints_errors_without_traceback(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "digitlab", "train", "--loss", "hinge"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 2
+    assert result.stderr.count("\n") <= 2 and "unknown loss 'hinge'" in result.stderr
+    assert "Traceback" not in result.stderr

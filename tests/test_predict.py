@@ -1,0 +1,81 @@
+"""Prediction inputs: one image or many take the same path; bad arrays are refused."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from digitlab.errors import DataError, ImageError
+from digitlab.predict import as_batch, load_image_files, load_npy, predict
+
+
+def test_single_images_and_batches_become_uint8_batches():
+    image = np.arange(784, dtype=np.uint8).reshape(28, 28)
+    assert as_batch(image).shape == (1, 28, 28)
+    assert as_batch(image.reshape(784)).shape == (1, 28, 28)
+    assert as_batch(np.stack([image] * 3).reshape(3, 784)).shape == (3, 28, 28)
+    np.testing.assert_array_equal(as_batch(image)[0], image)
+
+
+def test_float_images_in_zero_one_are_the_notebooks_scaled_pixels():
+    image = np.zeros((28, 28), np.float32)
+    image[0, 0], image[1, 1] = 1.0, 0.5
+    batch = as_batch(image)
+    assert batch.dtype == np.uint8 and batch[0, 0, 0] == 255 and batch[0, 1, 1] == 128
+
+
+@pytest.mark.parametrize(
+    ("array", "message"),
+    [
+        (np.zeros((5, 27, 27)), "N×28×28 or N×784, got 5×27×27"),
+        (np.zeros((0, 784)), "got 0×784"),
+        (np.full((1, 784), 300.0), "must be in 0–255"),
+        (np.full((1, 784), -1), "must be in 0–255"),
+        (np.full((1, 784), np.nan), "NaN"),
+    ],
+)
+def test_bad_arrays_are_refused(array, message):
+    with pytest.raises(DataError, match=message):
+        as_batch(array)
+
+
+def test_npy_files_are_read_and_checked(tmp_path):
+    good = tmp_path / "good.npy"
+    np.save(good, np.zeros((4, 784), np.uint8))
+    assert load_npy(good).shape == (4, 28, 28)
+    bad = tmp_path / "bad.npy"
+    np.save(bad, np.zeros((4, 100)))
+    with pytest.raises(DataError, match="bad.npy: images must be shaped"):
+        load_npy(bad)
+    (tmp_path / "junk.npy").write_bytes(b"not numpy")
+    with pytest.raises(DataError, match="junk.npy is not a readable .npy"):
+        load_npy(tmp_path / "junk.npy")
+    with pytest.raises(DataError, match="nope.npy not found"):
+        load_npy(tmp_path / "nope.npy")
+
+
+def test_raw_image_files_are_resized_only(tmp_path):
+    pixels = np.zeros((56, 56), np.uint8)
+    pixels[10:46, 26:30] = 255
+    Image.fromarray(pixels).save(tmp_path / "one.png")
+    batch = load_image_files([tmp_path / "one.png"], raw=True)
+    assert batch.shape == (1, 28, 28)
+    assert batch[0, 14, 14] > 200 and batch[0, 14, 2] == 0  # the bar stays where it was
+
+
+def test_missing_image_is_named(tmp_path):
+    with pytest.raises(ImageError, match="nope.png not found"):
+        load_image_files([tmp_path / "nope.png"])
+
+
+@pytest.mark.slow
+def test_predicting_test_digit_zero_says_seven(trained_run, mnist):
+    _, (x_test, y_test) = mnist
+    one = predict(trained_run, x_test[0])
+    assert one.digits.tolist() == [7]
+    assert one.probabilities.sum() == pytest.approx(1.0)
+    many = predict(trained_run, x_test[:200], sources=[f"t{i}" for i in range(200)])
+    assert (many.digits == y_test[:200]).mean() > 0.95
+    assert many.digits[0] == one.digits[0]
+    assert many.to_list()[3]["input"] == "t3"
