@@ -508,6 +508,60 @@ def predict(
     console.print(table)
 
 
+# ---------------------------------------------------------------------------------- preprocess
+@app.command()
+def preprocess(
+    image: Path = typer.Argument(..., help="A photo, scan or drawing of one digit."),
+    out: Path | None = typer.Option(
+        None, "--out", "-o", help="Write what the model sees, enlarged, to this PNG."
+    ),
+    terminal: bool = typer.Option(False, "--terminal", help="Also draw it in the terminal."),
+) -> None:
+    """Turn an image into the 28×28 a model sees, the way MNIST was made.
+
+    Grayscale, ink detection (dark on light or light on dark), threshold, crop, scale the
+    long side to 20 px, centre by centre of mass in 28×28.
+
+    Examples:
+
+    * `digitlab preprocess my_digit.jpg --out seen.png`
+    * `digitlab preprocess photo.png --terminal`
+    """
+    from digitlab import plots
+    from digitlab.predict import load_image_files
+    from digitlab.preprocess import save_preview
+
+    (digit,) = load_image_files([image])
+    if terminal or out is None:
+        typer.echo(plots.terminal_digit(digit))
+    if out is not None:
+        save_preview(digit, out)
+        console.print(f"wrote {out}")
+
+
+# --------------------------------------------------------------------------------------- serve
+@app.command()
+def serve(
+    run: str = RunArgument,
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to bind; loopback by default."),
+    port: int = typer.Option(8000, "--port", help="TCP port."),
+    runs_dir: Path | None = RunsDirOption,
+) -> None:
+    """Serve a run over HTTP: the drawing page at /, the JSON API at /predict, docs at /docs.
+
+    Examples:
+
+    * `digitlab serve latest` then open http://127.0.0.1:8000
+    * `curl -F file=@digit.png http://127.0.0.1:8000/predict`
+    """
+    from digitlab.runs import load_run
+    from digitlab.serve import run_server
+
+    loaded = load_run(run, runs_dir)
+    console.print(f"serving {loaded.path} on http://{host}:{port}  (Ctrl-C stops)")
+    run_server(loaded, host=host, port=port)
+
+
 # -------------------------------------------------------------------------------------- main
 def main() -> None:
     """Entry point of the `digitlab` command."""
