@@ -1,0 +1,279 @@
+"""`model.fit` for the JAX backend, with many training steps compiled as one XLA program.
+
+`model.fit` returns to Python after every batch (or every `steps_per_execution` batches) to
+fetch the next one and dispatch the step; at batch 32 on a CPU that dispatch costs as much
+as the arithmetic. Here the training data lives on the device, and a whole epoch (or a chunk
+of it, for a live progress bar and a prompt Ctrl-C) is one `lax.fori_loop` of Keras's own
+stateless `model.train_step`, as in Keras's guide "Writing a training loop from scratch in
+JAX" (https://keras.io/guides/writing_a_custom_training_loop_in_jax/). Reusing `train_step`
+keeps Keras's semantics exactly: the compiled loss, regularisation losses, metrics (the
+loss is a mean weighted by batch size, as in `fit`), the optimizer with its learning-rate
+schedule, and the dropout seed generators, whose state is a non-trainable variable that
+`stateless_call` returns updated.
+
+What differs from `model.fit`:
+- the shuffle of epoch `e` is drawn from `(seed, e)`, so the same seed gives the same weights
+  and a resumed run sees the same order an uninterrupted one would;
+- batch-level callbacks are called once per chunk, as `fit` does with `steps_per_execution`;
+- validation runs in batches of `VALIDATION_BATCH_SIZE` (the mean loss and the metrics don't
+  depend on the batch size; only float rounding does).
+
+The learned state is written back into the Keras variables after every epoch, when the
+training stops, and on an exception (Ctrl-C included) before it propagates, so
+`model.save`, `model.evaluate` and `model.predict` behave as after `model.fit`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import keras
+import numpy as np
+
+VALIDATION_BATCH_SIZE = 500  # small enough for a conv net's activations, large enough to be fast
+LIVE_CHUNK_SECONDS = 0.25  # a live progress bar's update interval (verbose=1)
+CHUNK_SECONDS = 2.0  # otherwise: how long a Ctrl-C may wait for the running chunk to finish
+FIRST_CHUNK_STEPS = 64  # steps run before the step time is known
+
+Augment = Callable[[Any, Any], Any]  # (x_batch, jax PRNG key) -> x_batch, traced by JAX
+
+
+def fit(
+    model: keras.Model,
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    batch_size: int = 32,
+    epochs: int = 1,
+    initial_epoch: int = 0,
+    validation_split: float = 0.0,
+    callbacks: Sequence[keras.callbacks.Callback] = (),
+    verbose: int = 2,
+    seed: int = 0,
+    augment: Augment | None = None,
+) -> dict[str, list[float]]:
+    """Train a compiled model like `model.fit(x, y, ...)`, an epoch per compiled program.
+
+    Args:
+        model: a compiled Keras model (any loss, optimizer and metrics `compile` accepts).
+        x: the training inputs, e.g. float32 N×784; kept on the device for the whole fit.
+        y: the targets: integer labels, or one-hot rows for a one-hot loss.
+        batch_size: samples per gradient step (default 32); a last partial batch is kept,
+            as `fit` keeps it.
+        epochs: the epoch to stop after (default 1), counted from 0 like `fit`'s.
+        initial_epoch: the first epoch to run (default 0), to continue an earlier fit.
+        validation_split: the fraction of `x`, `y` taken from the end (before shuffling, as
+            `fit` does) to evaluate after every epoch; logs gain `val_` keys (default 0.0).
+        callbacks: Keras callbacks; `on_epoch_*` and `on_train_*` are called as by `fit`,
+            `on_train_batch_*` once per compiled chunk of steps; `model.stop_training` works.
+        verbose: 0 silent, 1 a live progress bar, 2 one line per epoch (default), as `fit`.
+        seed: draws each epoch's shuffle and the augmentation's randomness (default 0).
+            Dropout draws from the layers' own seed generators, seeded when the model was
+            built (`keras.utils.set_random_seed`).
+        augment: an optional JAX function `(x_batch, key) -> x_batch` applied to every
+            training batch inside the compiled step (default None).
+
+    Returns:
+        The per-epoch logs, `{"loss": [...], "accuracy": [...], "val_loss": [...], ...}`,
+        the same as `model.fit(...).history`.
+
+    Raises:
+        ValueError: the model is not compiled, or the split leaves no training data.
+        KeyboardInterrupt: re-raised after the weights learned so far are in the model.
+    """
+    if keras.backend.backend() != "jax":  # the compiled loop is JAX's; others keep `fit`
+        if augment is not None:
+            raise ValueError(f"augment needs the JAX backend, not {keras.backend.backend()}")
+        return model.fit(
+            x,
+            y,
+            batch_size=batch_size,
+            epochs=epochs,
+            initial_epoch=initial_epoch,
+            validation_split=validation_split,
+            callbacks=list(callbacks),
+            verbose=verbose,
+        ).history
+    if not model.compiled:
+        raise ValueError("compile the model before fitting it, e.g. with compile_model")
+    x_train, y_train, validation = _split(x, y, validation_split)
+    trainer = _Trainer(model, x_train, y_train, batch_size, seed, augment)
+    callback_list = keras.callbacks.CallbackList(
+        list(callbacks),
+        add_history=True,
+        add_progbar=verbose != 0,
+        verbose=verbose,
+        epochs=epochs,
+        steps=trainer.steps_per_epoch,
+        model=model,
+    )
+    chunk_seconds = LIVE_CHUNK_SECONDS if verbose == 1 else CHUNK_SECONDS
+    model.stop_training = False
+    callback_list.on_train_begin()
+    logs: dict[str, float] = {}
+    for epoch in range(initial_epoch, epochs):
+        model.reset_metrics()
+        callback_list.on_epoch_begin(epoch)
+        logs = trainer.train_epoch(epoch, callback_list, chunk_seconds)
+        if validation is not None:
+            logs.update({f"val_{k}": v for k, v in trainer.evaluate(*validation).items()})
+        callback_list.on_epoch_end(epoch, logs)
+        if model.stop_training:
+            break
+    model.optimizer.finalize_variable_values(model.trainable_weights)
+    callback_list.on_train_end(logs)
+    return model.history.history
+
+
+def _split(x, y, validation_split: float):
+    """The training part and the validation part, split as `fit` splits: the last fraction."""
+    if not validation_split:
+        return x, y, None
+    split_at = int(np.floor(len(x) * (1.0 - validation_split)))
+    if split_at in (0, len(x)):
+        raise ValueError(
+            f"validation_split={validation_split} leaves no training or no validation "
+            f"samples out of {len(x)}"
+        )
+    return x[:split_at], y[:split_at], (x[split_at:], y[split_at:])
+
+
+def _index_batches(indices: np.ndarray, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices as full batches (steps × batch_size) and the remainder, which may be empty."""
+    full = len(indices) // batch_size * batch_size
+    return indices[:full].reshape(-1, batch_size), indices[full:].reshape(1, -1)
+
+
+class _Trainer:
+    """The compiled training and evaluation programs of one model, and its state between them.
+
+    The state is Keras's JAX training state: lists of the trainable, non-trainable,
+    optimizer and metrics variables' values, in the order of the model's own lists.
+    """
+
+    def __init__(self, model, x, y, batch_size: int, seed: int, augment: Augment | None):
+        import jax
+
+        self.model = model
+        self.batch_size = batch_size
+        self.seed = seed
+        self.count = len(x)
+        if self.count == 0:
+            raise ValueError("no training samples")
+        # Create the compiled metrics' and the optimizer's variables, as `fit` does first.
+        model._symbolic_build(data_batch=(x[:batch_size], y[:batch_size]))
+        self.x, self.y = jax.device_put(x), jax.device_put(y)
+        self.steps_per_epoch = -(-self.count // batch_size)
+        self._steps_per_second: float | None = None
+        self._train = jax.jit(self._train_steps)
+        self._test = jax.jit(self._test_steps)
+        self._augment = augment
+
+    # The compiled programs -------------------------------------------------------------
+
+    def _train_steps(self, state, x, y, order, start, stop, key):
+        """Run training steps `start` to `stop` (rows of `order`, each a batch's indices)."""
+        import jax
+
+        def step(i, state):
+            batch_x = x[order[i]]
+            if self._augment is not None:
+                batch_x = self._augment(batch_x, jax.random.fold_in(key, i))
+            _, state = self.model.train_step(state, (batch_x, y[order[i]]))
+            return state
+
+        state = jax.lax.fori_loop(start, stop, step, state)
+        return state, self._metrics_result(state[3])
+
+    def _test_steps(self, state, x, y, order):
+        """Evaluate on the batches in the rows of `order`."""
+        import jax
+
+        def step(i, state):
+            _, state = self.model.test_step(state, (x[order[i]], y[order[i]]))
+            return state
+
+        state = jax.lax.fori_loop(0, order.shape[0], step, state)
+        return state, self._metrics_result(state[2])
+
+    def _metrics_result(self, metrics_values):
+        """The model's metrics (loss first), as `fit` logs them, from their traced values."""
+        mapping = list(zip(self.model.metrics_variables, metrics_values, strict=True))
+        with keras.StatelessScope(state_mapping=mapping):
+            return self.model.get_metrics_result()
+
+    # Moving the state between the Keras variables and the programs ---------------------
+
+    def _variable_groups(self):
+        model = self.model
+        return (
+            model.trainable_variables,
+            model.non_trainable_variables,
+            model.optimizer.variables,
+            model.metrics_variables,
+        )
+
+    def read_state(self):
+        return tuple([v.value for v in group] for group in self._variable_groups())
+
+    def write_state(self, state) -> None:
+        for group, values in zip(self._variable_groups(), state, strict=True):
+            for variable, value in zip(group, values, strict=True):
+                variable.assign(value)
+
+    # One epoch -------------------------------------------------------------------------
+
+    def _epoch_order(self, epoch: int) -> np.ndarray:
+        """This epoch's shuffle, drawn from the seed and the epoch alone."""
+        rng = np.random.default_rng([self.seed, epoch])
+        return rng.permutation(self.count).astype(np.int32)
+
+    def _chunk_steps(self, chunk_seconds: float, done: int) -> int:
+        if self._steps_per_second is None:
+            return FIRST_CHUNK_STEPS
+        return max(1, int(self._steps_per_second * chunk_seconds))
+
+    def train_epoch(self, epoch: int, callbacks, chunk_seconds: float) -> dict[str, float]:
+        """Train one epoch in chunks; returns its logs. The model holds the state after it."""
+        import jax
+
+        full, rest = _index_batches(self._epoch_order(epoch), self.batch_size)
+        full, rest = jax.device_put(full), jax.device_put(rest)
+        key = jax.random.fold_in(jax.random.key(self.seed), epoch)
+        tail_key = jax.random.fold_in(key, len(full))
+        state = self.read_state()
+        logs: dict[str, Any] = {}
+        done = 0
+        try:
+            while done < len(full) + rest.shape[1] and not self.model.stop_training:
+                callbacks.on_train_batch_begin(done)
+                started = time.perf_counter()
+                if done < len(full):
+                    stop = min(len(full), done + self._chunk_steps(chunk_seconds, done))
+                    state, logs = self._train(state, self.x, self.y, full, done, stop, key)
+                else:  # the last, partial batch: its own (small) compiled program
+                    stop = done + 1
+                    state, logs = self._train(state, self.x, self.y, rest, 0, 1, tail_key)
+                logs = {name: float(value) for name, value in logs.items()}
+                if done > 0 and stop - done > 1:  # the first chunk includes the compile
+                    self._steps_per_second = (stop - done) / (time.perf_counter() - started)
+                done = stop
+                callbacks.on_train_batch_end(done - 1, logs)
+        finally:  # Ctrl-C included: keep what was learned
+            self.write_state(state)
+        return logs
+
+    def evaluate(self, x: np.ndarray, y: np.ndarray) -> dict[str, float]:
+        """The loss and metrics on (x, y) with the current weights, as `evaluate` gives."""
+        self.model.reset_metrics()
+        trainable, non_trainable, _, metrics = self.read_state()
+        state = (trainable, non_trainable, metrics)
+        full, rest = _index_batches(np.arange(len(x), dtype=np.int32), VALIDATION_BATCH_SIZE)
+        for order in (full, rest):
+            if order.size:
+                state, logs = self._test(state, x, y, order)
+        for variable, value in zip(self.model.metrics_variables, state[2], strict=True):
+            variable.assign(value)
+        return {name: float(value) for name, value in logs.items()}

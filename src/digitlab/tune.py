@@ -1,0 +1,849 @@
+"""Hyperparameter search with Optuna: the notebook's closing "Hyper Parameter tuning : )".
+
+A study searches a space of MLPs (hidden layers, units, activation, dropout, optimizer,
+learning rate, batch size) with Optuna's TPE sampler. Each trial trains in memory on the
+training set less a validation split, reports the validation accuracy after every epoch and
+is pruned when it falls behind earlier trials. The test set is never looked at to choose.
+
+At the end the best trial is trained once more through `digitlab.train.train`, with the same
+seed, which writes a normal run directory that `evaluate`, `predict` and `serve` read. The
+best trial may have run in another process or on another machine; its parameters and the
+seed are all it takes to rebuild it, so nothing but numbers travels through the storage.
+
+A study lives in a storage that several processes share: by default a journal file in the
+runs folder (Optuna's JournalFileBackend with a lock file; Optuna advises against SQLite for
+parallel use), or a database URL such as postgresql://user@host/db that many machines join.
+Re-running the same command resumes the study: `trials` is the study's target, not an
+increment, so an interrupted search tops up to it and machines sharing a study stop together.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import dataclasses
+import io
+import multiprocessing
+import os
+import re
+import signal
+import socket
+import time
+import tomllib
+import warnings
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from digitlab.config import OPTIMIZERS, Spec, TrainConfig, _closest, validate_train_config
+from digitlab.errors import DigitlabError, SpecError
+from digitlab.files import atomic_path, write_text
+from digitlab.runs import Run, default_runs_dir, load_run
+
+DEFAULT_STUDY = "digitlab"
+JOURNAL_FILE = "tune.journal"  # in the runs folder: every study of that folder, one log
+PRUNERS = ("median", "hyperband", "none")
+CONNECT_TIMEOUT_S = 10  # a database that doesn't answer must not hang the command
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)  # what counts towards --trials
+SETUP_ATTR = "digitlab.setup"  # study user attribute: the space and data a study was made with
+BEST_RUN_ATTR = "digitlab.best_run"
+WORKER_ATTR = "worker"  # trial user attribute: host:pid of the process that ran it
+
+
+# ------------------------------------------------------------------------------- search space
+@dataclass(frozen=True)
+class SearchSpace:
+    """What a study searches. Ranges are (low, high), both included; choices are tuples.
+
+    Units and dropout are drawn for each hidden layer (`units_1`, `dropout_1`, ...), the
+    activation once for the whole network. The defaults are issue 5's table. In a TOML
+    space file each key is optional, a range is `[low, high]` and a single value fixes it.
+    """
+
+    hidden_layers: tuple[int, int] = (1, 4)  # Dense layers before the 10-unit softmax output
+    units: tuple[int, int] = (32, 1024)  # log scale: 32→64 matters as much as 512→1024
+    activation: tuple[str, ...] = ("relu", "sigmoid", "tanh", "gelu")
+    dropout: tuple[float, float] = (0.0, 0.5)  # after each hidden layer; 0 adds no layer
+    optimizer: tuple[str, ...] = ("adam", "sgd", "rmsprop")
+    learning_rate: tuple[float, float] = (1e-4, 1e-1)  # log scale, like units
+    batch_size: tuple[int, ...] = (32, 64, 128, 256)
+    epochs: int = 10  # each trial's budget (the notebook's 10); the pruner stops poor ones early
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON/TOML-ready: tuples become lists. `space_from_dict` reads it back."""
+        return {key: list(value) if isinstance(value, tuple) else value
+                for key, value in dataclasses.asdict(self).items()}  # fmt: skip
+
+
+RANGES = {"hidden_layers": int, "units": int, "dropout": float, "learning_rate": float}
+CHOICES = {"activation": str, "optimizer": str, "batch_size": int}
+SPACE_KEYS = tuple(f.name for f in dataclasses.fields(SearchSpace))
+
+
+def load_space(path: str | Path) -> SearchSpace:
+    """Read a TOML space file; keys left out keep the default table's range.
+
+    Raises:
+        SpecError: the file is missing or not TOML, names an unknown parameter, or has an
+            empty or invalid range; the message lists the valid names.
+    """
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise SpecError(f"space file {path} not found; pass the path of a TOML file") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise SpecError(f"space file {path} is not valid TOML: {exc}") from None
+    return space_from_dict(data, where=f"space file {path}")
+
+
+def space_from_dict(data: dict[str, Any], where: str = "the search space") -> SearchSpace:
+    """A checked SearchSpace from a dict shaped like a space file (or `SearchSpace.to_dict()`).
+
+    Raises:
+        SpecError: as for `load_space`.
+    """
+    values: dict[str, Any] = {}
+    for key, value in data.items():
+        if key not in SPACE_KEYS:
+            raise SpecError(
+                f"unknown parameter '{key}' in {where}{_closest(key, SPACE_KEYS)}; "
+                f"valid parameters: {', '.join(SPACE_KEYS)}"
+            )
+        if key in RANGES:
+            values[key] = _as_range(key, value, RANGES[key], where)
+        elif key in CHOICES:
+            values[key] = _as_choices(key, value, CHOICES[key], where)
+        else:
+            values[key] = value
+    return _check_space(SearchSpace(**values), where)
+
+
+def _is(value: Any, kind: type) -> bool:
+    if isinstance(value, bool):
+        return False
+    return isinstance(value, int | float) if kind is float else isinstance(value, kind)
+
+
+def _as_range(key: str, value: Any, kind: type, where: str) -> tuple:
+    pair = value if isinstance(value, list) else [value]
+    if len(pair) == 1:
+        pair = pair * 2
+    if len(pair) != 2 or not all(_is(v, kind) for v in pair):
+        raise SpecError(
+            f"{key} in {where} must be [low, high] or one {kind.__name__}, got {value!r}"
+        )
+    return tuple(kind(v) for v in pair)
+
+
+def _as_choices(key: str, value: Any, kind: type, where: str) -> tuple:
+    choices = value if isinstance(value, list) else [value]
+    if not all(_is(v, kind) for v in choices):
+        raise SpecError(f"{key} in {where} must be a list of {kind.__name__}s, got {value!r}")
+    return tuple(choices)
+
+
+def _check_space(space: SearchSpace, where: str) -> SearchSpace:
+    """Refuse empty ranges and values no network can have, before any training."""
+    from digitlab.model import ACTIVATIONS  # imports Keras: only once work is about to start
+
+    for key in RANGES:
+        low, high = getattr(space, key)
+        if low > high:
+            raise SpecError(
+                f"empty range for {key} in {where}: [{low}, {high}] has low > high; "
+                "write [low, high] with low ≤ high"
+            )
+    valid = {"activation": ACTIVATIONS, "optimizer": OPTIMIZERS}
+    for key in CHOICES:
+        choices = getattr(space, key)
+        if not choices:
+            examples = ", ".join(map(str, getattr(SearchSpace, key)))
+            raise SpecError(f"empty list for {key} in {where}; give at least one, e.g. {examples}")
+        for choice in choices:
+            if key in valid and choice not in valid[key]:
+                raise SpecError(
+                    f"unknown {key} '{choice}' in {where}{_closest(choice, valid[key])}; "
+                    f"valid: {', '.join(valid[key])}"
+                )
+    problems = {
+        "hidden_layers": space.hidden_layers[0] < 1,
+        "units": space.units[0] < 1,
+        "dropout": not 0 <= space.dropout[0] <= space.dropout[1] < 1,
+        "learning_rate": space.learning_rate[0] <= 0,
+        "batch_size": min(space.batch_size) < 1,
+        "epochs": not _is(space.epochs, int) or space.epochs < 1,
+    }
+    needs = {
+        "hidden_layers": "at least 1",
+        "units": "at least 1",
+        "dropout": "within [0, 1)",
+        "learning_rate": "positive",
+        "batch_size": "at least 1",
+        "epochs": "a whole number, at least 1",
+    }
+    for key, bad in problems.items():
+        if bad:
+            raise SpecError(f"{key} in {where} must be {needs[key]}, got {getattr(space, key)}")
+    return space
+
+
+def spec_for_trial(
+    trial: optuna.trial.BaseTrial,
+    space: SearchSpace,
+    train: TrainConfig,
+    name: str = "trial",
+    num_classes: int = 10,
+) -> Spec:
+    """The network and training config a trial draws from `space`.
+
+    The same function turns a finished trial back into its Spec:
+    `spec_for_trial(optuna.trial.FixedTrial(best.params), space, train)`.
+
+    Args:
+        trial: an Optuna trial, or a `FixedTrial` holding a finished trial's params.
+        space: the ranges to draw from.
+        train: the fixed training setup (dataset, samples, validation split, seed); the
+            optimizer, learning rate, batch size and epochs come from the trial and space.
+        name: the Spec's name (the Keras model's and the run's).
+        num_classes: units of the softmax output layer.
+    """
+    layers: list[dict[str, Any]] = []
+    depth = trial.suggest_int("hidden_layers", *space.hidden_layers)
+    activation = trial.suggest_categorical("activation", space.activation)
+    for i in range(1, depth + 1):
+        units = trial.suggest_int(f"units_{i}", *space.units, log=True)
+        layers.append({"type": "Dense", "units": units, "activation": activation})
+        rate = trial.suggest_float(f"dropout_{i}", *space.dropout)
+        if rate > 0:
+            layers.append({"type": "Dropout", "rate": rate})
+    layers.append({"type": "Dense", "units": num_classes, "activation": "softmax"})
+    train = dataclasses.replace(
+        train,
+        optimizer=trial.suggest_categorical("optimizer", space.optimizer),
+        learning_rate=trial.suggest_float("learning_rate", *space.learning_rate, log=True),
+        batch_size=trial.suggest_categorical("batch_size", space.batch_size),
+        epochs=space.epochs,
+    )
+    return Spec(name=name, layers=tuple(layers), train=train, description=describe(trial.params))
+
+
+def describe(params: dict[str, Any]) -> str:
+    """A trial's params in one short line: `2×[512, 64] relu · dropout [0.12, 0.30] · ...`."""
+    if "hidden_layers" not in params:  # a trial that failed before drawing anything
+        return ""
+    depth = params["hidden_layers"]
+    units = ", ".join(str(params.get(f"units_{i}", "?")) for i in range(1, depth + 1))
+    drops = ", ".join(f"{params.get(f'dropout_{i}', 0):.2f}" for i in range(1, depth + 1))
+    parts = [f"{depth}×[{units}] {params.get('activation', '?')}", f"dropout [{drops}]"]
+    if "optimizer" in params:
+        parts.append(f"{params['optimizer']} lr {params.get('learning_rate', 0):.1e}")
+    if "batch_size" in params:
+        parts.append(f"batch {params['batch_size']}")
+    return " · ".join(parts)
+
+
+# ------------------------------------------------------------------------------------ storage
+def parse_duration(text: str) -> float:
+    """Seconds in a duration such as `90`, `90s`, `30m`, `1.5h` or `1h30m`.
+
+    Raises:
+        DigitlabError: the text is not a positive duration.
+    """
+    compact = text.strip().lower().replace(" ", "")
+    parts = re.findall(r"(\d+(?:\.\d+)?)([smhd]?)", compact)
+    seconds = sum(float(n) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[u] for n, u in parts)
+    if not parts or "".join(n + u for n, u in parts) != compact or not seconds > 0:
+        raise DigitlabError(f"a duration looks like 90s, 30m, 1.5h or 1h30m; got '{text}'")
+    return seconds
+
+
+def storage_label(storage: str | Path | None, runs_dir: str | Path | None = None) -> str:
+    """Where a study lives, fit to print: the journal path, or the URL without its password."""
+    if storage is None or "://" not in str(storage):
+        return str(_journal_path(storage, runs_dir))
+    import sqlalchemy
+
+    try:
+        return sqlalchemy.engine.make_url(str(storage)).render_as_string(hide_password=True)
+    except sqlalchemy.exc.ArgumentError:
+        return str(storage).split("@")[-1]
+
+
+def _journal_path(storage: str | Path | None, runs_dir: str | Path | None) -> Path:
+    if storage is not None:
+        return Path(storage)
+    return Path(runs_dir if runs_dir is not None else default_runs_dir()) / JOURNAL_FILE
+
+
+def open_storage(
+    storage: str | Path | None = None, runs_dir: str | Path | None = None
+) -> optuna.storages.BaseStorage:
+    """Open the storage a study lives in.
+
+    Args:
+        storage: None for the journal file `<runs_dir>/tune.journal`; a path for a journal
+            file elsewhere (e.g. on a shared disk); or a database URL with `://`, such as
+            `postgresql://user@host/db`, that many machines can reach.
+        runs_dir: the runs folder (default `$DIGITLAB_RUNS_DIR` or `./runs`).
+
+    Raises:
+        DigitlabError: the database cannot be reached or its driver is missing.
+    """
+    from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock, JournalStorage
+
+    if storage is None or "://" not in str(storage):
+        path = _journal_path(storage, runs_dir)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # An O_EXCL lock file next to the journal: safe for processes on one machine and
+        # on NFSv3+; a lock left by a killed process is broken after 30 s.
+        backend = JournalFileBackend(str(path), lock_obj=JournalFileOpenLock(str(path)))
+        return JournalStorage(backend)
+
+    import sqlalchemy
+
+    url, label = str(storage), storage_label(storage)
+    engine_kwargs: dict[str, Any] = {"pool_pre_ping": True}
+    if url.startswith("postgresql"):
+        engine_kwargs["connect_args"] = {"connect_timeout": CONNECT_TIMEOUT_S}
+    try:
+        return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
+    except ImportError as exc:
+        raise DigitlabError(
+            f"the storage {label} needs the database driver '{exc.name}', which is not "
+            "installed; for PostgreSQL: pip install 'digitlab[postgres]'"
+        ) from None
+    except (sqlalchemy.exc.SQLAlchemyError, ValueError) as exc:
+        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+        raise DigitlabError(
+            f"cannot open the study storage {label}: {reason}; "
+            "check the URL and that the database server is running and reachable"
+        ) from None
+
+
+# ---------------------------------------------------------------------------------- objective
+class _Objective:
+    """Trains one trial's network in memory; the data is loaded once per process."""
+
+    def __init__(self, space: SearchSpace, train: TrainConfig, data_dir: str | Path | None):
+        from digitlab.data import class_names, load_dataset
+        from digitlab.model import prepare_inputs
+
+        self.space, self.train = space, train
+        self.num_classes = len(class_names(train.dataset))
+        (x, y), _ = load_dataset(train.dataset, data_dir=data_dir)  # the test set stays unused
+        n = train.train_samples or len(x)
+        self.x, self.y = prepare_inputs(x[:n], "flat"), y[:n]
+        self.worker = f"{socket.gethostname()}:{os.getpid()}"
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        import keras
+
+        from digitlab.model import build_model, compile_model
+
+        trial.set_user_attr(WORKER_ATTR, self.worker)
+        spec = spec_for_trial(trial, self.space, self.train, num_classes=self.num_classes)
+        keras.backend.clear_session()  # drop the previous trial's model and compiled steps
+        keras.utils.set_random_seed(spec.train.seed)  # as train() does, so the best rebuilds
+        model = build_model(spec, num_classes=self.num_classes)
+        compile_model(model, spec, num_classes=self.num_classes)
+
+        def report(epoch: int, logs: dict[str, float]) -> None:
+            trial.report(float(logs["val_accuracy"]), step=epoch + 1)
+            if trial.should_prune():
+                raise optuna.TrialPruned(f"pruned after epoch {epoch + 1}")
+
+        history = model.fit(
+            self.x,
+            self.y,
+            batch_size=spec.train.batch_size,
+            epochs=spec.train.epochs,
+            # Keras holds out the last fraction, unshuffled: the same digits train() holds out
+            validation_split=spec.train.validation_split,
+            callbacks=[keras.callbacks.LambdaCallback(on_epoch_end=report)],
+            verbose=0,
+        )
+        return float(history.history["val_accuracy"][-1])
+
+
+def _make_pruner(name: str, epochs: int) -> optuna.pruners.BasePruner:
+    if name == "median":
+        # Stop a trial whose accuracy after an epoch is below the median of earlier trials
+        # after the same epoch, once 5 trials have finished.
+        return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=1)
+    if name == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=epochs)
+    return optuna.pruners.NopPruner()
+
+
+def _sampler(seed: int, worker: int, finished: int) -> optuna.samplers.TPESampler:
+    """TPE, seeded per worker, per host and per restart, so no two draw the same trials."""
+    import numpy as np
+
+    host = zlib.crc32(socket.gethostname().encode())
+    sequence = np.random.SeedSequence([seed, worker, finished, host])
+    # constant_liar: running trials count as bad ones, so parallel workers spread out
+    return optuna.samplers.TPESampler(seed=int(sequence.generate_state(1)[0]), constant_liar=True)
+
+
+def _quiet() -> None:
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # the live table says it better
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+
+
+def _setup(space: SearchSpace, train: TrainConfig) -> dict[str, Any]:
+    keys = ("dataset", "train_samples", "validation_split", "seed")
+    return {"space": space.to_dict(), "train": {key: getattr(train, key) for key in keys}}
+
+
+def _open_study(
+    name: str, storage, space: SearchSpace, train: TrainConfig, pruner: str, worker: int = 0
+) -> optuna.Study:
+    """Create the study, or load it and check it was made with the same space and data."""
+    study = optuna.create_study(
+        study_name=name, storage=storage, direction="maximize", load_if_exists=True,
+        sampler=optuna.samplers.RandomSampler(),  # replaced below, once the trials are known
+        pruner=_make_pruner(pruner, space.epochs),
+    )  # fmt: skip
+    setup = _setup(space, train)
+    stored = study.user_attrs.get(SETUP_ATTR)
+    if stored is None:
+        study.set_user_attr(SETUP_ATTR, setup)
+    elif stored != setup:
+        diffs = [
+            f"{key} {stored[part].get(key)} → {value}"
+            for part in ("space", "train")
+            for key, value in setup[part].items()
+            if stored[part].get(key) != value
+        ]
+        raise SpecError(
+            f"study '{name}' was started with other settings ({'; '.join(diffs)}); "
+            "re-run it with the same options, or give a new --study name"
+        )
+    finished = len(study.get_trials(deepcopy=False, states=FINISHED))
+    study.sampler = _sampler(train.seed, worker, finished)
+    return study
+
+
+@dataclass(frozen=True)
+class _Job:
+    """What every worker of one `tune` call shares; plain values, so it pickles to a process."""
+
+    study: str
+    storage: str | None
+    runs_dir: str | None
+    space: SearchSpace
+    train: TrainConfig
+    pruner: str
+    target: int | None  # the study's target of finished trials, across all workers and hosts
+    timeout: float | None
+    data_dir: str | None
+
+
+def _search(job: _Job, index: int, trials: int | None) -> None:
+    """Run up to `trials` trials of the study (None: until the target or the timeout)."""
+    storage = open_storage(job.storage, job.runs_dir)
+    study = _open_study(job.study, storage, job.space, job.train, job.pruner, index)
+    objective = _Objective(job.space, job.train, job.data_dir)
+    # Other machines may be filling the same study: stop once it holds the target.
+    callbacks = [] if job.target is None else [optuna.study.MaxTrialsCallback(job.target, FINISHED)]
+    study.optimize(objective, n_trials=trials, timeout=job.timeout, callbacks=callbacks)
+
+
+def _worker(job: _Job, index: int, trials: int | None) -> None:
+    """One worker process: its own storage connection, its share of the trials."""
+
+    def stop(signum, frame):
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # one interrupt: let Optuna record it
+        raise KeyboardInterrupt
+
+    # The parent decides when to stop and sends SIGTERM; a terminal's Ctrl-C reaches every
+    # process of the group, and a second interrupt could cut Optuna off mid-write.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, stop)
+    _quiet()
+    try:
+        _search(job, index, trials)
+    except KeyboardInterrupt:
+        raise SystemExit(130) from None
+
+
+def _run_workers(job: _Job, workers: int, remaining: int | None) -> bool:
+    """Start `workers` processes sharing the study and wait for them; True if interrupted."""
+    context = multiprocessing.get_context("spawn")  # fresh interpreters: JAX dislikes fork
+    shares: list[int | None] = [None] * workers
+    if remaining is not None:
+        shares = [remaining // workers + (i < remaining % workers) for i in range(workers)]
+    processes = [
+        context.Process(target=_worker, args=(job, i, share), name=f"digitlab-tune-{i}")
+        for i, share in enumerate(shares)
+        if share != 0
+    ]
+    for process in processes:
+        process.start()
+    interrupted = False
+    try:
+        for process in processes:
+            process.join()
+    except KeyboardInterrupt:
+        interrupted = True
+        for process in processes:
+            if process.is_alive():
+                process.terminate()  # SIGTERM: the worker records its trial as failed
+        for process in processes:
+            process.join()
+    failed = [p for p in processes if p.exitcode not in (0, 130)]
+    if failed and not interrupted:
+        raise DigitlabError(
+            f"{len(failed)} of {len(processes)} tuning workers stopped with exit code "
+            f"{failed[0].exitcode}; the error is printed above"
+        )
+    return interrupted or any(p.exitcode != 0 for p in processes)
+
+
+@contextlib.contextmanager
+def _live(study: optuna.Study, console: Console | None) -> Iterator[None]:
+    if console is None:
+        yield
+        return
+    with Live(TrialsView(study), console=console, refresh_per_second=1):
+        yield
+
+
+# --------------------------------------------------------------------------------------- tune
+@dataclass
+class TuneResult:
+    """What a `tune` call leaves: the study's trials, the best, and the run saved from it."""
+
+    study: str
+    storage: str
+    trials: list[FrozenTrial]
+    best: FrozenTrial | None
+    run: Run | None
+    interrupted: bool
+    seconds: float
+    new_trials: int
+    counts: dict[str, int] = field(default_factory=dict)
+
+    def summary(self) -> list[str]:
+        """Lines for a person: counts, the best trial and its run, how to go on."""
+        counts = ", ".join(f"{n} {state.lower()}" for state, n in self.counts.items() if n)
+        lines = [
+            f"study {self.study} ({self.storage}): {len(self.trials)} trials "
+            f"({counts or 'none'}), {self.new_trials} new in {_duration(self.seconds)}"
+        ]
+        if self.best is not None:
+            lines.append(
+                f"best: trial {self.best.number}, validation accuracy {self.best.value:.2%}: "
+                f"{describe(self.best.params)}"
+            )
+        if self.run is not None:
+            accuracy = self.run.metrics.get("test_accuracy")
+            lines.append(
+                f"saved as run {self.run.path}"
+                + (f" (test accuracy {accuracy:.2%})" if accuracy is not None else "")
+            )
+        if self.interrupted:
+            lines.append("interrupted: run the same command again to continue the study")
+        return lines
+
+
+def tune(
+    study: str = DEFAULT_STUDY,
+    *,
+    space: SearchSpace | None = None,
+    trials: int | None = 50,
+    timeout: float | None = None,
+    workers: int = 1,
+    storage: str | Path | None = None,
+    dataset: str = "mnist",
+    train_samples: int | None = None,
+    validation_split: float = 0.1,
+    seed: int = 0,
+    pruner: str = "median",
+    save_best: bool = True,
+    runs_dir: str | Path | None = None,
+    data_dir: str | Path | None = None,
+    console: Console | None = None,
+) -> TuneResult:
+    """Search networks for the highest validation accuracy; save the best as a run.
+
+    Args:
+        study: the study's name; the same name in the same storage resumes or joins it.
+        space: what to search (default: `SearchSpace()`, issue 5's table, 10 epochs).
+        trials: the study's target of finished (complete or pruned) trials; a resumed study
+            runs only the rest. None: no limit (stop with `timeout` or Ctrl-C).
+        timeout: seconds after which each worker starts no new trial.
+        workers: worker processes on this machine; 1 runs in this process.
+        storage: None (journal file in `runs_dir`), a journal file path, or a database URL.
+        dataset, train_samples, validation_split, seed: the fixed training setup; every
+            trial trains the first `train_samples` digits less the last `validation_split`
+            of them, from the same `seed`.
+        pruner: "median" (default), "hyperband" or "none".
+        save_best: train the best trial again with `train()` and save it as a run.
+        runs_dir: where the journal and the best run go (default `$DIGITLAB_RUNS_DIR`, ./runs).
+        data_dir: a folder with the dataset files, as for `load_dataset`.
+        console: a Rich console to draw the live table of trials on; None draws nothing.
+
+    Returns:
+        A `TuneResult`; `interrupted` is set after Ctrl-C or SIGTERM, and then no run is saved.
+
+    Raises:
+        SpecError: bad space, options, or a study started with other settings.
+        DigitlabError: the storage cannot be opened, or a worker crashed.
+    """
+    from digitlab.data import class_names, fetch_dataset
+
+    space = _check_space(space or SearchSpace(), "the search space")
+    if trials is not None and trials < 1:
+        raise SpecError(f"trials must be at least 1, got {trials}")
+    if timeout is not None and not timeout > 0:
+        raise SpecError(f"timeout must be positive, got {timeout}")
+    if workers < 1:
+        raise SpecError(f"workers must be at least 1, got {workers}")
+    if pruner not in PRUNERS:
+        raise SpecError(f"unknown pruner '{pruner}'; valid pruners: {', '.join(PRUNERS)}")
+    if not 0 < validation_split < 1:
+        raise SpecError(f"tuning needs a validation split in (0, 1), got {validation_split}")
+    train = validate_train_config(
+        TrainConfig(dataset=dataset, train_samples=train_samples,
+                    validation_split=validation_split, seed=seed, epochs=space.epochs)
+    )  # fmt: skip
+    class_names(dataset)  # an unknown dataset is refused before the study is touched
+    _quiet()
+    label = storage_label(storage, runs_dir)
+    the_study = _open_study(study, open_storage(storage, runs_dir), space, train, pruner)
+    fetch_dataset(dataset, data_dir=data_dir)  # once, here, rather than racing in each worker
+
+    before = len(the_study.get_trials(deepcopy=False, states=FINISHED))
+    remaining = None if trials is None else max(trials - before, 0)
+    start = time.perf_counter()
+    interrupted = False
+    if remaining != 0:
+        from digitlab.train import _sigterm_as_interrupt
+
+        job = _Job(study, _str(storage), _str(runs_dir), space, train, pruner, trials, timeout,
+                   _str(data_dir))  # fmt: skip
+        with _live(the_study, console), _sigterm_as_interrupt():
+            if workers == 1:
+                try:
+                    _search(job, 0, remaining)
+                except KeyboardInterrupt:
+                    interrupted = True  # Optuna has recorded the running trial as failed
+            else:
+                interrupted = _run_workers(job, workers, remaining)
+    seconds = time.perf_counter() - start
+
+    all_trials = the_study.get_trials()
+    complete = [t for t in all_trials if t.state == TrialState.COMPLETE]
+    best = max(complete, key=lambda t: (t.value, -t.number)) if complete else None
+    run = None
+    if best is not None and save_best and not interrupted:
+        run = _save_best(the_study, best, space, train, runs_dir, data_dir)
+    return TuneResult(
+        study=study,
+        storage=label,
+        trials=all_trials,
+        best=best,
+        run=run,
+        interrupted=interrupted,
+        seconds=seconds,
+        new_trials=len([t for t in all_trials if t.state in FINISHED]) - before,
+        counts={s.name: sum(t.state == s for t in all_trials) for s in TrialState},
+    )
+
+
+def _str(path: str | Path | None) -> str | None:
+    return None if path is None else str(path)
+
+
+def _save_best(study, best, space, train, runs_dir, data_dir) -> Run:
+    """The best trial as a run: trained again by `train()` from its params and the seed."""
+    from digitlab.data import class_names
+    from digitlab.train import train as train_run
+
+    saved = study.user_attrs.get(BEST_RUN_ATTR) or {}
+    if saved.get("trial") == best.number and Path(saved.get("path", "")).is_dir():
+        return load_run(saved["path"])  # already saved by an earlier call on this machine
+    spec = spec_for_trial(
+        optuna.trial.FixedTrial(best.params),
+        space,
+        train,
+        name=f"{study.study_name}-trial{best.number}",
+        num_classes=len(class_names(train.dataset)),
+    )
+    spec = dataclasses.replace(
+        spec,
+        description=f"best of study '{study.study_name}': trial {best.number}, validation "
+        f"accuracy {best.value:.4f}; {spec.description}",
+    )
+    run = train_run(spec, runs_dir=runs_dir, data_dir=data_dir, verbose=0)
+    study.set_user_attr(BEST_RUN_ATTR, {"trial": best.number, "path": str(run.path.resolve())})
+    return run
+
+
+# ---------------------------------------------------------------------------------- live view
+def _duration(seconds: float) -> str:
+    seconds = max(seconds, 0.0)
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, secs = divmod(round(seconds), 60)
+    return f"{minutes}m{secs:02d}s" if minutes < 60 else f"{minutes // 60}h{minutes % 60:02d}m"
+
+
+class TrialsView:
+    """A Rich renderable of a study's trials, read from the storage each time it is drawn.
+
+    Used by `tune` as the live table; it reads only the storage, so it shows the trials of
+    every worker, and of other machines that share the study.
+    """
+
+    def __init__(self, study: optuna.Study, rows: int = 20):
+        self.study, self.rows = study, rows
+
+    def __rich__(self) -> Table:
+        trials = self.study.get_trials(deepcopy=False)
+        complete = [t for t in trials if t.state == TrialState.COMPLETE]
+        best = max(complete, key=lambda t: (t.value, -t.number)) if complete else None
+        counts = {s: sum(t.state == s for t in trials) for s in TrialState}
+        title = (
+            f"study {self.study.study_name}: {counts[TrialState.COMPLETE]} complete · "
+            f"{counts[TrialState.PRUNED]} pruned · {counts[TrialState.RUNNING]} running"
+            + (f" · {counts[TrialState.FAIL]} failed" if counts[TrialState.FAIL] else "")
+            + (f" · best {best.value:.2%} (trial {best.number})" if best else "")
+        )
+        table = Table("trial", "state", "val acc", "epochs", "time", "params", title=title)
+        now = datetime.now()
+        for trial in trials[-self.rows :]:
+            steps = trial.intermediate_values
+            value = trial.value if trial.value is not None else steps.get(max(steps, default=0))
+            started = trial.datetime_start or now
+            table.add_row(
+                str(trial.number),
+                trial.state.name.lower(),
+                f"{value:.2%}" if value is not None else "–",
+                str(max(steps, default=0)),
+                _duration(((trial.datetime_complete or now) - started).total_seconds()),
+                describe(trial.params),
+                style="bold" if trial is best else None,
+            )
+        return table
+
+
+# ------------------------------------------------------------------------------------- report
+REPORT_PLOTS = ("optimization_history.png", "param_importances.png", "parallel_coordinate.png")
+TOP_TRIALS_CSV = "top_trials.csv"
+TOP_TRIALS_MD = "top_trials.md"
+
+
+def report(
+    study: str = DEFAULT_STUDY,
+    *,
+    storage: str | Path | None = None,
+    runs_dir: str | Path | None = None,
+    out_dir: str | Path | None = None,
+    top: int = 10,
+) -> list[Path]:
+    """Write a study's plots (history, importances, parallel coordinates) and top trials.
+
+    Args:
+        study: the study's name.
+        storage, runs_dir: where it lives, as for `tune`.
+        out_dir: the folder to write (default `<runs_dir>/tune-report-<study>`).
+        top: how many of the best complete trials the table lists.
+
+    Returns:
+        The paths written. Parameter importances need two complete trials and are left out
+        before that.
+
+    Raises:
+        DigitlabError: no such study in the storage, or it has no complete trial yet.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from optuna.visualization import matplotlib as views
+
+    _quiet()
+    opened = open_storage(storage, runs_dir)
+    label = storage_label(storage, runs_dir)
+    try:
+        the_study = optuna.load_study(study_name=study, storage=opened)
+    except KeyError:
+        names = optuna.get_all_study_names(opened)
+        raise DigitlabError(
+            f"no study '{study}' in {label}; studies there: {', '.join(names) or 'none'}"
+        ) from None
+    complete = the_study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if not complete:
+        raise DigitlabError(f"study '{study}' has no complete trial yet; run `digitlab tune`")
+    root = Path(runs_dir) if runs_dir is not None else default_runs_dir()
+    out = Path(out_dir) if out_dir is not None else root / f"tune-report-{study}"
+
+    target = "validation accuracy"
+    always = ["hidden_layers", "units_1", "dropout_1", "activation", "optimizer",
+              "learning_rate", "batch_size"]  # fmt: skip  # drawn in every trial
+    drawn = {
+        REPORT_PLOTS[0]: lambda: views.plot_optimization_history(the_study, target_name=target),
+        REPORT_PLOTS[2]: lambda: views.plot_parallel_coordinate(
+            the_study, params=[p for p in always if p in complete[0].params], target_name=target
+        ),
+    }
+    if len(complete) >= 2:
+        evaluator = optuna.importance.FanovaImportanceEvaluator(seed=0)
+        drawn[REPORT_PLOTS[1]] = lambda: views.plot_param_importances(
+            the_study, evaluator=evaluator, target_name=target
+        )
+    written = []
+    for name, draw in drawn.items():
+        figure = draw().figure
+        figure.set_size_inches(11, 6)
+        figure.tight_layout()
+        with atomic_path(out / name) as tmp:
+            figure.savefig(tmp, format="png", dpi=100)
+        plt.close(figure)
+        written.append(out / name)
+    written += _write_top_trials(the_study, complete, out, top, label)
+    return written
+
+
+def _write_top_trials(study, complete, out: Path, top: int, label: str) -> list[Path]:
+    ranked = sorted(complete, key=lambda t: (-t.value, t.number))[:top]
+    header = ["rank", "trial", "val_accuracy", "hidden_layers", "units", "activation",
+              "dropout", "optimizer", "learning_rate", "batch_size", "seconds"]  # fmt: skip
+    rows = []
+    for rank, trial in enumerate(ranked, start=1):
+        p, depth = trial.params, trial.params["hidden_layers"]
+        rows.append([
+            rank, trial.number, f"{trial.value:.4f}", depth,
+            "-".join(str(p[f"units_{i}"]) for i in range(1, depth + 1)), p["activation"],
+            "-".join(f"{p[f'dropout_{i}']:.2f}" for i in range(1, depth + 1)), p["optimizer"],
+            f"{p['learning_rate']:.2e}", p["batch_size"], f"{trial.duration.total_seconds():.1f}",
+        ])  # fmt: skip
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\n").writerows([header, *rows])
+    counts = {s.name.lower(): len(study.get_trials(deepcopy=False, states=(s,))) for s in FINISHED}
+    lines = [
+        f"# Study {study.study_name}: top {len(rows)} trials",
+        "",
+        f"Storage: {label}. Trials: {counts['complete']} complete, {counts['pruned']} pruned. "
+        "Validation accuracy on the held-out end of the training set; the test set is not used.",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * len(header),
+        *("| " + " | ".join(map(str, row)) + " |" for row in rows),
+    ]
+    return [
+        write_text(out / TOP_TRIALS_CSV, buffer.getvalue()),
+        write_text(out / TOP_TRIALS_MD, "\n".join(lines) + "\n"),
+    ]
