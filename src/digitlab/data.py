@@ -456,6 +456,7 @@ def _store(stream: IO[bytes], path: Path, ds: Dataset, where: str) -> None:
                 out.write(chunk)
         if digest.hexdigest() != ds.sha256[path.name]:
             raise DataError(f"{where} has the wrong SHA-256 for {ds.name}'s {path.name}; refused")
+        os.chmod(temp, 0o644)  # mkstemp makes 0600; a shared cache is meant to be read
         os.replace(temp, path)
     except BaseException:  # Ctrl-C included: never leave a half file behind
         Path(temp).unlink(missing_ok=True)
