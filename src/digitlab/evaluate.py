@@ -122,6 +122,8 @@ def write_pictures(
 ) -> list[Path]:
     """Draw the confusion heatmap, the misclassified gallery and the training curves."""
     wrong = evaluation.misclassified
+    confidence = evaluation.probabilities[wrong].max(axis=1)
+    wrong = wrong[np.argsort(-confidence, kind="stable")]  # the most confident mistakes first
     paths = [
         plots.save_confusion_matrix(
             evaluation.confusion_matrix, evaluation.class_names, run_dir / CONFUSION_PNG

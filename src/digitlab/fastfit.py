@@ -99,10 +99,10 @@ def fit(
     if not model.compiled:
         raise ValueError("compile the model before fitting it, e.g. with compile_model")
     x_train, y_train, validation = _split(x, y, validation_split)
-    trainer = _Trainer(model, x_train, y_train, batch_size, seed, augment)
+    trainer = _Trainer(model, x_train, y_train, batch_size, seed, augment, validation)
+    history = keras.callbacks.History()  # last, as `fit` adds it
     callback_list = keras.callbacks.CallbackList(
-        list(callbacks),
-        add_history=True,
+        [*callbacks, history],
         add_progbar=verbose != 0,
         verbose=verbose,
         epochs=epochs,
@@ -118,13 +118,13 @@ def fit(
         callback_list.on_epoch_begin(epoch)
         logs = trainer.train_epoch(epoch, callback_list, chunk_seconds)
         if validation is not None:
-            logs.update({f"val_{k}": v for k, v in trainer.evaluate(*validation).items()})
+            logs.update({f"val_{k}": v for k, v in trainer.validate().items()})
         callback_list.on_epoch_end(epoch, logs)
         if model.stop_training:
             break
     model.optimizer.finalize_variable_values(model.trainable_weights)
     callback_list.on_train_end(logs)
-    return model.history.history
+    return history.history
 
 
 def _split(x, y, validation_split: float):
@@ -153,7 +153,7 @@ class _Trainer:
     optimizer and metrics variables' values, in the order of the model's own lists.
     """
 
-    def __init__(self, model, x, y, batch_size: int, seed: int, augment: Augment | None):
+    def __init__(self, model, x, y, batch_size, seed, augment=None, validation=None):
         import jax
 
         self.model = model
@@ -165,6 +165,7 @@ class _Trainer:
         # Create the compiled metrics' and the optimizer's variables, as `fit` does first.
         model._symbolic_build(data_batch=(x[:batch_size], y[:batch_size]))
         self.x, self.y = jax.device_put(x), jax.device_put(y)
+        self.validation = None if validation is None else jax.device_put(validation)
         self.steps_per_epoch = -(-self.count // batch_size)
         self._steps_per_second: float | None = None
         self._train = jax.jit(self._train_steps)
@@ -230,7 +231,7 @@ class _Trainer:
         rng = np.random.default_rng([self.seed, epoch])
         return rng.permutation(self.count).astype(np.int32)
 
-    def _chunk_steps(self, chunk_seconds: float, done: int) -> int:
+    def _chunk_steps(self, chunk_seconds: float) -> int:
         if self._steps_per_second is None:
             return FIRST_CHUNK_STEPS
         return max(1, int(self._steps_per_second * chunk_seconds))
@@ -244,14 +245,15 @@ class _Trainer:
         key = jax.random.fold_in(jax.random.key(self.seed), epoch)
         tail_key = jax.random.fold_in(key, len(full))
         state = self.read_state()
+        steps = len(full) + (rest.size > 0)
         logs: dict[str, Any] = {}
         done = 0
         try:
-            while done < len(full) + rest.shape[1] and not self.model.stop_training:
+            while done < steps and not self.model.stop_training:
                 callbacks.on_train_batch_begin(done)
                 started = time.perf_counter()
                 if done < len(full):
-                    stop = min(len(full), done + self._chunk_steps(chunk_seconds, done))
+                    stop = min(len(full), done + self._chunk_steps(chunk_seconds))
                     state, logs = self._train(state, self.x, self.y, full, done, stop, key)
                 else:  # the last, partial batch: its own (small) compiled program
                     stop = done + 1
@@ -265,8 +267,9 @@ class _Trainer:
             self.write_state(state)
         return logs
 
-    def evaluate(self, x: np.ndarray, y: np.ndarray) -> dict[str, float]:
-        """The loss and metrics on (x, y) with the current weights, as `evaluate` gives."""
+    def validate(self) -> dict[str, float]:
+        """The loss and metrics on the validation data, as `model.evaluate` gives them."""
+        x, y = self.validation
         self.model.reset_metrics()
         trainable, non_trainable, _, metrics = self.read_state()
         state = (trainable, non_trainable, metrics)

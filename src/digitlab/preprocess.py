@@ -44,6 +44,7 @@ CLEAN_SIGMA = 2.0  # paper noise (std, of 255) above which the image is blurred 
 MIN_INK_PIXELS = 5  # the brightest level counts only if this many pixels reach it
 MIN_EXTENT = 0.03  # the ink must span at least this share of the image's long side
 NOISE_SIGMAS = 4.0  # the threshold stays this many noise deviations above the paper
+NOISE_LAG = 4  # pixels; see _noise_sigma
 SPECK_FRACTION = 0.05  # ink blobs smaller than this share of the largest one are noise
 RESAMPLE = Image.Resampling.BILINEAR  # anti-aliased both ways (Pillow widens the filter to shrink)
 
@@ -128,10 +129,11 @@ def preprocess(image: Image.Image) -> np.ndarray:
         ImageError: no digit found (a blank or nearly uniform image).
     """
     gray = _grayscale(image)
-    mask = _ink_mask(_ink_bright(gray))
+    if _ink_is_dark(gray):
+        gray = ImageOps.invert(gray)
+    mask = _ink_mask(gray)
     rows, cols = ndi.find_objects(mask.astype(np.uint8))[0]
-    crop = _thicken(mask[rows, cols])
-    return _centre(_fit_box(crop))
+    return _centre(_fit_box(_thicken(mask[rows, cols])))
 
 
 def _grayscale(image: Image.Image) -> Image.Image:
@@ -163,13 +165,6 @@ def _flatten_transparency(rgba: Image.Image) -> Image.Image:
     return Image.alpha_composite(background, rgba).convert("RGB")
 
 
-def _ink_bright(gray: Image.Image) -> Image.Image:
-    """Ink bright on paper near 0: invert dark ink, then subtract the paper's lighting."""
-    if _ink_is_dark(gray):
-        gray = ImageOps.invert(gray)
-    return ImageChops.subtract(gray, _background(gray))
-
-
 def _ink_is_dark(gray: Image.Image) -> bool:
     """Whether the ink is darker than the paper around it.
 
@@ -185,40 +180,56 @@ def _ink_is_dark(gray: Image.Image) -> bool:
 
 
 def _background(gray: Image.Image) -> Image.Image:
-    """The paper alone, lighting gradients included: a grey opening wider than any stroke.
+    """The paper's brightness alone: one level, or a smooth quadratic surface.
 
-    It runs on a copy shrunk to about 64 px (lighting changes slowly, and the full-size
-    opening costs milliseconds); a flat paper comes back as one level, skipping the upscale.
+    A quadratic covers a lamp's gradient and a lens's vignetting. It is fitted at ~32 px by
+    least squares, three times, each time leaving out pixels well above the fit (the ink).
+    Unlike a grey opening it has no artefacts at the image's edges and no limit on stroke
+    width. When the medians of a 3×3 grid of blocks agree, the paper is even (a canvas, a
+    scan) and the fit is skipped.
     """
-    factor = max(1, min(gray.size) // 64)
-    small = np.asarray(gray.reduce(factor) if factor > 1 else gray)
-    paper = ndi.grey_opening(small, size=max(3, min(small.shape) // 3))
-    low, high = int(paper.min()), int(paper.max())
-    if high - low <= FLAT_PAPER:
-        return Image.new("L", gray.size, low)
-    return Image.fromarray(paper).resize(gray.size, Image.Resampling.BILINEAR)
+    factor = max(1, min(gray.size) // 32)
+    small = np.asarray(gray.reduce(factor) if factor > 1 else gray, dtype=np.float64)
+    blocks = [
+        np.median(b) for third in np.array_split(small, 3) for b in np.array_split(third, 3, 1)
+    ]
+    if max(blocks) - min(blocks) <= FLAT_PAPER:
+        return Image.new("L", gray.size, int(np.median(blocks)))
+    rows, cols = np.mgrid[0 : 1 : small.shape[0] * 1j, 0 : 1 : small.shape[1] * 1j]
+    terms = np.stack([np.ones_like(rows), rows, cols, rows**2, rows * cols, cols**2], axis=-1)
+    terms, values = terms.reshape(-1, 6), small.ravel()
+    paper = np.ones(values.shape, dtype=bool)
+    for _ in range(3):
+        coefficients = np.linalg.lstsq(terms[paper], values[paper], rcond=None)[0]
+        residual = values - terms @ coefficients
+        spread = 1.4826 * np.median(np.abs(residual[paper] - np.median(residual[paper])))
+        paper = residual < 2 * spread + 2
+    fit = np.clip(terms @ coefficients, 0, 255).reshape(small.shape)
+    return Image.fromarray(fit.astype(np.uint8)).resize(gray.size, Image.Resampling.BILINEAR)
 
 
-def _ink_mask(ink: Image.Image) -> np.ndarray:
-    """Threshold the ink at Otsu's level, kept above the paper's noise; specks dropped.
+def _ink_mask(gray: Image.Image) -> np.ndarray:
+    """Which pixels are ink, given bright ink on darker paper.
 
-    Noisy images (a photo) are blurred first; clean ones (a canvas) skip it, so a 1-px
-    stroke keeps its full contrast.
+    Noisy images (photos) are blurred first; clean ones (a canvas) are not, so a 1-px stroke
+    keeps its full contrast. The paper's lighting is subtracted, then the threshold is
+    Otsu's level, kept at least NOISE_SIGMAS noise deviations above the paper. Blobs much
+    smaller than the largest are noise specks and are dropped.
 
     Raises:
         ImageError: nothing stands out from the paper.
     """
+    noise = _noise_sigma(gray)
+    if noise > CLEAN_SIGMA:
+        gray = gray.filter(ImageFilter.GaussianBlur(radius=1))
+        noise = _noise_sigma(gray)
+    ink = ImageChops.subtract(gray, _background(gray))
     counts = np.asarray(ink.histogram())
-    median, sigma = _histogram_median_sigma(counts)
-    if sigma > CLEAN_SIGMA:
-        ink = ink.filter(ImageFilter.GaussianBlur(radius=1))
-        counts = np.asarray(ink.histogram())
-        median, sigma = _histogram_median_sigma(counts)
-    top = _brightest_level(counts)
-    if top - median < MIN_CONTRAST:
+    paper = int(np.searchsorted(np.cumsum(counts), counts.sum() / 2))
+    floor = paper + NOISE_SIGMAS * noise
+    if _brightest_level(counts) < max(paper + MIN_CONTRAST, floor):
         raise _no_digit()
-    level = max(_otsu_level(counts), median + NOISE_SIGMAS * sigma)
-    mask = np.asarray(ink) > level
+    mask = np.asarray(ink) > max(_otsu_level(counts), floor)
     labels, count = ndi.label(mask, structure=np.ones((3, 3)))  # diagonal steps connect
     if count > 1:
         sizes = np.bincount(labels.ravel())
@@ -229,13 +240,15 @@ def _ink_mask(ink: Image.Image) -> np.ndarray:
     return mask
 
 
-def _histogram_median_sigma(counts: np.ndarray) -> tuple[float, float]:
-    """Median and robust sigma (1.4826 × median absolute deviation) from a 256-bin histogram."""
-    half = counts.sum() / 2
-    median = int(np.searchsorted(np.cumsum(counts), half))
-    deviations = np.bincount(np.abs(np.arange(256) - median), weights=counts, minlength=256)
-    mad = int(np.searchsorted(np.cumsum(deviations), half))
-    return float(median), 1.4826 * mad
+def _noise_sigma(gray: Image.Image) -> float:
+    """The noise's standard deviation, from pixels NOISE_LAG apart (Donoho's robust MAD).
+
+    Differences cancel lighting gradients; taking the median ignores the ink's edges (a
+    minority); the lag skips the correlation a blur leaves between neighbours.
+    """
+    pixels = np.asarray(gray, dtype=np.int16)[::2]
+    steps = np.abs(pixels[:, NOISE_LAG:] - pixels[:, :-NOISE_LAG]).ravel()
+    return 1.4826 * float(np.median(steps)) / np.sqrt(2)
 
 
 def _brightest_level(counts: np.ndarray) -> int:

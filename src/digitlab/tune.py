@@ -311,16 +311,21 @@ def open_storage(
 
     import sqlalchemy
 
-    url, label = str(storage), storage_label(storage)
+    url, label = _database_url(str(storage)), storage_label(storage)
     engine_kwargs: dict[str, Any] = {"pool_pre_ping": True}
     if url.startswith("postgresql"):
         engine_kwargs["connect_args"] = {"connect_timeout": CONNECT_TIMEOUT_S}
     try:
         return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
     except ImportError as exc:
+        driver = getattr(exc.__cause__, "name", None) or exc.name or "its driver"
         raise DigitlabError(
-            f"the storage {label} needs the database driver '{exc.name}', which is not "
-            "installed; for PostgreSQL: pip install 'digitlab[postgres]'"
+            f"the storage {label} needs the database driver '{driver}', which is not "
+            "installed (for PostgreSQL: pip install 'digitlab[postgres]')"
+        ) from None
+    except sqlalchemy.exc.NoSuchModuleError:
+        raise DigitlabError(
+            f"unknown kind of database in {label}; use e.g. postgresql://user@host/db"
         ) from None
     except (sqlalchemy.exc.SQLAlchemyError, ValueError) as exc:
         reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
@@ -328,6 +333,16 @@ def open_storage(
             f"cannot open the study storage {label}: {reason}; "
             "check the URL and that the database server is running and reachable"
         ) from None
+
+
+def _database_url(url: str) -> str:
+    """`postgresql://` means psycopg 3 to SQLAlchemy 2.1; use psycopg2 when only it is here."""
+    import importlib.util
+
+    find = importlib.util.find_spec
+    if url.startswith("postgresql://") and find("psycopg") is None and find("psycopg2"):
+        return "postgresql+psycopg2://" + url.removeprefix("postgresql://")
+    return url
 
 
 # ---------------------------------------------------------------------------------- objective
