@@ -377,6 +377,7 @@ class _Objective:
             if trial.should_prune():
                 raise optuna.TrialPruned(f"pruned after epoch {epoch + 1}")
 
+        # The same fit as train()'s, which rebuilds the best trial: it must score the same.
         history = model.fit(
             self.x,
             self.y,
@@ -411,7 +412,8 @@ def _sampler(seed: int, worker: int, finished: int) -> optuna.samplers.TPESample
 
 
 def _quiet() -> None:
-    optuna.logging.set_verbosity(optuna.logging.WARNING)  # the live table says it better
+    # The live table says it better; and a Ctrl-C'd trial is no failure worth a traceback.
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
 
@@ -532,6 +534,8 @@ def _live(study: optuna.Study, console: Console | None) -> Iterator[None]:
         return
     with Live(TrialsView(study), console=console, refresh_per_second=1):
         yield
+    if not console.is_terminal:
+        console.line()  # Live ends on the table's last line when it isn't drawing live
 
 
 # --------------------------------------------------------------------------------------- tune
@@ -551,7 +555,10 @@ class TuneResult:
 
     def summary(self) -> list[str]:
         """Lines for a person: counts, the best trial and its run, how to go on."""
-        counts = ", ".join(f"{n} {state.lower()}" for state, n in self.counts.items() if n)
+        words = {"COMPLETE": "complete", "PRUNED": "pruned", "FAIL": "failed"}
+        counts = ", ".join(
+            f"{n} {words.get(state, state.lower())}" for state, n in self.counts.items() if n
+        )
         lines = [
             f"study {self.study} ({self.storage}): {len(self.trials)} trials "
             f"({counts or 'none'}), {self.new_trials} new in {_duration(self.seconds)}"
@@ -591,6 +598,11 @@ def tune(
     console: Console | None = None,
 ) -> TuneResult:
     """Search networks for the highest validation accuracy; save the best as a run.
+
+    With `workers` > 1 the workers are spawned processes that import the caller's main
+    module: call `tune` from a script under `if __name__ == "__main__":`. For a given seed,
+    the trials a study draws are the same on the same machine (the host name seeds the
+    sampler too, so that machines joining one study don't draw the same trials).
 
     Args:
         study: the study's name; the same name in the same storage resumes or joins it.
@@ -736,7 +748,10 @@ class TrialsView:
             + (f" · {counts[TrialState.FAIL]} failed" if counts[TrialState.FAIL] else "")
             + (f" · best {best.value:.2%} (trial {best.number})" if best else "")
         )
-        table = Table("trial", "state", "val acc", "epochs", "time", "params", title=title)
+        table = Table(title=title)
+        for name, width in (("trial", 5), ("state", 8), ("val acc", 7), ("epochs", 6), ("time", 7)):
+            table.add_column(name, no_wrap=True, min_width=width)
+        table.add_column("params")
         now = datetime.now()
         for trial in trials[-self.rows :]:
             steps = trial.intermediate_values
@@ -777,8 +792,8 @@ def report(
         top: how many of the best complete trials the table lists.
 
     Returns:
-        The paths written. Parameter importances need two complete trials and are left out
-        before that.
+        The paths written. Parameter importances need complete trials with different values
+        and are left out before that.
 
     Raises:
         DigitlabError: no such study in the storage, or it has no complete trial yet.
@@ -790,8 +805,12 @@ def report(
     from optuna.visualization import matplotlib as views
 
     _quiet()
-    opened = open_storage(storage, runs_dir)
     label = storage_label(storage, runs_dir)
+    if "://" not in str(storage) and not _journal_path(storage, runs_dir).is_file():
+        raise DigitlabError(f"no studies in {label} yet; start one with `digitlab tune`")
+    if top < 1:
+        raise DigitlabError(f"--top must be at least 1, got {top}")
+    opened = open_storage(storage, runs_dir)
     try:
         the_study = optuna.load_study(study_name=study, storage=opened)
     except KeyError:
@@ -814,14 +833,16 @@ def report(
             the_study, params=[p for p in always if p in complete[0].params], target_name=target
         ),
     }
-    if len(complete) >= 2:
+    if len({t.value for t in complete}) >= 2:  # importances explain differences in value
         evaluator = optuna.importance.FanovaImportanceEvaluator(seed=0)
         drawn[REPORT_PLOTS[1]] = lambda: views.plot_param_importances(
             the_study, evaluator=evaluator, target_name=target
         )
     written = []
     for name, draw in drawn.items():
-        figure = draw().figure
+        with warnings.catch_warnings():  # e.g. a parameter the space fixes: a flat axis
+            warnings.simplefilter("ignore", UserWarning)
+            figure = draw().figure
         figure.set_size_inches(11, 6)
         figure.tight_layout()
         with atomic_path(out / name) as tmp:

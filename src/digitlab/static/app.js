@@ -1,0 +1,245 @@
+// digitlab drawing page: draw on the canvas, and the model's answer follows as you draw.
+// Plain JavaScript, no build step, nothing loaded from elsewhere.
+"use strict";
+
+const PEN_WIDTH = 18; // px of the 280-px canvas: about MNIST's stroke once shrunk to 20 px
+const THROTTLE_MS = 150; // at most one prediction request this often while drawing
+
+const pad = document.getElementById("pad");
+const context = pad.getContext("2d");
+const statusLine = document.getElementById("status");
+const digitOut = document.getElementById("digit");
+const confidence = document.getElementById("confidence");
+const seen = document.getElementById("seen");
+const bars = document.getElementById("bars");
+
+let classNames = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"];
+let hasInk = false;
+let drawing = null; // the pointer drawing now, and its last point
+let showingPicture = false; // an upload or test digit is on the canvas: drawing starts fresh
+let timer = null;
+let inFlight = false;
+let again = false;
+let requestId = 0;
+
+function clearPad() {
+  context.fillStyle = "#fff";
+  context.fillRect(0, 0, pad.width, pad.height);
+  hasInk = false;
+  showingPicture = false;
+}
+
+function say(message, isError = false) {
+  statusLine.textContent = message;
+  statusLine.classList.toggle("error", isError);
+}
+
+function buildBars() {
+  bars.replaceChildren();
+  classNames.forEach((name, i) => {
+    const row = document.createElement("li");
+    row.dataset.digit = String(i);
+    row.innerHTML =
+      '<span class="label"></span><span class="track"><span class="bar"></span></span>' +
+      '<span class="value">–</span>';
+    row.querySelector(".label").textContent = name;
+    bars.append(row);
+  });
+}
+
+function showPrediction(result) {
+  digitOut.textContent = result.label;
+  const best = result.probabilities[result.digit];
+  confidence.textContent = `${(best * 100).toFixed(1)}% sure`;
+  seen.src = `data:image/png;base64,${result.preprocessed}`;
+  bars.querySelectorAll("li").forEach((row, i) => {
+    const p = result.probabilities[i] ?? 0;
+    row.querySelector(".bar").style.width = `${(p * 100).toFixed(1)}%`;
+    row.querySelector(".value").textContent = `${(p * 100).toFixed(1)}%`;
+    row.classList.toggle("top", i === result.digit);
+  });
+}
+
+function resetPrediction() {
+  digitOut.textContent = "–";
+  confidence.textContent = "no prediction yet";
+  seen.removeAttribute("src");
+  bars.querySelectorAll("li").forEach((row) => {
+    row.querySelector(".bar").style.width = "0%";
+    row.querySelector(".value").textContent = "–";
+    row.classList.remove("top");
+  });
+}
+
+async function post(body) {
+  const response = await fetch("/predict", { method: "POST", body });
+  const payload = await response.json().catch(() => ({}));
+  if (!response.ok) throw new Error(payload.detail || `the server answered ${response.status}`);
+  return payload;
+}
+
+// One request at a time; strokes made meanwhile are sent when it returns.
+async function predictCanvas() {
+  timer = null;
+  if (!hasInk) return;
+  if (inFlight) {
+    again = true;
+    return;
+  }
+  inFlight = true;
+  const id = ++requestId;
+  try {
+    const blob = await new Promise((resolve) => pad.toBlob(resolve, "image/png"));
+    const form = new FormData();
+    form.append("file", blob, "drawing.png");
+    const result = await post(form);
+    if (id === requestId && hasInk) {
+      showPrediction(result);
+      say("Keep drawing, or Clear to start again.");
+    }
+  } catch (error) {
+    if (id === requestId) say(error.message, true);
+  } finally {
+    inFlight = false;
+    if (again) {
+      again = false;
+      predictCanvas();
+    }
+  }
+}
+
+function schedulePrediction() {
+  if (timer === null) timer = setTimeout(predictCanvas, THROTTLE_MS);
+}
+
+function pointAt(event) {
+  const box = pad.getBoundingClientRect();
+  return {
+    x: ((event.clientX - box.left) * pad.width) / box.width,
+    y: ((event.clientY - box.top) * pad.height) / box.height,
+  };
+}
+
+function strokeTo(point) {
+  context.beginPath();
+  context.moveTo(drawing.last.x, drawing.last.y);
+  context.lineTo(point.x, point.y);
+  context.stroke();
+  drawing.last = point;
+}
+
+pad.addEventListener("pointerdown", (event) => {
+  if (event.button !== 0) return;
+  event.preventDefault();
+  if (showingPicture) clearPad();
+  pad.setPointerCapture(event.pointerId);
+  context.strokeStyle = "#000";
+  context.lineWidth = PEN_WIDTH;
+  context.lineCap = "round";
+  context.lineJoin = "round";
+  const point = pointAt(event);
+  drawing = { id: event.pointerId, last: point };
+  strokeTo({ x: point.x + 0.01, y: point.y }); // a tap leaves a dot
+  hasInk = true;
+  schedulePrediction();
+});
+
+pad.addEventListener("pointermove", (event) => {
+  if (!drawing || event.pointerId !== drawing.id) return;
+  const events = event.getCoalescedEvents ? event.getCoalescedEvents() : [event];
+  for (const e of events.length ? events : [event]) strokeTo(pointAt(e));
+  schedulePrediction();
+});
+
+function endStroke(event) {
+  if (!drawing || event.pointerId !== drawing.id) return;
+  drawing = null;
+  clearTimeout(timer);
+  predictCanvas();
+}
+pad.addEventListener("pointerup", endStroke);
+pad.addEventListener("pointercancel", endStroke);
+
+document.getElementById("clear").addEventListener("click", () => {
+  requestId++;
+  clearPad();
+  resetPrediction();
+  say("Cleared. Draw a digit.");
+});
+
+// Show a picture on the canvas, fitted inside it, so the user sees what was sent.
+function showOnPad(source, width, height, background = "#fff") {
+  clearPad();
+  context.fillStyle = background;
+  context.fillRect(0, 0, pad.width, pad.height);
+  const scale = Math.min(pad.width / width, pad.height / height);
+  const w = width * scale;
+  const h = height * scale;
+  context.imageSmoothingEnabled = background === "#fff";
+  context.drawImage(source, (pad.width - w) / 2, (pad.height - h) / 2, w, h);
+  showingPicture = true;
+}
+
+document.getElementById("upload").addEventListener("change", async (event) => {
+  const file = event.target.files[0];
+  event.target.value = ""; // choosing the same file again still fires
+  if (!file) return;
+  const id = ++requestId;
+  say(`Reading ${file.name}…`);
+  try {
+    const form = new FormData();
+    form.append("file", file, file.name);
+    const result = await post(form);
+    if (id !== requestId) return;
+    try {
+      const bitmap = await createImageBitmap(file);
+      showOnPad(bitmap, bitmap.width, bitmap.height);
+    } catch {
+      clearPad(); // a format the browser can't show; the server read it anyway
+    }
+    showPrediction(result);
+    say(`${file.name}: predicted ${result.label}.`);
+  } catch (error) {
+    if (id === requestId) say(`${file.name}: ${error.message}`, true);
+  }
+});
+
+document.getElementById("random").addEventListener("click", async () => {
+  const id = ++requestId;
+  try {
+    const response = await fetch("/random-test-digit");
+    const result = await response.json();
+    if (!response.ok) throw new Error(result.detail || `the server answered ${response.status}`);
+    if (id !== requestId) return;
+    const picture = new Image();
+    picture.src = `data:image/png;base64,${result.preprocessed}`;
+    await picture.decode();
+    showOnPad(picture, 28, 28, "#000");
+    showPrediction(result);
+    const verdict = result.digit === result.expected ? "right" : "wrong";
+    say(`Test digit #${result.index}, labelled ${classNames[result.expected]}: the model is ${verdict}.`);
+  } catch (error) {
+    if (id === requestId) say(error.message, true);
+  }
+});
+
+async function loadModelInfo() {
+  const info = document.getElementById("model-info");
+  try {
+    const response = await fetch("/model");
+    const model = await response.json();
+    if (Array.isArray(model.class_names) && model.class_names.length) {
+      classNames = model.class_names;
+      buildBars();
+    }
+    const accuracy =
+      model.test_accuracy == null ? "" : `, ${(model.test_accuracy * 100).toFixed(2)}% on the test set`;
+    info.textContent = `run ${model.run} (${model.preset ?? "custom"} on ${model.dataset}${accuracy})`;
+  } catch {
+    info.textContent = "model information unavailable";
+  }
+}
+
+clearPad();
+buildBars();
+loadModelInfo();

@@ -1,0 +1,231 @@
+"""Hyperparameter search: real searches on an MNIST subset, resume, workers, PostgreSQL.
+
+Searches here are tiny (1 epoch, a few thousand digits, a handful of trials): on 2 CPU cores
+most of a trial is JAX compiling the network, not training it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import FixedTrial, TrialState
+
+from digitlab.errors import DigitlabError, SpecError
+from digitlab.tune import (
+    FINISHED,
+    TOP_TRIALS_CSV,
+    TOP_TRIALS_MD,
+    WORKER_ATTR,
+    SearchSpace,
+    load_space,
+    open_storage,
+    parse_duration,
+    report,
+    spec_for_trial,
+    tune,
+)
+
+# Narrow ranges keep the networks small; what is tested is the bookkeeping, not the search.
+TINY = SearchSpace(hidden_layers=(1, 2), units=(16, 64), batch_size=(128, 256), epochs=1)
+
+
+def _recorded(study: str, storage=None, runs_dir=None) -> list[optuna.trial.FrozenTrial]:
+    """The trials as a fresh reader of the storage sees them, not as `tune` returned them."""
+    return optuna.load_study(study_name=study, storage=open_storage(storage, runs_dir)).trials
+
+
+def _assert_every_trial_recorded_once(trials, expected: int, workers: int) -> None:
+    assert sorted(t.number for t in trials) == list(range(expected))  # none lost, none twice
+    assert len({t._trial_id for t in trials}) == expected
+    assert all(t.state in FINISHED for t in trials)
+    assert all(0 < t.value <= 1 for t in trials if t.state == TrialState.COMPLETE)
+    assert len({t.user_attrs[WORKER_ATTR] for t in trials}) == workers  # all workers took part
+
+
+@pytest.mark.slow
+def test_small_search_records_trials_and_saves_the_best_as_a_run(tmp_path):
+    from digitlab.evaluate import evaluate
+
+    space = SearchSpace(epochs=1)  # the default table, one epoch per trial
+    result = tune("small", space=space, trials=4, train_samples=5000, runs_dir=tmp_path)
+
+    trials = _recorded("small", runs_dir=tmp_path)
+    assert [t.number for t in trials] == [0, 1, 2, 3]
+    assert all(t.state in FINISHED for t in trials)
+    assert (tmp_path / "tune.journal").is_file()
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    best = result.best
+    assert best.value == max(t.value for t in complete)
+
+    run = result.run
+    assert run.status == "complete" and run.path.parent == tmp_path
+    # The run is the best trial rebuilt from its params and seed: same layers, same score.
+    assert run.spec.layers == spec_for_trial(FixedTrial(best.params), space, run.spec.train).layers
+    assert run.history["val_accuracy"][-1] == pytest.approx(best.value, abs=1e-5)
+    assert run.config["dataset"]["train_samples"] == 5000
+    evaluation = evaluate(run)
+    assert evaluation.accuracy == pytest.approx(run.metrics["test_accuracy"])
+    # Chosen on validation digits only, it scores about the same on the unseen test set.
+    assert abs(evaluation.accuracy - best.value) < 0.05
+
+    written = report("small", runs_dir=tmp_path, out_dir=tmp_path / "report")
+    names = {path.name for path in written}
+    assert {"optimization_history.png", "parallel_coordinate.png", TOP_TRIALS_CSV} <= names
+    for path in written:
+        if path.suffix == ".png":
+            assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    rows = (tmp_path / "report" / TOP_TRIALS_CSV).read_text().splitlines()
+    assert len(rows) == 1 + len(complete)
+    assert rows[1].split(",")[:3] == ["1", str(best.number), f"{best.value:.4f}"]
+    assert f"| 1 | {best.number} |" in (tmp_path / "report" / TOP_TRIALS_MD).read_text()
+
+
+@pytest.mark.slow
+def test_interrupted_search_resumes_without_losing_finished_trials(tmp_path):
+    args = f"'resume', space={TINY!r}, trials=4, train_samples=2000, save_best=False"
+    code = f"from digitlab.tune import SearchSpace, tune\ntune({args}, runs_dir={str(tmp_path)!r})"
+    process = subprocess.Popen([sys.executable, "-c", code])
+    try:
+        deadline = time.monotonic() + 180
+        done: list = []
+        while not done:  # interrupt once the first of four trials is finished
+            assert process.poll() is None, "the search ended before it could be interrupted"
+            assert time.monotonic() < deadline, "no trial finished in 3 minutes"
+            time.sleep(0.5)
+            with contextlib.suppress(KeyError):  # the study is not created yet
+                done = [t for t in _recorded("resume", runs_dir=tmp_path) if t.state in FINISHED]
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=60) == 0  # Ctrl-C ends the search cleanly
+    finally:
+        process.kill()
+    before = {t.number: (t.params, t.value) for t in _recorded("resume", runs_dir=tmp_path)
+              if t.state in FINISHED}  # fmt: skip
+    assert 1 <= len(before) < 4
+
+    result = tune("resume", space=TINY, trials=4, train_samples=2000, save_best=False,
+                  runs_dir=tmp_path)  # fmt: skip
+
+    trials = _recorded("resume", runs_dir=tmp_path)
+    finished = {t.number: (t.params, t.value) for t in trials if t.state in FINISHED}
+    assert len(finished) == 4 and result.new_trials == 4 - len(before)
+    assert {n: finished[n] for n in before} == before  # every finished trial kept as it was
+    assert len({t.number for t in trials}) == len(trials)
+    # the trial Ctrl-C cut short is recorded as failed, not left running or counted
+    assert [t.state for t in trials if t.number not in finished] in ([], [TrialState.FAIL])
+
+
+@pytest.mark.slow
+def test_two_workers_on_the_journal_file_record_every_trial_once(tmp_path):
+    result = tune("pair", space=TINY, trials=4, workers=2, train_samples=2000, save_best=False,
+                  runs_dir=tmp_path)  # fmt: skip
+    assert not result.interrupted
+    _assert_every_trial_recorded_once(_recorded("pair", runs_dir=tmp_path), 4, workers=2)
+
+
+def _postgres_bin() -> Path | None:
+    found = shutil.which("pg_ctl")
+    candidates = [found] if found else sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"))
+    return Path(candidates[-1]).parent if candidates else None
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def postgres_url():
+    """A throwaway PostgreSQL server on loopback, for this module only; stopped at the end."""
+    bindir = _postgres_bin()
+    if bindir is None:
+        reason = (
+            "PostgreSQL server binaries (initdb, pg_ctl) not found; install Debian's "
+            "postgresql package (`make system-deps`)"
+        )
+        if os.environ.get("CI"):
+            pytest.fail(reason + "; CI must run this test")
+        pytest.skip(reason)
+    # The server refuses to run as root: run it as the postgres user the package created.
+    as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    folder = Path(tempfile.mkdtemp(prefix="digitlab-pg-"))
+    if as_user:
+        shutil.chown(folder, user="postgres")
+    data, port = folder / "data", _free_port()
+    options = f"-c listen_addresses=127.0.0.1 -p {port} -k {folder} -c fsync=off"
+
+    def run(*command: str) -> None:
+        subprocess.run([*as_user, *command], check=True, capture_output=True, timeout=60)
+
+    try:
+        run(str(bindir / "initdb"), "-D", str(data), "-U", "digitlab", "--auth=trust", "-N")
+        run(str(bindir / "pg_ctl"), "-D", str(data), "-l", str(folder / "log"), "-w",
+            "-o", options, "start")  # fmt: skip
+        yield f"postgresql://digitlab@127.0.0.1:{port}/postgres"
+    finally:
+        with contextlib.suppress(subprocess.SubprocessError):
+            run(str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop")
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.mark.slow
+def test_two_workers_on_postgresql_record_every_trial_once(postgres_url, tmp_path):
+    result = tune("pair", space=TINY, trials=4, workers=2, train_samples=2000, save_best=False,
+                  storage=postgres_url, runs_dir=tmp_path)  # fmt: skip
+    assert not result.interrupted and result.storage == postgres_url
+    assert not (tmp_path / "tune.journal").exists()
+    _assert_every_trial_recorded_once(_recorded("pair", storage=postgres_url), 4, workers=2)
+
+
+@pytest.mark.parametrize(
+    ("space_file", "expected"),
+    [
+        ("unit = [32, 64]", "unknown parameter 'unit' in space file"),
+        ("units = [1024, 32]", "empty range for units in space file"),
+        ("activation = []", "empty list for activation in space file"),
+        ("learning_rate = [0.1]\noptimizer = ['adam', 'adagrd']", "unknown optimizer 'adagrd'"),
+    ],
+)
+def test_bad_space_file_gets_one_clear_message(tmp_path, space_file, expected):
+    path = tmp_path / "space.toml"
+    path.write_text(space_file + "\n")
+    with pytest.raises(SpecError) as error:
+        load_space(path)
+    message = str(error.value)
+    assert expected in message and "\n" not in message
+    if "unknown parameter" in message:
+        assert "did you mean 'units'" in message
+        assert "valid parameters: hidden_layers, units, activation, dropout" in message
+
+
+def test_unreachable_storage_gets_one_clear_message(tmp_path):
+    with socket.socket() as closed:  # bound but not listening: connections are refused
+        closed.bind(("127.0.0.1", 0))
+        url = f"postgresql://digitlab:secret@127.0.0.1:{closed.getsockname()[1]}/studies"
+        with pytest.raises(DigitlabError) as error:
+            tune("nowhere", storage=url, trials=1, runs_dir=tmp_path)
+    message = str(error.value)
+    assert message.startswith("cannot open the study storage postgresql://digitlab:***@127.0.0.1")
+    assert "refused" in message and "secret" not in message and "\n" not in message
+
+
+@pytest.mark.parametrize(("text", "seconds"), [("30m", 1800), ("90", 90), ("1h30m", 5400)])
+def test_timeout_takes_minutes_and_hours(text, seconds):
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["30x", "m", "", "0s"])
+def test_bad_timeout_gets_one_clear_message(text):
+    with pytest.raises(DigitlabError, match="a duration looks like 90s, 30m"):
+        parse_duration(text)
