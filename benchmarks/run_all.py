@@ -140,8 +140,11 @@ def run_once(name: str, spec: dict, seed: int) -> dict:
 def summary(values: list[float]) -> str:
     if not values:
         return "–"
-    med = statistics.median(values)
-    return f"{med:.3g} ({min(values):.3g}–{max(values):.3g})"
+
+    def fmt(v: float) -> str:
+        return f"{v:.0f}" if abs(v) >= 100 else f"{v:.3g}"
+
+    return f"{fmt(statistics.median(values))} ({fmt(min(values))}–{fmt(max(values))})"
 
 
 def machine() -> dict[str, str]:
@@ -252,7 +255,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--only", help="comma-separated contenders, e.g. digitlab,keras-jax")
+    parser.add_argument(
+        "--from-log", action="store_true", help="rewrite RESULTS.md from out/runs.jsonl only"
+    )
     args = parser.parse_args()
+    if args.from_log:
+        results: dict[str, list[dict]] = {}
+        for line in (OUT / "runs.jsonl").read_text().splitlines():
+            run = json.loads(line)
+            results.setdefault(run.pop("name"), []).append(run)
+        repeats = max(len(runs) for runs in results.values())
+        argv = ["benchmarks/run_all.py", "--repeats", str(repeats)]
+        RESULTS.write_text(keep_sections(write_results(results, {}, argv)))
+        return
 
     data = export_mnist()
     all_contenders = contenders(data)
@@ -263,7 +278,7 @@ def main() -> None:
         if venv and (error := ensure_venv(venv)):
             errors[name] = error
     names = [n for n in names if n not in errors]
-    results: dict[str, list[dict]] = {name: [] for name in names}
+    results = {name: [] for name in names}
     for repeat in range(args.repeats):
         order = names[repeat % len(names) :] + names[: repeat % len(names)]  # alternate
         for name in order:

@@ -235,6 +235,9 @@ class MacroRecall(_ConfusionMetric):
         return self._per_class(diagonal, keras.ops.sum(self.matrix, axis=1))
 
 
+PIXEL_SCALE = 1 / 255  # the notebook's normalisation: pixels 0–255 to 0–1
+
+
 def prepare_inputs(images: np.ndarray, input_kind: str = "flat") -> np.ndarray:
     """The notebook's preprocessing: flatten to 784 (or keep 28×28×1) and scale by 1/255.
 
@@ -248,5 +251,5 @@ def prepare_inputs(images: np.ndarray, input_kind: str = "flat") -> np.ndarray:
     images = np.asarray(images)
     shape = (-1, 784) if input_kind == "flat" else (-1, 28, 28, 1)
     x = images.reshape(shape).astype(np.float32)
-    x *= np.float32(1 / 255)
+    x *= np.float32(PIXEL_SCALE)
     return x

@@ -1,9 +1,11 @@
 """Train a network and write its run directory: prepare the data, build, fit, evaluate, save.
 
 Reads like the notebook: load MNIST, flatten and scale, build the Sequential model, compile,
-fit in mini-batches, evaluate on the test digits. What the notebook lacks is added around
-that story: a seed for repeatable runs, early stopping, and Ctrl-C that keeps what was
-learned as a run `digitlab train --resume RUN` continues.
+fit in mini-batches, evaluate on the test digits. The fit is `fastfit.fit`: Keras's own
+train step, an epoch compiled as one XLA program (1.5–2× faster than `model.fit` on a CPU).
+What the notebook lacks is added around that story: a seed for repeatable runs, early
+stopping, and Ctrl-C that keeps what was learned as a run `digitlab train --resume RUN`
+continues.
 """
 
 from __future__ import annotations
@@ -22,13 +24,13 @@ from typing import Any
 import keras
 import numpy as np
 
-from digitlab import __version__
+from digitlab import __version__, fastfit
 from digitlab.config import Spec, spec_from_dict, validate_train_config
 from digitlab.data import class_names as dataset_class_names
 from digitlab.data import load_dataset, load_dataset_files
 from digitlab.evaluate import _targets, evaluate_model, write_pictures
 from digitlab.files import write_json
-from digitlab.model import build_model, compile_model, prepare_inputs
+from digitlab.model import PIXEL_SCALE, build_model, compile_model
 from digitlab.runs import (
     CONFIG_FILE,
     HISTORY_FILE,
@@ -96,10 +98,12 @@ def _versions() -> dict[str, str]:
 
 
 def _prepare_training_data(spec: Spec, x: np.ndarray, y: np.ndarray, num_classes: int):
-    """Flatten and scale the images; one-hot the labels where the loss wants them."""
+    """Flatten the images (still uint8: fastfit scales each batch by 1/255 as it trains, the
+    same float32 values `prepare_inputs` gives, at a quarter of the memory); one-hot the
+    labels where the loss wants them."""
     if spec.train.train_samples is not None:
         x, y = x[: spec.train.train_samples], y[: spec.train.train_samples]
-    return prepare_inputs(x, spec.input), _targets(y, spec, num_classes)
+    return x.reshape((-1, *spec.input_shape)), _targets(y, spec, num_classes)
 
 
 def _fit(
@@ -122,7 +126,8 @@ def _fit(
         verbose = 1 if sys.stdout.isatty() else 2
     try:
         with _sigterm_as_interrupt():
-            model.fit(
+            fastfit.fit(
+                model,
                 x,
                 y,
                 batch_size=spec.train.batch_size,
@@ -131,6 +136,8 @@ def _fit(
                 validation_split=spec.train.validation_split,
                 callbacks=callbacks,
                 verbose=verbose,
+                seed=spec.train.seed,
+                input_scale=PIXEL_SCALE,
             )
     except KeyboardInterrupt:
         return "interrupted"
@@ -156,7 +163,11 @@ def _save_run(
         "status": status,
         "epochs_done": log.epochs_done,
         "spec": spec.to_dict(),
-        "preprocessing": {"input": spec.input, "shape": list(spec.input_shape), "scale": 1 / 255},
+        "preprocessing": {
+            "input": spec.input,
+            "shape": list(spec.input_shape),
+            "scale": PIXEL_SCALE,
+        },
         "dataset": dataset,
         "seed": spec.train.seed,
         "versions": _versions(),
@@ -254,7 +265,7 @@ def resume(
             f"run {run.name} has already trained {done} of {spec.train.epochs} epochs; "
             f"pass --epochs N with N > {done} to train further"
         )
-    keras.utils.set_random_seed(spec.train.seed + done)  # a fresh shuffle for later epochs
+    keras.utils.set_random_seed(spec.train.seed)  # fastfit draws epoch e's shuffle from (seed, e)
     model = run.model
     (x_train, y_train), test = load_dataset(spec.train.dataset, data_dir=data_dir)
     x, y = _prepare_training_data(spec, x_train, y_train, len(run.class_names))

@@ -24,10 +24,12 @@ import csv
 import dataclasses
 import io
 import multiprocessing
+import multiprocessing.connection
 import os
 import re
 import signal
 import socket
+import threading
 import time
 import tomllib
 import warnings
@@ -377,6 +379,10 @@ class _Objective:
             if trial.should_prune():
                 raise optuna.TrialPruned(f"pruned after epoch {epoch + 1}")
 
+        def check_stop(batch: int, logs: dict[str, float]) -> None:
+            if _stop.is_set():
+                raise Stopped(f"trial {trial.number} stopped by a signal")
+
         # The same fit as train()'s, which rebuilds the best trial: it must score the same.
         history = model.fit(
             self.x,
@@ -385,7 +391,9 @@ class _Objective:
             epochs=spec.train.epochs,
             # Keras holds out the last fraction, unshuffled: the same digits train() holds out
             validation_split=spec.train.validation_split,
-            callbacks=[keras.callbacks.LambdaCallback(on_epoch_end=report)],
+            callbacks=[
+                keras.callbacks.LambdaCallback(on_epoch_end=report, on_train_batch_end=check_stop)
+            ],
             verbose=0,
         )
         return float(history.history["val_accuracy"][-1])
@@ -451,6 +459,44 @@ def _open_study(
     return study
 
 
+class Stopped(Exception):
+    """A trial cut short by Ctrl-C or SIGTERM; Optuna records it as failed."""
+
+
+_stop = threading.Event()  # set by the first Ctrl-C or SIGTERM; checked after every batch
+
+
+@contextlib.contextmanager
+def _stop_on_signals() -> Iterator[None]:
+    """Make Ctrl-C and SIGTERM stop the search after the running batch, not mid-instruction.
+
+    A KeyboardInterrupt raised wherever Python happens to be can land in a finalizer, where
+    it is swallowed, or inside JAX; a flag checked between batches ends the trial cleanly.
+    A second Ctrl-C interrupts at once.
+    """
+
+    def ask(signum, frame):
+        _stop.set()
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    _stop.clear()
+    try:
+        previous = {sig: signal.signal(sig, ask) for sig in (signal.SIGINT, signal.SIGTERM)}
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _stop_between_trials(study: optuna.Study, trial: FrozenTrial) -> None:
+    if _stop.is_set():
+        study.stop()
+
+
 @dataclass(frozen=True)
 class _Job:
     """What every worker of one `tune` call shares; plain values, so it pickles to a process."""
@@ -466,32 +512,30 @@ class _Job:
     data_dir: str | None
 
 
-def _search(job: _Job, index: int, trials: int | None) -> None:
-    """Run up to `trials` trials of the study (None: until the target or the timeout)."""
+def _search(job: _Job, index: int, trials: int | None) -> bool:
+    """Run up to `trials` trials of the study (None: until the target or the timeout).
+
+    Returns True if a signal stopped it.
+    """
     storage = open_storage(job.storage, job.runs_dir)
     study = _open_study(job.study, storage, job.space, job.train, job.pruner, index)
     objective = _Objective(job.space, job.train, job.data_dir)
-    # Other machines may be filling the same study: stop once it holds the target.
-    callbacks = [] if job.target is None else [optuna.study.MaxTrialsCallback(job.target, FINISHED)]
-    study.optimize(objective, n_trials=trials, timeout=job.timeout, callbacks=callbacks)
+    callbacks = [_stop_between_trials]
+    if job.target is not None:  # other machines may be filling the study too
+        callbacks.append(optuna.study.MaxTrialsCallback(job.target, FINISHED))
+    if not _stop.is_set():  # a signal may come while the data loads
+        with contextlib.suppress(Stopped):  # Optuna has recorded the trial as failed
+            study.optimize(objective, n_trials=trials, timeout=job.timeout, callbacks=callbacks)
+    return _stop.is_set()
 
 
 def _worker(job: _Job, index: int, trials: int | None) -> None:
     """One worker process: its own storage connection, its share of the trials."""
-
-    def stop(signum, frame):
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # one interrupt: let Optuna record it
-        raise KeyboardInterrupt
-
-    # The parent decides when to stop and sends SIGTERM; a terminal's Ctrl-C reaches every
-    # process of the group, and a second interrupt could cut Optuna off mid-write.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, stop)
     _quiet()
-    try:
-        _search(job, index, trials)
-    except KeyboardInterrupt:
-        raise SystemExit(130) from None
+    with _stop_on_signals():  # a terminal's Ctrl-C reaches every process of the group
+        stopped = _search(job, index, trials)
+    if stopped:
+        raise SystemExit(130)
 
 
 def _run_workers(job: _Job, workers: int, remaining: int | None) -> bool:
@@ -507,17 +551,19 @@ def _run_workers(job: _Job, workers: int, remaining: int | None) -> bool:
     ]
     for process in processes:
         process.start()
-    interrupted = False
+    relayed = False
     try:
+        while alive := [p for p in processes if p.is_alive()]:
+            if _stop.is_set() and not relayed:  # Ctrl-C or SIGTERM here: pass it on
+                for process in alive:
+                    process.terminate()  # SIGTERM: the worker stops after its running batch
+                relayed = True
+            multiprocessing.connection.wait([p.sentinel for p in alive], timeout=0.2)
+    except KeyboardInterrupt:  # a second Ctrl-C: stop now
         for process in processes:
+            process.kill()
             process.join()
-    except KeyboardInterrupt:
-        interrupted = True
-        for process in processes:
-            if process.is_alive():
-                process.terminate()  # SIGTERM: the worker records its trial as failed
-        for process in processes:
-            process.join()
+    interrupted = _stop.is_set()
     failed = [p for p in processes if p.exitcode not in (0, 130)]
     if failed and not interrupted:
         raise DigitlabError(
@@ -656,16 +702,14 @@ def tune(
     start = time.perf_counter()
     interrupted = False
     if remaining != 0:
-        from digitlab.train import _sigterm_as_interrupt
-
         job = _Job(study, _str(storage), _str(runs_dir), space, train, pruner, trials, timeout,
                    _str(data_dir))  # fmt: skip
-        with _live(the_study, console), _sigterm_as_interrupt():
+        with _live(the_study, console), _stop_on_signals():
             if workers == 1:
                 try:
-                    _search(job, 0, remaining)
-                except KeyboardInterrupt:
-                    interrupted = True  # Optuna has recorded the running trial as failed
+                    interrupted = _search(job, 0, remaining)
+                except KeyboardInterrupt:  # a second Ctrl-C, while the first was handled
+                    interrupted = True
             else:
                 interrupted = _run_workers(job, workers, remaining)
     seconds = time.perf_counter() - start
@@ -676,6 +720,7 @@ def tune(
     run = None
     if best is not None and save_best and not interrupted:
         run = _save_best(the_study, best, space, train, runs_dir, data_dir)
+        interrupted = run.status != "complete"
     return TuneResult(
         study=study,
         storage=label,
@@ -714,7 +759,8 @@ def _save_best(study, best, space, train, runs_dir, data_dir) -> Run:
         f"accuracy {best.value:.4f}; {spec.description}",
     )
     run = train_run(spec, runs_dir=runs_dir, data_dir=data_dir, verbose=0)
-    study.set_user_attr(BEST_RUN_ATTR, {"trial": best.number, "path": str(run.path.resolve())})
+    if run.status == "complete":  # not cut short by Ctrl-C: the next call may reuse it
+        study.set_user_attr(BEST_RUN_ATTR, {"trial": best.number, "path": str(run.path.resolve())})
     return run
 
 
