@@ -68,7 +68,7 @@ def budget(args, runs_dir: Path) -> dict:
     from digitlab.config import with_overrides
     from digitlab.errors import SpecError
     from digitlab.presets import get_preset
-    from digitlab.train import train
+    from digitlab.training import train
     from digitlab.tune import parse_duration, tune
 
     start = time.perf_counter()

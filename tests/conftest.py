@@ -25,7 +25,7 @@ def trained_run(tmp_path_factory, mnist):
     handwriting, API, browser, predict).
     """
     from digitlab.presets import get_preset
-    from digitlab.train import train
+    from digitlab.training import train
 
     runs_dir = tmp_path_factory.mktemp("runs")
     return train(get_preset("seed"), runs_dir=runs_dir, verbose=0)

@@ -55,7 +55,7 @@ def _assert_every_trial_recorded_once(trials, expected: int, workers: int) -> No
 
 @pytest.mark.slow
 def test_small_search_records_trials_and_saves_the_best_as_a_run(tmp_path):
-    from digitlab.evaluate import evaluate
+    from digitlab.evaluation import evaluate
 
     space = SearchSpace(epochs=1)  # the default table, one epoch per trial
     result = tune("small", space=space, trials=4, train_samples=5000, runs_dir=tmp_path)

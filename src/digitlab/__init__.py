@@ -10,6 +10,9 @@ The public API, importable from `digitlab`:
     load_run("latest")             -> a Run
 
 Keras is imported only when a function that needs it is first used, so the CLI starts fast.
+The modules are named for their stage (training, evaluation, prediction), not for the
+function they export: a submodule `digitlab.train` would replace the function `digitlab.train`
+on the package as soon as it was imported.
 """
 
 import os
@@ -24,10 +27,10 @@ _EXPORTS = {
     "build_model": "digitlab.model",
     "get_preset": "digitlab.presets",
     "load_spec_file": "digitlab.config",
-    "train": "digitlab.train",
-    "resume": "digitlab.train",
-    "evaluate": "digitlab.evaluate",
-    "predict": "digitlab.predict",
+    "train": "digitlab.training",
+    "resume": "digitlab.training",
+    "evaluate": "digitlab.evaluation",
+    "predict": "digitlab.prediction",
     "load_run": "digitlab.runs",
     "DigitlabError": "digitlab.errors",
 }

@@ -292,7 +292,7 @@ def train(
     * `digitlab train --spec net.toml --dataset fashion-mnist`
     * `digitlab train --resume latest`
     """
-    from digitlab import train as training
+    from digitlab import training
 
     if resume is not None:
         run = training.resume(resume, epochs=epochs, data_dir=data_dir)
@@ -389,8 +389,8 @@ def evaluate(
     * `digitlab evaluate latest`
     * `digitlab evaluate runs/20261124-231500-seed --json`
     """
-    from digitlab.evaluate import CONFUSION_PNG, CURVES_PNG, MISCLASSIFIED_PNG
-    from digitlab.evaluate import evaluate as evaluate_run
+    from digitlab.evaluation import CONFUSION_PNG, CURVES_PNG, MISCLASSIFIED_PNG
+    from digitlab.evaluation import evaluate as evaluate_run
     from digitlab.runs import load_run
 
     loaded = load_run(run, runs_dir)
@@ -460,8 +460,8 @@ def predict(
     * `digitlab predict latest my_digit.png`
     * `digitlab predict latest --npy batch.npy`
     """
-    from digitlab.predict import load_image_files, load_npy
-    from digitlab.predict import predict as predict_images
+    from digitlab.prediction import load_image_files, load_npy
+    from digitlab.prediction import predict as predict_images
     from digitlab.runs import load_run
 
     loaded = load_run(run, runs_dir)
@@ -528,7 +528,7 @@ def preprocess(
     * `digitlab preprocess photo.png --terminal`
     """
     from digitlab import plots
-    from digitlab.predict import load_image_files
+    from digitlab.prediction import load_image_files
     from digitlab.preprocess import save_preview
 
     (digit,) = load_image_files([image])

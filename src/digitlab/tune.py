@@ -5,7 +5,7 @@ learning rate, batch size) with Optuna's TPE sampler. Each trial trains in memor
 training set less a validation split, reports the validation accuracy after every epoch and
 is pruned when it falls behind earlier trials. The test set is never looked at to choose.
 
-At the end the best trial is trained once more through `digitlab.train.train`, with the same
+At the end the best trial is trained once more through `digitlab.training.train`, with the same
 seed, which writes a normal run directory that `evaluate`, `predict` and `serve` read. The
 best trial may have run in another process or on another machine; its parameters and the
 seed are all it takes to rebuild it, so nothing but numbers travels through the storage.
@@ -741,7 +741,7 @@ def _str(path: str | Path | None) -> str | None:
 def _save_best(study, best, space, train, runs_dir, data_dir) -> Run:
     """The best trial as a run: trained again by `train()` from its params and the seed."""
     from digitlab.data import class_names
-    from digitlab.train import train as train_run
+    from digitlab.training import train as train_run
 
     saved = study.user_attrs.get(BEST_RUN_ATTR) or {}
     if saved.get("trial") == best.number and Path(saved.get("path", "")).is_dir():

@@ -28,7 +28,7 @@ from digitlab import __version__, fastfit
 from digitlab.config import Spec, spec_from_dict, validate_train_config
 from digitlab.data import class_names as dataset_class_names
 from digitlab.data import load_dataset, load_dataset_files
-from digitlab.evaluate import _targets, evaluate_model, write_pictures
+from digitlab.evaluation import _targets, evaluate_model, write_pictures
 from digitlab.files import write_json
 from digitlab.model import PIXEL_SCALE, build_model, compile_model
 from digitlab.runs import (

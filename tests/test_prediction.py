@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from digitlab.errors import DataError, ImageError
-from digitlab.predict import as_batch, load_image_files, load_npy, predict
+from digitlab.prediction import as_batch, load_image_files, load_npy, predict
 
 
 def test_single_images_and_batches_become_uint8_batches():

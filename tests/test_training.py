@@ -16,7 +16,7 @@ from digitlab.config import with_overrides
 from digitlab.errors import RunError
 from digitlab.presets import get_preset
 from digitlab.runs import load_run
-from digitlab.train import resume, train
+from digitlab.training import resume, train
 
 pytestmark = pytest.mark.slow
 
