@@ -43,6 +43,8 @@ OPTIMIZER_CLASSES = {
     "adamw": keras.optimizers.AdamW,
     "nadam": keras.optimizers.Nadam,
 }
+FULL_TRAINING_SET = 60_000  # digits in the training sets of MNIST and Fashion-MNIST alike
+LearningRateSchedule = keras.optimizers.schedules.LearningRateSchedule
 
 
 def _one_line(exc: Exception) -> str:
@@ -132,21 +134,46 @@ def output_activation(spec: Spec) -> str:
     return activation if isinstance(activation, str) else "linear"
 
 
-def compile_model(model: keras.Model, spec: Spec, num_classes: int = 10) -> TrainConfig:
-    """Compile `model` with the spec's optimizer, loss and metrics.
+def _learning_rate(train: TrainConfig, train_samples: int | None) -> float | LearningRateSchedule:
+    """The optimizer's `learning_rate`: a number, or a schedule spanning every step of the fit."""
+    rate = train.learning_rate
+    if rate is None:  # the optimizer's own Keras default, which a schedule starts from
+        cls = OPTIMIZER_CLASSES[train.optimizer]
+        rate = inspect.signature(cls).parameters["learning_rate"].default
+    if train.learning_rate_schedule == "constant":
+        return rate
+    samples = train_samples or train.train_samples or FULL_TRAINING_SET
+    fitted = int(np.floor(samples * (1.0 - train.validation_split)))  # as fit splits it
+    steps = -(-fitted // train.batch_size) * train.epochs  # a last partial batch is a step
+    return keras.optimizers.schedules.CosineDecay(rate, decay_steps=max(steps, 1))
+
+
+def compile_model(
+    model: keras.Model, spec: Spec, num_classes: int = 10, *, train_samples: int | None = None
+) -> TrainConfig:
+    """Compile `model` with the spec's optimizer, learning rate schedule, loss and metrics.
 
     A linear output with a cross-entropy loss is compiled with `from_logits=True`, so a user
     who leaves the softmax out still trains the network they meant.
+
+    Args:
+        model: the built network, e.g. from `build_model(spec)`.
+        spec: the spec whose `train` config to compile with.
+        num_classes: the number of classes, for the precision and recall metrics (default 10).
+        train_samples: the samples `fit` will get, validation split included, which a
+            decaying schedule needs to count its steps (default: the spec's `train_samples`,
+            else the 60,000 digits of a full training set).
 
     Returns:
         The validated training config (loss aliases normalised).
 
     Raises:
-        SpecError: an unknown or mismatched optimizer, loss or metric.
+        SpecError: an unknown or mismatched optimizer, schedule, loss or metric.
     """
     train = validate_train_config(spec.train)
-    optimizer_kwargs = {} if train.learning_rate is None else {"learning_rate": train.learning_rate}
-    optimizer = OPTIMIZER_CLASSES[train.optimizer](**optimizer_kwargs)
+    optimizer = OPTIMIZER_CLASSES[train.optimizer](
+        learning_rate=_learning_rate(train, train_samples)
+    )
     loss: str | keras.losses.Loss = train.loss
     if train.loss.endswith("crossentropy") and output_activation(spec) == "linear":
         loss_class = {
