@@ -2,10 +2,13 @@
 # Install the Debian packages the test suite needs, if missing. Idempotent.
 #   chromium              - the real browser the drawing-page tests drive (via Playwright)
 #   dataset-fashion-mnist - Fashion-MNIST under /usr/share/datasets/fashion-mnist
+#   postgresql            - a throwaway server for the tuning tests (initdb, pg_ctl)
 set -euo pipefail
 need=()
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 [ -d /usr/share/datasets/fashion-mnist ] || need+=(dataset-fashion-mnist)
+compgen -G "/usr/lib/postgresql/*/bin/pg_ctl" >/dev/null || command -v pg_ctl >/dev/null 2>&1 \
+  || need+=(postgresql)
 [ ${#need[@]} -eq 0 ] && exit 0
 
 if ! command -v apt-get >/dev/null 2>&1; then

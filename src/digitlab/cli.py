@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 from typer.core import TyperGroup
 
@@ -29,7 +30,9 @@ class _Group(TyperGroup):
         try:
             return super().invoke(ctx)
         except DigitlabError as exc:
-            err_console.print(f"[red]Error:[/red] {exc}", highlight=False, soft_wrap=True)
+            err_console.print(
+                f"[red]Error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True
+            )
             raise typer.Exit(2) from None
 
 
@@ -560,6 +563,119 @@ def serve(
     loaded = load_run(run, runs_dir)
     console.print(f"serving {loaded.path} on http://{host}:{port}  (Ctrl-C stops)")
     run_server(loaded, host=host, port=port)
+
+
+# ---------------------------------------------------------------------------------------- tune
+tune_app = typer.Typer(context_settings={"help_option_names": ["-h", "--help"]})
+app.add_typer(tune_app, name="tune")
+
+
+class Pruner(StrEnum):
+    median = "median"
+    hyperband = "hyperband"
+    none = "none"
+
+
+StudyOption = typer.Option(
+    "digitlab", "--study", help="The study's name: the same name resumes it, or joins it."
+)
+StorageOption = typer.Option(
+    None,
+    "--storage",
+    envvar="DIGITLAB_TUNE_STORAGE",
+    help="A database URL, e.g. postgresql://user@host/db, or a journal file "
+    "[default: RUNS_DIR/tune.journal].",
+)
+
+
+@tune_app.callback(invoke_without_command=True)
+def tune_command(
+    ctx: typer.Context,
+    space_file: Path | None = typer.Option(
+        None, "--space", help="A TOML file of ranges replacing the default ones."
+    ),
+    trials: int = typer.Option(
+        50, "--trials", "-n", help="Finished trials the study should hold; a re-run tops up."
+    ),
+    timeout: str | None = typer.Option(
+        None, "--timeout", help="Start no new trial after this long, e.g. 30m or 2h."
+    ),
+    study: str = StudyOption,
+    storage: str | None = StorageOption,
+    workers: int = typer.Option(1, "--workers", "-w", help="Worker processes on this machine."),
+    dataset: Dataset = DatasetOption,
+    train_samples: int | None = typer.Option(
+        None, "--train-samples", help="Use only the first N training digits (quick searches)."
+    ),
+    validation_split: float = typer.Option(
+        0.1, "--validation-split", help="Fraction of the training digits that scores trials."
+    ),
+    seed: int = typer.Option(0, "--seed", help="Seed of every trial's weights and the sampler."),
+    pruner: Pruner = typer.Option(Pruner.median, "--pruner", help="How poor trials stop early."),
+    runs_dir: Path | None = RunsDirOption,
+    data_dir: Path | None = DataDirOption,
+) -> None:
+    """Search networks with Optuna and save the best as a run; `tune report` plots a study.
+
+    Optuna's TPE sampler proposes networks (layers, units, activation, dropout, optimizer,
+    learning rate and schedule, batch size); each trains on the training digits less a
+    validation split, and trials behind the median after an epoch are pruned. The test set
+    is never used to choose. A live table shows the trials; the best is trained again and
+    saved as a run for `evaluate`, `predict` and `serve`. Re-running resumes the study;
+    machines that run the same command with the same `--storage` URL share it.
+
+    Examples:
+
+    * `digitlab tune --trials 50 --timeout 30m --workers 2`
+    * `digitlab tune --space space.toml --study wide`
+    * `digitlab tune --study wide --storage postgresql://digitlab@db-host/digitlab`
+    * `digitlab tune report --study wide`
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    from digitlab.tune import load_space, parse_duration, tune
+
+    result = tune(
+        study,
+        space=load_space(space_file) if space_file is not None else None,
+        trials=trials,
+        timeout=parse_duration(timeout) if timeout is not None else None,
+        workers=workers,
+        storage=storage,
+        dataset=dataset.value,
+        train_samples=train_samples,
+        validation_split=validation_split,
+        seed=seed,
+        pruner=pruner.value,
+        runs_dir=runs_dir,
+        data_dir=data_dir,
+        console=console,
+    )
+    for line in result.summary():
+        console.print(line, highlight=False, markup=False)  # names and params hold [ ]
+    if result.interrupted:
+        raise typer.Exit(130)
+
+
+@tune_app.command("report")
+def tune_report(
+    study: str = StudyOption,
+    storage: str | None = StorageOption,
+    out: Path | None = typer.Option(
+        None, "--out", "-o", help="Folder to write [default: RUNS_DIR/tune-report-STUDY]."
+    ),
+    top: int = typer.Option(10, "--top", help="How many of the best trials the table lists."),
+    runs_dir: Path | None = RunsDirOption,
+) -> None:
+    """Plot a study (optimization history, parameter importances, parallel coordinates) and
+    write its top trials as Markdown and CSV.
+
+    Example: `digitlab tune report --study wide`
+    """
+    from digitlab.tune import report
+
+    for path in report(study, storage=storage, runs_dir=runs_dir, out_dir=out, top=top):
+        console.print(f"wrote {path}")
 
 
 # -------------------------------------------------------------------------------------- main

@@ -17,6 +17,15 @@ def _dropout(rate: float) -> dict:
     return {"type": "Dropout", "rate": rate}
 
 
+def _conv(filters: int) -> tuple[dict, dict, dict]:
+    """A 5×5 convolution, batch-normalised before its relu (so it needs no bias of its own)."""
+    return (
+        {"type": "Conv2D", "filters": filters, "kernel_size": 5, "use_bias": False},
+        {"type": "BatchNormalization"},
+        {"type": "Activation", "activation": "relu"},
+    )
+
+
 PRESETS: dict[str, Spec] = {
     "seed": Spec(
         name="seed",
@@ -30,6 +39,39 @@ PRESETS: dict[str, Spec] = {
             _dense(10, "sigmoid"),
         ),
         train=TrainConfig(),
+    ),
+    "mlp": Spec(
+        name="mlp",
+        description="MLP without augmentation: 2x(1024 relu + dropout 0.3), cosine-decayed Adam",
+        layers=(
+            _dense(1024, "relu"),
+            _dropout(0.3),
+            _dense(1024, "relu"),
+            _dropout(0.3),
+            _dense(10, "linear"),  # logits: compiled with from_logits=True
+        ),
+        train=TrainConfig(
+            batch_size=128, epochs=15, learning_rate=1e-3, learning_rate_schedule="cosine"
+        ),
+    ),
+    "cnn": Spec(
+        name="cnn",
+        description="small convnet: 5x5 conv 32 + BN, pool, 5x5 conv 64 + BN, pool, dense 128",
+        input="image",
+        layers=(
+            *_conv(32),
+            {"type": "MaxPooling2D"},
+            *_conv(64),
+            {"type": "MaxPooling2D"},
+            _dropout(0.25),
+            {"type": "Flatten"},
+            _dense(128, "relu"),
+            _dropout(0.5),
+            _dense(10, "linear"),
+        ),
+        train=TrainConfig(
+            batch_size=128, epochs=8, learning_rate=1e-3, learning_rate_schedule="cosine"
+        ),
     ),
 }
 

@@ -1,12 +1,13 @@
 """Hyperparameter search with Optuna: the notebook's closing "Hyper Parameter tuning : )".
 
 A study searches a space of MLPs (hidden layers, units, activation, dropout, optimizer,
-learning rate, batch size) with Optuna's TPE sampler. Each trial trains in memory on the
-training set less a validation split, reports the validation accuracy after every epoch and
-is pruned when it falls behind earlier trials. The test set is never looked at to choose.
+learning rate and its schedule, batch size) with Optuna's TPE sampler. Each trial trains in
+memory on the training set less a validation split, reports the validation accuracy after
+every epoch and is pruned when it falls behind earlier trials. The test set is never looked
+at to choose.
 
-At the end the best trial is trained once more through `digitlab.training.train`, with the same
-seed, which writes a normal run directory that `evaluate`, `predict` and `serve` read. The
+At the end the best trial is trained once more through `digitlab.training.train`, with the
+same seed, which writes a normal run directory that `evaluate`, `predict` and `serve` read. The
 best trial may have run in another process or on another machine; its parameters and the
 seed are all it takes to rebuild it, so nothing but numbers travels through the storage.
 
@@ -46,7 +47,14 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from digitlab.config import OPTIMIZERS, Spec, TrainConfig, _closest, validate_train_config
+from digitlab.config import (
+    LEARNING_RATE_SCHEDULES,
+    OPTIMIZERS,
+    Spec,
+    TrainConfig,
+    _closest,
+    validate_train_config,
+)
 from digitlab.errors import DigitlabError, SpecError
 from digitlab.files import atomic_path, write_text
 from digitlab.runs import Run, default_runs_dir, load_run
@@ -67,8 +75,9 @@ class SearchSpace:
     """What a study searches. Ranges are (low, high), both included; choices are tuples.
 
     Units and dropout are drawn for each hidden layer (`units_1`, `dropout_1`, ...), the
-    activation once for the whole network. The defaults are issue 5's table. In a TOML
-    space file each key is optional, a range is `[low, high]` and a single value fixes it.
+    activation once for the whole network. The defaults are issue 5's table, plus the
+    learning rate schedule the `mlp` and `cnn` presets train with. In a TOML space file
+    each key is optional, a range is `[low, high]` and a single value fixes it.
     """
 
     hidden_layers: tuple[int, int] = (1, 4)  # Dense layers before the 10-unit softmax output
@@ -77,6 +86,7 @@ class SearchSpace:
     dropout: tuple[float, float] = (0.0, 0.5)  # after each hidden layer; 0 adds no layer
     optimizer: tuple[str, ...] = ("adam", "sgd", "rmsprop")
     learning_rate: tuple[float, float] = (1e-4, 1e-1)  # log scale, like units
+    learning_rate_schedule: tuple[str, ...] = ("constant", "cosine")  # cosine: to 0 by the end
     batch_size: tuple[int, ...] = (32, 64, 128, 256)
     epochs: int = 10  # each trial's budget (the notebook's 10); the pruner stops poor ones early
 
@@ -87,7 +97,7 @@ class SearchSpace:
 
 
 RANGES = {"hidden_layers": int, "units": int, "dropout": float, "learning_rate": float}
-CHOICES = {"activation": str, "optimizer": str, "batch_size": int}
+CHOICES = {"activation": str, "optimizer": str, "learning_rate_schedule": str, "batch_size": int}
 SPACE_KEYS = tuple(f.name for f in dataclasses.fields(SearchSpace))
 
 
@@ -165,7 +175,11 @@ def _check_space(space: SearchSpace, where: str) -> SearchSpace:
                 f"empty range for {key} in {where}: [{low}, {high}] has low > high; "
                 "write [low, high] with low ≤ high"
             )
-    valid = {"activation": ACTIVATIONS, "optimizer": OPTIMIZERS}
+    valid = {
+        "activation": ACTIVATIONS,
+        "optimizer": OPTIMIZERS,
+        "learning_rate_schedule": LEARNING_RATE_SCHEDULES,
+    }
     for key in CHOICES:
         choices = getattr(space, key)
         if not choices:
@@ -233,6 +247,9 @@ def spec_for_trial(
         train,
         optimizer=trial.suggest_categorical("optimizer", space.optimizer),
         learning_rate=trial.suggest_float("learning_rate", *space.learning_rate, log=True),
+        learning_rate_schedule=trial.suggest_categorical(
+            "learning_rate_schedule", space.learning_rate_schedule
+        ),
         batch_size=trial.suggest_categorical("batch_size", space.batch_size),
         epochs=space.epochs,
     )
@@ -248,7 +265,8 @@ def describe(params: dict[str, Any]) -> str:
     drops = ", ".join(f"{params.get(f'dropout_{i}', 0):.2f}" for i in range(1, depth + 1))
     parts = [f"{depth}×[{units}] {params.get('activation', '?')}", f"dropout [{drops}]"]
     if "optimizer" in params:
-        parts.append(f"{params['optimizer']} lr {params.get('learning_rate', 0):.1e}")
+        schedule = " cosine" if params.get("learning_rate_schedule") == "cosine" else ""
+        parts.append(f"{params['optimizer']} lr {params.get('learning_rate', 0):.1e}{schedule}")
     if "batch_size" in params:
         parts.append(f"batch {params['batch_size']}")
     return " · ".join(parts)
@@ -353,19 +371,20 @@ class _Objective:
 
     def __init__(self, space: SearchSpace, train: TrainConfig, data_dir: str | Path | None):
         from digitlab.data import class_names, load_dataset
-        from digitlab.model import prepare_inputs
 
         self.space, self.train = space, train
         self.num_classes = len(class_names(train.dataset))
         (x, y), _ = load_dataset(train.dataset, data_dir=data_dir)  # the test set stays unused
         n = train.train_samples or len(x)
-        self.x, self.y = prepare_inputs(x[:n], "flat"), y[:n]
+        # As training._prepare_training_data: flat uint8, scaled by fastfit in each batch
+        self.x, self.y = x[:n].reshape(-1, 784), y[:n]
         self.worker = f"{socket.gethostname()}:{os.getpid()}"
 
     def __call__(self, trial: optuna.Trial) -> float:
         import keras
 
-        from digitlab.model import build_model, compile_model
+        from digitlab import fastfit
+        from digitlab.model import PIXEL_SCALE, build_model, compile_model
 
         trial.set_user_attr(WORKER_ATTR, self.worker)
         spec = spec_for_trial(trial, self.space, self.train, num_classes=self.num_classes)
@@ -383,20 +402,23 @@ class _Objective:
             if _stop.is_set():
                 raise Stopped(f"trial {trial.number} stopped by a signal")
 
-        # The same fit as train()'s, which rebuilds the best trial: it must score the same.
-        history = model.fit(
+        # The same call as training._fit makes: train() rebuilds the best trial from its
+        # params and seed, and must reach the same weights and score.
+        history = fastfit.fit(
+            model,
             self.x,
             self.y,
             batch_size=spec.train.batch_size,
             epochs=spec.train.epochs,
-            # Keras holds out the last fraction, unshuffled: the same digits train() holds out
-            validation_split=spec.train.validation_split,
+            validation_split=spec.train.validation_split,  # the last fraction, unshuffled
             callbacks=[
                 keras.callbacks.LambdaCallback(on_epoch_end=report, on_train_batch_end=check_stop)
             ],
             verbose=0,
+            seed=spec.train.seed,
+            input_scale=PIXEL_SCALE,
         )
-        return float(history.history["val_accuracy"][-1])
+        return float(history["val_accuracy"][-1])
 
 
 def _make_pruner(name: str, epochs: int) -> optuna.pruners.BasePruner:
@@ -463,15 +485,16 @@ class Stopped(Exception):
     """A trial cut short by Ctrl-C or SIGTERM; Optuna records it as failed."""
 
 
-_stop = threading.Event()  # set by the first Ctrl-C or SIGTERM; checked after every batch
+_stop = threading.Event()  # set by the first Ctrl-C or SIGTERM; checked between batches
 
 
 @contextlib.contextmanager
 def _stop_on_signals() -> Iterator[None]:
-    """Make Ctrl-C and SIGTERM stop the search after the running batch, not mid-instruction.
+    """Make Ctrl-C and SIGTERM stop the search between batches, not wherever Python is.
 
     A KeyboardInterrupt raised wherever Python happens to be can land in a finalizer, where
-    it is swallowed, or inside JAX; a flag checked between batches ends the trial cleanly.
+    it is swallowed, or inside JAX; a flag that fastfit's batch callback checks (every
+    compiled chunk of batches, about 2 s) ends the trial cleanly.
     A second Ctrl-C interrupts at once.
     """
 
@@ -556,7 +579,7 @@ def _run_workers(job: _Job, workers: int, remaining: int | None) -> bool:
         while alive := [p for p in processes if p.is_alive()]:
             if _stop.is_set() and not relayed:  # Ctrl-C or SIGTERM here: pass it on
                 for process in alive:
-                    process.terminate()  # SIGTERM: the worker stops after its running batch
+                    process.terminate()  # SIGTERM: the worker stops between batches
                 relayed = True
             multiprocessing.connection.wait([p.sentinel for p in alive], timeout=0.2)
     except KeyboardInterrupt:  # a second Ctrl-C: stop now
@@ -872,7 +895,7 @@ def report(
 
     target = "validation accuracy"
     always = ["hidden_layers", "units_1", "dropout_1", "activation", "optimizer",
-              "learning_rate", "batch_size"]  # fmt: skip  # drawn in every trial
+              "learning_rate", "learning_rate_schedule", "batch_size"]  # fmt: skip  # every trial
     drawn = {
         REPORT_PLOTS[0]: lambda: views.plot_optimization_history(the_study, target_name=target),
         REPORT_PLOTS[2]: lambda: views.plot_parallel_coordinate(
@@ -902,7 +925,8 @@ def report(
 def _write_top_trials(study, complete, out: Path, top: int, label: str) -> list[Path]:
     ranked = sorted(complete, key=lambda t: (-t.value, t.number))[:top]
     header = ["rank", "trial", "val_accuracy", "hidden_layers", "units", "activation",
-              "dropout", "optimizer", "learning_rate", "batch_size", "seconds"]  # fmt: skip
+              "dropout", "optimizer", "learning_rate", "learning_rate_schedule", "batch_size",
+              "seconds"]  # fmt: skip
     rows = []
     for rank, trial in enumerate(ranked, start=1):
         p, depth = trial.params, trial.params["hidden_layers"]
@@ -910,7 +934,8 @@ def _write_top_trials(study, complete, out: Path, top: int, label: str) -> list[
             rank, trial.number, f"{trial.value:.4f}", depth,
             "-".join(str(p[f"units_{i}"]) for i in range(1, depth + 1)), p["activation"],
             "-".join(f"{p[f'dropout_{i}']:.2f}" for i in range(1, depth + 1)), p["optimizer"],
-            f"{p['learning_rate']:.2e}", p["batch_size"], f"{trial.duration.total_seconds():.1f}",
+            f"{p['learning_rate']:.2e}", p.get("learning_rate_schedule", "constant"),
+            p["batch_size"], f"{trial.duration.total_seconds():.1f}",
         ])  # fmt: skip
     buffer = io.StringIO()
     csv.writer(buffer, lineterminator="\n").writerows([header, *rows])
