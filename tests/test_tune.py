@@ -22,17 +22,15 @@ import pytest
 from optuna.trial import FixedTrial, TrialState
 
 from digitlab.errors import DigitlabError, SpecError
+from digitlab.search_space import SearchSpace, load_space, spec_for_trial
 from digitlab.tune import (
     FINISHED,
     TOP_TRIALS_CSV,
     TOP_TRIALS_MD,
     WORKER_ATTR,
-    SearchSpace,
-    load_space,
     open_storage,
     parse_duration,
     report,
-    spec_for_trial,
     tune,
 )
 

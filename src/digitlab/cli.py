@@ -633,7 +633,8 @@ def tune_command(
     """
     if ctx.invoked_subcommand is not None:
         return
-    from digitlab.tune import load_space, parse_duration, tune
+    from digitlab.search_space import load_space
+    from digitlab.tune import parse_duration, tune
 
     result = tune(
         study,

@@ -32,7 +32,6 @@ import signal
 import socket
 import threading
 import time
-import tomllib
 import warnings
 import zlib
 from collections.abc import Iterator
@@ -48,16 +47,13 @@ from rich.live import Live
 from rich.table import Table
 
 from digitlab.config import (
-    LEARNING_RATE_SCHEDULES,
-    OPTIMIZERS,
-    Spec,
     TrainConfig,
-    _closest,
     validate_train_config,
 )
 from digitlab.errors import DigitlabError, SpecError
 from digitlab.files import atomic_path, write_text
 from digitlab.runs import Run, default_runs_dir, load_run
+from digitlab.search_space import SearchSpace, check_space, describe, spec_for_trial
 
 DEFAULT_STUDY = "digitlab"
 JOURNAL_FILE = "tune.journal"  # in the runs folder: every study of that folder, one log
@@ -67,209 +63,6 @@ FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)  # what counts towards --tri
 SETUP_ATTR = "digitlab.setup"  # study user attribute: the space and data a study was made with
 BEST_RUN_ATTR = "digitlab.best_run"
 WORKER_ATTR = "worker"  # trial user attribute: host:pid of the process that ran it
-
-
-# ------------------------------------------------------------------------------- search space
-@dataclass(frozen=True)
-class SearchSpace:
-    """What a study searches. Ranges are (low, high), both included; choices are tuples.
-
-    Units and dropout are drawn for each hidden layer (`units_1`, `dropout_1`, ...), the
-    activation once for the whole network. The defaults are issue 5's table, plus the
-    learning rate schedule the `mlp` and `cnn` presets train with. In a TOML space file
-    each key is optional, a range is `[low, high]` and a single value fixes it.
-    """
-
-    hidden_layers: tuple[int, int] = (1, 4)  # Dense layers before the 10-unit softmax output
-    units: tuple[int, int] = (32, 1024)  # log scale: 32→64 matters as much as 512→1024
-    activation: tuple[str, ...] = ("relu", "sigmoid", "tanh", "gelu")
-    dropout: tuple[float, float] = (0.0, 0.5)  # after each hidden layer; 0 adds no layer
-    optimizer: tuple[str, ...] = ("adam", "sgd", "rmsprop")
-    learning_rate: tuple[float, float] = (1e-4, 1e-1)  # log scale, like units
-    learning_rate_schedule: tuple[str, ...] = ("constant", "cosine")  # cosine: to 0 by the end
-    batch_size: tuple[int, ...] = (32, 64, 128, 256)
-    epochs: int = 10  # each trial's budget (the notebook's 10); the pruner stops poor ones early
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON/TOML-ready: tuples become lists. `space_from_dict` reads it back."""
-        return {key: list(value) if isinstance(value, tuple) else value
-                for key, value in dataclasses.asdict(self).items()}  # fmt: skip
-
-
-RANGES = {"hidden_layers": int, "units": int, "dropout": float, "learning_rate": float}
-CHOICES = {"activation": str, "optimizer": str, "learning_rate_schedule": str, "batch_size": int}
-SPACE_KEYS = tuple(f.name for f in dataclasses.fields(SearchSpace))
-
-
-def load_space(path: str | Path) -> SearchSpace:
-    """Read a TOML space file; keys left out keep the default table's range.
-
-    Raises:
-        SpecError: the file is missing or not TOML, names an unknown parameter, or has an
-            empty or invalid range; the message lists the valid names.
-    """
-    path = Path(path)
-    try:
-        data = tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise SpecError(f"space file {path} not found; pass the path of a TOML file") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise SpecError(f"space file {path} is not valid TOML: {exc}") from None
-    return space_from_dict(data, where=f"space file {path}")
-
-
-def space_from_dict(data: dict[str, Any], where: str = "the search space") -> SearchSpace:
-    """A checked SearchSpace from a dict shaped like a space file (or `SearchSpace.to_dict()`).
-
-    Raises:
-        SpecError: as for `load_space`.
-    """
-    values: dict[str, Any] = {}
-    for key, value in data.items():
-        if key not in SPACE_KEYS:
-            raise SpecError(
-                f"unknown parameter '{key}' in {where}{_closest(key, SPACE_KEYS)}; "
-                f"valid parameters: {', '.join(SPACE_KEYS)}"
-            )
-        if key in RANGES:
-            values[key] = _as_range(key, value, RANGES[key], where)
-        elif key in CHOICES:
-            values[key] = _as_choices(key, value, CHOICES[key], where)
-        else:
-            values[key] = value
-    return _check_space(SearchSpace(**values), where)
-
-
-def _is(value: Any, kind: type) -> bool:
-    if isinstance(value, bool):
-        return False
-    return isinstance(value, int | float) if kind is float else isinstance(value, kind)
-
-
-def _as_range(key: str, value: Any, kind: type, where: str) -> tuple:
-    pair = value if isinstance(value, list) else [value]
-    if len(pair) == 1:
-        pair = pair * 2
-    if len(pair) != 2 or not all(_is(v, kind) for v in pair):
-        raise SpecError(
-            f"{key} in {where} must be [low, high] or one {kind.__name__}, got {value!r}"
-        )
-    return tuple(kind(v) for v in pair)
-
-
-def _as_choices(key: str, value: Any, kind: type, where: str) -> tuple:
-    choices = value if isinstance(value, list) else [value]
-    if not all(_is(v, kind) for v in choices):
-        raise SpecError(f"{key} in {where} must be a list of {kind.__name__}s, got {value!r}")
-    return tuple(choices)
-
-
-def _check_space(space: SearchSpace, where: str) -> SearchSpace:
-    """Refuse empty ranges and values no network can have, before any training."""
-    from digitlab.model import ACTIVATIONS  # imports Keras: only once work is about to start
-
-    for key in RANGES:
-        low, high = getattr(space, key)
-        if low > high:
-            raise SpecError(
-                f"empty range for {key} in {where}: [{low}, {high}] has low > high; "
-                "write [low, high] with low ≤ high"
-            )
-    valid = {
-        "activation": ACTIVATIONS,
-        "optimizer": OPTIMIZERS,
-        "learning_rate_schedule": LEARNING_RATE_SCHEDULES,
-    }
-    for key in CHOICES:
-        choices = getattr(space, key)
-        if not choices:
-            examples = ", ".join(map(str, getattr(SearchSpace, key)))
-            raise SpecError(f"empty list for {key} in {where}; give at least one, e.g. {examples}")
-        for choice in choices:
-            if key in valid and choice not in valid[key]:
-                raise SpecError(
-                    f"unknown {key} '{choice}' in {where}{_closest(choice, valid[key])}; "
-                    f"valid: {', '.join(valid[key])}"
-                )
-    problems = {
-        "hidden_layers": space.hidden_layers[0] < 1,
-        "units": space.units[0] < 1,
-        "dropout": not 0 <= space.dropout[0] <= space.dropout[1] < 1,
-        "learning_rate": space.learning_rate[0] <= 0,
-        "batch_size": min(space.batch_size) < 1,
-        "epochs": not _is(space.epochs, int) or space.epochs < 1,
-    }
-    needs = {
-        "hidden_layers": "at least 1",
-        "units": "at least 1",
-        "dropout": "within [0, 1)",
-        "learning_rate": "positive",
-        "batch_size": "at least 1",
-        "epochs": "a whole number, at least 1",
-    }
-    for key, bad in problems.items():
-        if bad:
-            raise SpecError(f"{key} in {where} must be {needs[key]}, got {getattr(space, key)}")
-    return space
-
-
-def spec_for_trial(
-    trial: optuna.trial.BaseTrial,
-    space: SearchSpace,
-    train: TrainConfig,
-    name: str = "trial",
-    num_classes: int = 10,
-) -> Spec:
-    """The network and training config a trial draws from `space`.
-
-    The same function turns a finished trial back into its Spec:
-    `spec_for_trial(optuna.trial.FixedTrial(best.params), space, train)`.
-
-    Args:
-        trial: an Optuna trial, or a `FixedTrial` holding a finished trial's params.
-        space: the ranges to draw from.
-        train: the fixed training setup (dataset, samples, validation split, seed); the
-            optimizer, learning rate, batch size and epochs come from the trial and space.
-        name: the Spec's name (the Keras model's and the run's).
-        num_classes: units of the softmax output layer.
-    """
-    layers: list[dict[str, Any]] = []
-    depth = trial.suggest_int("hidden_layers", *space.hidden_layers)
-    activation = trial.suggest_categorical("activation", space.activation)
-    for i in range(1, depth + 1):
-        units = trial.suggest_int(f"units_{i}", *space.units, log=True)
-        layers.append({"type": "Dense", "units": units, "activation": activation})
-        rate = trial.suggest_float(f"dropout_{i}", *space.dropout)
-        if rate > 0:
-            layers.append({"type": "Dropout", "rate": rate})
-    layers.append({"type": "Dense", "units": num_classes, "activation": "softmax"})
-    train = dataclasses.replace(
-        train,
-        optimizer=trial.suggest_categorical("optimizer", space.optimizer),
-        learning_rate=trial.suggest_float("learning_rate", *space.learning_rate, log=True),
-        learning_rate_schedule=trial.suggest_categorical(
-            "learning_rate_schedule", space.learning_rate_schedule
-        ),
-        batch_size=trial.suggest_categorical("batch_size", space.batch_size),
-        epochs=space.epochs,
-    )
-    return Spec(name=name, layers=tuple(layers), train=train, description=describe(trial.params))
-
-
-def describe(params: dict[str, Any]) -> str:
-    """A trial's params in one short line: `2×[512, 64] relu · dropout [0.12, 0.30] · ...`."""
-    if "hidden_layers" not in params:  # a trial that failed before drawing anything
-        return ""
-    depth = params["hidden_layers"]
-    units = ", ".join(str(params.get(f"units_{i}", "?")) for i in range(1, depth + 1))
-    drops = ", ".join(f"{params.get(f'dropout_{i}', 0):.2f}" for i in range(1, depth + 1))
-    parts = [f"{depth}×[{units}] {params.get('activation', '?')}", f"dropout [{drops}]"]
-    if "optimizer" in params:
-        schedule = " cosine" if params.get("learning_rate_schedule") == "cosine" else ""
-        parts.append(f"{params['optimizer']} lr {params.get('learning_rate', 0):.1e}{schedule}")
-    if "batch_size" in params:
-        parts.append(f"batch {params['batch_size']}")
-    return " · ".join(parts)
 
 
 # ------------------------------------------------------------------------------------ storage
@@ -699,7 +492,7 @@ def tune(
     """
     from digitlab.data import class_names, fetch_dataset
 
-    space = _check_space(space or SearchSpace(), "the search space")
+    space = check_space(space or SearchSpace(), "the search space")
     if trials is not None and trials < 1:
         raise SpecError(f"trials must be at least 1, got {trials}")
     if timeout is not None and not timeout > 0:
