@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from digitlab import fastfit
-from digitlab.config import with_overrides
+from digitlab.config import Spec, with_overrides
 from digitlab.model import build_model, compile_model, prepare_inputs
 from digitlab.presets import get_preset
 
@@ -245,3 +245,24 @@ def test_uint8_pixels_scaled_in_the_step_train_exactly_like_prepared_floats(mnis
         fastfit.fit(model, x, y, epochs=1, validation_split=0.1, input_scale=scale, verbose=0)
         results.append(_weights(model))
     assert all(np.array_equal(a, b) for a, b in zip(*results, strict=True))
+
+
+def test_convolutional_nets_train_through_keras_fit(monkeypatch):
+    """XLA runs convolutions in a while loop ~10× slower on the CPU: conv nets keep `fit`."""
+    spec = Spec(
+        name="conv",
+        input="image",
+        layers=(
+            {"type": "Conv2D", "filters": 4, "kernel_size": 3, "activation": "relu"},
+            {"type": "Flatten"},
+            {"type": "Dense", "units": 10, "activation": "softmax"},
+        ),
+    )
+    model = build_model(spec)
+    compile_model(model, spec)
+    calls = []
+    original = model.fit
+    monkeypatch.setattr(model, "fit", lambda *a, **k: calls.append(k) or original(*a, **k))
+    x = np.random.default_rng(0).integers(0, 256, (64, 28, 28, 1), dtype=np.uint8)
+    history = fastfit.fit(model, x, np.arange(64) % 10, epochs=1, verbose=0, input_scale=1 / 255)
+    assert len(calls) == 1 and set(history) == {"loss", "accuracy"}
