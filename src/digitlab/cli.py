@@ -234,7 +234,8 @@ def summary(preset: str | None = PresetOption, spec_file: Path | None = SpecOpti
     model.summary()
     lr = train.learning_rate if train.learning_rate is not None else "default"
     console.print(
-        f"compile: optimizer={train.optimizer} (learning_rate={lr}), loss={train.loss}, "
+        f"compile: optimizer={train.optimizer} (learning_rate={lr}, "
+        f"{train.learning_rate_schedule}), loss={train.loss}, "
         f"metrics={','.join(train.metrics)}; fit: batch_size={train.batch_size}, "
         f"epochs={train.epochs}, validation_split={train.validation_split}"
     )
@@ -248,6 +249,9 @@ def train(
     epochs: int | None = typer.Option(None, "--epochs", "-e", help="Passes over the data."),
     batch_size: int | None = typer.Option(None, "--batch-size", "-b", help="Mini-batch size."),
     learning_rate: float | None = typer.Option(None, "--learning-rate", "--lr"),
+    learning_rate_schedule: str | None = typer.Option(
+        None, "--learning-rate-schedule", help="constant, or cosine (decays to 0 by the end)."
+    ),
     optimizer: str | None = typer.Option(
         None, "--optimizer", help="adam, sgd, rmsprop, adagrad, adamw or nadam."
     ),
@@ -306,6 +310,7 @@ def train(
             epochs=epochs,
             batch_size=batch_size,
             learning_rate=learning_rate,
+            learning_rate_schedule=learning_rate_schedule,
             optimizer=optimizer,
             loss=loss,
             metrics=[m.strip() for m in metrics.split(",")] if metrics else None,
