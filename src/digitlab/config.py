@@ -124,6 +124,16 @@ def with_overrides(spec: Spec, **overrides: Any) -> Spec:
     return dataclasses.replace(spec, train=dataclasses.replace(spec.train, **given))
 
 
+def read_toml(path: Path, kind: str) -> dict[str, Any]:
+    """A TOML file's tables, or a one-line SpecError naming the `kind` of file and the path."""
+    try:
+        return tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise SpecError(f"{kind} {path} not found; pass the path of a TOML file") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise SpecError(f"{kind} {path} is not valid TOML: {exc}") from None
+
+
 def load_spec_file(path: str | Path, base: Spec) -> Spec:
     """Read a TOML spec file on top of `base` (a preset).
 
@@ -135,12 +145,7 @@ def load_spec_file(path: str | Path, base: Spec) -> Spec:
         SpecError: the file is missing, is not valid TOML, or has an unknown key.
     """
     path = Path(path)
-    try:
-        data = tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise SpecError(f"spec file {path} not found; pass the path of a TOML spec") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise SpecError(f"spec file {path} is not valid TOML: {exc}") from None
+    data = read_toml(path, "spec file")
     _check_keys(data, {"name", "description", "input", "train", "layers"}, f"spec file {path}")
     layers = data.get("layers", base.layers)
     if not isinstance(layers, list | tuple) or not all(isinstance(x, dict) for x in layers):

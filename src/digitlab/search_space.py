@@ -9,14 +9,20 @@ choices are refused in one line. `spec_for_trial` turns an Optuna trial's draws 
 from __future__ import annotations
 
 import dataclasses
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import optuna
 
-from digitlab.config import LEARNING_RATE_SCHEDULES, OPTIMIZERS, Spec, TrainConfig, _closest
+from digitlab.config import (
+    LEARNING_RATE_SCHEDULES,
+    OPTIMIZERS,
+    Spec,
+    TrainConfig,
+    _closest,
+    read_toml,
+)
 from digitlab.errors import SpecError
 
 
@@ -59,13 +65,7 @@ def load_space(path: str | Path) -> SearchSpace:
             empty or invalid range; the message lists the valid names.
     """
     path = Path(path)
-    try:
-        data = tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise SpecError(f"space file {path} not found; pass the path of a TOML file") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise SpecError(f"space file {path} is not valid TOML: {exc}") from None
-    return space_from_dict(data, where=f"space file {path}")
+    return space_from_dict(read_toml(path, "space file"), where=f"space file {path}")
 
 
 def space_from_dict(data: dict[str, Any], where: str = "the search space") -> SearchSpace:
