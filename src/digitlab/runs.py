@@ -56,7 +56,7 @@ class Run:
     def name(self) -> str:
         return self.path.name
 
-    @property
+    @cached_property
     def spec(self) -> Spec:
         return spec_from_dict(self.config["spec"])
 
@@ -82,19 +82,22 @@ class Run:
                 f"cannot load the model of run {self.path}: {' '.join(str(exc).split())[:200]}"
             ) from None
 
-    def predict_proba(self, images: np.ndarray, batch_size: int = 1024) -> np.ndarray:
+    @cached_property
+    def _forward(self):
+        """The model's forward pass compiled once (`fastfit.predictor`): a served digit costs
+        ~0.06 ms instead of `predict_on_batch`'s ~0.2 ms. A run's weights don't change."""
+        from digitlab.fastfit import predictor
+
+        return predictor(self.model)
+
+    def predict_proba(self, images: np.ndarray) -> np.ndarray:
         """Class probabilities for uint8 images shaped N×28×28 (or N×784), 0–255.
 
         The run's own preprocessing is applied, so callers pass raw MNIST-style pixels.
         """
         from digitlab.model import output_activation, prepare_inputs, to_probabilities
 
-        x = prepare_inputs(images, self.spec.input)
-        outputs = (
-            self.model.predict_on_batch(x)
-            if len(x) <= batch_size
-            else (self.model.predict(x, batch_size=batch_size, verbose=0))
-        )
+        outputs = self._forward(prepare_inputs(images, self.spec.input))
         return to_probabilities(np.asarray(outputs), output_activation(self.spec))
 
 

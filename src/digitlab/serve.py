@@ -16,7 +16,6 @@ from __future__ import annotations
 import base64
 import json
 import random
-import threading
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -86,13 +85,12 @@ def _request_body(files_field: str, json_field: str, many: bool) -> dict[str, An
 
 
 class Predictor:
-    """The run's model behind a lock: Keras's JAX `predict_on_batch` updates model state."""
+    """The run's model and test set, loaded once, and the predictions the endpoints return."""
 
     def __init__(self, run: Run, max_upload_bytes: int):
         self.run = run
         self.class_names = run.class_names
         self.max_upload_bytes = max_upload_bytes
-        self._lock = threading.Lock()
         self._test_set: tuple[np.ndarray, np.ndarray] | None = None
 
     def warm(self) -> None:
@@ -100,13 +98,9 @@ class Predictor:
         self.probabilities(np.zeros((1, 28, 28), np.uint8))
 
     def probabilities(self, images: np.ndarray) -> np.ndarray:
-        """Class probabilities for uint8 N×28×28, padded to a power of two so JAX compiles
-        at most log2(MAX_BATCH) + 1 batch shapes rather than one per batch size."""
-        count = len(images)
-        padded = np.zeros((1 << (count - 1).bit_length(), 28, 28), np.uint8)
-        padded[:count] = images
-        with self._lock:
-            return self.run.predict_proba(padded)[:count]
+        """Class probabilities for uint8 N×28×28. `Run.predict_proba` pads each batch to a
+        power of two, so JAX compiles a handful of shapes, not one per batch size."""
+        return self.run.predict_proba(images)
 
     def predict(self, images: list[np.ndarray]) -> list[Prediction]:
         probabilities = self.probabilities(np.stack(images))
