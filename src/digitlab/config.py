@@ -97,7 +97,8 @@ def spec_from_dict(data: dict[str, Any]) -> Spec:
     )
 
 
-def _closest(name: str, valid) -> str:
+def did_you_mean(name: str, valid) -> str:
+    """` (did you mean 'x'?)` for the closest valid name, or "" when none is close."""
     match = difflib.get_close_matches(name, list(valid), n=1)
     return f" (did you mean '{match[0]}'?)" if match else ""
 
@@ -106,7 +107,7 @@ def _check_keys(given, valid, where: str) -> None:
     for key in given:
         if key not in valid:
             raise SpecError(
-                f"unknown key '{key}' in {where}{_closest(key, valid)}; "
+                f"unknown key '{key}' in {where}{did_you_mean(key, valid)}; "
                 f"valid keys: {', '.join(sorted(valid))}"
             )
 
@@ -174,24 +175,24 @@ def validate_train_config(train: TrainConfig) -> TrainConfig:
         )
     if loss not in LOSSES:
         raise SpecError(
-            f"unknown loss '{train.loss}'{_closest(train.loss, LOSSES)}; "
+            f"unknown loss '{train.loss}'{did_you_mean(train.loss, LOSSES)}; "
             f"valid losses: {', '.join(LOSSES)}"
         )
     if train.optimizer not in OPTIMIZERS:
         raise SpecError(
-            f"unknown optimizer '{train.optimizer}'{_closest(train.optimizer, OPTIMIZERS)}; "
+            f"unknown optimizer '{train.optimizer}'{did_you_mean(train.optimizer, OPTIMIZERS)}; "
             f"valid optimizers: {', '.join(OPTIMIZERS)}"
         )
     for metric in train.metrics:
         if metric not in METRICS:
             raise SpecError(
-                f"unknown metric '{metric}'{_closest(metric, METRICS)}; "
+                f"unknown metric '{metric}'{did_you_mean(metric, METRICS)}; "
                 f"valid metrics: {', '.join(METRICS)}"
             )
     if train.learning_rate_schedule not in LEARNING_RATE_SCHEDULES:
         raise SpecError(
             f"unknown learning rate schedule '{train.learning_rate_schedule}'"
-            f"{_closest(train.learning_rate_schedule, LEARNING_RATE_SCHEDULES)}; "
+            f"{did_you_mean(train.learning_rate_schedule, LEARNING_RATE_SCHEDULES)}; "
             f"valid schedules: {', '.join(LEARNING_RATE_SCHEDULES)}"
         )
     if train.learning_rate is not None and not train.learning_rate > 0:

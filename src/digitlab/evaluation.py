@@ -11,8 +11,9 @@ from sklearn import metrics as skm
 
 from digitlab import plots
 from digitlab.config import Spec
+from digitlab.data import load_dataset
 from digitlab.model import output_activation, prepare_inputs, to_probabilities
-from digitlab.runs import Run
+from digitlab.runs import Run, load_run
 
 CONFUSION_PNG = "confusion_matrix.png"
 MISCLASSIFIED_PNG = "misclassified.png"
@@ -97,7 +98,7 @@ def evaluate_model(
     x = prepare_inputs(x_test, spec.input)
     outputs = model.predict(x, batch_size=1024, verbose=0)
     probabilities = to_probabilities(outputs, output_activation(spec))
-    targets = _targets(y_test, spec, len(class_names))
+    targets = loss_targets(y_test, spec, len(class_names))
     loss = model.evaluate(x, targets, batch_size=1024, verbose=0, return_dict=True)["loss"]
     predictions = probabilities.argmax(axis=1)
     return Evaluation(
@@ -110,7 +111,7 @@ def evaluate_model(
     )
 
 
-def _targets(labels: np.ndarray, spec: Spec, num_classes: int) -> np.ndarray:
+def loss_targets(labels: np.ndarray, spec: Spec, num_classes: int) -> np.ndarray:
     """Integer labels, or one-hot float32 for every loss but the sparse one."""
     if not spec.train.one_hot:
         return labels
@@ -156,9 +157,6 @@ def evaluate(run: Run | str | Path, data_dir: str | Path | None = None) -> Evalu
         RunError: the run cannot be found or loaded.
         DataError: the dataset cannot be loaded.
     """
-    from digitlab.data import load_dataset
-    from digitlab.runs import load_run
-
     run = run if isinstance(run, Run) else load_run(run)
     _, (x_test, y_test) = load_dataset(run.config["dataset"]["name"], data_dir=data_dir)
     evaluation = evaluate_model(run.model, run.spec, x_test, y_test, run.class_names)

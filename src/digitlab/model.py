@@ -11,7 +11,7 @@ import inspect
 import keras
 import numpy as np
 
-from digitlab.config import Spec, TrainConfig, _closest, validate_train_config
+from digitlab.config import Spec, TrainConfig, did_you_mean, validate_train_config
 from digitlab.errors import SpecError
 
 # The layers a user reaches for on 28×28 digits. Anything else in Keras is one line away.
@@ -68,7 +68,7 @@ def build_layer(config: dict, index: int) -> keras.layers.Layer:
     kind = config.pop("type", None)
     if kind not in LAYER_TYPES:
         raise SpecError(
-            f"{where}: unknown layer type {kind!r}{_closest(str(kind), LAYER_TYPES)}; "
+            f"{where}: unknown layer type {kind!r}{did_you_mean(str(kind), LAYER_TYPES)}; "
             f"valid types: {', '.join(LAYER_TYPES)}"
         )
     cls = getattr(keras.layers, kind)
@@ -76,14 +76,14 @@ def build_layer(config: dict, index: int) -> keras.layers.Layer:
     for key in config:
         if key not in valid:
             raise SpecError(
-                f"{where} ({kind}): unknown argument '{key}'{_closest(key, valid)}; "
+                f"{where} ({kind}): unknown argument '{key}'{did_you_mean(key, valid)}; "
                 f"valid arguments: {', '.join(sorted(valid))}"
             )
     activation = config.get("activation")
     if isinstance(activation, str) and activation not in ACTIVATIONS:
         raise SpecError(
             f"{where} ({kind}): unknown activation '{activation}'"
-            f"{_closest(activation, ACTIVATIONS)}; valid activations: {', '.join(ACTIVATIONS)}"
+            f"{did_you_mean(activation, ACTIVATIONS)}; valid activations: {', '.join(ACTIVATIONS)}"
         )
     try:
         return cls(**config)

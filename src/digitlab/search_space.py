@@ -20,7 +20,7 @@ from digitlab.config import (
     OPTIMIZERS,
     Spec,
     TrainConfig,
-    _closest,
+    did_you_mean,
     read_toml,
 )
 from digitlab.errors import SpecError
@@ -78,7 +78,7 @@ def space_from_dict(data: dict[str, Any], where: str = "the search space") -> Se
     for key, value in data.items():
         if key not in SPACE_KEYS:
             raise SpecError(
-                f"unknown parameter '{key}' in {where}{_closest(key, SPACE_KEYS)}; "
+                f"unknown parameter '{key}' in {where}{did_you_mean(key, SPACE_KEYS)}; "
                 f"valid parameters: {', '.join(SPACE_KEYS)}"
             )
         if key in RANGES:
@@ -138,7 +138,7 @@ def check_space(space: SearchSpace, where: str) -> SearchSpace:
         for choice in choices:
             if key in valid and choice not in valid[key]:
                 raise SpecError(
-                    f"unknown {key} '{choice}' in {where}{_closest(choice, valid[key])}; "
+                    f"unknown {key} '{choice}' in {where}{did_you_mean(choice, valid[key])}; "
                     f"valid: {', '.join(valid[key])}"
                 )
     problems = {

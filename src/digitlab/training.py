@@ -28,7 +28,7 @@ from digitlab import __version__, fastfit
 from digitlab.config import Spec, spec_from_dict, validate_train_config
 from digitlab.data import class_names as dataset_class_names
 from digitlab.data import load_dataset, load_dataset_files
-from digitlab.evaluation import _targets, evaluate_model, write_pictures
+from digitlab.evaluation import evaluate_model, loss_targets, write_pictures
 from digitlab.files import write_json
 from digitlab.model import PIXEL_SCALE, build_model, compile_model
 from digitlab.runs import (
@@ -103,7 +103,7 @@ def _prepare_training_data(spec: Spec, x: np.ndarray, y: np.ndarray, num_classes
     labels where the loss wants them."""
     if spec.train.train_samples is not None:
         x, y = x[: spec.train.train_samples], y[: spec.train.train_samples]
-    return x.reshape((-1, *spec.input_shape)), _targets(y, spec, num_classes)
+    return x.reshape((-1, *spec.input_shape)), loss_targets(y, spec, num_classes)
 
 
 def _fit(
@@ -151,7 +151,7 @@ def _save_run(
     dataset: dict[str, Any],
     log: _EpochLog,
     status: str,
-    test: tuple[np.ndarray, np.ndarray] | None,
+    test: tuple[np.ndarray, np.ndarray],
     train_seconds: float,
     previous_config: dict[str, Any] | None = None,
 ) -> Run:
@@ -180,7 +180,7 @@ def _save_run(
     with staged_run(path) as staging:
         model.save(staging / MODEL_FILE)
         write_history(staging / HISTORY_FILE, log.history)
-        if status == "complete" and test is not None:
+        if status == "complete":
             evaluation = evaluate_model(model, spec, *test, dataset["class_names"])
             metrics.update(evaluation.to_dict())
             write_pictures(staging, evaluation, log.history, test[0])
