@@ -22,7 +22,8 @@ import pytest
 from optuna.trial import FixedTrial, TrialState
 
 from digitlab.errors import DigitlabError, SpecError
-from digitlab.search_space import SearchSpace, load_space, spec_for_trial
+from digitlab.presets import get_preset
+from digitlab.search_space import SearchSpace, load_space, preset_point, spec_for_trial
 from digitlab.tune import (
     FINISHED,
     TOP_TRIALS_CSV,
@@ -60,6 +61,7 @@ def test_small_search_records_trials_and_saves_the_best_as_a_run(tmp_path):
 
     trials = _recorded("small", runs_dir=tmp_path)
     assert [t.number for t in trials] == [0, 1, 2, 3]
+    assert trials[0].params == preset_point(space)  # the warm start: the mlp preset's network
     assert all(t.state in FINISHED for t in trials)
     assert (tmp_path / "tune.journal").is_file()
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
@@ -87,6 +89,20 @@ def test_small_search_records_trials_and_saves_the_best_as_a_run(tmp_path):
     assert len(rows) == 1 + len(complete)
     assert rows[1].split(",")[:3] == ["1", str(best.number), f"{best.value:.4f}"]
     assert f"| 1 | {best.number} |" in (tmp_path / "report" / TOP_TRIALS_MD).read_text()
+
+
+def test_warm_start_is_the_mlp_preset_network_when_the_space_holds_it():
+    from digitlab.config import TrainConfig
+
+    mlp = get_preset("mlp")
+    point = preset_point(SearchSpace())
+    spec = spec_for_trial(FixedTrial(point), SearchSpace(), TrainConfig())
+    assert spec.layers[:-1] == mlp.layers[:-1]  # the same hidden layers, dropout included
+    for key in ("optimizer", "learning_rate", "learning_rate_schedule", "batch_size"):
+        assert getattr(spec.train, key) == getattr(mlp.train, key)
+    assert preset_point(SearchSpace(units=(32, 512))) is None  # 1024 units: outside
+    assert preset_point(SearchSpace(activation=("tanh",))) is None
+    assert preset_point(SearchSpace(hidden_layers=(3, 4))) is None
 
 
 @pytest.mark.slow

@@ -617,6 +617,9 @@ def tune_command(
     ),
     seed: int = typer.Option(0, "--seed", help="Seed of every trial's weights and the sampler."),
     pruner: Pruner = typer.Option(Pruner.median, "--pruner", help="How poor trials stop early."),
+    warm_start: bool = typer.Option(
+        True, help="Make a new study's first trial the mlp preset's network (if in the space)."
+    ),
     runs_dir: Path | None = RunsDirOption,
     data_dir: Path | None = DataDirOption,
 ) -> None:
@@ -625,7 +628,8 @@ def tune_command(
     Optuna's TPE sampler proposes networks (layers, units, activation, dropout, optimizer,
     learning rate and schedule, batch size); each trains on the training digits less a
     validation split, and trials behind the median after an epoch are pruned. The test set
-    is never used to choose. A live table shows the trials; the best is trained again and
+    is never used to choose. A new study's first trial is the mlp preset's network
+    (`--no-warm-start` leaves it out). A live table shows the trials; the best is trained again and
     saved as a run for `evaluate`, `predict` and `serve`. Re-running resumes the study;
     machines that run the same command with the same `--storage` URL share it.
 
@@ -653,6 +657,7 @@ def tune_command(
         validation_split=validation_split,
         seed=seed,
         pruner=pruner.value,
+        warm_start=warm_start,
         runs_dir=runs_dir,
         data_dir=data_dir,
         console=console,

@@ -206,6 +206,51 @@ def spec_for_trial(
     return Spec(name=name, layers=tuple(layers), train=train, description=describe(trial.params))
 
 
+def preset_point(space: SearchSpace, preset: str = "mlp") -> dict[str, Any] | None:
+    """A preset's network as a trial's params in `space`, or None if the space can't hold it.
+
+    `tune` enqueues it as a new study's first trial (Optuna's `enqueue_trial`), so the
+    search starts from the best hand-made MLP and spends its budget looking past it. The
+    params are read from the preset itself: Dense layers, each optionally followed by
+    Dropout, then the output layer.
+    """
+    from digitlab.presets import get_preset
+
+    spec = get_preset(preset)
+    hidden: list[list[Any]] = []  # [units, activation, dropout] per hidden layer
+    for layer in spec.layers[:-1]:
+        if layer["type"] == "Dense":
+            hidden.append([layer["units"], layer.get("activation", "linear"), 0.0])
+        elif layer["type"] == "Dropout" and hidden:
+            hidden[-1][2] = layer["rate"]
+        else:
+            return None  # not an MLP of this space's shape
+    activations = {activation for _, activation, _ in hidden}
+    train = spec.train
+    params: dict[str, Any] = {"hidden_layers": len(hidden), "activation": activations.pop()}
+    for i, (units, _, rate) in enumerate(hidden, start=1):
+        params[f"units_{i}"], params[f"dropout_{i}"] = units, rate
+    params |= {
+        "optimizer": train.optimizer,
+        "learning_rate": train.learning_rate,
+        "learning_rate_schedule": train.learning_rate_schedule,
+        "batch_size": train.batch_size,
+    }
+    inside = (
+        not activations  # one activation for every hidden layer, as the space draws it
+        and _within(params["hidden_layers"], space.hidden_layers)
+        and all(_within(u, space.units) for u, _, _ in hidden)
+        and all(_within(r, space.dropout) for _, _, r in hidden)
+        and _within(params["learning_rate"], space.learning_rate)
+        and all(params[key] in getattr(space, key) for key in CHOICES)
+    )
+    return params if inside else None
+
+
+def _within(value: float, bounds: tuple[float, float]) -> bool:
+    return bounds[0] <= value <= bounds[1]
+
+
 def describe(params: dict[str, Any]) -> str:
     """A trial's params in one short line: `2×[512, 64] relu · dropout [0.12, 0.30] · ...`."""
     if "hidden_layers" not in params:  # a trial that failed before drawing anything

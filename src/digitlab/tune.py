@@ -53,7 +53,13 @@ from digitlab.config import (
 from digitlab.errors import DigitlabError, SpecError
 from digitlab.files import atomic_path, write_text
 from digitlab.runs import Run, default_runs_dir, load_run
-from digitlab.search_space import SearchSpace, check_space, describe, spec_for_trial
+from digitlab.search_space import (
+    SearchSpace,
+    check_space,
+    describe,
+    preset_point,
+    spec_for_trial,
+)
 
 DEFAULT_STUDY = "digitlab"
 JOURNAL_FILE = "tune.journal"  # in the runs folder: every study of that folder, one log
@@ -454,6 +460,7 @@ def tune(
     validation_split: float = 0.1,
     seed: int = 0,
     pruner: str = "median",
+    warm_start: bool = True,
     save_best: bool = True,
     runs_dir: str | Path | None = None,
     data_dir: str | Path | None = None,
@@ -478,6 +485,8 @@ def tune(
             trial trains the first `train_samples` digits less the last `validation_split`
             of them, from the same `seed`.
         pruner: "median" (default), "hyperband" or "none".
+        warm_start: a new study's first trial is the `mlp` preset's network (when the space
+            holds it), so the search starts from a known good MLP.
         save_best: train the best trial again with `train()` and save it as a run.
         runs_dir: where the journal and the best run go (default `$DIGITLAB_RUNS_DIR`, ./runs).
         data_dir: a folder with the dataset files, as for `load_dataset`.
@@ -512,6 +521,10 @@ def tune(
     label = storage_label(storage, runs_dir)
     the_study = _open_study(study, open_storage(storage, runs_dir), space, train, pruner)
     fetch_dataset(dataset, data_dir=data_dir)  # once, here, rather than racing in each worker
+    start_point = preset_point(space) if warm_start else None
+    if start_point is not None and not the_study.get_trials(deepcopy=False):
+        # skip_if_exists: another machine starting the same study at once enqueues it too
+        the_study.enqueue_trial(start_point, skip_if_exists=True)
 
     before = len(the_study.get_trials(deepcopy=False, states=FINISHED))
     remaining = None if trials is None else max(trials - before, 0)
