@@ -30,7 +30,9 @@ def throughput(workers: int, args, runs_dir: Path) -> dict:
     import optuna
 
     from digitlab.config import TrainConfig
-    from digitlab.tune import SearchSpace, open_storage, spec_for_trial, tune
+    from digitlab.search_space import SearchSpace, spec_for_trial
+    from digitlab.studies import open_storage
+    from digitlab.tune import tune
 
     space = SearchSpace(epochs=args.epochs)
     study = optuna.create_study(

@@ -35,7 +35,7 @@ BENCH = ROOT / "benchmarks"
 OUT = BENCH / "out"
 MAIN_PYTHON = ROOT / ".venv" / "bin" / "python"
 RESULTS = BENCH / "RESULTS.md"
-KEPT_SECTIONS = ("## Notes", "## Serving")  # hand-written: kept across runs
+KEPT_SECTIONS = ("## Notes", "## Serving", "## Accuracy presets", "## Tuning")  # hand-written
 
 VENVS = {  # name: what pip installs into benchmarks/.venv-<name>
     "tf": ["tensorflow-cpu"],
@@ -237,8 +237,9 @@ def write_results(results: dict[str, list[dict]], errors: dict[str, str], argv: 
 def keep_sections(text: str) -> str:
     """Carry over the hand-written sections of the existing RESULTS.md, untouched.
 
-    "## Serving" belongs to benchmarks/bench_serve.py's figures, "## Notes" to whoever reads
-    the numbers (profiles, caveats); everything else is regenerated.
+    "## Serving", "## Accuracy presets" and "## Tuning" hold the figures of bench_serve.py,
+    bench_presets.py and bench_tune.py (long runs, made separately); "## Notes" belongs to
+    whoever reads the numbers (profiles, caveats); everything else is regenerated.
     """
     old = RESULTS.read_text() if RESULTS.exists() else ""
     for heading in KEPT_SECTIONS:

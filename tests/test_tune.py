@@ -24,16 +24,9 @@ from optuna.trial import FixedTrial, TrialState
 from digitlab.errors import DigitlabError, SpecError
 from digitlab.presets import get_preset
 from digitlab.search_space import SearchSpace, load_space, preset_point, spec_for_trial
-from digitlab.tune import (
-    FINISHED,
-    TOP_TRIALS_CSV,
-    TOP_TRIALS_MD,
-    WORKER_ATTR,
-    open_storage,
-    parse_duration,
-    report,
-    tune,
-)
+from digitlab.studies import FINISHED, open_storage
+from digitlab.tune import WORKER_ATTR, parse_duration, tune
+from digitlab.tune_report import TOP_TRIALS_CSV, TOP_TRIALS_MD, report
 
 # Narrow ranges keep the networks small; what is tested is the bookkeeping, not the search.
 TINY = SearchSpace(hidden_layers=(1, 2), units=(16, 64), batch_size=(128, 256), epochs=1)
@@ -108,7 +101,10 @@ def test_warm_start_is_the_mlp_preset_network_when_the_space_holds_it():
 @pytest.mark.slow
 def test_interrupted_search_resumes_without_losing_finished_trials(tmp_path):
     args = f"'resume', space={TINY!r}, trials=4, train_samples=2000, save_best=False"
-    code = f"from digitlab.tune import SearchSpace, tune\ntune({args}, runs_dir={str(tmp_path)!r})"
+    code = (
+        "from digitlab.search_space import SearchSpace\nfrom digitlab.tune import tune\n"
+        f"tune({args}, runs_dir={str(tmp_path)!r})"
+    )
     process = subprocess.Popen([sys.executable, "-c", code])
     try:
         deadline = time.monotonic() + 180

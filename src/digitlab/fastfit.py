@@ -39,8 +39,6 @@ LIVE_CHUNK_SECONDS = 0.25  # a live progress bar's update interval (verbose=1)
 CHUNK_SECONDS = 2.0  # otherwise: how long a Ctrl-C may wait for the running chunk to finish
 FIRST_CHUNK_STEPS = 64  # steps run before the step time is known
 
-Augment = Callable[[Any, Any], Any]  # (x_batch, jax PRNG key) -> x_batch, traced by JAX
-
 
 @functools.cache
 def _configure_jax() -> None:
@@ -89,7 +87,6 @@ def fit(
     verbose: int = 2,
     seed: int = 0,
     input_scale: float | None = None,
-    augment: Augment | None = None,
 ) -> dict[str, list[float]]:
     """Train a compiled model like `model.fit(x, y, ...)`, an epoch per compiled program.
 
@@ -106,14 +103,12 @@ def fit(
         callbacks: Keras callbacks; `on_epoch_*` and `on_train_*` are called as by `fit`,
             `on_train_batch_*` once per compiled chunk of steps; `model.stop_training` works.
         verbose: 0 silent, 1 a live progress bar, 2 one line per epoch (default), as `fit`.
-        seed: draws each epoch's shuffle and the augmentation's randomness (default 0).
+        seed: draws each epoch's shuffle (default 0).
             Dropout draws from the layers' own seed generators, seeded when the model was
             built (`keras.utils.set_random_seed`).
         input_scale: if given, `x` is kept as it is (e.g. uint8 pixels, a quarter of the
             memory of float32) and each batch becomes `float32(x) * float32(input_scale)`
             inside the step: the same values `prepare_inputs` computes (default None).
-        augment: an optional JAX function `(x_batch, key) -> x_batch` applied to every
-            training batch inside the compiled step (default None).
 
     Returns:
         The per-epoch logs, `{"loss": [...], "accuracy": [...], "val_loss": [...], ...}`,
@@ -128,8 +123,6 @@ def fit(
         # XLA on the CPU runs a convolution inside a while loop about 10× slower than the
         # same convolution called once per step (https://github.com/jax-ml/jax/issues/12868;
         # measured here on the `cnn` preset: 0.95 s against 0.095 s per step at batch 128).
-        if augment is not None:
-            raise ValueError("augment needs the compiled loop: the JAX backend, no convolutions")
         if input_scale is not None:
             x = x.astype(np.float32) * np.float32(input_scale)
         return model.fit(
@@ -146,7 +139,7 @@ def fit(
         raise ValueError("compile the model before fitting it, e.g. with compile_model")
     _configure_jax()
     x_train, y_train, validation = _split(x, y, validation_split)
-    trainer = _Trainer(model, x_train, y_train, batch_size, seed, input_scale, augment, validation)
+    trainer = _Trainer(model, x_train, y_train, batch_size, seed, input_scale, validation)
     history = keras.callbacks.History()  # last, as `fit` adds it
     callback_list = keras.callbacks.CallbackList(
         [*callbacks, history],
@@ -204,7 +197,7 @@ class _Trainer:
     optimizer and metrics variables' values, in the order of the model's own lists.
     """
 
-    def __init__(self, model, x, y, batch_size, seed, scale=None, augment=None, validation=None):
+    def __init__(self, model, x, y, batch_size, seed, scale=None, validation=None):
         import jax
 
         self.model = model
@@ -222,19 +215,15 @@ class _Trainer:
         self._steps_per_second: float | None = None
         self._train = jax.jit(self._train_steps)
         self._test = jax.jit(self._test_steps)
-        self._augment = augment
 
     # The compiled programs -------------------------------------------------------------
 
-    def _train_steps(self, state, x, y, order, start, stop, key):
+    def _train_steps(self, state, x, y, order, start, stop):
         """Run training steps `start` to `stop` (rows of `order`, each a batch's indices)."""
         import jax
 
         def step(i, state):
-            batch_x = self._inputs(x[order[i]])
-            if self._augment is not None:
-                batch_x = self._augment(batch_x, jax.random.fold_in(key, i))
-            _, state = self.model.train_step(state, (batch_x, y[order[i]]))
+            _, state = self.model.train_step(state, (self._inputs(x[order[i]]), y[order[i]]))
             return state
 
         state = jax.lax.fori_loop(start, stop, step, state)
@@ -298,8 +287,6 @@ class _Trainer:
 
         full, rest = _index_batches(self._epoch_order(epoch), self.batch_size)
         full, rest = jax.device_put(full), jax.device_put(rest)
-        key = jax.random.fold_in(jax.random.key(self.seed), epoch)
-        tail_key = jax.random.fold_in(key, len(full))
         state = self.read_state()
         steps = len(full) + (rest.size > 0)
         logs: dict[str, Any] = {}
@@ -310,10 +297,10 @@ class _Trainer:
                 started = time.perf_counter()
                 if done < len(full):
                     stop = min(len(full), done + self._chunk_steps(chunk_seconds))
-                    state, logs = self._train(state, self.x, self.y, full, done, stop, key)
+                    state, logs = self._train(state, self.x, self.y, full, done, stop)
                 else:  # the last, partial batch: its own (small) compiled program
                     stop = done + 1
-                    state, logs = self._train(state, self.x, self.y, rest, 0, 1, tail_key)
+                    state, logs = self._train(state, self.x, self.y, rest, 0, 1)
                 logs = {name: float(value) for name, value in logs.items()}
                 if done > 0 and stop - done > 1:  # the first chunk includes the compile
                     self._steps_per_second = (stop - done) / (time.perf_counter() - started)

@@ -11,6 +11,7 @@ import inspect
 import keras
 import numpy as np
 
+from digitlab.augment import RandomDistortion
 from digitlab.config import Spec, TrainConfig, did_you_mean, validate_train_config
 from digitlab.errors import SpecError
 
@@ -29,7 +30,12 @@ LAYER_TYPES = (
     "GlobalAveragePooling2D",
     "SpatialDropout2D",
     "GaussianNoise",
+    "RandomRotation",
+    "RandomTranslation",
+    "RandomZoom",
+    "RandomDistortion",  # digitlab's: affine + elastic distortions of training digits
 )
+CUSTOM_LAYERS = {"RandomDistortion": RandomDistortion}
 ACTIVATIONS = tuple(
     name
     for name in dir(keras.activations)
@@ -71,7 +77,7 @@ def build_layer(config: dict, index: int) -> keras.layers.Layer:
             f"{where}: unknown layer type {kind!r}{did_you_mean(str(kind), LAYER_TYPES)}; "
             f"valid types: {', '.join(LAYER_TYPES)}"
         )
-    cls = getattr(keras.layers, kind)
+    cls = CUSTOM_LAYERS.get(kind) or getattr(keras.layers, kind)
     valid = _layer_arguments(cls)
     for key in config:
         if key not in valid:

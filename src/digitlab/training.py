@@ -10,13 +10,10 @@ continues.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import platform
-import signal
 import sys
 import time
-from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -30,6 +27,7 @@ from digitlab.data import class_names as dataset_class_names
 from digitlab.data import load_dataset, load_dataset_files
 from digitlab.evaluation import evaluate_model, loss_targets, write_pictures
 from digitlab.files import write_json
+from digitlab.interrupts import StopOnRequest, stop_on_signals
 from digitlab.model import PIXEL_SCALE, build_model, compile_model
 from digitlab.runs import (
     CONFIG_FILE,
@@ -66,24 +64,6 @@ class _EpochLog(keras.callbacks.Callback):
         return len(self.history.get("loss", []))
 
 
-@contextlib.contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    """Treat SIGTERM like Ctrl-C while training, so `kill` also saves what was learned."""
-
-    def interrupt(signum, frame):
-        raise KeyboardInterrupt
-
-    try:
-        previous = signal.signal(signal.SIGTERM, interrupt)
-    except ValueError:  # not the main thread: leave signals alone
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
 def _versions() -> dict[str, str]:
     import jax
 
@@ -115,7 +95,7 @@ def _fit(
     verbose: int | None,
 ) -> str:
     """Fit until the configured epoch, early stop or interrupt; returns the run's status."""
-    callbacks: list[keras.callbacks.Callback] = [log]
+    callbacks: list[keras.callbacks.Callback] = [log, StopOnRequest()]
     if spec.train.early_stopping:
         callbacks.append(
             keras.callbacks.EarlyStopping(
@@ -125,7 +105,7 @@ def _fit(
     if verbose is None:  # a live bar on a terminal, one line per epoch in logs and CI
         verbose = 1 if sys.stdout.isatty() else 2
     try:
-        with _sigterm_as_interrupt():
+        with stop_on_signals():  # Ctrl-C and SIGTERM stop after the running chunk of steps
             fastfit.fit(
                 model,
                 x,

@@ -1,0 +1,148 @@
+"""On-the-fly distortions of training digits: random affine maps and elastic warps, one layer.
+
+`RandomDistortion` is a Keras layer placed first in a spec, as Keras's own `RandomRotation`
+or `RandomZoom` would be. It changes the digits only while training (`training=True`),
+so evaluation, prediction and serving see the digits as they are, and a saved model loads
+with it in place. Everything is `keras.ops`, vectorised over the batch: a compiled
+training step (fastfit's loop, or `fit`'s) runs it on the CPU without a data pipeline.
+
+The distortions are those of Simard, Steinkraus & Platt 2003, "Best practices for
+convolutional neural networks applied to visual document analysis": a random affine map
+(rotation, scale, shear, shift) composed with an elastic field, i.e. uniform random
+displacements smoothed by a Gaussian of width `elastic_sigma` and scaled by
+`elastic_alpha` pixels; pixels are resampled bilinearly, and what comes from outside the
+image is background (0).
+
+Why not Keras's `RandomElasticTransform` (Keras 3.15, JAX backend): it draws its x and y
+displacements from the same seed (so every pixel moves along the diagonal), resamples each
+image of the batch in its own unrolled call, and ties the field's smoothness to its size.
+"""
+
+from __future__ import annotations
+
+import math
+
+import keras
+from keras import ops
+
+
+@keras.saving.register_keras_serializable(package="digitlab")
+class RandomDistortion(keras.layers.Layer):
+    """Randomly rotate, scale, shear, shift and elastically warp images (N×H×W×C), in training.
+
+    Args:
+        rotation: largest rotation, degrees either way.
+        scale: largest relative zoom either way (0.1: from 90% to 110%).
+        shear: largest shear angle, degrees either way.
+        shift: largest shift, pixels either way, drawn for x and y separately.
+        elastic_alpha: strength of the elastic field, pixels; 0 turns it off.
+        elastic_sigma: smoothness of the elastic field, pixels (Gaussian standard deviation).
+        seed: seed of the layer's random generator (None: Keras's global seed).
+    """
+
+    def __init__(
+        self,
+        rotation: float = 0.0,
+        scale: float = 0.0,
+        shear: float = 0.0,
+        shift: float = 0.0,
+        elastic_alpha: float = 0.0,
+        elastic_sigma: float = 4.0,
+        seed: int | None = None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        limits = {"rotation": (rotation, 90), "scale": (scale, 0.9), "shear": (shear, 60),
+                  "shift": (shift, 14), "elastic_alpha": (elastic_alpha, 100)}  # fmt: skip
+        for name, (value, most) in limits.items():
+            if not 0 <= value <= most:
+                raise ValueError(f"{name} must be between 0 and {most}, got {value}")
+        if not elastic_sigma > 0:
+            raise ValueError(f"elastic_sigma must be positive, got {elastic_sigma}")
+        self.rotation, self.scale, self.shear, self.shift = rotation, scale, shear, shift
+        self.elastic_alpha, self.elastic_sigma = elastic_alpha, elastic_sigma
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+        self.supports_masking = True
+
+    def build(self, input_shape):
+        if len(input_shape) != 4:
+            raise ValueError(
+                f"RandomDistortion needs images (N×H×W×C), got shape {tuple(input_shape)}; "
+                'use input = "image"'
+            )
+        super().build(input_shape)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def call(self, images, training=None):
+        if not training:
+            return images
+        batch, height, width, channels = ops.shape(images)
+        rows, cols = self._source_coordinates(batch, height, width)
+        # One gather for the whole batch: the image index is a coordinate too, always a
+        # whole number, so bilinear interpolation never mixes two images.
+        index = ops.broadcast_to(ops.reshape(ops.arange(batch, dtype=rows.dtype), (-1, 1, 1)),
+                                 ops.shape(rows))  # fmt: skip
+        planes = [
+            ops.image.map_coordinates(
+                images[..., c], ops.stack([index, rows, cols]), order=1, fill_mode="constant"
+            )
+            for c in range(channels)
+        ]
+        return ops.cast(ops.stack(planes, axis=-1), images.dtype)
+
+    def _uniform(self, shape, limit):
+        return keras.random.uniform(shape, -limit, limit, seed=self.seed_generator)
+
+    def _source_coordinates(self, batch, height, width):
+        """For every output pixel, where in the input image it is read from (N×H×W each)."""
+        center_row, center_col = (height - 1) / 2, (width - 1) / 2
+        row = ops.reshape(ops.arange(height, dtype="float32"), (1, -1, 1)) - center_row
+        col = ops.reshape(ops.arange(width, dtype="float32"), (1, 1, -1)) - center_col
+        # The affine part: x' = M x + t about the image centre, per image.
+        angle = self._uniform((batch,), math.radians(self.rotation))
+        shear = self._uniform((batch,), math.radians(self.shear))
+        zoom = 1 + self._uniform((batch,), self.scale)
+        cos, sin, tan = ops.cos(angle) / zoom, ops.sin(angle) / zoom, ops.tan(shear)
+        m00, m01 = cos, cos * tan - sin
+        m10, m11 = sin, sin * tan + cos
+        shift_row = self._uniform((batch,), self.shift)
+        shift_col = self._uniform((batch,), self.shift)
+
+        def per_image(v):
+            return ops.reshape(v, (-1, 1, 1))
+
+        src_col = per_image(m00) * col + per_image(m01) * row + per_image(shift_col)
+        src_row = per_image(m10) * col + per_image(m11) * row + per_image(shift_row)
+        if self.elastic_alpha > 0:
+            src_row = src_row + self._elastic_field(batch, height, width)
+            src_col = src_col + self._elastic_field(batch, height, width)
+        return src_row + center_row, src_col + center_col
+
+    def _elastic_field(self, batch, height, width):
+        """Uniform noise in [-1, 1] smoothed by a Gaussian (two matrix products), × alpha."""
+        noise = self._uniform((batch, height, width), 1.0)
+        blur_rows = _gaussian_matrix(height, self.elastic_sigma)
+        blur_cols = _gaussian_matrix(width, self.elastic_sigma)
+        return self.elastic_alpha * ops.matmul(ops.matmul(blur_rows, noise), blur_cols)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "rotation": self.rotation,
+            "scale": self.scale,
+            "shear": self.shear,
+            "shift": self.shift,
+            "elastic_alpha": self.elastic_alpha,
+            "elastic_sigma": self.elastic_sigma,
+            "seed": self.seed,
+        }
+
+
+def _gaussian_matrix(size: int, sigma: float):
+    """`size`×`size` matrix of a normalised 1-D Gaussian: G @ v convolves v, zero-padded."""
+    pos = ops.arange(size, dtype="float32")
+    distance = ops.expand_dims(pos, 0) - ops.expand_dims(pos, 1)
+    return ops.exp(-0.5 * (distance / sigma) ** 2) / (sigma * math.sqrt(2 * math.pi))
