@@ -92,3 +92,50 @@ def test_a_model_with_the_layer_saves_and_loads(tmp_path):
     assert (layer.rotation, layer.elastic_alpha, layer.seed) == (10, 20, 4)
     x = np.random.default_rng(0).random((3, 28, 28, 1), dtype="float32")
     np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0))
+
+
+def test_fastfit_training_draws_distortions_and_evaluation_does_not(mnist):
+    from digitlab import fastfit
+    from digitlab.model import compile_model
+
+    layers = (
+        {"type": "RandomDistortion", "shift": 2, "seed": 5},
+        {"type": "Flatten"},
+        {"type": "Dense", "units": 10},
+    )
+    spec = Spec(name="aug", input="image", layers=layers)
+    model = build_model(spec)
+    compile_model(model, spec)
+    generator = model.layers[0].seed_generator
+    (x, y), _ = mnist
+    x = x[:256, ..., None]
+    start = np.asarray(generator.state.value).copy()
+    model.evaluate(x / 255.0, y[:256], verbose=0)
+    np.testing.assert_array_equal(np.asarray(generator.state.value), start)  # no draws
+    fastfit.fit(model, x, y[:256], batch_size=64, epochs=1, verbose=0, input_scale=1 / 255)
+    assert not np.array_equal(np.asarray(generator.state.value), start)  # drawn in training
+
+
+@pytest.mark.parametrize(
+    "layer",
+    [
+        {"type": "RandomRotation", "factor": 0.05, "fill_mode": "constant"},
+        {
+            "type": "RandomTranslation",
+            "height_factor": 0.1,
+            "width_factor": 0.1,
+            "fill_mode": "constant",
+        },
+        {"type": "RandomZoom", "height_factor": 0.1, "fill_mode": "constant"},
+    ],
+)
+def test_keras_random_layers_train_in_the_compiled_loop(mnist, layer, tmp_path):
+    import digitlab
+    from digitlab.config import TrainConfig
+
+    layers = (layer, {"type": "Flatten"}, {"type": "Dense", "units": 10, "activation": "softmax"})
+    spec = Spec(name="k", input="image", layers=layers,
+                train=TrainConfig(batch_size=64, epochs=2, train_samples=1024))  # fmt: skip
+    run = digitlab.train(spec, runs_dir=tmp_path, verbose=0)
+    assert run.status == "complete"
+    assert run.metrics["test_accuracy"] > 0.4  # it learns (chance: 0.1), on 1,024 digits

@@ -37,13 +37,19 @@ def test_every_preset_trains_one_short_epoch_on_real_digits(name, tmp_path):
 
 
 def test_the_accuracy_presets_are_what_their_descriptions_say():
-    assert {"seed", "mlp", "cnn"} <= set(preset_names())
+    assert {"seed", "mlp", "mlp-aug", "cnn"} <= set(preset_names())
     for name in preset_names():
         description = get_preset(name).description
         assert description and "\n" not in description, name
     assert get_preset("mlp").input == "flat"
     assert get_preset("cnn").input == "image"
     assert "Conv2D" in {layer["type"] for layer in get_preset("cnn").layers}
+    # The augmented presets distort their training digits, first thing, and only them.
+    for name in ("mlp-aug", "cnn"):
+        assert get_preset(name).layers[0]["type"] == "RandomDistortion", name
+    assert get_preset("mlp-aug").layers[0]["elastic_alpha"] > 0
+    assert "Conv2D" not in {layer["type"] for layer in get_preset("mlp-aug").layers}
+    assert not any(layer["type"] == "RandomDistortion" for layer in get_preset("mlp").layers)
 
 
 def _spec(**train) -> Spec:

@@ -18,6 +18,7 @@ from rich.table import Table
 from typer.core import TyperGroup
 
 from digitlab.errors import DigitlabError
+from digitlab.presets import preset_names
 
 console = Console()
 err_console = Console(stderr=True)
@@ -201,7 +202,9 @@ def show(
 
 
 # ------------------------------------------------------------------------------- spec + summary
-PresetOption = typer.Option(None, "--preset", "-p", help="A named network [default: seed].")
+PresetOption = typer.Option(
+    None, "--preset", "-p", help=f"A named network: {', '.join(preset_names())} [default: seed]."
+)
 SpecOption = typer.Option(None, "--spec", "-s", help="A TOML spec file (layers, [train]).")
 
 
@@ -294,6 +297,7 @@ def train(
     Examples:
 
     * `digitlab train` (the notebook's network, 10 epochs)
+    * `digitlab train --preset cnn` (99.5% in about 8 minutes on 2 CPU cores)
     * `digitlab train --epochs 20 --validation-split 0.1 --early-stopping 3`
     * `digitlab train --loss mean_squared_error` (the notebook's one-hot path)
     * `digitlab train --spec net.toml --dataset fashion-mnist`

@@ -83,7 +83,7 @@ PRESETS: dict[str, Spec] = {
         layers=(
             _distort(rotation=10, scale=0.1, shift=2),
             *_conv(32),
-            # average pooling: on XLA's CPU backend max pooling's gradient costs ~25% of a step
+            # average pooling: on XLA's CPU backend max pooling's gradient costs a fifth of a step
             {"type": "AveragePooling2D", "pool_size": 2},
             *_conv(64),
             {"type": "AveragePooling2D", "pool_size": 2},
