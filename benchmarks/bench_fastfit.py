@@ -81,6 +81,7 @@ def main() -> None:
 
     import jax
     import keras
+    from epoch_times import EpochTimes  # benchmarks/, the script's own folder
 
     from digitlab import fastfit
     from digitlab.model import build_model, compile_model, prepare_inputs
@@ -93,16 +94,6 @@ def main() -> None:
     compile_model(model, spec)
     # fit gets the notebook's float32 copy; fastfit keeps uint8 pixels and scales per batch.
     x = prepare_inputs(x_train) if args.loop == "fit" else x_train.reshape(-1, 784)
-
-    class EpochTimes(keras.callbacks.Callback):
-        def on_train_begin(self, logs=None):
-            self.seconds = []
-
-        def on_epoch_begin(self, epoch, logs=None):
-            self.start = time.perf_counter()
-
-        def on_epoch_end(self, epoch, logs=None):
-            self.seconds.append(time.perf_counter() - self.start)
 
     times = EpochTimes()
     train_start = time.perf_counter()

@@ -19,6 +19,7 @@ START = time.perf_counter()
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
+from epoch_times import EpochTimes  # noqa: E402  benchmarks/, the script's own folder
 from tensorflow import keras  # noqa: E402
 from tensorflow.keras.layers import Dense, Dropout  # noqa: E402
 from tensorflow.keras.models import Sequential  # noqa: E402
@@ -45,17 +46,6 @@ model.add(Dense(100, activation="relu"))
 model.add(Dropout(0.2))
 model.add(Dense(10, activation="sigmoid"))
 model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-
-
-class EpochTimes(keras.callbacks.Callback):
-    def on_train_begin(self, logs=None):
-        self.seconds = []
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.start = time.perf_counter()
-
-    def on_epoch_end(self, epoch, logs=None):
-        self.seconds.append(time.perf_counter() - self.start)
 
 
 times = EpochTimes()

@@ -42,23 +42,20 @@ class Evaluation:
 
     def report(self) -> dict[str, Any]:
         """Per-class precision, recall, F1 and support, plus macro and weighted averages."""
-        return skm.classification_report(
-            self.labels,
-            self.predictions,
-            labels=range(len(self.class_names)),
-            target_names=self.class_names,
-            output_dict=True,
-            zero_division=0,
-        )
+        return self._classification_report(output_dict=True)
 
     def report_text(self) -> str:
+        """`report()` as scikit-learn's text table, four decimals."""
+        return self._classification_report(digits=4)
+
+    def _classification_report(self, **form):
         return skm.classification_report(
             self.labels,
             self.predictions,
             labels=range(len(self.class_names)),
             target_names=self.class_names,
-            digits=4,
             zero_division=0,
+            **form,
         )
 
     def most_confused(self, top: int = 5) -> list[dict[str, Any]]:
@@ -124,7 +121,8 @@ def write_pictures(
     """Draw the confusion heatmap, the misclassified gallery and the training curves."""
     wrong = evaluation.misclassified
     confidence = evaluation.probabilities[wrong].max(axis=1)
-    wrong = wrong[np.argsort(-confidence, kind="stable")]  # the most confident mistakes first
+    order = np.argsort(-confidence, kind="stable")  # the most confident mistakes first
+    wrong, confidence = wrong[order], confidence[order]
     paths = [
         plots.save_confusion_matrix(
             evaluation.confusion_matrix, evaluation.class_names, run_dir / CONFUSION_PNG
@@ -135,7 +133,7 @@ def write_pictures(
             evaluation.predictions[wrong],
             evaluation.class_names,
             run_dir / MISCLASSIFIED_PNG,
-            probabilities=evaluation.probabilities[wrong].max(axis=1),
+            probabilities=confidence,
         ),
     ]
     if history:

@@ -24,6 +24,7 @@ from digitlab.config import (
     read_toml,
 )
 from digitlab.errors import SpecError
+from digitlab.presets import get_preset
 
 
 @dataclass(frozen=True)
@@ -214,8 +215,6 @@ def preset_point(space: SearchSpace, preset: str = "mlp") -> dict[str, Any] | No
     params are read from the preset itself: Dense layers, each optionally followed by
     Dropout, then the output layer.
     """
-    from digitlab.presets import get_preset
-
     spec = get_preset(preset)
     hidden: list[list[Any]] = []  # [units, activation, dropout] per hidden layer
     for layer in spec.layers[:-1]:
