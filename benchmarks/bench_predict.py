@@ -21,7 +21,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=20)
     args = parser.parse_args()
     run = load_run(args.run)
-    _, (x, y) = load_dataset(run.config["dataset"]["name"])
+    _, (x, y) = load_dataset(run.dataset.name)
     for _ in range(3):  # warm-up: load the model, compile each batch shape
         run.predict_proba(x)
         run.predict_proba(x[:1])

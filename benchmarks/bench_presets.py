@@ -44,9 +44,9 @@ def main() -> None:
         run = load_run(sorted(runs_dir.glob(f"*-{name}"))[-1])
         rows.append({
             "seed": seed,
-            "test_accuracy": run.metrics["test_accuracy"],
-            "train_minutes": run.metrics["train_seconds"] / 60,
-            "epochs": run.metrics["epochs"],
+            "test_accuracy": run.metrics.test_accuracy,
+            "train_minutes": run.metrics.train_seconds / 60,
+            "epochs": run.metrics.epochs,
             "load_before": before,
             "load_after": load_average(),
             "run": str(run.path),

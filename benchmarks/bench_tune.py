@@ -93,7 +93,7 @@ def budget(args, runs_dir: Path) -> dict:
         "best_trial": result.best.number,
         "best_params": result.best.params,
         "best_val_accuracy": round(result.best.value, 4),
-        "best_test_accuracy": round(result.run.metrics["test_accuracy"], 4),
+        "best_test_accuracy": round(result.run.metrics.test_accuracy, 4),
     }
     try:
         spec = with_overrides(
@@ -105,10 +105,10 @@ def budget(args, runs_dir: Path) -> dict:
     run = train(spec, runs_dir=runs_dir, name=args.baseline, verbose=0)
     out["baseline"] = {
         "preset": args.baseline,
-        "epochs": run.config["epochs_done"],
-        "train_seconds": run.metrics["train_seconds"],
+        "epochs": run.epochs_done,
+        "train_seconds": run.metrics.train_seconds,
         "val_accuracy": round(run.history["val_accuracy"][-1], 4),
-        "test_accuracy": round(run.metrics["test_accuracy"], 4),
+        "test_accuracy": round(run.metrics.test_accuracy, 4),
     }
     return out
 

@@ -138,4 +138,4 @@ def test_keras_random_layers_train_in_the_compiled_loop(mnist, layer, tmp_path):
                 train=TrainConfig(batch_size=64, epochs=2, train_samples=1024))  # fmt: skip
     run = digitlab.train(spec, runs_dir=tmp_path, verbose=0)
     assert run.status == "complete"
-    assert run.metrics["test_accuracy"] > 0.4  # it learns (chance: 0.1), on 1,024 digits
+    assert run.metrics.test_accuracy > 0.4  # it learns (chance: 0.1), on 1,024 digits

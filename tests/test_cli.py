@@ -144,7 +144,7 @@ def test_train_runs_evaluate_predict_for_real(tmp_path, mnist):
         (["evaluate", "no-such-run"], "run 'no-such-run' not found"),
         (["show", "99999999"], "out of range"),
         (["show", "--grid", "ten"], "--grid must look like 10x10"),
-        (["predict", "latest"], "no runs in"),
+        (["predict", "latest"], "no readable runs in"),
     ],
 )
 def test_user_errors_are_one_line_with_exit_2(tmp_path, args, message):

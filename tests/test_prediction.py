@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from digitlab.errors import DataError, ImageError
-from digitlab.prediction import as_batch, load_image_files, load_npy, predict
+from digitlab.prediction import as_batch, load_image_files, load_npy, predict, to_pixels
 
 
 def test_single_images_and_batches_become_uint8_batches():
@@ -25,14 +25,37 @@ def test_float_images_in_zero_one_are_the_notebooks_scaled_pixels():
     assert batch.dtype == np.uint8 and batch[0, 0, 0] == 255 and batch[0, 1, 1] == 128
 
 
+def test_the_pixel_rule_reads_integers_as_0_255_and_unit_floats_as_x_over_255():
+    assert to_pixels(np.array([0, 1, 255])).tolist() == [0, 1, 255]  # integers: 0–255
+    assert to_pixels(np.array([0.0, 0.8, 1.0])).tolist() == [0, 204, 255]  # floats in 0–1
+    assert to_pixels(np.array([0.0, 0.8, 200.0])).tolist() == [0, 1, 200]  # floats: 0–255
+    assert to_pixels(np.array([0.0, 0.8, 1.0])).dtype == np.uint8
+
+
+@pytest.mark.parametrize(
+    ("pixels", "brightest"),
+    [([0.8] * 784, 204), ([[0.8] * 28] * 28, 204), ([0.0] * 783 + [1.0], 255), ([9] * 784, 9)],
+)
+def test_float_pixels_mean_the_same_in_the_library_and_the_http_api(pixels, brightest):
+    from digitlab.serve import pixels_to_image
+
+    served = pixels_to_image(pixels)
+    np.testing.assert_array_equal(served, as_batch(np.array(pixels))[0])
+    assert served.dtype == np.uint8 and served.max() == brightest
+
+
 @pytest.mark.parametrize(
     ("array", "message"),
     [
         (np.zeros((5, 27, 27)), "N×28×28 or N×784, got 5×27×27"),
         (np.zeros((0, 784)), "got 0×784"),
-        (np.full((1, 784), 300.0), "must be in 0–255"),
-        (np.full((1, 784), -1), "must be in 0–255"),
+        (np.full((1, 784), 300.0), "must be between 0 and 255"),
+        (np.full((1, 784), -1), "must be between 0 and 255"),
+        (np.full((1, 784), -0.5), "got -0.5–-0.5"),
         (np.full((1, 784), np.nan), "NaN"),
+        (np.full((1, 784), np.inf), "infinity"),
+        (np.full((1, 784), True), "must be numbers"),
+        (np.full((1, 784), "7"), "must be numbers"),
     ],
 )
 def test_bad_arrays_are_refused(array, message):

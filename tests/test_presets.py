@@ -10,10 +10,11 @@ import keras
 import pytest
 
 import digitlab
-from digitlab.config import Spec, TrainConfig, validate_train_config, with_overrides
+from digitlab.config import Spec, TrainConfig, with_overrides
 from digitlab.errors import SpecError
 from digitlab.model import build_model, compile_model
 from digitlab.presets import get_preset, preset_names
+from digitlab.schema import validate
 
 
 def _schedule_config(model) -> dict | float:
@@ -26,9 +27,9 @@ def _schedule_config(model) -> dict | float:
 def test_every_preset_trains_one_short_epoch_on_real_digits(name, tmp_path):
     spec = with_overrides(get_preset(name), train_samples=512, epochs=1)
     run = digitlab.train(spec, runs_dir=tmp_path, verbose=0)
-    assert run.config["status"] == "complete"
-    assert run.config["epochs_done"] == 1
-    assert 0.0 <= run.metrics["test_accuracy"] <= 1.0
+    assert run.status == "complete"
+    assert run.epochs_done == 1
+    assert 0.0 <= run.metrics.test_accuracy <= 1.0
     assert run.model.count_params() == build_model(spec).count_params()
     learning_rate = _schedule_config(run.model)  # as saved and loaded back
     if spec.train.learning_rate_schedule == "cosine":
@@ -96,7 +97,6 @@ def test_unknown_schedule_is_refused_with_the_valid_names():
     with pytest.raises(
         SpecError, match=r"did you mean 'cosine'.*valid schedules: constant, cosine"
     ):
-        validate_train_config(TrainConfig(learning_rate_schedule="cosin"))
-    spec = with_overrides(get_preset("mlp"), learning_rate_schedule="step")
-    with pytest.raises(SpecError, match="unknown learning rate schedule 'step'"):
-        compile_model(build_model(spec), spec)
+        validate(TrainConfig, {"learning_rate_schedule": "cosin"}, "options")
+    with pytest.raises(SpecError, match="unknown schedule 'step'"):
+        with_overrides(get_preset("mlp"), learning_rate_schedule="step")

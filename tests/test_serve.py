@@ -6,6 +6,7 @@ server (uvicorn in its own process, on a free loopback port).
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import io
 import json
@@ -14,6 +15,7 @@ import re
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 import httpx
@@ -23,7 +25,9 @@ from fastapi.testclient import TestClient
 from images import draw_digit, encode, png_header
 from PIL import Image
 
-from digitlab.serve import MAX_BATCH, create_app
+from digitlab import serve
+from digitlab.errors import DigitlabError
+from digitlab.serve import MAX_BATCH, create_app, run_server
 
 pytestmark = pytest.mark.slow  # every test here serves the trained run
 
@@ -64,7 +68,7 @@ def test_model_describes_the_served_run(client, trained_run):
     info = client.get("/model").json()
     assert info["run"] == trained_run.name
     assert info["preset"] == "seed" and info["dataset"] == "mnist"
-    assert info["test_accuracy"] == pytest.approx(trained_run.metrics["test_accuracy"])
+    assert info["test_accuracy"] == pytest.approx(trained_run.metrics.test_accuracy)
     assert info["parameters"] == trained_run.model.count_params() == 99_710
     assert info["class_names"] == [str(d) for d in range(10)]
 
@@ -262,8 +266,198 @@ def test_bad_batches_get_a_4xx_naming_the_culprit(client):
     assert too_many.status_code == 422
     empty = client.post("/predict/batch", json={"images": []})
     assert empty.status_code == 422
-    bad_pixels = client.post("/predict/batch", json={"images": [PIXEL_784, [1, 2, 3]]})
+    ink = [*PIXEL_784[:-1], 255]  # all 0 would be blank: "no digit found"
+    bad_pixels = client.post("/predict/batch", json={"images": [ink, [1, 2, 3]]})
     assert bad_pixels.status_code == 422 and bad_pixels.json()["detail"].startswith("image 2:")
+
+
+# --- issue 10: what Python's json can't read, pixel rules, blank images, heavy decodes -------
+
+JSON = {"content-type": "application/json"}
+UNREADABLE_JSON = {
+    "a 5000-digit integer": ('{"pixels": [' + "9" * 5000 + "]}", "number too long"),
+    "nested 100,000 deep": ("[" * 100_000 + "]" * 100_000, "nested too deeply"),
+    "nested 1,000 deep": ('{"pixels": ' + "[" * 1000 + "]" * 1000 + "}", "nested too deeply"),
+}
+
+
+@pytest.mark.parametrize("url", ["/predict", "/predict/batch"])
+@pytest.mark.parametrize("case", UNREADABLE_JSON, ids=list(UNREADABLE_JSON))
+def test_json_that_python_cannot_read_gets_a_400_not_a_500(client, url, case):
+    body, message = UNREADABLE_JSON[case]
+    response = client.post(url, content=body, headers=JSON)
+    assert response.status_code == 400, response.text
+    assert message in response.json()["detail"]
+    assert client.get("/health").status_code == 200
+
+
+def pixels_text(first: str) -> str:
+    return '{"pixels": [' + first + ", 0" * 783 + "]}"
+
+
+GARBAGE = {
+    "empty body": ("", 400),
+    "not UTF-8": (b"\xff\xfe{", 400),
+    "null": ("null", 422),
+    "a string": ('"pixels"', 422),
+    "pixels null": ('{"pixels": null}', 422),
+    "pixels an object": ('{"pixels": {"0": 1}}', 422),
+    "NaN": (pixels_text("NaN"), 422),
+    "Infinity": (pixels_text("Infinity"), 422),
+    "-Infinity": (pixels_text("-Infinity"), 422),
+    "1e400 (infinite)": (pixels_text("1e400"), 422),
+    "a 40-digit pixel": (pixels_text("1" + "0" * 40), 422),
+    "a negative 40-digit pixel": (pixels_text("-1" + "0" * 40), 422),
+    "a string pixel": (pixels_text('"7"'), 422),
+    "a null pixel": (pixels_text("null"), 422),
+    "nested past numpy's 64 dimensions": ('{"pixels": ' + "[" * 70 + "]" * 70 + "}", 422),
+    "28 rows, one a number": (json.dumps({"pixels": [[0] * 28] * 27 + [0]}), 422),
+}
+
+
+@pytest.mark.parametrize("case", GARBAGE, ids=list(GARBAGE))
+def test_garbage_json_gets_a_4xx_with_a_message(client, case):
+    body, status = GARBAGE[case]
+    for url in ("/predict", "/predict/batch"):
+        response = client.post(url, content=body, headers=JSON)
+        assert response.status_code == status, (url, response.text)
+        assert isinstance(response.json()["detail"], str) and response.json()["detail"]
+
+
+def test_garbage_batches_get_a_4xx_with_a_message(client):
+    for images in (None, 5, "x", [None], [[]], [{}], [[0] * 784, "x"], [[0.5] * 783 + [-1]]):
+        response = client.post("/predict/batch", json={"images": images})
+        assert response.status_code == 422, (images, response.text)
+    response = client.post("/predict/batch", files={"files": ("a.png", b"", "image/png")})
+    assert response.status_code == 422 and "empty" in response.json()["detail"]
+
+
+def test_float_pixels_in_0_1_are_scaled_by_255_like_the_library(client):
+    response = client.post("/predict", json={"pixels": [0.8] * 784})
+    assert response.status_code == 200, response.text
+    seen = np.asarray(Image.open(io.BytesIO(base64.b64decode(response.json()["preprocessed"]))))
+    assert (seen == 204).all()  # 0.8 × 255, as prediction.as_batch reads it, not 0.8 → 1
+    integers = client.post("/predict", json={"pixels": [1] * 784}).json()["preprocessed"]
+    assert (np.asarray(Image.open(io.BytesIO(base64.b64decode(integers)))) == 1).all()
+
+
+def test_blank_pixels_and_an_empty_canvas_get_the_same_answer(client, mnist):
+    canvas = upload(client, encode(Image.new("L", (280, 280), 255)))
+    assert canvas.status_code == 422 and "no digit found" in canvas.json()["detail"]
+    for pixels in ([0] * 784, [[0.0] * 28] * 28):
+        response = client.post("/predict", json={"pixels": pixels})
+        assert (response.status_code, response.json()) == (422, canvas.json())
+    (_, _), (x_test, _) = mnist
+    batch = client.post("/predict/batch", json={"images": [x_test[0].tolist(), [0] * 784]})
+    assert batch.status_code == 422
+    assert batch.json()["detail"] == "image 2: " + canvas.json()["detail"]
+
+
+def big_in_pixels(size: int = 2048) -> bytes:
+    """A PNG of few bytes (tens of KB) and many pixels: a digit drawn on a huge canvas."""
+    return encode(draw_digit(1).resize((size, size)).convert("RGBA"))
+
+
+def test_an_upload_large_in_pixels_is_decoded_off_the_event_loop(client, monkeypatch):
+    on_the_loop = []
+    real = serve.preprocess
+
+    def spy(image):
+        try:
+            asyncio.get_running_loop()
+            on_the_loop.append(True)
+        except RuntimeError:  # no event loop in this thread: a worker thread
+            on_the_loop.append(False)
+        return real(image)
+
+    monkeypatch.setattr(serve, "preprocess", spy)
+    data = big_in_pixels()
+    assert len(data) < serve.MAX_BYTES / 20  # small in bytes: the old rule kept it inline
+    assert upload(client, data).status_code == 200
+    assert upload(client, encode(draw_digit(3))).status_code == 200  # a canvas: 3 ms, inline
+    assert on_the_loop == [False, True]
+
+
+def test_decodes_in_threads_are_bounded(trained_run, monkeypatch):
+    monkeypatch.setattr(serve, "DECODE_THREADS", 2, raising=False)  # absent before the fix
+    active, peak, lock = 0, 0, threading.Lock()
+
+    def slow_preprocess(image):
+        nonlocal active, peak
+        with lock:
+            active += 1
+            peak = max(peak, active)
+        time.sleep(0.2)  # hold the slot so that requests overlap
+        with lock:
+            active -= 1
+        return np.zeros((28, 28), np.uint8)
+
+    monkeypatch.setattr(serve, "preprocess", slow_preprocess)
+    app = create_app(trained_run)
+    noise = np.random.default_rng(0).integers(0, 256, (600, 600), dtype=np.uint8)
+    data = encode(Image.fromarray(noise))  # 360,000 pixels and ~360 KB
+
+    async def six_at_once():
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+            file = {"file": ("noise.png", data, "image/png")}
+            return await asyncio.gather(*(http.post("/predict", files=file) for _ in range(6)))
+
+    responses = asyncio.run(six_at_once())
+    assert [r.status_code for r in responses] == [200] * 6
+    assert 1 <= peak <= 2
+
+
+def test_a_request_over_the_pixel_budget_is_refused_before_decoding(client):
+    header = png_header(4096, 4096)  # 16.8 million pixels each, by its header
+    three = [("files", (f"{i}.png", header, "image/png")) for i in range(3)]
+    response = client.post("/predict/batch", files=three)
+    assert response.status_code == 413
+    assert "pixels in all" in response.json()["detail"]
+    two = client.post("/predict/batch", files=three[:2])  # within the budget: decoded, truncated
+    assert two.status_code == 422 and "truncated" in two.json()["detail"]
+
+
+def test_extra_form_fields_are_ignored(client):
+    fields = {f"note{i}": (None, "hello") for i in range(5)}
+    files = {"file": ("3.png", encode(draw_digit(3)), "image/png"), **fields}
+    response = client.post("/predict", files=files)
+    assert response.status_code == 200 and response.json()["digit"] == 3
+
+
+def test_the_openapi_schema_declares_every_error_with_its_model(client):
+    spec = client.get("/openapi.json").json()
+    error = {"$ref": "#/components/schemas/ErrorDetail"}
+    expected = {
+        ("/predict", "post"): {"200", "400", "413", "415", "422"},
+        ("/predict/batch", "post"): {"200", "400", "413", "415", "422"},
+        ("/random-test-digit", "get"): {"200", "422", "503"},
+    }
+    for (path, method), statuses in expected.items():
+        responses = spec["paths"][path][method]["responses"]
+        assert set(responses) == statuses, path
+        for status in statuses - {"200"}:
+            assert responses[status]["content"]["application/json"]["schema"] == error
+    body = spec["paths"]["/predict"]["post"]["requestBody"]["content"]["application/json"]
+    assert "scaled by 255" in body["schema"]["properties"]["pixels"]["description"]
+
+
+@pytest.mark.parametrize("port", [0, -1, 65536, 70000])
+def test_a_port_outside_1_to_65535_is_refused_in_one_line(trained_run, monkeypatch, port):
+    import uvicorn
+    from typer.testing import CliRunner
+
+    from digitlab.cli import app
+
+    started = []
+    monkeypatch.setattr(uvicorn, "run", lambda *args, **kwargs: started.append(kwargs))
+    with pytest.raises(DigitlabError, match="between 1 and 65535"):
+        run_server(trained_run, port=port)
+    monkeypatch.setattr(serve, "run_server", lambda *args, **kwargs: started.append(kwargs))
+    result = CliRunner().invoke(app, ["serve", str(trained_run.path), "--port", str(port)])
+    assert result.exit_code == 2, result.output
+    assert "between 1 and 65535" in result.output and "Traceback" not in result.output
+    assert started == []
 
 
 # --- the real server -----------------------------------------------------------------------

@@ -29,7 +29,7 @@ def _quick(**overrides):
 def test_seed_preset_two_epochs_reaches_95_percent(tmp_path):
     run = train(with_overrides(get_preset("seed"), epochs=2), runs_dir=tmp_path, verbose=0)
     assert run.status == "complete"
-    assert run.metrics["test_accuracy"] >= 0.95
+    assert run.metrics.test_accuracy >= 0.95
     assert len(run.history["loss"]) == 2
     assert run.history["loss"][1] < run.history["loss"][0]
 
@@ -50,14 +50,14 @@ def test_run_directory_holds_everything_the_issue_lists(trained_run):
     assert config["preprocessing"] == {"input": "flat", "shape": [784], "scale": 1 / 255}
     assert {"keras", "jax", "numpy", "python"} <= set(config["versions"])
     assert config["seed"] == 0 and config["epochs_done"] == 10
-    matrix = np.array(trained_run.metrics["confusion_matrix"])
+    matrix = np.array(trained_run.metrics.confusion_matrix)
     assert matrix.sum() == 10_000
-    assert np.trace(matrix) / 10_000 == pytest.approx(trained_run.metrics["test_accuracy"])
+    assert np.trace(matrix) / 10_000 == pytest.approx(trained_run.metrics.test_accuracy)
 
 
 def test_notebook_network_reaches_its_accuracy(trained_run):
     # The notebook's network scores 97.58% ± 0.24 over seeds; one seed must be well inside.
-    assert trained_run.metrics["test_accuracy"] >= 0.97
+    assert trained_run.metrics.test_accuracy >= 0.97
 
 
 def test_saved_run_predicts_like_the_model_that_trained_it(trained_run, mnist):
@@ -76,7 +76,7 @@ def test_same_seed_gives_identical_weights_and_metrics(tmp_path):
     assert a.path != b.path
     for wa, wb in zip(a.model.get_weights(), b.model.get_weights(), strict=True):
         np.testing.assert_array_equal(wa, wb)
-    assert a.metrics["test_accuracy"] == b.metrics["test_accuracy"]
+    assert a.metrics.test_accuracy == b.metrics.test_accuracy
     other = train(_quick(epochs=1, seed=6), runs_dir=tmp_path, verbose=0)
     assert not np.array_equal(other.model.get_weights()[0], a.model.get_weights()[0])
 
@@ -84,15 +84,15 @@ def test_same_seed_gives_identical_weights_and_metrics(tmp_path):
 def test_one_hot_path_with_mean_squared_error_learns(tmp_path):
     run = train(_quick(epochs=2, loss="mean_squared_error"), runs_dir=tmp_path, verbose=0)
     assert run.spec.train.loss == "mean_squared_error"
-    assert run.metrics["test_accuracy"] > 0.8
+    assert run.metrics.test_accuracy > 0.8
 
 
 def test_early_stopping_stops_and_records_validation(tmp_path):
     spec = _quick(epochs=30, validation_split=0.2, early_stopping=1, learning_rate=0.05)
     run = train(spec, runs_dir=tmp_path, verbose=0)
     assert run.status == "complete"
-    assert run.config["epochs_done"] < 30
-    assert len(run.history["val_loss"]) == run.config["epochs_done"]
+    assert run.epochs_done < 30
+    assert len(run.history["val_loss"]) == run.epochs_done
 
 
 def test_resume_refuses_a_finished_run(tmp_path):
@@ -100,7 +100,7 @@ def test_resume_refuses_a_finished_run(tmp_path):
     with pytest.raises(RunError, match="already trained 1 of 1 epochs; pass --epochs"):
         resume(run)
     extended = resume(run, epochs=2, verbose=0)
-    assert extended.path == run.path and extended.config["epochs_done"] == 2
+    assert extended.path == run.path and extended.epochs_done == 2
     assert len(extended.history["loss"]) == 2
 
 
@@ -138,9 +138,9 @@ def test_interrupt_saves_a_run_that_resumes(tmp_path, sig):
     (run_path,) = [p for p in tmp_path.iterdir() if not p.name.startswith(".")]
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging left
     run = load_run(run_path)
-    assert run.status == "interrupted" and run.config["epochs_done"] >= 2
-    done = run.config["epochs_done"]
+    assert run.status == "interrupted" and run.epochs_done >= 2
+    done = run.epochs_done
     finished = resume(run_path, epochs=done + 1, verbose=0)
-    assert finished.status == "complete" and finished.config["epochs_done"] == done + 1
+    assert finished.status == "complete" and finished.epochs_done == done + 1
     assert len(finished.history["loss"]) == done + 1
-    assert finished.metrics["test_accuracy"] > 0.85  # it kept what it had learned
+    assert finished.metrics.test_accuracy > 0.85  # it kept what it had learned

@@ -7,7 +7,9 @@ most of a trial is JAX compiling the network, not training it.
 from __future__ import annotations
 
 import contextlib
+import datetime
 import os
+import re
 import shutil
 import signal
 import socket
@@ -24,8 +26,8 @@ from optuna.trial import FixedTrial, TrialState
 from digitlab.errors import DigitlabError, SpecError
 from digitlab.presets import get_preset
 from digitlab.search_space import SearchSpace, load_space, preset_point, spec_for_trial
-from digitlab.studies import FINISHED, open_storage
-from digitlab.tune import WORKER_ATTR, parse_duration, tune
+from digitlab.studies import FAILURE_ATTR, FINISHED, open_storage
+from digitlab.tune import TEST_KILL_ENV, WORKER_ATTR, parse_duration, tune
 from digitlab.tune_report import TOP_TRIALS_CSV, TOP_TRIALS_MD, report
 
 # Narrow ranges keep the networks small; what is tested is the bookkeeping, not the search.
@@ -66,9 +68,9 @@ def test_small_search_records_trials_and_saves_the_best_as_a_run(tmp_path):
     # The run is the best trial rebuilt from its params and seed: same layers, same score.
     assert run.spec.layers == spec_for_trial(FixedTrial(best.params), space, run.spec.train).layers
     assert run.history["val_accuracy"][-1] == pytest.approx(best.value, abs=1e-5)
-    assert run.config["dataset"]["train_samples"] == 5000
+    assert run.dataset.train_samples == 5000
     evaluation = evaluate(run)
-    assert evaluation.accuracy == pytest.approx(run.metrics["test_accuracy"])
+    assert evaluation.accuracy == pytest.approx(run.metrics.test_accuracy)
     # Chosen on validation digits only, it scores about the same on the unseen test set.
     assert abs(evaluation.accuracy - best.value) < 0.05
 
@@ -201,9 +203,9 @@ def test_two_workers_on_postgresql_record_every_trial_once(postgres_url, tmp_pat
 @pytest.mark.parametrize(
     ("space_file", "expected"),
     [
-        ("unit = [32, 64]", "unknown parameter 'unit' in space file"),
-        ("units = [1024, 32]", "empty range for units in space file"),
-        ("activation = []", "empty list for activation in space file"),
+        ("unit = [32, 64]", "space.toml: unknown key 'unit' (did you mean 'units'?)"),
+        ("units = [1024, 32]", "space.toml: empty range for units: [1024, 32]"),
+        ("activation = []", "'activation' must hold at least 1 value(s)"),
         ("learning_rate = [0.1]\noptimizer = ['adam', 'adagrd']", "unknown optimizer 'adagrd'"),
     ],
 )
@@ -228,6 +230,145 @@ def test_unreachable_storage_gets_one_clear_message(tmp_path):
     message = str(error.value)
     assert message.startswith("cannot open the study storage postgresql://digitlab:***@127.0.0.1")
     assert "refused" in message and "secret" not in message and "\n" not in message
+
+
+@pytest.mark.parametrize(
+    "url", ["postgresql://digitlab:secret@127.0.0.1:port/studies", "nosuchdb://digitlab:secret@x/y"]
+)
+def test_malformed_storage_url_gets_one_clear_message(tmp_path, url):
+    with pytest.raises(DigitlabError) as error:
+        tune("nowhere", storage=url, trials=1, runs_dir=tmp_path)
+    message = str(error.value)
+    assert "\n" not in message and "secret" not in message and "postgresql://" in message
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        bytes(range(256)) * 4,  # binary, newlines included
+        b"SQLite format 3\x00" + bytes(100),  # a SQLite file passed as a path
+        b"my notes\nnot a journal\n",
+        b'{"name": "json, but no journal"}\n',
+        b'{"op_code": 99, "worker_id": "x"}\n',  # a journal of an operation Optuna doesn't know
+    ],
+)
+def test_garbage_journal_file_gets_one_line_naming_it_and_stays_untouched(tmp_path, content):
+    path = tmp_path / "notes.journal"
+    path.write_bytes(content)
+    with pytest.raises(SpecError) as error:
+        tune("garbage", storage=path, trials=1, runs_dir=tmp_path)
+    message = str(error.value)
+    assert message.startswith(f"{path} is not an Optuna journal file: ")
+    assert message.endswith("pass another --storage or move it away") and "\n" not in message
+    with pytest.raises(SpecError, match="is not an Optuna journal file"):
+        report("garbage", storage=path, out_dir=tmp_path / "report")
+    assert path.read_bytes() == content  # nothing appended to someone else's file
+
+
+def _running_trial(study, worker: str, started: datetime.datetime) -> int:
+    """A RUNNING trial of `worker` (host:pid), as a process killed mid-trial leaves it."""
+    trial = optuna.trial.FrozenTrial(
+        number=0, trial_id=0, state=TrialState.RUNNING, value=None, datetime_start=started,
+        datetime_complete=None, params={}, distributions={}, user_attrs={WORKER_ATTR: worker},
+        system_attrs={}, intermediate_values={},
+    )  # fmt: skip
+    study.add_trial(trial)
+    return study.trials[-1].number
+
+
+def test_rerun_fails_the_trials_that_dead_processes_left_running(tmp_path):
+    host, now = socket.gethostname(), datetime.datetime.now()
+    ended = subprocess.Popen(["true"])
+    ended.wait()
+    study = optuna.create_study(study_name="stuck", storage=open_storage(None, tmp_path),
+                                direction="maximize")  # fmt: skip
+    study.add_trial(optuna.trial.create_trial(params={}, distributions={}, value=0.9))
+    later = subprocess.Popen(["sleep", "60"])  # alive, but started after its "trial": pid reuse
+    try:
+        dead = _running_trial(study, f"{host}:{ended.pid}", now)
+        reused = _running_trial(study, f"{host}:{later.pid}", now - datetime.timedelta(hours=1))
+        alive = _running_trial(study, f"{host}:{os.getpid()}", now)  # this process runs
+        remote = _running_trial(study, f"elsewhere:{ended.pid}", now)  # can't tell: left
+        result = tune("stuck", trials=1, save_best=False, runs_dir=tmp_path)
+    finally:
+        later.kill()
+        later.wait()
+
+    states = {t.number: t.state for t in _recorded("stuck", runs_dir=tmp_path)}
+    assert states[dead] == states[reused] == TrialState.FAIL
+    assert states[alive] == states[remote] == TrialState.RUNNING
+    assert result.counts["FAIL"] == 2 and result.counts["RUNNING"] == 2
+    failed = _recorded("stuck", runs_dir=tmp_path)[dead]
+    assert failed.user_attrs[FAILURE_ATTR] == "its worker process ended"
+
+
+@pytest.mark.slow
+def test_killed_worker_has_its_trial_failed_and_the_message_says_so(tmp_path, monkeypatch):
+    monkeypatch.setenv(TEST_KILL_ENV, "worker1")  # worker 1 SIGKILLs itself in its first trial
+    with pytest.raises(DigitlabError) as error:
+        tune("killed", space=TINY, trials=2, workers=2, train_samples=500, save_best=False,
+             runs_dir=tmp_path)  # fmt: skip
+    message = str(error.value)
+    found = re.search(
+        r"worker 1 \(pid (\d+)\) was killed by signal 9 \(SIGKILL\); "
+        r"its trial (\d+) was marked failed", message
+    )  # fmt: skip
+    assert found, message
+    assert "printed above" not in message and "\n" not in message
+    pid, number = int(found[1]), int(found[2])
+    trials = _recorded("killed", runs_dir=tmp_path)
+    assert trials[number].state == TrialState.FAIL
+    assert trials[number].user_attrs[WORKER_ATTR].endswith(f":{pid}")
+    assert "killed by signal 9" in trials[number].user_attrs[FAILURE_ATTR]
+    assert not [t for t in trials if t.state == TrialState.RUNNING]
+
+    monkeypatch.delenv(TEST_KILL_ENV)
+    result = tune("killed", space=TINY, trials=2, train_samples=500, save_best=False,
+                  runs_dir=tmp_path)  # fmt: skip
+    trials = _recorded("killed", runs_dir=tmp_path)
+    assert len([t for t in trials if t.state in FINISHED]) == 2 and not result.interrupted
+    assert not [t for t in trials if t.state == TrialState.RUNNING]
+
+
+def _gone(pid: int) -> bool:
+    """The process has ended (a zombie nobody reaped counts as ended)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] in "ZX"
+    except FileNotFoundError:
+        return True
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
+def test_workers_die_with_their_killed_parent_and_add_no_trials(tmp_path):
+    code = (
+        "from digitlab.search_space import SearchSpace\nfrom digitlab.tune import tune\n"
+        f"tune('orphans', space={TINY!r}, trials=6, workers=2, train_samples=500, "
+        f"save_best=False, runs_dir={str(tmp_path)!r})"
+    )
+    # worker 0 SIGKILLs the parent once both workers are inside a trial
+    env = {**os.environ, TEST_KILL_ENV: "parent"}
+    parent = subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.DEVNULL)
+    workers: list[int] = []
+    try:
+        assert parent.wait(timeout=240) == -signal.SIGKILL
+        running = _recorded("orphans", runs_dir=tmp_path)  # the two trials the hook waited for
+        assert [t.state for t in running] == [TrialState.RUNNING] * 2
+        workers = [int(t.user_attrs[WORKER_ATTR].rpartition(":")[2]) for t in running]
+        assert len(set(workers)) == 2
+        deadline = time.monotonic() + 30
+        while not all(_gone(pid) for pid in workers) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert all(_gone(pid) for pid in workers), "the workers outlived their parent"
+        # the trials they were running are failed, not left RUNNING, and none was added
+        trials = _recorded("orphans", runs_dir=tmp_path)
+        assert [t.number for t in trials] == [t.number for t in running]
+        assert [t.state for t in trials] == [TrialState.FAIL] * 2
+    finally:
+        parent.kill()
+        for pid in workers:  # only the workers this test started
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
 
 
 @pytest.mark.parametrize(("text", "seconds"), [("30m", 1800), ("90", 90), ("1h30m", 5400)])

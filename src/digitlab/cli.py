@@ -7,6 +7,8 @@ Heavy imports (Keras, JAX, matplotlib) happen inside the commands, so `--help` i
 from __future__ import annotations
 
 import json
+import os
+import sys
 from enum import StrEnum
 from pathlib import Path
 
@@ -19,22 +21,42 @@ from typer.core import TyperGroup
 
 from digitlab.errors import DigitlabError
 from digitlab.presets import preset_names
+from digitlab.schema import DATASETS, PRUNERS
 
 console = Console()
 err_console = Console(stderr=True)
 
 
+def _debug() -> bool:
+    """`--debug` or DIGITLAB_DEBUG=1: show the traceback of an unexpected error."""
+    return os.environ.get("DIGITLAB_DEBUG", "") not in {"", "0"} or "--debug" in sys.argv[1:]
+
+
+def _error(message: str) -> None:
+    err_console.print(f"[red]Error:[/red] {escape(message)}", highlight=False, soft_wrap=True)
+
+
 class _Group(TyperGroup):
-    """Turns a `DigitlabError` into `Error: <message>` on stderr and exit status 2."""
+    """Turns a `DigitlabError` into `Error: <message>` on stderr and exit status 2, and any
+    other exception (a bug of ours) into one line that points to `--debug`, exit status 1."""
 
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
         except DigitlabError as exc:
-            err_console.print(
-                f"[red]Error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True
-            )
+            _error(str(exc))
             raise typer.Exit(2) from None
+        except (typer.Exit, typer.Abort, KeyboardInterrupt, SystemExit):
+            raise
+        except Exception as exc:
+            if _debug() or type(exc).__module__.startswith("click"):
+                raise
+            detail = " ".join(str(exc).split())[:200]
+            _error(
+                f"unexpected {type(exc).__name__}: {detail}. This is a bug in digitlab; "
+                "rerun with --debug (or DIGITLAB_DEBUG=1) for the traceback and report it"
+            )
+            raise typer.Exit(1) from None
 
 
 app = typer.Typer(
@@ -51,9 +73,21 @@ data_app = typer.Typer(help="Fetch, verify and describe the datasets.", no_args_
 app.add_typer(data_app, name="data")
 
 
-class Dataset(StrEnum):
-    mnist = "mnist"
-    fashion_mnist = "fashion-mnist"
+@app.callback()
+def _options(
+    debug: bool = typer.Option(
+        False, "--debug", help="Show the full traceback of an unexpected error (for bug reports)."
+    ),
+) -> None:
+    """Neural networks on handwritten digits: train, evaluate, predict, serve and tune."""
+
+
+def _choices(name: str, values: tuple[str, ...]) -> type[StrEnum]:
+    """A CLI choice enum built from the library's one list of the names."""
+    return StrEnum(name, {value.replace("-", "_"): value for value in values})
+
+
+Dataset = _choices("Dataset", DATASETS)
 
 
 class Split(StrEnum):
@@ -61,7 +95,7 @@ class Split(StrEnum):
     test = "test"
 
 
-DatasetOption = typer.Option(Dataset.mnist, "--dataset", "-d", help="Which dataset.")
+DatasetOption = typer.Option(Dataset("mnist"), "--dataset", "-d", help="Which dataset.")
 DataDirOption = typer.Option(
     None,
     "--data-dir",
@@ -208,16 +242,6 @@ PresetOption = typer.Option(
 SpecOption = typer.Option(None, "--spec", "-s", help="A TOML spec file (layers, [train]).")
 
 
-def _resolve_spec(preset: str | None, spec_file: Path | None, **overrides):
-    from digitlab.config import load_spec_file, with_overrides
-    from digitlab.presets import get_preset
-
-    spec = get_preset(preset or "seed")
-    if spec_file is not None:
-        spec = load_spec_file(spec_file, base=spec)
-    return with_overrides(spec, **overrides)
-
-
 @app.command()
 def summary(preset: str | None = PresetOption, spec_file: Path | None = SpecOption) -> None:
     """Print a network's Keras summary (layers, output shapes, parameters) without training.
@@ -227,12 +251,12 @@ def summary(preset: str | None = PresetOption, spec_file: Path | None = SpecOpti
     * `digitlab summary` (the notebook's network)
     * `digitlab summary --spec examples/wide.toml`
     """
-    from digitlab.config import validate_train_config
+    from digitlab.config import resolve_spec
     from digitlab.data import class_names
     from digitlab.model import build_model
 
-    spec = _resolve_spec(preset, spec_file)
-    train = validate_train_config(spec.train)
+    spec = resolve_spec(preset, spec_file)
+    train = spec.train
     model = build_model(spec, num_classes=len(class_names(train.dataset)))
     model.summary()
     lr = train.learning_rate if train.learning_rate is not None else "default"
@@ -304,11 +328,26 @@ def train(
     * `digitlab train --resume latest`
     """
     from digitlab import training
+    from digitlab.config import resolve_spec
 
     if resume is not None:
-        run = training.resume(resume, epochs=epochs, data_dir=data_dir)
+        given = {
+            "--preset": preset, "--spec": spec_file, "--batch-size": batch_size,
+            "--learning-rate": learning_rate, "--learning-rate-schedule": learning_rate_schedule,
+            "--optimizer": optimizer, "--loss": loss, "--metrics": metrics,
+            "--validation-split": validation_split, "--seed": seed,
+            "--early-stopping": early_stopping, "--train-samples": train_samples,
+            "--dataset": dataset, "--name": name,
+        }  # fmt: skip
+        ignored = [flag for flag, value in given.items() if value is not None]
+        if ignored:
+            raise DigitlabError(
+                f"--resume continues the run with its own spec, so {', '.join(ignored)} "
+                "can't be changed; leave them out (only --epochs extends a run)"
+            )
+        run = training.resume(resume, epochs=epochs, runs_dir=runs_dir, data_dir=data_dir)
     else:
-        spec = _resolve_spec(
+        spec = resolve_spec(
             preset,
             spec_file,
             epochs=epochs,
@@ -327,15 +366,15 @@ def train(
         run = training.train(spec, runs_dir=runs_dir, name=name, data_dir=data_dir)
     if run.status == "interrupted":
         err_console.print(
-            f"Interrupted after {run.config['epochs_done']} of {run.spec.train.epochs} epochs; "
+            f"Interrupted after {run.epochs_done} of {run.spec.train.epochs} epochs; "
             f"what was learned is saved in {run.path}.\n"
             f"Continue with: digitlab train --resume {run.path}"
         )
         raise typer.Exit(130)
     console.print(
-        f"test accuracy [bold]{run.metrics['test_accuracy']:.2%}[/bold] "
-        f"(loss {run.metrics['test_loss']:.4f}) after {run.config['epochs_done']} epochs, "
-        f"{run.metrics['train_seconds']:.1f} s of training"
+        f"test accuracy [bold]{run.metrics.test_accuracy:.2%}[/bold] "
+        f"(loss {run.metrics.test_loss:.4f}) after {run.epochs_done} epochs, "
+        f"{run.metrics.train_seconds:.1f} s of training"
     )
     console.print(f"run: {run.path}")
 
@@ -343,25 +382,27 @@ def train(
 # ---------------------------------------------------------------------------------------- runs
 @app.command("runs")
 def list_runs_command(runs_dir: Path | None = RunsDirOption, as_json: bool = JsonOption) -> None:
-    """List runs with their key figures, newest first.
+    """List runs with their key figures, newest first; a broken run folder is listed as
+    unreadable, with the reason, and the others still show.
 
     Example: `digitlab runs`
     """
-    from digitlab.runs import list_runs
+    from digitlab.runs import Run, scan_runs
 
-    runs = list_runs(runs_dir)
-    rows = [
-        {
-            "run": str(run.path),
-            "status": run.status,
-            "network": run.config["spec"]["name"],
-            "dataset": run.config["dataset"]["name"],
-            "epochs": run.config.get("epochs_done"),
-            "test_accuracy": run.metrics.get("test_accuracy"),
-            "train_seconds": run.metrics.get("train_seconds"),
-        }
-        for run in runs
-    ]
+    rows = []
+    for run in scan_runs(runs_dir):
+        row = {"run": str(run.path), "status": run.status}
+        if isinstance(run, Run):
+            row |= {
+                "network": run.spec.name,
+                "dataset": run.dataset.name,
+                "epochs": run.epochs_done,
+                "test_accuracy": run.metrics.test_accuracy,
+                "train_seconds": run.metrics.train_seconds,
+            }
+        else:
+            row["reason"] = run.reason
+        rows.append(row)
     if as_json:
         _print_json(rows)
         return
@@ -370,15 +411,18 @@ def list_runs_command(runs_dir: Path | None = RunsDirOption, as_json: bool = Jso
         return
     table = Table("run", "status", "network", "dataset", "epochs", "test acc", "train s")
     for row in rows:
+        if row["status"] == "unreadable":
+            table.add_row(escape(row["run"]), "[red]unreadable[/red]", escape(row["reason"]))
+            continue
         accuracy = row["test_accuracy"]
         table.add_row(
-            row["run"],
+            escape(row["run"]),
             row["status"],
-            row["network"],
+            escape(row["network"]),
             row["dataset"],
             str(row["epochs"]),
             f"{accuracy:.2%}" if accuracy is not None else "–",
-            f"{row['train_seconds']:.1f}" if row["train_seconds"] is not None else "–",
+            f"{row['train_seconds']:.1f}",
         )
     console.print(table)
 
@@ -482,7 +526,7 @@ def predict(
         from digitlab.data import load_dataset
 
         wanted = _parse_indices(index)
-        _, (x_test, y_test) = load_dataset(loaded.config["dataset"]["name"], data_dir=data_dir)
+        _, (x_test, y_test) = load_dataset(loaded.dataset.name, data_dir=data_dir)
         bad = [i for i in wanted if not 0 <= i < len(x_test)]
         if bad:
             raise DigitlabError(
@@ -556,7 +600,7 @@ def preprocess(
 def serve(
     run: str = RunArgument,
     host: str = typer.Option("127.0.0.1", "--host", help="Address to bind; loopback by default."),
-    port: int = typer.Option(8000, "--port", help="TCP port."),
+    port: int = typer.Option(8000, "--port", help="TCP port, 1–65535."),
     runs_dir: Path | None = RunsDirOption,
 ) -> None:
     """Serve a run over HTTP: the drawing page at /, the JSON API at /predict, docs at /docs.
@@ -567,8 +611,9 @@ def serve(
     * `curl -F file=@digit.png http://127.0.0.1:8000/predict`
     """
     from digitlab.runs import load_run
-    from digitlab.serve import run_server
+    from digitlab.serve import check_port, run_server
 
+    check_port(port)  # 1–65535: refused in one line before the run is loaded
     loaded = load_run(run, runs_dir)
     console.print(f"serving {loaded.path} on http://{host}:{port}  (Ctrl-C stops)")
     run_server(loaded, host=host, port=port)
@@ -579,10 +624,7 @@ tune_app = typer.Typer(context_settings={"help_option_names": ["-h", "--help"]})
 app.add_typer(tune_app, name="tune")
 
 
-class Pruner(StrEnum):
-    median = "median"
-    hyperband = "hyperband"
-    none = "none"
+Pruner = _choices("Pruner", PRUNERS)
 
 
 StudyOption = typer.Option(
@@ -620,7 +662,7 @@ def tune_command(
         0.1, "--validation-split", help="Fraction of the training digits that scores trials."
     ),
     seed: int = typer.Option(0, "--seed", help="Seed of every trial's weights and the sampler."),
-    pruner: Pruner = typer.Option(Pruner.median, "--pruner", help="How poor trials stop early."),
+    pruner: Pruner = typer.Option(Pruner("median"), "--pruner", help="How poor trials stop early."),
     warm_start: bool = typer.Option(
         True, help="Make a new study's first trial the mlp preset's network (if in the space)."
     ),

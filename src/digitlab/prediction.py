@@ -48,8 +48,8 @@ class Prediction:
 def as_batch(images: np.ndarray) -> np.ndarray:
     """Turn one image or many (28×28, 784, N×28×28, N×784) into a uint8 N×28×28 batch.
 
-    uint8 and integer arrays are read as 0–255; float arrays are read as 0–1 (the notebook's
-    `x / 255`) when their maximum is at most 1, else as 0–255.
+    Pixel values follow `to_pixels`: integers are 0–255; floats all within 0–1 are the
+    notebook's `x / 255` and are scaled by 255; other floats are 0–255.
 
     Raises:
         DataError: the shape holds no whole number of 28×28 images, or values are out of range.
@@ -62,17 +62,39 @@ def as_batch(images: np.ndarray) -> np.ndarray:
         x = x.reshape(-1, 28, 28)
     if x.ndim != 3 or x.shape[1:] != (28, 28) or len(x) == 0:
         raise DataError(f"images must be shaped N×28×28 or N×784, got {given}")
-    if not np.issubdtype(x.dtype, np.number) or np.issubdtype(x.dtype, np.complexfloating):
-        raise DataError(f"images must be numbers, got dtype {x.dtype}")
-    if np.isnan(x).any() if x.dtype.kind == "f" else False:
-        raise DataError("images contain NaN values; pixels must be 0–255 (or 0–1 floats)")
+    return to_pixels(x)
+
+
+def to_pixels(values: np.ndarray) -> np.ndarray:
+    """The one rule for reading numbers as pixels, in the library, the CLI and the HTTP API.
+
+    - integer arrays are 0–255;
+    - float arrays whose values all lie within 0–1 are the notebook's `x / 255`, and are
+      scaled by 255 (0.8 → 204);
+    - other float arrays are 0–255 (`x_test.astype("float32")`);
+    - anything else (booleans, strings, NaN, ±infinity, values out of range) is refused.
+
+    Values are rounded to the nearest integer. The shape is kept.
+
+    Raises:
+        DataError: not numbers, or values outside the ranges above.
+    """
+    x = np.asarray(values)
+    if x.dtype.kind not in "iuf":
+        raise DataError(f"pixels must be numbers, got {x.dtype} values")
+    if x.size == 0:
+        return x.astype(np.uint8)
+    if x.dtype.kind == "f" and not np.isfinite(x).all():
+        bad = "NaN" if np.isnan(x).any() else "infinity"
+        raise DataError(f"pixel values must be between 0 and 255 (or 0–1 floats), got {bad}")
     low, high = float(x.min()), float(x.max())
-    if x.dtype.kind == "f" and high <= 1.0:
-        x = x * 255.0
-        low, high = low * 255, high * 255
+    if x.dtype.kind == "f" and low >= 0 and high <= 1:
+        return np.rint(x * 255.0).astype(np.uint8)
     if low < 0 or high > 255:
-        raise DataError(f"pixel values must be in 0–255 (or 0–1 floats), got {low:g}–{high:g}")
-    return np.rint(x).astype(np.uint8)
+        raise DataError(
+            f"pixel values must be between 0 and 255 (or 0–1 floats), got {low:g}–{high:g}"
+        )
+    return np.rint(x).astype(np.uint8) if x.dtype.kind == "f" else x.astype(np.uint8)
 
 
 def load_npy(path: str | Path) -> np.ndarray:

@@ -5,8 +5,8 @@ A preset is a `Spec` like any spec file would give, so presets take no code path
 
 from __future__ import annotations
 
-from digitlab.config import Spec, TrainConfig
 from digitlab.errors import SpecError
+from digitlab.schema import Spec, TrainConfig, unknown
 
 
 def _dense(units: int, activation: str) -> dict:
@@ -114,4 +114,4 @@ def get_preset(name: str) -> Spec:
     try:
         return PRESETS[name]
     except KeyError:
-        raise SpecError(f"unknown preset '{name}'; valid presets: {', '.join(PRESETS)}") from None
+        raise SpecError(unknown("preset", name, PRESETS)) from None

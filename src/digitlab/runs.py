@@ -2,8 +2,17 @@
 
 A run is self-describing: `config.json` holds the resolved spec, the preprocessing, the
 dataset with its hashes, the seed and the library versions, so nothing downstream needs the
-flags that trained it. A run directory is built under a hidden temporary name and renamed
-when complete, so a killed process never leaves half a run where `digitlab runs` looks.
+flags that trained it. Its files are read here and only here, through the schema's models
+(`RunConfig`, `Metrics`), so a run folder someone else made, edited or broke becomes one
+clear `RunError` naming the file and the field, never a traceback:
+
+- JSON files are read only if they are regular files of at most 10 MB, `model.keras` only if
+  it is a regular file of at most 2 GB (a symlink to `/dev/zero`, a FIFO or a folder is
+  refused), and the model is loaded in Keras's safe mode.
+- A run directory is built under a hidden staging name and renamed when complete, so a
+  killed process never leaves half a run where `digitlab runs` looks. Replacing a run (a
+  resume) keeps the old one under a hidden `.replaced-` name until the new one is in place;
+  the next write in that folder finishes or undoes a swap that a kill interrupted.
 """
 
 from __future__ import annotations
@@ -11,28 +20,39 @@ from __future__ import annotations
 import contextlib
 import csv
 import io
-import json
 import os
 import shutil
+import signal
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cached_property
 from pathlib import Path
-from typing import Any
 
 import numpy as np
+from pydantic import ValidationError
 
-from digitlab.config import Spec, spec_from_dict
 from digitlab.errors import RunError
-from digitlab.files import write_text
+from digitlab.files import MAX_JSON_BYTES, MAX_MODEL_BYTES, check_regular, read_capped, write_text
+from digitlab.schema import (
+    DatasetRecord,
+    Metrics,
+    Preprocessing,
+    RunConfig,
+    Spec,
+    one_line,
+)
 
 MODEL_FILE = "model.keras"
 CONFIG_FILE = "config.json"
 HISTORY_FILE = "history.csv"
 METRICS_FILE = "metrics.json"
 STAGING_PREFIX = ".staging-"
+REPLACED_PREFIX = ".replaced-"
+TARGET_FILE = ".target"  # inside a staging folder: the name it will be renamed to
+# Tests set this to a step name to have the process SIGKILL itself there (see `_crash_point`).
+CRASH_ENV = "DIGITLAB_TEST_CRASH_AT"
 
 
 def default_runs_dir() -> Path:
@@ -44,42 +64,79 @@ def default_runs_dir() -> Path:
 class Run:
     """A finished (or interrupted) training run, read from its directory.
 
+    Its typed fields come from `config.json` and `metrics.json` (see `digitlab.schema`).
     The Keras model is loaded on first use of `model`, so listing runs stays cheap.
     """
 
     path: Path
-    config: dict[str, Any]
+    config: RunConfig
     history: dict[str, list[float]] = field(default_factory=dict)
-    metrics: dict[str, Any] = field(default_factory=dict)
+    metrics: Metrics = field(default_factory=Metrics)
 
     @property
     def name(self) -> str:
         return self.path.name
 
-    @cached_property
-    def spec(self) -> Spec:
-        return spec_from_dict(self.config["spec"])
+    @property
+    def created(self) -> datetime:
+        return self.config.created
 
     @property
     def status(self) -> str:
-        return self.config.get("status", "complete")
+        """ "complete", or "interrupted" (Ctrl-C) with the weights learned so far."""
+        return self.config.status
+
+    @property
+    def epochs_done(self) -> int:
+        return self.config.epochs_done
+
+    @property
+    def spec(self) -> Spec:
+        return self.config.spec
+
+    @property
+    def dataset(self) -> DatasetRecord:
+        return self.config.dataset
 
     @property
     def class_names(self) -> list[str]:
-        return list(self.config["dataset"]["class_names"])
+        return list(self.config.dataset.class_names)
+
+    @property
+    def preprocessing(self) -> Preprocessing:
+        return self.config.preprocessing
+
+    @property
+    def image_shape(self) -> tuple[int, int]:
+        """Height and width of the images the run's network reads (28×28 for MNIST)."""
+        return self.config.spec.image_shape
+
+    @property
+    def thresholds(self) -> dict[str, float]:
+        """Calibrated confidence thresholds stored at training time ({} for older runs)."""
+        return dict(self.config.thresholds)
 
     @cached_property
     def model(self):
-        """The trained Keras model, with its optimizer state."""
+        """The trained Keras model, with its optimizer state.
+
+        Raises:
+            RunError: model.keras is missing, not a regular file, over 2 GB, or cannot be
+                loaded safely (Keras's safe mode refuses code inside a model file).
+        """
         import keras
 
-        import digitlab.model  # noqa: F401  registers the custom metrics for loading
+        import digitlab.model  # noqa: F401  registers the custom layers and metrics
 
+        path = self.path / MODEL_FILE
+        check_regular(path, MAX_MODEL_BYTES, RunError)
         try:
-            return keras.saving.load_model(self.path / MODEL_FILE)
-        except (OSError, ValueError) as exc:
+            return keras.saving.load_model(path, safe_mode=True)
+        except Exception as exc:  # Keras raises many kinds on a crafted or damaged file
+            detail = " ".join(str(exc).split())[:160]
             raise RunError(
-                f"cannot load the model of run {self.path}: {' '.join(str(exc).split())[:200]}"
+                f"run {self.path}: {MODEL_FILE} could not be loaded safely ({detail}); "
+                "train the run again or use another"
             ) from None
 
     @cached_property
@@ -97,16 +154,37 @@ class Run:
         """
         from digitlab.model import output_activation, prepare_inputs, to_probabilities
 
-        outputs = self._forward(prepare_inputs(images, self.spec.input))
+        outputs = self._forward(prepare_inputs(images, self.spec.input_shape))
         return to_probabilities(np.asarray(outputs), output_activation(self.spec))
 
 
+@dataclass(frozen=True)
+class UnreadableRun:
+    """A folder that looks like a run (it has config.json) but can't be read, and why."""
+
+    path: Path
+    reason: str
+    status: str = "unreadable"
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+
+# ------------------------------------------------------------------------------------ reading
 def read_history(path: Path) -> dict[str, list[float]]:
-    """Read a history.csv back into Keras's `History.history` shape."""
-    with path.open(newline="") as handle:
-        rows = list(csv.DictReader(handle))
-    keys = [key for key in (rows[0] if rows else {}) if key != "epoch"]
-    return {key: [float(row[key]) for row in rows] for key in keys}
+    """Read a history.csv back into Keras's `History.history` shape.
+
+    Raises:
+        RunError: the file is not a regular file under 10 MB, or a value is not a number.
+    """
+    text = read_capped(path, MAX_JSON_BYTES, RunError).decode("utf-8", errors="replace")
+    rows = list(csv.DictReader(io.StringIO(text)))
+    keys = [key for key in (rows[0] if rows else {}) if key and key != "epoch"]
+    try:
+        return {key: [float(row[key]) for row in rows] for key in keys}
+    except (TypeError, ValueError):
+        raise RunError(f"{path}: every value must be a number, one row per epoch") from None
 
 
 def write_history(path: Path, history: dict[str, list[float]]) -> None:
@@ -120,59 +198,107 @@ def write_history(path: Path, history: dict[str, list[float]]) -> None:
     write_text(path, out.getvalue())
 
 
-def _read_run(path: Path) -> Run:
-    config_path = path / CONFIG_FILE
-    if not config_path.is_file():
-        raise RunError(f"{path} is not a digitlab run (no {CONFIG_FILE}); see `digitlab runs`")
+def _read_json(path: Path, model):
     try:
-        config = json.loads(config_path.read_text())
-        history = read_history(path / HISTORY_FILE) if (path / HISTORY_FILE).exists() else {}
-        metrics_path = path / METRICS_FILE
-        metrics = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
-    except (json.JSONDecodeError, ValueError, KeyError) as exc:
-        raise RunError(f"run {path} has an unreadable file: {exc}") from None
-    return Run(path=path, config=config, history=history, metrics=metrics)
+        return model.model_validate_json(read_capped(path, MAX_JSON_BYTES, RunError))
+    except ValidationError as exc:
+        raise RunError(one_line(exc, str(path))) from None
+
+
+def read_run(path: str | Path) -> Run:
+    """The run in folder `path`.
+
+    Raises:
+        RunError: not a run folder, or one of its files is unreadable; the message names
+            the file and the field.
+    """
+    path = Path(path)
+    config_path = path / CONFIG_FILE
+    if not _exists(config_path):
+        raise RunError(f"{path} is not a digitlab run (no {CONFIG_FILE}); see `digitlab runs`")
+    config = _read_json(config_path, RunConfig)
+    history = read_history(path / HISTORY_FILE) if _exists(path / HISTORY_FILE) else {}
+    metrics = _read_json(path / METRICS_FILE, Metrics) if _exists(path / METRICS_FILE) else None
+    return Run(path=path, config=config, history=history, metrics=metrics or Metrics())
+
+
+def _exists(path: Path) -> bool:
+    """Whether anything is at `path` (a dangling symlink counts: reading it says what's wrong)."""
+    try:
+        return path.is_symlink() or path.exists()
+    except (OSError, ValueError):  # a name too long, a NUL byte
+        return False
+
+
+def _is_dir(path: Path) -> bool:
+    try:
+        return path.is_dir()
+    except (OSError, ValueError):
+        return False
 
 
 def load_run(ref: str | Path, runs_dir: str | Path | None = None) -> Run:
-    """Open a run by path, by name inside `runs_dir`, or as "latest".
+    """Open a run by path, by name inside `runs_dir`, or as "latest" (the newest readable run).
 
     Raises:
-        RunError: no such run, or it is not a complete run directory.
+        RunError: no such run, or it is not a complete, readable run directory.
     """
     runs_dir = Path(runs_dir) if runs_dir is not None else default_runs_dir()
     if str(ref) == "latest":
         runs = list_runs(runs_dir)
         if not runs:
-            raise RunError(f"no runs in {runs_dir}; train one with `digitlab train`")
+            raise RunError(f"no readable runs in {runs_dir}; train one with `digitlab train`")
         return runs[0]
     path = Path(ref)
-    if not path.is_dir() and (runs_dir / str(ref)).is_dir():
+    if not _is_dir(path) and _is_dir(runs_dir / str(ref)):
         path = runs_dir / str(ref)
-    if not path.is_dir():
+    if not _is_dir(path):
         raise RunError(f"run '{ref}' not found (looked in . and {runs_dir}); see `digitlab runs`")
-    return _read_run(path)
+    return read_run(path)
+
+
+def scan_runs(runs_dir: str | Path | None = None) -> list[Run | UnreadableRun]:
+    """Every run folder in `runs_dir`: readable runs newest first, then unreadable ones with
+    the reason. Folders without config.json and hidden (staging) folders are not runs."""
+    runs_dir = Path(runs_dir) if runs_dir is not None else default_runs_dir()
+    if not _is_dir(runs_dir):
+        return []
+    good: list[Run] = []
+    bad: list[UnreadableRun] = []
+    try:
+        entries = sorted(runs_dir.iterdir())
+    except OSError as exc:
+        raise RunError(f"cannot list {runs_dir}: {exc.strerror or exc}") from None
+    for path in entries:
+        if path.name.startswith(".") or not _is_dir(path) or not _exists(path / CONFIG_FILE):
+            continue
+        try:
+            good.append(read_run(path))
+        except RunError as exc:
+            bad.append(UnreadableRun(path, str(exc)))
+    good.sort(key=lambda run: _timestamp(run.created), reverse=True)
+    return [*good, *bad]
+
+
+def _timestamp(moment: datetime) -> float:
+    """Seconds since the epoch; naive times (ours) are local, so mixed ones still sort."""
+    try:
+        return moment.timestamp()
+    except (OverflowError, OSError, ValueError):
+        return 0.0
 
 
 def list_runs(runs_dir: str | Path | None = None) -> list[Run]:
-    """Every run in `runs_dir`, newest first. Folders that aren't runs are skipped."""
-    runs_dir = Path(runs_dir) if runs_dir is not None else default_runs_dir()
-    if not runs_dir.is_dir():
-        return []
-    runs = []
-    for path in runs_dir.iterdir():
-        if path.name.startswith(".") or not (path / CONFIG_FILE).is_file():
-            continue
-        with contextlib.suppress(RunError):
-            runs.append(_read_run(path))
-    return sorted(runs, key=lambda run: run.config.get("created", ""), reverse=True)
+    """Every readable run in `runs_dir`, newest first (`scan_runs` also lists broken ones)."""
+    return [run for run in scan_runs(runs_dir) if isinstance(run, Run)]
 
 
+# ------------------------------------------------------------------------------------ writing
 def new_run_path(runs_dir: str | Path, name: str) -> Path:
     """A fresh `runs_dir/<YYYYmmdd-HHMMSS>-<name>` that doesn't exist yet."""
     runs_dir = Path(runs_dir)
     safe = "".join(c if c.isalnum() or c in "-_." else "-" for c in name).strip(".-") or "run"
-    stem = f"{datetime.now():%Y%m%d-%H%M%S}-{safe}"
+    stem = f"{datetime.now():%Y%m%d-%H%M%S}-{safe[:80]}"
     path, n = runs_dir / stem, 1
     while path.exists():
         n += 1
@@ -180,19 +306,96 @@ def new_run_path(runs_dir: str | Path, name: str) -> Path:
     return path
 
 
-def _remove_stale_staging(runs_dir: Path) -> None:
-    """Remove staging folders left by processes that were killed (their pid is gone)."""
-    for path in runs_dir.glob(f"{STAGING_PREFIX}*"):
-        pid = path.name.removeprefix(STAGING_PREFIX).split("-", 1)[0]
-        alive = True
-        try:
-            os.kill(int(pid), 0)
-        except (ValueError, ProcessLookupError):
-            alive = False
-        except PermissionError:
+def check_writable(runs_dir: str | Path) -> Path:
+    """Make sure runs can be written into `runs_dir` (creating it), before any training.
+
+    Raises:
+        RunError: it is a file, or it can't be created or written to.
+    """
+    runs_dir = Path(runs_dir)
+    try:
+        runs_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=runs_dir):
             pass
-        if not alive:
-            shutil.rmtree(path, ignore_errors=True)
+    except FileExistsError:
+        raise RunError(f"--runs-dir {runs_dir} is a file, not a folder; pass a folder") from None
+    except (OSError, ValueError) as exc:
+        reason = getattr(exc, "strerror", None) or exc
+        raise RunError(
+            f"cannot write runs into {runs_dir}: {reason}; pass another --runs-dir"
+        ) from None
+    return runs_dir
+
+
+def _crash_point(step: str) -> None:
+    """For the crash-safety tests: die here, as a `kill -9` would, if asked to."""
+    if os.environ.get(CRASH_ENV) == step:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _pid_alive(name: str, prefix: str) -> bool:
+    """Whether the process whose pid starts a staging or backup folder's name still runs."""
+    try:
+        pid = int(name.removeprefix(prefix).split("-", 1)[0])
+        os.kill(pid, 0)
+    except (ValueError, OverflowError, ProcessLookupError):
+        return False
+    except PermissionError:  # alive, someone else's
+        return True
+    return True
+
+
+def _swap_in(staging: Path, final: Path) -> None:
+    """Rename a complete `staging` folder to `final`; an existing `final` is kept under a
+    hidden `.replaced-PID-NAME` until the new one is in place, then removed."""
+    if not final.exists():
+        os.replace(staging, final)
+    else:
+        backup = final.parent / f"{REPLACED_PREFIX}{os.getpid()}-{final.name}"
+        shutil.rmtree(backup, ignore_errors=True)
+        os.replace(final, backup)
+        _crash_point("between-renames")
+        os.replace(staging, final)
+        shutil.rmtree(backup, ignore_errors=True)
+    (final / TARGET_FILE).unlink(missing_ok=True)
+
+
+def recover(runs_dir: str | Path) -> None:
+    """Finish or undo what killed processes left in `runs_dir`; never delete a complete run.
+
+    - a staging folder holding a complete run (its config.json is written last) is renamed
+      to the run it was going to become, replacing the older copy safely;
+    - an incomplete staging folder is removed (it holds no finished work);
+    - an old run kept aside during a swap is put back if the new one never arrived, else
+      removed.
+
+    Only folders of processes that are no longer alive are touched.
+    """
+    runs_dir = Path(runs_dir)
+    for staging in sorted(runs_dir.glob(f"{STAGING_PREFIX}*")):
+        if _pid_alive(staging.name, STAGING_PREFIX):
+            continue
+        target = _target_of(staging)
+        if target is not None and (staging / CONFIG_FILE).is_file():
+            _swap_in(staging, runs_dir / target)
+        else:
+            shutil.rmtree(staging, ignore_errors=True)
+    for backup in sorted(runs_dir.glob(f"{REPLACED_PREFIX}*")):
+        if _pid_alive(backup.name, REPLACED_PREFIX):
+            continue
+        name = backup.name.removeprefix(REPLACED_PREFIX).split("-", 1)[-1]
+        if (runs_dir / name).exists():
+            shutil.rmtree(backup, ignore_errors=True)
+        else:
+            os.replace(backup, runs_dir / name)
+
+
+def _target_of(staging: Path) -> str | None:
+    try:
+        name = (staging / TARGET_FILE).read_text().strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    return name if name and "/" not in name and not name.startswith(".") else None
 
 
 @contextlib.contextmanager
@@ -200,19 +403,16 @@ def staged_run(final: Path) -> Iterator[Path]:
     """Yield a hidden staging folder; on success it becomes `final` in one rename.
 
     If `final` already exists (a resumed run), it is replaced only after the new one is
-    complete. If the block raises, the staging folder is removed and `final` is untouched.
+    complete, and is never the only copy lost: see `_swap_in` and `recover`. If the block
+    raises, the staging folder is removed and `final` is untouched.
     """
     final.parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale_staging(final.parent)
+    recover(final.parent)
     staging = Path(tempfile.mkdtemp(dir=final.parent, prefix=f"{STAGING_PREFIX}{os.getpid()}-"))
     try:
+        (staging / TARGET_FILE).write_text(final.name)
         yield staging
-        if final.exists():
-            old = Path(tempfile.mkdtemp(dir=final.parent, prefix=f"{STAGING_PREFIX}{os.getpid()}-"))
-            os.replace(final, old / "replaced")
-            os.replace(staging, final)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(staging, final)
+        _crash_point("before-swap")
+        _swap_in(staging, final)
     finally:
         shutil.rmtree(staging, ignore_errors=True)

@@ -8,27 +8,38 @@ choices are refused in one line. `spec_for_trial` turns an Optuna trial's draws 
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import optuna
+from pydantic import Field, field_validator, model_validator
 
-from digitlab.config import (
+from digitlab.config import read_toml
+from digitlab.errors import SpecError
+from digitlab.presets import get_preset
+from digitlab.schema import (
     LEARNING_RATE_SCHEDULES,
+    MAX_UNITS,
     OPTIMIZERS,
     Spec,
     TrainConfig,
-    did_you_mean,
-    read_toml,
+    _Strict,
+    register,
+    unknown,
+    validate,
 )
-from digitlab.errors import SpecError
-from digitlab.presets import get_preset
+
+Layers = Annotated[int, Field(ge=1, le=16)]
+Units = Annotated[int, Field(ge=1, le=MAX_UNITS)]
+Rate = Annotated[float, Field(ge=0.0, lt=1.0)]
+LearningRate = Annotated[float, Field(gt=0.0, le=100.0)]
+Batch = Annotated[int, Field(ge=1, le=1 << 20)]
+RANGES = ("hidden_layers", "units", "dropout", "learning_rate")
+CHOICES = ("activation", "optimizer", "learning_rate_schedule", "batch_size")
 
 
-@dataclass(frozen=True)
-class SearchSpace:
+@register
+class SearchSpace(_Strict):
     """What a study searches. Ranges are (low, high), both included; choices are tuples.
 
     Units and dropout are drawn for each hidden layer (`units_1`, `dropout_1`, ...), the
@@ -37,25 +48,62 @@ class SearchSpace:
     each key is optional, a range is `[low, high]` and a single value fixes it.
     """
 
-    hidden_layers: tuple[int, int] = (1, 4)  # Dense layers before the 10-unit softmax output
-    units: tuple[int, int] = (32, 1024)  # log scale: 32→64 matters as much as 512→1024
-    activation: tuple[str, ...] = ("relu", "sigmoid", "tanh", "gelu")
-    dropout: tuple[float, float] = (0.0, 0.5)  # after each hidden layer; 0 adds no layer
-    optimizer: tuple[str, ...] = ("adam", "sgd", "rmsprop")
-    learning_rate: tuple[float, float] = (1e-4, 1e-1)  # log scale, like units
-    learning_rate_schedule: tuple[str, ...] = ("constant", "cosine")  # cosine: to 0 by the end
-    batch_size: tuple[int, ...] = (32, 64, 128, 256)
-    epochs: int = 10  # each trial's budget (the notebook's 10); the pruner stops poor ones early
+    hidden_layers: tuple[Layers, Layers] = (1, 4)  # Dense layers before the softmax output
+    units: tuple[Units, Units] = (32, 1024)  # log scale: 32→64 matters as much as 512→1024
+    activation: tuple[str, ...] = Field(("relu", "sigmoid", "tanh", "gelu"), min_length=1)
+    dropout: tuple[Rate, Rate] = (0.0, 0.5)  # after each hidden layer; 0 adds no layer
+    optimizer: tuple[Literal[tuple(OPTIMIZERS)], ...] = Field(
+        ("adam", "sgd", "rmsprop"), min_length=1
+    )
+    learning_rate: tuple[LearningRate, LearningRate] = (1e-4, 1e-1)  # log scale, like units
+    learning_rate_schedule: tuple[Literal[LEARNING_RATE_SCHEDULES], ...] = Field(
+        ("constant", "cosine"), min_length=1
+    )  # cosine: to 0 by the end
+    batch_size: tuple[Batch, ...] = Field((32, 64, 128, 256), min_length=1)
+    # each trial's budget (the notebook's 10); the pruner stops poor ones early
+    epochs: int = Field(10, ge=1, le=10_000)
+
+    @field_validator(*RANGES, mode="before")
+    @classmethod
+    def _as_range(cls, value: Any) -> Any:
+        """A single value fixes a range: `units = 128` is `[128, 128]`."""
+        if isinstance(value, list | tuple):
+            return tuple(value)
+        return (value, value)
+
+    @field_validator(*CHOICES, mode="before")
+    @classmethod
+    def _as_choices(cls, value: Any) -> Any:
+        """A single value is the only choice: `optimizer = "adam"` is `["adam"]`."""
+        return tuple(value) if isinstance(value, list | tuple) else (value,)
+
+    @field_validator("activation")
+    @classmethod
+    def _known_activations(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        from digitlab.model import ACTIVATIONS  # imports Keras: only once work is about to start
+
+        for name in value:
+            if name not in ACTIVATIONS:
+                raise ValueError(unknown("activation", name, ACTIVATIONS))
+        return value
+
+    @model_validator(mode="after")
+    def _ranges_not_empty(self) -> SearchSpace:
+        for key in RANGES:
+            low, high = getattr(self, key)
+            if low > high:
+                raise ValueError(
+                    f"empty range for {key}: [{low}, {high}] has low > high; "
+                    "write [low, high] with low ≤ high"
+                )
+        return self
 
     def to_dict(self) -> dict[str, Any]:
         """JSON/TOML-ready: tuples become lists. `space_from_dict` reads it back."""
-        return {key: list(value) if isinstance(value, tuple) else value
-                for key, value in dataclasses.asdict(self).items()}  # fmt: skip
+        return self.model_dump(mode="json")
 
 
-RANGES = {"hidden_layers": int, "units": int, "dropout": float, "learning_rate": float}
-CHOICES = {"activation": str, "optimizer": str, "learning_rate_schedule": str, "batch_size": int}
-SPACE_KEYS = tuple(f.name for f in dataclasses.fields(SearchSpace))
+SPACE_KEYS = tuple(SearchSpace.model_fields)
 
 
 def load_space(path: str | Path) -> SearchSpace:
@@ -69,99 +117,13 @@ def load_space(path: str | Path) -> SearchSpace:
     return space_from_dict(read_toml(path, "space file"), where=f"space file {path}")
 
 
-def space_from_dict(data: dict[str, Any], where: str = "the search space") -> SearchSpace:
+def space_from_dict(data: Any, where: str = "the search space") -> SearchSpace:
     """A checked SearchSpace from a dict shaped like a space file (or `SearchSpace.to_dict()`).
 
     Raises:
         SpecError: as for `load_space`.
     """
-    values: dict[str, Any] = {}
-    for key, value in data.items():
-        if key not in SPACE_KEYS:
-            raise SpecError(
-                f"unknown parameter '{key}' in {where}{did_you_mean(key, SPACE_KEYS)}; "
-                f"valid parameters: {', '.join(SPACE_KEYS)}"
-            )
-        if key in RANGES:
-            values[key] = _as_range(key, value, RANGES[key], where)
-        elif key in CHOICES:
-            values[key] = _as_choices(key, value, CHOICES[key], where)
-        else:
-            values[key] = value
-    return check_space(SearchSpace(**values), where)
-
-
-def _is(value: Any, kind: type) -> bool:
-    if isinstance(value, bool):
-        return False
-    return isinstance(value, int | float) if kind is float else isinstance(value, kind)
-
-
-def _as_range(key: str, value: Any, kind: type, where: str) -> tuple:
-    pair = value if isinstance(value, list) else [value]
-    if len(pair) == 1:
-        pair = pair * 2
-    if len(pair) != 2 or not all(_is(v, kind) for v in pair):
-        raise SpecError(
-            f"{key} in {where} must be [low, high] or one {kind.__name__}, got {value!r}"
-        )
-    return tuple(kind(v) for v in pair)
-
-
-def _as_choices(key: str, value: Any, kind: type, where: str) -> tuple:
-    choices = value if isinstance(value, list) else [value]
-    if not all(_is(v, kind) for v in choices):
-        raise SpecError(f"{key} in {where} must be a list of {kind.__name__}s, got {value!r}")
-    return tuple(choices)
-
-
-def check_space(space: SearchSpace, where: str) -> SearchSpace:
-    """Refuse empty ranges and values no network can have, before any training."""
-    from digitlab.model import ACTIVATIONS  # imports Keras: only once work is about to start
-
-    for key in RANGES:
-        low, high = getattr(space, key)
-        if low > high:
-            raise SpecError(
-                f"empty range for {key} in {where}: [{low}, {high}] has low > high; "
-                "write [low, high] with low ≤ high"
-            )
-    valid = {
-        "activation": ACTIVATIONS,
-        "optimizer": OPTIMIZERS,
-        "learning_rate_schedule": LEARNING_RATE_SCHEDULES,
-    }
-    for key in CHOICES:
-        choices = getattr(space, key)
-        if not choices:
-            examples = ", ".join(map(str, getattr(SearchSpace, key)))
-            raise SpecError(f"empty list for {key} in {where}; give at least one, e.g. {examples}")
-        for choice in choices:
-            if key in valid and choice not in valid[key]:
-                raise SpecError(
-                    f"unknown {key} '{choice}' in {where}{did_you_mean(choice, valid[key])}; "
-                    f"valid: {', '.join(valid[key])}"
-                )
-    problems = {
-        "hidden_layers": space.hidden_layers[0] < 1,
-        "units": space.units[0] < 1,
-        "dropout": not 0 <= space.dropout[0] <= space.dropout[1] < 1,
-        "learning_rate": space.learning_rate[0] <= 0,
-        "batch_size": min(space.batch_size) < 1,
-        "epochs": not _is(space.epochs, int) or space.epochs < 1,
-    }
-    needs = {
-        "hidden_layers": "at least 1",
-        "units": "at least 1",
-        "dropout": "within [0, 1)",
-        "learning_rate": "positive",
-        "batch_size": "at least 1",
-        "epochs": "a whole number, at least 1",
-    }
-    for key, bad in problems.items():
-        if bad:
-            raise SpecError(f"{key} in {where} must be {needs[key]}, got {getattr(space, key)}")
-    return space
+    return validate(SearchSpace, data, where, SpecError)
 
 
 def spec_for_trial(
@@ -194,16 +156,16 @@ def spec_for_trial(
         if rate > 0:
             layers.append({"type": "Dropout", "rate": rate})
     layers.append({"type": "Dense", "units": num_classes, "activation": "softmax"})
-    train = dataclasses.replace(
-        train,
-        optimizer=trial.suggest_categorical("optimizer", space.optimizer),
-        learning_rate=trial.suggest_float("learning_rate", *space.learning_rate, log=True),
-        learning_rate_schedule=trial.suggest_categorical(
+    draws = {
+        "optimizer": trial.suggest_categorical("optimizer", space.optimizer),
+        "learning_rate": trial.suggest_float("learning_rate", *space.learning_rate, log=True),
+        "learning_rate_schedule": trial.suggest_categorical(
             "learning_rate_schedule", space.learning_rate_schedule
         ),
-        batch_size=trial.suggest_categorical("batch_size", space.batch_size),
-        epochs=space.epochs,
-    )
+        "batch_size": trial.suggest_categorical("batch_size", space.batch_size),
+        "epochs": space.epochs,
+    }
+    train = TrainConfig.model_validate({**train.model_dump(), **draws})
     return Spec(name=name, layers=tuple(layers), train=train, description=describe(trial.params))
 
 

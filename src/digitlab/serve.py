@@ -3,7 +3,16 @@
 The run's model is loaded once, in the app's lifespan, and warmed with one prediction so the
 first request doesn't pay for compilation. Every request is checked at this edge: a body over
 the size limit, a broken or huge image, an empty canvas or bad pixel values get a 4xx with
-`{"detail": "..."}`, never a 500.
+`{"detail": "..."}`, never a 500. Every answer, errors included, is declared with its model in
+the OpenAPI schema (`/openapi.json`), and `tests/test_api_schema.py` holds the app to it.
+
+Pixels sent as JSON follow the library's one rule (`prediction.to_pixels`): integers are 0–255,
+floats all within 0–1 are scaled by 255, other floats are 0–255. An image whose pixels are all
+0 is blank: "no digit found" (422), the same answer as an empty canvas upload.
+
+Uploads are decoded in a thread (at most `DECODE_THREADS` at once) unless they are small in
+pixels, so a 79 KB PNG of 4096×4096 pixels never stalls the event loop, and one request may hold
+at most `MAX_REQUEST_PIXELS` pixels in all.
 
     POST /predict          one image (multipart field "file") or JSON {"pixels": ...}
     POST /predict/batch    many images (multipart fields "files") or JSON {"images": [...]}
@@ -14,30 +23,76 @@ the size limit, a broken or huge image, an empty canvas or bad pixel values get 
 from __future__ import annotations
 
 import base64
+import io
 import json
+import os
 import random
+import warnings
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import anyio
 import numpy as np
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
-from pydantic import BaseModel
+from PIL import Image
+from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
 from digitlab.errors import DigitlabError, ImageError
-from digitlab.preprocess import MAX_BYTES, load_image, preprocess, to_png
+from digitlab.prediction import to_pixels
+from digitlab.preprocess import (
+    FORMATS,
+    MAX_BYTES,
+    MAX_PIXELS,
+    _no_digit,
+    load_image,
+    preprocess,
+    to_png,
+)
 from digitlab.runs import Run, load_run
 
 STATIC_DIR = Path(__file__).parent / "static"
 MAX_BATCH = 64  # images per /predict/batch request
 FORM_OVERHEAD = 64 * 1024  # multipart boundaries and headers, on top of the image itself
-INLINE_BYTES = 256 * 1024  # uploads up to this size are decoded on the event loop; see _compute
+MAX_FORM_FIELDS = 1000  # text fields beside the files, ignored (Starlette's default)
+INLINE_PIXELS = 512 * 512  # uploads up to this many pixels in all decode on the event loop
+MAX_REQUEST_PIXELS = 2 * MAX_PIXELS  # pixels in all per request: two 4096×4096 photos, ~1 s
+DECODE_THREADS = min(4, os.cpu_count() or 1)  # larger uploads decoding at once; more wait
+
+
+def image_shape(run: Run | None = None) -> tuple[int, int]:
+    """The served images' rows × columns: the run's own (`Run.image_shape`) once runs carry
+    it, else MNIST's 28×28. The one place the API's pixel shape comes from."""
+    return tuple(getattr(run, "image_shape", None) or (28, 28))
+
+
+class ErrorDetail(BaseModel):
+    """Every 4xx/5xx answer: one line saying what is wrong and what to do."""
+
+    detail: str = Field(examples=["no digit found: the image is blank or its ink is too faint"])
+
+
+ERRORS = {
+    400: "Malformed request: not JSON (or nested too deeply, or a number of thousands of "
+    "digits), a broken multipart form, or a bad Content-Length.",
+    413: "The body is over the upload limit (5 MiB by default), or the images hold more than "
+    f"{MAX_REQUEST_PIXELS:,} pixels in all.",
+    415: "The body is neither multipart/form-data nor application/json.",
+    422: "Not an image, a truncated one, one over 4096×4096 pixels, no digit found (a blank "
+    "canvas or all-0 pixels), wrong pixel count or values, or a bad parameter.",
+    503: "The run's test set cannot be loaded.",
+}
+
+
+def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """`responses=` for a route: each error status with its model and meaning."""
+    return {code: {"model": ErrorDetail, "description": ERRORS[code]} for code in codes}
 
 
 class Prediction(BaseModel):
@@ -65,21 +120,60 @@ class ModelInfo(BaseModel):
     class_names: list[str]
 
 
-PIXELS_DOC = (
-    "784 numbers, or 28 rows of 28, each 0–255, MNIST-style: white digit on black, already "
-    "28×28 and centred. They skip preprocessing."
-)
+def pixels_doc(shape: tuple[int, int]) -> str:
+    rows, cols = shape
+    return (
+        f"{rows * cols} numbers, or {rows} rows of {cols}, MNIST-style: white digit on black, "
+        f"already {rows}×{cols} and centred; they skip preprocessing. Integers are 0–255; "
+        "if every value is a float within 0–1 (the notebook's x / 255, e.g. 0.8) they are "
+        "scaled by 255 (0.8 → 204); other floats are 0–255. All 0 is a blank image: 422, "
+        '"no digit found", as for an empty canvas.'
+    )
 
 
-def _request_body(files_field: str, json_field: str, many: bool) -> dict[str, Any]:
+def _pixels_schema(shape: tuple[int, int]) -> dict[str, Any]:
+    """One image's JSON pixels: flat or in rows, 0–255, and not all 0 (blank)."""
+    rows, cols = shape
+    value = {"type": "number", "minimum": 0, "maximum": 255}
+    ink = {"type": "number", "exclusiveMinimum": 0}
+    row = {"type": "array", "items": value, "minItems": cols, "maxItems": cols}
+    n = rows * cols
+    flat = {"type": "array", "items": value, "minItems": n, "maxItems": n, "contains": ink}
+    grid = {
+        "type": "array",
+        "items": row,
+        "minItems": rows,
+        "maxItems": rows,
+        "contains": {"contains": ink},
+    }
+    return {"anyOf": [flat, grid]}
+
+
+def _request_body(
+    files_field: str, json_field: str, many: bool, shape: tuple[int, int]
+) -> dict[str, Any]:
     """OpenAPI for a body that is a multipart upload or JSON pixels (FastAPI can't infer it:
     the endpoints read the request themselves to accept either)."""
-    file = {"type": "string", "format": "binary"}
-    upload = {"type": "array", "items": file} if many else file
-    pixels = {"type": "array", "description": PIXELS_DOC + (" One per image." if many else "")}
+    file = {"type": "string", "format": "binary", "description": "a PNG, JPEG, BMP, GIF or WebP"}
+    upload = (
+        {"type": "array", "items": file, "minItems": 1, "maxItems": MAX_BATCH} if many else file
+    )
+    pixels = {**_pixels_schema(shape), "description": pixels_doc(shape)}
+    if many:
+        pixels = {
+            "type": "array",
+            "items": pixels,
+            "minItems": 1,
+            "maxItems": MAX_BATCH,
+            "description": f"1 to {MAX_BATCH} images, each: {pixels_doc(shape)}",
+        }
+
+    def body(field: str, schema: dict[str, Any]) -> dict[str, Any]:
+        return {"schema": {"type": "object", "properties": {field: schema}, "required": [field]}}
+
     content = {
-        "multipart/form-data": {"schema": {"type": "object", "properties": {files_field: upload}}},
-        "application/json": {"schema": {"type": "object", "properties": {json_field: pixels}}},
+        "multipart/form-data": body(files_field, upload),
+        "application/json": body(json_field, pixels),
     }
     return {"requestBody": {"required": True, "content": content}}
 
@@ -90,12 +184,14 @@ class Predictor:
     def __init__(self, run: Run, max_upload_bytes: int):
         self.run = run
         self.class_names = run.class_names
+        self.shape = image_shape(run)
         self.max_upload_bytes = max_upload_bytes
+        self.decodes = anyio.CapacityLimiter(DECODE_THREADS)
         self._test_set: tuple[np.ndarray, np.ndarray] | None = None
 
     def warm(self) -> None:
         """Load the model and compile its one-image prediction."""
-        self.probabilities(np.zeros((1, 28, 28), np.uint8))
+        self.probabilities(np.zeros((1, *self.shape), np.uint8))
 
     def probabilities(self, images: np.ndarray) -> np.ndarray:
         """Class probabilities for uint8 N×28×28. `Run.predict_proba` pads each batch to a
@@ -115,6 +211,29 @@ class Predictor:
                 raise ImageError(f"image {i + 1}: {exc}" if len(files) > 1 else str(exc)) from None
         return self.predict(images)
 
+    async def predict_uploads(self, files: list[bytes]) -> list[Prediction]:
+        """Decode and predict uploads: on the event loop when they are small in pixels, else in
+        a thread, at most `DECODE_THREADS` at once.
+
+        The decision reads each image's header (no pixel decoded): a canvas PNG (280×280)
+        takes ~3 ms, less than a trip through the thread pool; a 79 KB PNG of 4096×4096
+        pixels takes seconds, whatever its byte size, and would stall every other request.
+
+        Raises:
+            HTTPException: 413, the images hold more than `MAX_REQUEST_PIXELS` in all.
+            ImageError: an image is broken, too large, or holds no digit.
+        """
+        pixels = sum(_pixel_count(data) for data in files)
+        if pixels > MAX_REQUEST_PIXELS:
+            raise HTTPException(
+                413,
+                f"the images hold {pixels:,} pixels in all, over the limit of "
+                f"{MAX_REQUEST_PIXELS:,} per request; send fewer or smaller images",
+            )
+        if pixels <= INLINE_PIXELS:
+            return self.predict_files(files)
+        return await anyio.to_thread.run_sync(self.predict_files, files, limiter=self.decodes)
+
     def _prediction(self, image: np.ndarray, probabilities: np.ndarray) -> Prediction:
         digit = int(probabilities.argmax())
         return Prediction(
@@ -129,7 +248,7 @@ class Predictor:
         if self._test_set is None:
             from digitlab.data import load_dataset
 
-            self._test_set = load_dataset(self.run.config["dataset"]["name"])[1]
+            self._test_set = load_dataset(self.run.dataset.name)[1]
         images, labels = self._test_set
         if index is None:
             index = random.randrange(len(images))
@@ -177,16 +296,27 @@ def create_app(run_ref: str | Path | Run, *, max_upload_bytes: int = MAX_BYTES) 
         problems = [f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()]
         return JSONResponse({"detail": "; ".join(problems)}, status_code=422)
 
-    @app.post("/predict", openapi_extra=_request_body("file", "pixels", many=False))
+    shape = model.shape
+    upload_errors = _errors(400, 413, 415, 422)
+
+    @app.post(
+        "/predict",
+        responses=upload_errors,
+        openapi_extra=_request_body("file", "pixels", many=False, shape=shape),
+    )
     async def predict(request: Request) -> Prediction:
         """Predict one digit: an image file of any size, or 28×28 MNIST-style pixels."""
         if _is_json(request):
             body = await _json_object(request, "pixels")
-            return model.predict([pixels_to_image(body["pixels"])])[0]  # ~0.3 ms: inline
+            return model.predict([pixels_to_image(body["pixels"], shape=shape)])[0]  # inline
         files = await _uploads(request, "file", model.max_upload_bytes, limit=1)
-        return (await _compute(model.predict_files, files))[0]
+        return (await model.predict_uploads(files))[0]
 
-    @app.post("/predict/batch", openapi_extra=_request_body("files", "images", many=True))
+    @app.post(
+        "/predict/batch",
+        responses=upload_errors,
+        openapi_extra=_request_body("files", "images", many=True, shape=shape),
+    )
     async def predict_batch(request: Request) -> BatchPrediction:
         """Predict up to 64 digits in one request: image files, or MNIST-style pixel arrays."""
         if _is_json(request):
@@ -194,13 +324,20 @@ def create_app(run_ref: str | Path | Run, *, max_upload_bytes: int = MAX_BYTES) 
             images = body["images"]
             if not isinstance(images, list) or not 1 <= len(images) <= MAX_BATCH:
                 raise HTTPException(422, f'"images" must be a list of 1 to {MAX_BATCH} images')
-            arrays = [pixels_to_image(x, f"image {i + 1}: ") for i, x in enumerate(images)]
+            arrays = [
+                pixels_to_image(x, f"image {i + 1}: ", shape=shape) for i, x in enumerate(images)
+            ]
             return BatchPrediction(predictions=model.predict(arrays))
         files = await _uploads(request, "files", model.max_upload_bytes, limit=MAX_BATCH)
-        return BatchPrediction(predictions=await _compute(model.predict_files, files))
+        return BatchPrediction(predictions=await model.predict_uploads(files))
 
-    @app.get("/random-test-digit")
-    async def random_test_digit(index: int | None = None) -> SampleDigit:
+    test_samples = run.dataset.test_samples
+    last = test_samples - 1 if isinstance(test_samples, int) and test_samples > 0 else None
+
+    @app.get("/random-test-digit", responses=_errors(422, 503))
+    async def random_test_digit(
+        index: int | None = Query(None, ge=0, le=last, description="Which test digit."),
+    ) -> SampleDigit:
         """A real digit from the run's test set (random, or `index`) and its prediction."""
         try:
             return await run_in_threadpool(model.test_digit, index)
@@ -214,9 +351,9 @@ def create_app(run_ref: str | Path | Run, *, max_upload_bytes: int = MAX_BYTES) 
         """Which run is served: its preset, dataset, test accuracy and size."""
         return ModelInfo(
             run=run.name,
-            preset=run.config.get("spec", {}).get("name"),
-            dataset=run.config.get("dataset", {}).get("name"),
-            test_accuracy=run.metrics.get("test_accuracy"),
+            preset=run.spec.name,
+            dataset=run.dataset.name,
+            test_accuracy=run.metrics.test_accuracy,
             parameters=run.model.count_params(),
             class_names=model.class_names,
         )
@@ -234,33 +371,57 @@ def create_app(run_ref: str | Path | Run, *, max_upload_bytes: int = MAX_BYTES) 
     return app
 
 
-async def _compute(predict_files, files: list[bytes]) -> list[Prediction]:
-    """Decode and predict on the event loop when the files are small, else in a thread.
+def _pixel_count(data: bytes) -> int:
+    """An upload's width × height, read from its header without decoding a pixel; 0 when the
+    header is unreadable or over the per-image limit (`load_image` refuses those itself,
+    before decoding, with its own message)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data), formats=FORMATS) as image:
+                width, height = image.size
+    except Exception:  # Pillow's parsers raise many types on malformed headers
+        return 0
+    return width * height if width * height <= MAX_PIXELS else 0
 
-    A canvas PNG takes ~3 ms of CPU, less than a trip through the thread pool and the GIL
-    hand-offs it brings; a big photo can take 100 ms, which would stall every other request.
-    """
-    if sum(len(data) for data in files) <= INLINE_BYTES:
-        return predict_files(files)
-    return await run_in_threadpool(predict_files, files)
 
+def pixels_to_image(
+    pixels: Any, where: str = "", shape: tuple[int, int] | None = None
+) -> np.ndarray:
+    """Validate one image's JSON pixels (784 numbers or 28 rows of 28) into a uint8 28×28.
 
-def pixels_to_image(pixels: Any, where: str = "") -> np.ndarray:
-    """Validate JSON pixels (784 numbers or 28×28, 0–255) into a uint8 28×28 array.
+    Values follow `prediction.to_pixels`, the rule the library and the CLI use: integers are
+    0–255; floats all within 0–1 are scaled by 255 (0.8 → 204); other floats are 0–255.
+    Pixels that are all 0 are a blank image, refused like an empty canvas upload.
+
+    Args:
+        pixels: the decoded JSON value.
+        where: prefix for the message ("image 3: " in a batch).
+        shape: rows × columns, default `image_shape()`.
 
     Raises:
-        ImageError: wrong count or shape, not numbers, or values outside 0–255.
+        ImageError: wrong count or shape, not numbers, values out of range, or blank.
     """
+    rows, cols = shape or image_shape()
     try:
         array = np.asarray(pixels)
-    except ValueError:  # ragged rows
+    except (ValueError, TypeError, RecursionError):  # ragged rows, nesting past numpy's 64
         array = np.asarray(None)
-    if array.dtype.kind not in "iuf" or array.shape not in {(784,), (28, 28)}:
-        got = f"shape {array.shape}" if array.dtype.kind in "iuf" else "something else"
-        raise ImageError(f"{where}pixels must be 784 numbers or 28 rows of 28 numbers; got {got}")
-    if not np.isfinite(array).all() or array.min() < 0 or array.max() > 255:
+    if array.dtype == object and array.shape in {(rows * cols,), (rows, cols)}:
         raise ImageError(f"{where}pixel values must be between 0 and 255 (white digit on black)")
-    return np.rint(array).astype(np.uint8).reshape(28, 28)
+    if array.dtype.kind not in "iuf" or array.shape not in {(rows * cols,), (rows, cols)}:
+        got = f"shape {array.shape}" if array.dtype.kind in "iuf" else "something else"
+        raise ImageError(
+            f"{where}pixels must be {rows * cols} numbers or {rows} rows of {cols} numbers; "
+            f"got {got}"
+        )
+    try:
+        image = to_pixels(array).reshape(rows, cols)
+    except DigitlabError as exc:
+        raise ImageError(f"{where}{exc} (white digit on black)") from None
+    if not array.any():
+        raise ImageError(f"{where}{_no_digit()}")
+    return image
 
 
 def _is_json(request: Request) -> bool:
@@ -275,10 +436,18 @@ def _is_json(request: Request) -> bool:
 
 
 async def _json_object(request: Request, key: str) -> dict[str, Any]:
+    """The JSON body, an object with `key`; 400 for what `json.loads` can't read."""
+    body = await request.body()
     try:
-        body = json.loads(await request.body())
+        body = json.loads(body)
+    except RecursionError:
+        raise HTTPException(400, "the JSON is nested too deeply; send flat lists") from None
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise HTTPException(400, "the request body is not valid JSON") from None
+    except ValueError:  # an integer of more than 4300 digits (sys.get_int_max_str_digits)
+        raise HTTPException(
+            400, "the JSON holds a number too long to read; pixels are 0–255"
+        ) from None
     if not isinstance(body, dict) or key not in body:
         raise HTTPException(422, f'the JSON body must be an object with a "{key}" key')
     return body
@@ -286,7 +455,7 @@ async def _json_object(request: Request, key: str) -> dict[str, Any]:
 
 async def _uploads(request: Request, field: str, max_bytes: int, limit: int) -> list[bytes]:
     """The uploaded files' bytes (field `field`, else any file fields), each size-checked."""
-    async with request.form(max_files=limit, max_fields=limit) as form:
+    async with request.form(max_files=limit, max_fields=MAX_FORM_FIELDS) as form:
         files = [v for v in form.getlist(field) if isinstance(v, UploadFile)]
         files = files or [v for _, v in form.multi_items() if isinstance(v, UploadFile)]
         if not files:
@@ -339,10 +508,26 @@ class BodyLimit:
         await self.app(scope, counted_receive, send)
 
 
+def check_port(port: int) -> int:
+    """`port` if it is a TCP port, 1–65535 (0, "any free port", is not offered).
+
+    Raises:
+        DigitlabError: out of range; uvicorn would otherwise bind another port or fail later.
+    """
+    if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+        raise DigitlabError(f"--port must be a TCP port between 1 and 65535, got {port}")
+    return port
+
+
 def run_server(
     run_ref: str | Path | Run, host: str = "127.0.0.1", port: int = 8000, log_level: str = "info"
 ) -> None:
-    """Serve `run_ref` with uvicorn until interrupted; loopback only unless `host` says so."""
+    """Serve `run_ref` with uvicorn until interrupted; loopback only unless `host` says so.
+
+    Raises:
+        DigitlabError: `port` is not 1–65535 (checked before anything is loaded or bound).
+    """
     import uvicorn
 
+    check_port(port)
     uvicorn.run(create_app(run_ref), host=host, port=port, log_level=log_level)

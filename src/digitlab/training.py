@@ -10,9 +10,11 @@ continues.
 
 from __future__ import annotations
 
-import dataclasses
+import math
 import platform
+import shutil
 import sys
+import tempfile
 import time
 from datetime import datetime
 from pathlib import Path
@@ -22,11 +24,12 @@ import keras
 import numpy as np
 
 from digitlab import __version__, fastfit
-from digitlab.config import Spec, spec_from_dict, validate_train_config
+from digitlab.config import with_overrides
 from digitlab.data import class_names as dataset_class_names
 from digitlab.data import load_dataset, load_dataset_files
+from digitlab.errors import RunError, SpecError
 from digitlab.evaluation import evaluate_model, loss_targets, write_pictures
-from digitlab.files import write_json
+from digitlab.files import write_json, write_text
 from digitlab.interrupts import StopOnRequest, stop_on_signals
 from digitlab.model import PIXEL_SCALE, build_model, compile_model
 from digitlab.runs import (
@@ -35,12 +38,15 @@ from digitlab.runs import (
     METRICS_FILE,
     MODEL_FILE,
     Run,
+    check_writable,
     default_runs_dir,
     load_run,
     new_run_path,
+    read_run,
     staged_run,
     write_history,
 )
+from digitlab.schema import RunConfig, Spec
 
 
 class _EpochLog(keras.callbacks.Callback):
@@ -95,7 +101,11 @@ def _fit(
     verbose: int | None,
 ) -> str:
     """Fit until the configured epoch, early stop or interrupt; returns the run's status."""
-    callbacks: list[keras.callbacks.Callback] = [log, StopOnRequest()]
+    callbacks: list[keras.callbacks.Callback] = [
+        log,
+        StopOnRequest(),
+        keras.callbacks.TerminateOnNaN(),
+    ]
     if spec.train.early_stopping:
         callbacks.append(
             keras.callbacks.EarlyStopping(
@@ -121,6 +131,12 @@ def _fit(
             )
     except KeyboardInterrupt:
         return "interrupted"
+    if not all(math.isfinite(loss) for loss in log.history.get("loss", [])):  # TerminateOnNaN
+        rate = spec.train.learning_rate or "the optimizer's default"
+        raise SpecError(
+            f"training diverged: the loss became NaN or infinite in epoch {log.epochs_done}; "
+            f"nothing was saved. Lower the learning rate (it was {rate}) or scale the inputs"
+        )
     return "complete"
 
 
@@ -133,40 +149,68 @@ def _save_run(
     status: str,
     test: tuple[np.ndarray, np.ndarray],
     train_seconds: float,
-    previous_config: dict[str, Any] | None = None,
+    previous: RunConfig | None = None,
 ) -> Run:
-    """Write the run directory atomically; evaluate and draw pictures if training finished."""
-    config = {
-        "name": spec.name,
-        "created": (previous_config or {}).get("created", datetime.now().isoformat()),
-        "updated": datetime.now().isoformat(),
-        "status": status,
-        "epochs_done": log.epochs_done,
-        "spec": spec.to_dict(),
-        "preprocessing": {
-            "input": spec.input,
-            "shape": list(spec.input_shape),
-            "scale": PIXEL_SCALE,
-        },
-        "dataset": dataset,
-        "seed": spec.train.seed,
-        "versions": _versions(),
-    }
+    """Write the run directory atomically; evaluate and draw pictures if training finished.
+
+    Raises:
+        RunError: the run can't be written (a full or read-only disk); the trained model is
+            then saved in a rescue folder the message names.
+    """
+    now = datetime.now()
+    config = RunConfig.model_validate(
+        {
+            "name": spec.name,
+            "created": previous.created if previous is not None else now,
+            "updated": now,
+            "status": status,
+            "epochs_done": log.epochs_done,
+            "spec": spec,
+            "preprocessing": {
+                "input": spec.input,
+                "shape": spec.input_shape,
+                "scale": PIXEL_SCALE,
+            },
+            "dataset": dataset,
+            "seed": spec.train.seed,
+            "versions": _versions(),
+        }
+    )
     metrics: dict[str, Any] = {
         "epochs": log.epochs_done,
         "train_seconds": round(train_seconds, 3),
         "epoch_seconds": [round(s, 4) for s in log.epoch_seconds],
     }
-    with staged_run(path) as staging:
-        model.save(staging / MODEL_FILE)
-        write_history(staging / HISTORY_FILE, log.history)
-        if status == "complete":
-            evaluation = evaluate_model(model, spec, *test, dataset["class_names"])
-            metrics.update(evaluation.to_dict())
-            write_pictures(staging, evaluation, log.history, test[0])
-        write_json(staging / METRICS_FILE, metrics)
-        write_json(staging / CONFIG_FILE, config)  # last: its presence marks a run
-    return load_run(path)
+    try:
+        with staged_run(path) as staging:
+            model.save(staging / MODEL_FILE)
+            write_history(staging / HISTORY_FILE, log.history)
+            if status == "complete":
+                evaluation = evaluate_model(model, spec, *test, dataset["class_names"])
+                metrics.update(evaluation.to_dict())
+                write_pictures(staging, evaluation, log.history, test[0])
+            write_json(staging / METRICS_FILE, metrics)
+            write_text(staging / CONFIG_FILE, config.model_dump_json(indent=2) + "\n")  # last
+    except OSError as exc:
+        rescue = _rescue(model, config)
+        raise RunError(
+            f"could not write the run {path}: {exc.strerror or exc}. "
+            f"The trained model is kept in {rescue}; free some space or pass another --runs-dir"
+        ) from None
+    return read_run(path)
+
+
+def _rescue(model: keras.Model, config: RunConfig) -> Path | str:
+    """Save the model and its config somewhere safe when the run folder can't take them:
+    `$TMPDIR/digitlab-rescued-*` (the system's temporary folder)."""
+    folder = Path(tempfile.mkdtemp(prefix=f"digitlab-rescued-{datetime.now():%Y%m%d-%H%M%S}-"))
+    try:
+        model.save(folder / MODEL_FILE)
+        write_text(folder / CONFIG_FILE, config.model_dump_json(indent=2) + "\n")
+    except OSError:
+        shutil.rmtree(folder, ignore_errors=True)
+        return "nowhere: the temporary folder is full too"
+    return folder
 
 
 def train(
@@ -180,8 +224,9 @@ def train(
     """Train the network `spec` describes and write a run directory.
 
     Args:
-        spec: layers and training config, e.g. `get_preset("seed")` or `load_spec_file(...)`.
-        runs_dir: parent folder of the run (default `$DIGITLAB_RUNS_DIR` or `./runs`).
+        spec: layers and training config, e.g. `get_preset("seed")` or `resolve_spec(...)`.
+        runs_dir: parent folder of the run (default `$DIGITLAB_RUNS_DIR` or `./runs`); it is
+            checked to be writable before any training.
         name: the run's name after its timestamp (default: the spec's name).
         data_dir: a folder holding the dataset files, as for `load_dataset`.
         verbose: Keras's verbosity; None picks a progress bar on a terminal, else 1 line/epoch.
@@ -191,14 +236,18 @@ def train(
         or SIGTERM) with the weights learned so far, to continue with `resume`.
 
     Raises:
-        SpecError: a layer, loss, optimizer or metric is unknown or doesn't fit.
+        SpecError: a layer, loss, optimizer or metric is unknown or doesn't fit, or the
+            training diverged (the loss became NaN).
+        RunError: the runs folder can't be written.
         DataError: the dataset cannot be fetched or verified.
     """
-    spec = dataclasses.replace(spec, train=validate_train_config(spec.train))
+    if not isinstance(spec, Spec):
+        raise SpecError(f"train() takes a Spec (see get_preset, resolve_spec), got {type(spec)}")
     classes = list(dataset_class_names(spec.train.dataset))
     keras.utils.set_random_seed(spec.train.seed)  # before building: it sets the initial weights
     model = build_model(spec, num_classes=len(classes))  # refuses a bad spec before any fetch
     compile_model(model, spec, num_classes=len(classes))
+    runs_dir = check_writable(runs_dir if runs_dir is not None else default_runs_dir())
 
     files, ((x_train, y_train), test) = load_dataset_files(spec.train.dataset, data_dir=data_dir)
     x, y = _prepare_training_data(spec, x_train, y_train, len(classes))
@@ -214,7 +263,7 @@ def train(
     log = _EpochLog()
     start = time.perf_counter()
     status = _fit(model, spec, x, y, log, verbose)
-    path = new_run_path(runs_dir if runs_dir is not None else default_runs_dir(), name or spec.name)
+    path = new_run_path(runs_dir, name or spec.name)
     return _save_run(path, model, spec, dataset, log, status, test, time.perf_counter() - start)
 
 
@@ -222,24 +271,29 @@ def resume(
     run: Run | str | Path,
     *,
     epochs: int | None = None,
+    runs_dir: str | Path | None = None,
     data_dir: str | Path | None = None,
     verbose: int | None = None,
 ) -> Run:
     """Continue an interrupted run (or extend a finished one to more `epochs`) in place.
 
     The model comes back with its optimizer state; training picks up at the first epoch not
-    yet done. The run directory is replaced only once the continued run is complete.
+    yet done, with the run's own spec. The run directory is replaced only once the continued
+    run is complete, and a kill during the swap never loses it (see `runs.staged_run`).
+
+    Args:
+        run: a `Run`, or its path, its name in `runs_dir`, or "latest".
+        epochs: the total epochs to reach (default: the run's own).
+        runs_dir: where to look the run up by name (default `$DIGITLAB_RUNS_DIR` or ./runs).
 
     Raises:
         RunError: the run cannot be found, or it has already done `epochs` epochs.
+        SpecError: `epochs` is not a whole number of at least 1.
     """
-    from digitlab.errors import RunError
-
-    run = run if isinstance(run, Run) else load_run(run)
-    spec = spec_from_dict(run.config["spec"])
-    if epochs is not None:
-        spec = dataclasses.replace(spec, train=dataclasses.replace(spec.train, epochs=epochs))
-    done = int(run.config.get("epochs_done", 0))
+    run = run if isinstance(run, Run) else load_run(run, runs_dir)
+    check_writable(run.path.parent)
+    spec = with_overrides(run.spec, epochs=epochs)
+    done = run.epochs_done
     if done >= spec.train.epochs:
         raise RunError(
             f"run {run.name} has already trained {done} of {spec.train.epochs} epochs; "
@@ -252,8 +306,7 @@ def resume(
     log = _EpochLog(run.history)
     start = time.perf_counter()
     status = _fit(model, spec, x, y, log, verbose)
-    seconds = run.metrics.get("train_seconds", 0.0) + time.perf_counter() - start
-    log.epoch_seconds = run.metrics.get("epoch_seconds", []) + log.epoch_seconds
-    return _save_run(
-        run.path, model, spec, run.config["dataset"], log, status, test, seconds, run.config
-    )
+    seconds = run.metrics.train_seconds + time.perf_counter() - start
+    log.epoch_seconds = [*run.metrics.epoch_seconds, *log.epoch_seconds]
+    dataset = run.dataset.model_dump()
+    return _save_run(run.path, model, spec, dataset, log, status, test, seconds, run.config)

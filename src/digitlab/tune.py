@@ -15,17 +15,24 @@ A study lives in a storage that several processes and machines share (`digitlab.
 a journal file in the runs folder by default, or a PostgreSQL URL). Re-running the same
 command resumes the study: `trials` is the study's target, not an increment, so an
 interrupted search tops up to it and machines sharing a study stop together.
+
+A worker that dies mid-trial (killed, out of memory) leaves no trial RUNNING: its parent
+fails the trials it was running and says so; a later call fails the trials of vanished
+processes of this host, and a database's heartbeat those of any machine. Workers die with
+their parent: on Linux the kernel sends them SIGTERM when it dies, and everywhere they check
+between batches and trials that their parent is still the one that started them.
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import multiprocessing
 import multiprocessing.connection
 import os
 import re
+import signal
 import socket
+import sys
 import time
 import zlib
 from collections.abc import Iterator
@@ -38,13 +45,12 @@ from optuna.trial import FrozenTrial, TrialState
 from rich.console import Console
 from rich.live import Live
 
-from digitlab.config import TrainConfig, validate_train_config
 from digitlab.errors import DigitlabError, SpecError
 from digitlab.interrupts import requested, stop_on_signals
 from digitlab.runs import Run, load_run
+from digitlab.schema import PRUNERS, TrainConfig, unknown, validate
 from digitlab.search_space import (
     SearchSpace,
-    check_space,
     describe,
     preset_point,
     spec_for_trial,
@@ -52,16 +58,21 @@ from digitlab.search_space import (
 from digitlab.studies import (
     DEFAULT_STUDY,
     FINISHED,
+    WORKER_ATTR,
+    fail_dead_trials,
+    fail_orphaned_trials,
     open_storage,
     quiet_optuna,
     storage_label,
 )
 from digitlab.tune_report import TrialsView, format_duration
 
-PRUNERS = ("median", "hyperband", "none")
 SETUP_ATTR = "digitlab.setup"  # study user attribute: the space and data a study was made with
 BEST_RUN_ATTR = "digitlab.best_run"
-WORKER_ATTR = "worker"  # trial user attribute: host:pid of the process that ran it
+# Tests only: "worker<i>" makes worker i SIGKILL itself as its first trial starts; "parent"
+# makes worker 0 SIGKILL the parent once every worker is inside a trial.
+TEST_KILL_ENV = "DIGITLAB_TUNE_TEST_KILL"
+_parent_pid: int | None = None  # in a worker process: the pid of the `tune` that started it
 
 
 def parse_duration(text: str) -> float:
@@ -82,7 +93,14 @@ def parse_duration(text: str) -> float:
 class _Objective:
     """Trains one trial's network in memory; the data is loaded once per process."""
 
-    def __init__(self, space: SearchSpace, train: TrainConfig, data_dir: str | Path | None):
+    def __init__(
+        self,
+        space: SearchSpace,
+        train: TrainConfig,
+        data_dir: str | Path | None,
+        index: int = 0,
+        workers: int = 1,
+    ):
         from digitlab.data import class_names, load_dataset
 
         self.space, self.train = space, train
@@ -92,6 +110,7 @@ class _Objective:
         # As training._prepare_training_data: flat uint8, scaled by fastfit in each batch
         self.x, self.y = x[:n].reshape(-1, 784), y[:n]
         self.worker = f"{socket.gethostname()}:{os.getpid()}"
+        self.index, self.workers, self.trials_started = index, workers, 0
 
     def __call__(self, trial: optuna.Trial) -> float:
         import keras
@@ -99,7 +118,10 @@ class _Objective:
         from digitlab import fastfit
         from digitlab.model import PIXEL_SCALE, build_model, compile_model
 
-        trial.set_user_attr(WORKER_ATTR, self.worker)
+        trial.set_user_attr(WORKER_ATTR, self.worker)  # first: whose trial it is, if it dies
+        self.trials_started += 1
+        if os.environ.get(TEST_KILL_ENV) and self.trials_started == 1:
+            self._test_kill(trial)
         spec = spec_for_trial(trial, self.space, self.train, num_classes=self.num_classes)
         keras.backend.clear_session()  # drop the previous trial's model and compiled steps
         keras.utils.set_random_seed(spec.train.seed)  # as train() does, so the best rebuilds
@@ -112,7 +134,7 @@ class _Objective:
                 raise optuna.TrialPruned(f"pruned after epoch {epoch + 1}")
 
         def check_stop(batch: int, logs: dict[str, float]) -> None:
-            if requested.is_set():
+            if _stop_wanted():
                 raise Stopped(f"trial {trial.number} stopped by a signal")
 
         # The same call as training._fit makes: train() rebuilds the best trial from its
@@ -132,6 +154,23 @@ class _Objective:
             input_scale=PIXEL_SCALE,
         )
         return float(history["val_accuracy"][-1])
+
+    def _test_kill(self, trial: optuna.Trial) -> None:
+        """The `TEST_KILL_ENV` hook, so that tests kill processes at a known point."""
+        what = os.environ[TEST_KILL_ENV]
+        if what == f"worker{self.index}":
+            os.kill(os.getpid(), signal.SIGKILL)
+        if what == "parent" and _parent_pid is not None:
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:  # until every worker is inside a trial
+                running = trial.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+                if len({t.user_attrs.get(WORKER_ATTR) for t in running} - {None}) >= self.workers:
+                    break
+                time.sleep(0.05)
+            if self.index == 0 and os.getppid() == _parent_pid:
+                os.kill(_parent_pid, signal.SIGKILL)
+            while time.monotonic() < deadline and os.getppid() == _parent_pid:
+                time.sleep(0.05)  # train on only once the parent is gone
 
 
 def _make_pruner(name: str, epochs: int) -> optuna.pruners.BasePruner:
@@ -192,9 +231,33 @@ class Stopped(Exception):
     """A trial cut short by Ctrl-C or SIGTERM; Optuna records it as failed."""
 
 
+def _stop_wanted() -> bool:
+    """Ctrl-C or SIGTERM came, or (in a worker) the parent that started it is gone."""
+    return requested.is_set() or (_parent_pid is not None and os.getppid() != _parent_pid)
+
+
 def _stop_between_trials(study: optuna.Study, trial: FrozenTrial) -> None:
-    if requested.is_set():
+    if _stop_wanted():
         study.stop()
+
+
+def _die_with_parent(parent: int) -> None:
+    """Make this worker stop when its parent dies, rather than fill the study on its own.
+
+    On Linux the kernel sends SIGTERM at the parent's death (prctl PR_SET_PDEATHSIG), which
+    stops the running trial at its next batch; everywhere, `_stop_wanted` sees that the
+    parent pid changed, between batches and trials.
+    """
+    global _parent_pid
+    _parent_pid = parent
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        with contextlib.suppress(OSError, AttributeError):
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(1, signal.SIGTERM, 0, 0, 0)  # 1: PR_SET_PDEATHSIG
+    if os.getppid() != parent:  # it died before prctl
+        requested.set()
 
 
 @dataclass(frozen=True)
@@ -210,6 +273,7 @@ class _Job:
     target: int | None  # the study's target of finished trials, across all workers and hosts
     timeout: float | None
     data_dir: str | None
+    workers: int = 1
 
 
 def _search(job: _Job, index: int, trials: int | None) -> bool:
@@ -219,58 +283,104 @@ def _search(job: _Job, index: int, trials: int | None) -> bool:
     """
     storage = open_storage(job.storage, job.runs_dir)
     study = _open_study(job.study, storage, job.space, job.train, job.pruner, index)
-    objective = _Objective(job.space, job.train, job.data_dir)
+    objective = _Objective(job.space, job.train, job.data_dir, index, job.workers)
     callbacks = [_stop_between_trials]
     if job.target is not None:  # other machines may be filling the study too
         callbacks.append(optuna.study.MaxTrialsCallback(job.target, FINISHED))
-    if not requested.is_set():  # a signal may come while the data loads
+    if not _stop_wanted():  # a signal may come while the data loads
         with contextlib.suppress(Stopped):  # Optuna has recorded the trial as failed
             study.optimize(objective, n_trials=trials, timeout=job.timeout, callbacks=callbacks)
-    return requested.is_set()
+    return _stop_wanted()
 
 
-def _worker(job: _Job, index: int, trials: int | None) -> None:
+def _worker(job: _Job, index: int, trials: int | None, parent: int) -> None:
     """One worker process: its own storage connection, its share of the trials."""
     quiet_optuna()
     with stop_on_signals():  # a terminal's Ctrl-C reaches every process of the group
-        stopped = _search(job, index, trials)
+        _die_with_parent(parent)
+        try:
+            stopped = _search(job, index, trials)
+        except DigitlabError as exc:  # one line, as the parent would print it
+            print(f"Error: tuning worker {index}: {exc}", file=sys.stderr)
+            raise SystemExit(2) from None
     if stopped:
         raise SystemExit(130)
 
 
-def _run_workers(job: _Job, workers: int, remaining: int | None) -> bool:
-    """Start `workers` processes sharing the study and wait for them; True if interrupted."""
+def _how_it_ended(process: multiprocessing.process.BaseProcess) -> str:
+    code = process.exitcode or 0
+    if code >= 0:
+        return f"stopped with exit code {code}"
+    try:
+        return f"was killed by signal {-code} ({signal.Signals(-code).name})"
+    except ValueError:
+        return f"was killed by signal {-code}"
+
+
+def _death(index: int, process: multiprocessing.process.BaseProcess, failed: list[int]) -> str:
+    """What happened to a worker that ended badly, and to its trials, in words."""
+    how = _how_it_ended(process)
+    if (process.exitcode or 0) > 0:  # a Python error: multiprocessing printed it
+        how += " (its error is printed above)"
+    trials = (
+        f"its trial {failed[0]} was marked failed" if len(failed) == 1
+        else f"its trials {', '.join(map(str, failed))} were marked failed" if failed
+        else "it left no trial running"
+    )  # fmt: skip
+    return f"worker {index} (pid {process.pid}) {how}; {trials}"
+
+
+def _run_workers(job: _Job, workers: int, remaining: int | None, study: optuna.Study) -> bool:
+    """Start `workers` processes sharing the study and wait for them; True if interrupted.
+
+    A worker that dies with trials RUNNING has them failed at once (`fail_dead_trials`).
+
+    Raises:
+        DigitlabError: a worker died or failed, not asked to stop; after the others ended.
+    """
     context = multiprocessing.get_context("spawn")  # fresh interpreters: JAX dislikes fork
     shares: list[int | None] = [None] * workers
     if remaining is not None:
         shares = [remaining // workers + (i < remaining % workers) for i in range(workers)]
     processes = [
-        context.Process(target=_worker, args=(job, i, share), name=f"digitlab-tune-{i}")
+        (i, context.Process(target=_worker, args=(job, i, share, os.getpid()),
+                            name=f"digitlab-tune-{i}"))
         for i, share in enumerate(shares)
         if share != 0
-    ]
-    for process in processes:
+    ]  # fmt: skip
+    for _, process in processes:
         process.start()
-    relayed = False
+    host, deaths, relayed = socket.gethostname(), {}, False
+
+    def bury() -> None:  # the trials of workers that ended: none may stay RUNNING
+        for i, process in processes:
+            if process.exitcode is not None and i not in deaths:
+                reason = f"its worker (pid {process.pid}) {_how_it_ended(process)}"
+                failed = fail_dead_trials(study, f"{host}:{process.pid}", reason)
+                deaths[i] = _death(i, process, failed)
+
     try:
-        while alive := [p for p in processes if p.is_alive()]:
+        while alive := [p for _, p in processes if p.is_alive()]:
+            bury()
             if requested.is_set() and not relayed:  # Ctrl-C or SIGTERM here: pass it on
                 for process in alive:
                     process.terminate()  # SIGTERM: the worker stops between batches
                 relayed = True
             multiprocessing.connection.wait([p.sentinel for p in alive], timeout=0.2)
     except KeyboardInterrupt:  # a second Ctrl-C: stop now
-        for process in processes:
+        for _, process in processes:
             process.kill()
             process.join()
+    bury()
     interrupted = requested.is_set()
-    failed = [p for p in processes if p.exitcode not in (0, 130)]
+    failed = [deaths[i] for i, p in processes if p.exitcode not in (0, 130)]
     if failed and not interrupted:
         raise DigitlabError(
-            f"{len(failed)} of {len(processes)} tuning workers stopped with exit code "
-            f"{failed[0].exitcode}; the error is printed above"
+            f"{len(failed)} of {len(processes)} tuning workers ended early: "
+            + "; ".join(failed)
+            + "; run the same command again to finish the study"
         )
-    return interrupted or any(p.exitcode != 0 for p in processes)
+    return interrupted or any(p.exitcode != 0 for _, p in processes)
 
 
 @contextlib.contextmanager
@@ -315,7 +425,7 @@ class TuneResult:
                 f"{describe(self.best.params)}"
             )
         if self.run is not None:
-            accuracy = self.run.metrics.get("test_accuracy")
+            accuracy = self.run.metrics.test_accuracy
             lines.append(
                 f"saved as run {self.run.path}"
                 + (f" (test accuracy {accuracy:.2%})" if accuracy is not None else "")
@@ -374,12 +484,16 @@ def tune(
         A `TuneResult`; `interrupted` is set after Ctrl-C or SIGTERM, and then no run is saved.
 
     Raises:
-        SpecError: bad space, options, or a study started with other settings.
-        DigitlabError: the storage cannot be opened, or a worker crashed.
+        SpecError: bad space, options, a study started with other settings, or a storage
+            file that is not an Optuna journal.
+        DigitlabError: the storage cannot be opened, or a worker died or failed; the
+            message says how (e.g. killed by signal 9) and which of its trials, left
+            running, were marked failed. Trials that killed processes of this host left
+            running are marked failed when a study is opened.
     """
     from digitlab.data import class_names, fetch_dataset
 
-    space = check_space(space or SearchSpace(), "the search space")
+    space = space if space is not None else SearchSpace()  # validated when it was made
     if trials is not None and trials < 1:
         raise SpecError(f"trials must be at least 1, got {trials}")
     if timeout is not None and not timeout > 0:
@@ -387,17 +501,20 @@ def tune(
     if workers < 1:
         raise SpecError(f"workers must be at least 1, got {workers}")
     if pruner not in PRUNERS:
-        raise SpecError(f"unknown pruner '{pruner}'; valid pruners: {', '.join(PRUNERS)}")
+        raise SpecError(unknown("pruner", pruner, PRUNERS))
     if not 0 < validation_split < 1:
         raise SpecError(f"tuning needs a validation split in (0, 1), got {validation_split}")
-    train = validate_train_config(
-        TrainConfig(dataset=dataset, train_samples=train_samples,
-                    validation_split=validation_split, seed=seed, epochs=space.epochs)
+    train = validate(
+        TrainConfig,
+        {"dataset": dataset, "train_samples": train_samples,
+         "validation_split": validation_split, "seed": seed, "epochs": space.epochs},
+        "tuning options",
     )  # fmt: skip
     class_names(dataset)  # an unknown dataset is refused before the study is touched
     quiet_optuna()
     label = storage_label(storage, runs_dir)
     the_study = _open_study(study, open_storage(storage, runs_dir), space, train, pruner)
+    fail_orphaned_trials(the_study)  # trials of killed processes: failed, not left RUNNING
     fetch_dataset(dataset, data_dir=data_dir)  # once, here, rather than racing in each worker
     start_point = preset_point(space) if warm_start else None
     if start_point is not None and not the_study.get_trials(deepcopy=False):
@@ -410,7 +527,7 @@ def tune(
     interrupted = False
     if remaining != 0:
         job = _Job(study, _str(storage), _str(runs_dir), space, train, pruner, trials, timeout,
-                   _str(data_dir))  # fmt: skip
+                   _str(data_dir), workers)  # fmt: skip
         with _live(the_study, console), stop_on_signals():
             if workers == 1:
                 try:
@@ -418,7 +535,7 @@ def tune(
                 except KeyboardInterrupt:  # a second Ctrl-C, while the first was handled
                     interrupted = True
             else:
-                interrupted = _run_workers(job, workers, remaining)
+                interrupted = _run_workers(job, workers, remaining, the_study)
     seconds = time.perf_counter() - start
 
     all_trials = the_study.get_trials()
@@ -460,8 +577,7 @@ def _save_best(study, best, space, train, runs_dir, data_dir) -> Run:
         name=f"{study.study_name}-trial{best.number}",
         num_classes=len(class_names(train.dataset)),
     )
-    spec = dataclasses.replace(
-        spec,
+    spec = spec.replace(
         description=f"best of study '{study.study_name}': trial {best.number}, validation "
         f"accuracy {best.value:.4f}; {spec.description}",
     )

@@ -1,0 +1,430 @@
+"""The one typed schema: every spec, training config, search space and run file, as Pydantic v2.
+
+Whatever a user or another program hands digitlab — a flag, a TOML file, a Python call, a
+run's `config.json` or `metrics.json` — is checked here, once, by the same models:
+
+- unknown keys are refused (`extra="forbid"`), with a did-you-mean suggestion;
+- choices are `Literal`s built from the one list of each (optimizers, losses, metrics, ...);
+- numbers carry their bounds (`epochs ≥ 1`, `0 ≤ seed < 2**32`, finite positive rates);
+- types are strict: `epochs = "ten"`, `epochs = 2.5` and `metrics = "accuracy"` are errors,
+  not guesses;
+- a model validator holds the rules that tie fields together.
+
+A `ValidationError` never reaches a user: `one_line(exc, where)` turns its first problem
+into the one-line message the CLI prints after `Error:` (exit 2) and the API returns as 4xx.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import difflib
+import math
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from digitlab.data import dataset_names, image_shape
+from digitlab.errors import SpecError
+
+# ----------------------------------------------------------------------------- the one lists
+# The four losses of the notebook's two paths: integer labels with sparse cross-entropy, or
+# one-hot labels with anything else. Keras's short aliases are accepted and normalised.
+LOSSES = (
+    "sparse_categorical_crossentropy",
+    "categorical_crossentropy",
+    "mean_squared_error",
+    "mean_absolute_error",
+)
+LOSS_ALIASES = {"mse": "mean_squared_error", "mae": "mean_absolute_error"}
+# Optimizer name -> its class in `keras.optimizers` (model.py builds them from this table).
+OPTIMIZERS = {
+    "adam": "Adam",
+    "sgd": "SGD",
+    "rmsprop": "RMSprop",
+    "adagrad": "Adagrad",
+    "adamw": "AdamW",
+    "nadam": "Nadam",
+}
+METRICS = ("accuracy", "precision", "recall")
+INPUTS = ("flat", "image")
+# "constant" keeps the learning rate fixed, as the notebook does; "cosine" decays it to zero
+# over the whole fit along half a cosine (Loshchilov & Hutter 2017,
+# https://arxiv.org/abs/1608.03983), which settles the last epochs without a tuned drop.
+LEARNING_RATE_SCHEDULES = ("constant", "cosine")
+PRUNERS = ("median", "hyperband", "none")
+DATASETS = dataset_names()
+RUN_STATUSES = ("complete", "interrupted")
+
+MAX_UNITS = 16_384  # per Dense layer: 16,384² float32 weights are already 1 GiB
+MAX_FILTERS = 4_096  # per Conv2D layer
+MAX_SEED = 2**32  # numpy's and JAX's seeds are 32-bit
+
+# Choice fields: what one value is called in a message, its plural, and the valid values.
+_CHOICES: dict[str, tuple[str, str, tuple[str, ...]]] = {
+    "optimizer": ("optimizer", "optimizers", tuple(OPTIMIZERS)),
+    "loss": ("loss", "losses", LOSSES),
+    "metrics": ("metric", "metrics", METRICS),
+    "input": ("input", "inputs", INPUTS),
+    "learning_rate_schedule": ("schedule", "schedules", LEARNING_RATE_SCHEDULES),
+    "dataset": ("dataset", "datasets", DATASETS),
+    "status": ("status", "statuses", RUN_STATUSES),
+    "pruner": ("pruner", "pruners", PRUNERS),
+}
+
+
+# True while a model is being validated by `validate` or inside an outer model.
+_building: contextvars.ContextVar[bool] = contextvars.ContextVar("building", default=False)
+
+
+# ---------------------------------------------------------------------------------- messages
+def did_you_mean(name: object, valid: Iterable[str]) -> str:
+    """` (did you mean 'x'?)` for the closest valid name, or "" when none is close."""
+    match = difflib.get_close_matches(str(name), list(valid), n=1)
+    return f" (did you mean '{match[0]}'?)" if match else ""
+
+
+def unknown(kind: str, name: object, valid: Iterable[str], plural: str | None = None) -> str:
+    """The one message for a name that isn't one of `valid`:
+    `unknown optimizer 'adm' (did you mean 'adam'?); valid optimizers: adam, sgd, ...`."""
+    valid = list(valid)
+    return (
+        f"unknown {kind} '{name}'{did_you_mean(name, valid)}; "
+        f"valid {plural or kind + 's'}: {', '.join(map(str, valid))}"
+    )
+
+
+def _field(loc: tuple) -> str:
+    """The dotted name of the field a Pydantic error points at, list positions left out."""
+    names = [str(part) for part in loc if not isinstance(part, int)]
+    return ".".join(names) or "the value"
+
+
+def _describe(error: dict[str, Any], model: type[BaseModel] | None) -> str:
+    kind, loc, ctx = error["type"], error["loc"], error.get("ctx") or {}
+    name = _field(loc)
+    last = next((str(p) for p in reversed(loc) if not isinstance(p, int)), name)
+    given = error.get("input")
+    if kind == "extra_forbidden":
+        parent = _model_at(model, loc[:-1])
+        valid = sorted(parent.model_fields) if parent is not None else []
+        key = str(loc[-1])
+        where = f" in [{_field(loc[:-1])}]" if _field(loc[:-1]) != "the value" else ""
+        return f"unknown key '{key}'{where}{did_you_mean(key, valid)}" + (
+            f"; valid keys: {', '.join(valid)}" if valid else ""
+        )
+    if kind == "literal_error" and last in _CHOICES:
+        singular, plural, valid = _CHOICES[last]
+        return unknown(singular, given, valid, plural)
+    if kind == "missing":
+        return f"'{name}' is missing"
+    needs = {
+        "int_type": "a whole number",
+        "int_from_float": "a whole number",
+        "int_parsing": "a whole number",
+        "float_type": "a number",
+        "float_parsing": "a number",
+        "finite_number": "a finite number",
+        "string_type": "text",
+        "bool_type": "true or false",
+        "dict_type": "a table",
+        "model_type": "a table",
+        "model_attributes_type": "a table",
+        "tuple_type": "a list",
+        "list_type": "a list",
+        "datetime_type": "a timestamp",
+        "datetime_parsing": "a timestamp",
+        "datetime_from_date_parsing": "a timestamp",
+        "greater_than": f"greater than {ctx.get('gt')}",
+        "greater_than_equal": f"at least {ctx.get('ge')}",
+        "less_than": f"less than {ctx.get('lt')}",
+        "less_than_equal": f"at most {ctx.get('le')}",
+        "too_short": f"hold at least {ctx.get('min_length')} value(s)",
+        "too_long": f"hold at most {ctx.get('max_length')} values",
+        "string_too_short": "non-empty text",
+    }
+    if kind in needs:
+        return f"'{name}' must be {needs[kind]}, got {_shown(given)}"
+    message = str(ctx.get("error") or error.get("msg", "is invalid"))
+    message = message.removeprefix("Value error, ").removeprefix("Assertion failed, ")
+    return message if loc == () else f"'{name}': {message}"
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _model_at(model: type[BaseModel] | None, loc: tuple) -> type[BaseModel] | None:
+    """The nested model class a location points into (for listing its valid keys)."""
+    for part in loc:
+        if model is None or isinstance(part, int):
+            continue
+        field = model.model_fields.get(str(part))
+        if field is None:
+            return None
+        annotation = field.annotation
+        candidates = [annotation, *getattr(annotation, "__args__", ())]
+        model = next(
+            (c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None
+        )
+    return model
+
+
+def one_line(exc: ValidationError, where: str) -> str:
+    """A ValidationError as the one line a user reads: `where: what is wrong[ (+N more)]`."""
+    errors = exc.errors(include_url=False)
+    model = exc.title and _MODELS.get(exc.title)
+    first = _describe(errors[0], model or None)
+    more = (
+        f" (and {len(errors) - 1} more problem{'s' * (len(errors) > 2)})" if len(errors) > 1 else ""
+    )
+    return f"{where}: {first}{more}"
+
+
+def validate(model: type[BaseModel], data: Any, where: str, error=SpecError):
+    """`model.model_validate(data)`, or `error` with `one_line`'s message."""
+    token = _building.set(True)  # models report here, with `where`, not in their __init__
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise error(one_line(exc, where)) from None
+    finally:
+        _building.reset(token)
+
+
+# ------------------------------------------------------------------------------------ specs
+class _Strict(BaseModel):
+    """Unknown keys refused, types strict, numbers finite, instances immutable.
+
+    Built from Python (`Spec(name=..., layers=...)`), a bad value is a one-line `SpecError`
+    like one from a file or a flag, not a Pydantic traceback.
+    """
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
+
+    def __init__(self, **data: Any) -> None:
+        if _building.get():  # a nested model: the outer one reports, with the full location
+            super().__init__(**data)
+            return
+        token = _building.set(True)
+        try:
+            super().__init__(**data)
+        except ValidationError as exc:
+            raise SpecError(one_line(exc, type(self).__name__)) from None
+        finally:
+            _building.reset(token)
+
+
+class TrainConfig(_Strict):
+    """How to compile and fit. Names are Keras's own (`batch_size`, `validation_split`, ...)."""
+
+    optimizer: Literal[tuple(OPTIMIZERS)] = "adam"  # the notebook's choice
+    # None: the optimizer's Keras default (adam: 0.001)
+    learning_rate: float | None = Field(None, gt=0, le=100)
+    learning_rate_schedule: Literal[LEARNING_RATE_SCHEDULES] = "constant"  # the notebook's
+    loss: Literal[LOSSES] = "sparse_categorical_crossentropy"  # integer labels, no one-hot copy
+    metrics: tuple[Literal[METRICS], ...] = Field(("accuracy",), strict=False)
+    batch_size: int = Field(32, ge=1, le=1 << 20)  # Keras's default and the notebook's
+    epochs: int = Field(10, ge=1, le=100_000)  # the notebook's
+    # 0: the notebook trains on all 60,000; curves then show training figures only
+    validation_split: float = Field(0.0, ge=0.0, lt=1.0)
+    early_stopping: int | None = Field(None, ge=1)  # patience in epochs on val_loss
+    seed: int = Field(0, ge=0, lt=MAX_SEED)  # same seed, same weights and accuracy on CPU
+    dataset: Literal[DATASETS] = "mnist"
+    train_samples: int | None = Field(None, ge=1)  # only the first N training digits
+
+    @field_validator("loss", mode="before")
+    @classmethod
+    def _normalise_loss(cls, value: Any) -> Any:
+        if value == "binary_crossentropy":
+            raise ValueError(
+                "loss binary_crossentropy is for two classes, and digits have 10; "
+                "use sparse_categorical_crossentropy or categorical_crossentropy"
+            )
+        return LOSS_ALIASES.get(value, value) if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _fits_together(self) -> TrainConfig:
+        if self.early_stopping is not None and self.validation_split == 0.0:
+            raise ValueError(
+                "early stopping watches the validation loss; add --validation-split 0.1"
+            )
+        return self
+
+    @property
+    def one_hot(self) -> bool:
+        """Whether labels are one-hot encoded for this loss (every loss but the sparse one)."""
+        return self.loss != "sparse_categorical_crossentropy"
+
+
+def _check_layer(index: int, layer: Any) -> dict[str, Any]:
+    """A layer table: a `type` name and Keras arguments; sizes bounded so a typo of 1e8 units
+    is a message, not an out-of-memory kill. Keras checks the rest when it builds the layer."""
+    where = f"layer {index + 1}"
+    if not isinstance(layer, dict):
+        raise ValueError(f"{where} must be a table with a 'type', got {_shown(layer)}")
+    if not all(isinstance(key, str) for key in layer):
+        raise ValueError(f"{where}: argument names must be text")
+    if not isinstance(layer.get("type"), str):
+        raise ValueError(f'{where} needs a \'type\' such as "Dense" or "Dropout"')
+    for key, cap in (("units", MAX_UNITS), ("filters", MAX_FILTERS)):
+        if key in layer:
+            value = layer[key]
+            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= cap:
+                raise ValueError(
+                    f"{where} ({layer['type']}): '{key}' must be a whole number from 1 to "
+                    f"{cap:,}, got {_shown(value)}"
+                )
+    for key, value in layer.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"{where} ({layer['type']}): '{key}' must be finite, got {value}")
+    return dict(layer)
+
+
+class Spec(_Strict):
+    """A network: its layers as Keras layer configs, and how images are fed to them.
+
+    `layers` holds one dict per layer, `{"type": "Dense", "units": 100, "activation": "relu"}`,
+    with Keras's own argument names. `input` says how images are fed: "flat" is the notebook's
+    784-vector scaled to [0, 1]; "image" keeps the 28×28×1 picture for convolutional networks.
+    """
+
+    name: str = Field(min_length=1, max_length=200)
+    layers: tuple[dict[str, Any], ...] = Field(min_length=1, strict=False)
+    input: Literal[INPUTS] = "flat"
+    train: TrainConfig = TrainConfig()
+    description: str = Field("", max_length=2_000)
+
+    @field_validator("layers", mode="before")
+    @classmethod
+    def _check_layers(cls, value: Any) -> Any:
+        if not isinstance(value, list | tuple):
+            raise ValueError("'layers' must be [[layers]] tables")
+        if not value:
+            raise ValueError("the network has no layers; add [[layers]] tables")
+        return tuple(_check_layer(i, layer) for i, layer in enumerate(value))
+
+    @property
+    def image_shape(self) -> tuple[int, int]:
+        """Height and width of the dataset's images (28×28 for MNIST and Fashion-MNIST)."""
+        return image_shape(self.train.dataset)
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """What the network's first layer receives: (784,) flat, or (28, 28, 1)."""
+        height, width = self.image_shape
+        return (height * width,) if self.input == "flat" else (height, width, 1)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict that `Spec.model_validate` turns back into an equal Spec."""
+        return self.model_dump(mode="json")
+
+    def replace(self, **fields: Any) -> Spec:
+        """A copy with `fields` replaced (a `train` dict updates single training fields),
+        validated like any new spec.
+
+        Raises:
+            SpecError: a replaced value is invalid.
+        """
+        data = self.model_dump()
+        train = fields.pop("train", None)
+        if isinstance(train, TrainConfig):
+            train = train.model_dump()
+        data.update(fields)
+        if train:
+            data["train"] = {**data["train"], **train}
+        return validate(Spec, data, f"spec '{data.get('name', self.name)}'")
+
+
+# ------------------------------------------------------------------------------- run files
+class _Record(BaseModel):
+    """A file digitlab wrote: strict types, but keys a newer version adds are kept, not refused,
+    so a run written by digitlab 0.2 still opens in 0.1."""
+
+    model_config = ConfigDict(extra="allow", strict=True, frozen=True, allow_inf_nan=False)
+
+
+class Preprocessing(_Record):
+    input: Literal[INPUTS]
+    shape: tuple[int, ...] = Field(strict=False)
+    scale: float = Field(gt=0)
+
+
+class DatasetRecord(_Record):
+    name: Literal[DATASETS]
+    source: str = ""
+    sha256: dict[str, str] = {}
+    class_names: tuple[str, ...] = Field(min_length=2, strict=False)
+    train_samples: int = Field(0, ge=0)
+    test_samples: int = Field(0, ge=0)
+
+
+class RunConfig(_Record):
+    """A run's `config.json`: everything needed to use the run without the flags that made it."""
+
+    name: str
+    created: datetime = Field(strict=False)  # ISO 8601 text in the file
+    updated: datetime | None = Field(None, strict=False)
+    status: Literal[RUN_STATUSES] = "complete"
+    epochs_done: int = Field(ge=0)
+    spec: Spec
+    preprocessing: Preprocessing
+    dataset: DatasetRecord
+    seed: int = Field(0, ge=0, lt=MAX_SEED)
+    versions: dict[str, str] = {}
+    # Calibrated confidence thresholds, stored at training time (see the confidence issue).
+    thresholds: dict[str, float] = {}
+
+    @model_validator(mode="after")
+    def _fits_together(self) -> RunConfig:
+        last = self.spec.layers[-1]
+        classes = len(self.dataset.class_names)
+        if last.get("units") != classes:
+            raise ValueError(
+                f"'dataset.class_names' has {classes} names but the output layer has "
+                f"{last.get('units')} units"
+            )
+        if self.spec.train.dataset != self.dataset.name:
+            raise ValueError(
+                f"'spec.train.dataset' is {self.spec.train.dataset} but 'dataset.name' is "
+                f"{self.dataset.name}"
+            )
+        if tuple(self.preprocessing.shape) != self.spec.input_shape:
+            raise ValueError(
+                f"'preprocessing.shape' {list(self.preprocessing.shape)} does not match the "
+                f"spec's input shape {list(self.spec.input_shape)}"
+            )
+        return self
+
+
+class Metrics(_Record):
+    """A run's `metrics.json`: training time always; test figures once training completed."""
+
+    epochs: int = Field(0, ge=0)
+    train_seconds: float = Field(0.0, ge=0, strict=False)
+    epoch_seconds: tuple[float, ...] = Field((), strict=False)
+    test_loss: float | None = Field(None, strict=False)
+    test_accuracy: float | None = Field(None, ge=0, le=1, strict=False)
+    test_errors: int | None = Field(None, ge=0)
+    confusion_matrix: tuple[tuple[int, ...], ...] | None = Field(None, strict=False)
+
+
+_MODELS: dict[str, type[BaseModel]] = {
+    model.__name__: model
+    for model in (TrainConfig, Spec, Preprocessing, DatasetRecord, RunConfig, Metrics)
+}
+
+
+def register(model: type[BaseModel]) -> type[BaseModel]:
+    """Let `one_line` list a model's valid keys (a class decorator for models elsewhere)."""
+    _MODELS[model.__name__] = model
+    return model
