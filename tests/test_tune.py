@@ -205,7 +205,7 @@ def test_two_workers_on_postgresql_record_every_trial_once(postgres_url, tmp_pat
     [
         ("unit = [32, 64]", "space.toml: unknown key 'unit' (did you mean 'units'?)"),
         ("units = [1024, 32]", "space.toml: empty range for units: [1024, 32]"),
-        ("activation = []", "'activation' must hold at least 1 value(s)"),
+        ("activation = []", "'activation' must be a list of at least 1, got ()"),
         ("learning_rate = [0.1]\noptimizer = ['adam', 'adagrd']", "unknown optimizer 'adagrd'"),
     ],
 )

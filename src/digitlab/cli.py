@@ -12,6 +12,7 @@ import sys
 from enum import StrEnum
 from pathlib import Path
 
+import click
 import numpy as np
 import typer
 from rich.console import Console
@@ -49,8 +50,8 @@ class _Group(TyperGroup):
         except (typer.Exit, typer.Abort, KeyboardInterrupt, SystemExit):
             raise
         except Exception as exc:
-            if _debug() or type(exc).__module__.startswith("click"):
-                raise
+            if _debug() or isinstance(exc, typer.TyperException | click.ClickException):
+                raise  # a usage error: the parser prints it, with exit status 2
             detail = " ".join(str(exc).split())[:200]
             _error(
                 f"unexpected {type(exc).__name__}: {detail}. This is a bug in digitlab; "
@@ -615,6 +616,7 @@ def serve(
 
     check_port(port)  # 1–65535: refused in one line before the run is loaded
     loaded = load_run(run, runs_dir)
+    loaded.model  # noqa: B018  load it now: a bad model is refused here, in one line
     console.print(f"serving {loaded.path} on http://{host}:{port}  (Ctrl-C stops)")
     run_server(loaded, host=host, port=port)
 
@@ -733,6 +735,14 @@ def tune_report(
 
     for path in report(study, storage=storage, runs_dir=runs_dir, out_dir=out, top=top):
         console.print(f"wrote {path}")
+
+
+# -------------------------------------------------------------------------- experiment (helper)
+# (experiment commands go here)
+
+
+# ---------------------------------------------------------------------- report, compare (helper)
+# (report and compare commands go here)
 
 
 # -------------------------------------------------------------------------------------- main

@@ -31,9 +31,12 @@ def with_overrides(spec: Spec, **overrides: Any) -> Spec:
     for key in given:
         if key not in TrainConfig.model_fields:
             raise SpecError(unknown("training option", key, TrainConfig.model_fields))
+    if not given:
+        return spec
     if isinstance(given.get("metrics"), list):
         given["metrics"] = tuple(given["metrics"])
-    return spec.replace(train=given) if given else spec
+    train = validate(TrainConfig, {**spec.train.model_dump(), **given}, "training options")
+    return spec.replace(train=train)
 
 
 def read_toml(path: str | Path, kind: str) -> dict[str, Any]:

@@ -24,3 +24,10 @@ class ImageError(DigitlabError):
 
 class RunError(DigitlabError):
     """A run directory is missing, incomplete or unreadable."""
+
+
+class WriteError(DigitlabError, OSError):
+    """A file can't be written: a full disk, a read-only place, a folder where a file was meant.
+
+    It is an `OSError` too, so code that keeps work safe on any failed write still catches it.
+    """

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from digitlab.errors import DigitlabError
+from digitlab.errors import DigitlabError, WriteError
 
 
 @contextlib.contextmanager
@@ -23,16 +23,29 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside `path`; rename it onto `path` if the block succeeds.
 
     If the block raises, the temporary file is removed and `path` is left as it was.
+
+    Raises:
+        WriteError: `path` is a folder, or it can't be written (a full disk, no permission);
+            one line naming the path.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    tmp_path = Path(tmp)
-    os.chmod(tmp_path, 0o644)  # mkstemp makes 0600; results are meant to be read by others
+    if path.is_dir():
+        raise WriteError(f"{path} is a folder; pass a file name, e.g. {path / 'out.png'}")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.close(fd)
+    except OSError as exc:
+        raise WriteError(f"cannot write {path}: {exc.strerror or exc}") from None
+    tmp_path = Path(tmp)
+    try:
+        os.chmod(tmp_path, 0o644)  # mkstemp makes 0600; results are meant to be read by others
         yield tmp_path
         os.replace(tmp_path, path)
+    except WriteError:
+        raise
+    except OSError as exc:
+        raise WriteError(f"cannot write {path}: {exc.strerror or exc}") from None
     finally:
         tmp_path.unlink(missing_ok=True)
 

@@ -87,6 +87,38 @@ def save_confusion_matrix(
     return _save(_confusion_figure(cm, class_names, title=title), path)
 
 
+def save_confusion_matrix_normalized(
+    cm: np.ndarray,
+    class_names: Sequence[str],
+    path: str | os.PathLike,
+    *,
+    title: str = "Errors per true class (% of the row)",
+) -> Path:
+    """Write a row-normalised confusion matrix in which the mistakes are what stands out.
+
+    Each row is divided by its total, so a cell is the share (%) of that true class predicted
+    as the column's class. The colour scale spans the off-diagonal cells only, so a 0.5%
+    confusion is visible next to 98% correct; the diagonal is drawn grey, with its value.
+
+    Args:
+        cm: KxK counts, as for `save_confusion_matrix`.
+        class_names: K names, used as tick labels on both axes.
+        path: where to write the PNG.
+        title: the heading.
+
+    Returns:
+        The path written.
+    """
+    return _save(_normalized_confusion_figure(cm, class_names, title=title), path)
+
+
+def row_normalized(cm: np.ndarray) -> np.ndarray:
+    """Each row of a confusion matrix divided by its total (a row of zeros stays zero)."""
+    cm = np.asarray(cm, dtype=np.float64)
+    totals = cm.sum(axis=1, keepdims=True)
+    return np.divide(cm, totals, out=np.zeros_like(cm), where=totals > 0)
+
+
 def save_misclassified(
     images: np.ndarray,
     true_labels: np.ndarray,
@@ -205,6 +237,40 @@ def _confusion_figure(cm: np.ndarray, class_names: Sequence[str], *, title: str)
     for (i, j), count in np.ndenumerate(cm):
         colour = "white" if luminance[i, j] < 0.5 else "black"
         ax.text(j, i, str(count), ha="center", va="center", color=colour, fontsize=fontsize)
+    return fig
+
+
+def _normalized_confusion_figure(
+    cm: np.ndarray, class_names: Sequence[str], *, title: str
+) -> Figure:
+    k = len(class_names)
+    share = row_normalized(cm) * 100
+    errors = np.ma.masked_array(share, mask=np.eye(k, dtype=bool))
+    side = max(4.0, 0.55 * k + 2.5)
+    fig = Figure(figsize=(side + 1, side), layout="constrained")
+    ax = fig.add_subplot()
+    ax.imshow(np.eye(k), cmap="Greys", vmin=0, vmax=4, interpolation="nearest")  # the diagonal
+    # At least 1% at the top of the scale, so a nearly perfect model isn't drawn all red.
+    vmax = max(1.0, float(errors.max()) if errors.count() else 1.0)
+    im = ax.imshow(errors, cmap="Reds", vmin=0, vmax=vmax, interpolation="nearest")
+    fig.colorbar(im, ax=ax, shrink=0.8, label="% of the true class (off-diagonal)")
+    ax.set_title(title)
+    ax.set_xlabel("Predicted label")
+    ax.set_ylabel("True label")
+    ax.set_xticks(range(k), labels=class_names)
+    ax.set_yticks(range(k), labels=class_names)
+    if max(len(name) for name in class_names) > 2:
+        ax.tick_params(axis="x", labelrotation=45)
+        for label in ax.get_xticklabels():
+            label.set_horizontalalignment("right")
+            label.set_rotation_mode("anchor")
+    fontsize = 8 if k <= 10 else 6
+    for (i, j), value in np.ndenumerate(share):
+        if i != j and value == 0:
+            continue  # blank, so the errors that exist stand out
+        colour = "white" if i != j and value > vmax / 2 else "black"
+        text = f"{value:.0f}" if i == j else f"{value:.1f}"
+        ax.text(j, i, text, ha="center", va="center", fontsize=fontsize, color=colour)
     return fig
 
 

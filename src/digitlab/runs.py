@@ -31,7 +31,6 @@ from functools import cached_property
 from pathlib import Path
 
 import numpy as np
-from pydantic import ValidationError
 
 from digitlab.errors import RunError
 from digitlab.files import MAX_JSON_BYTES, MAX_MODEL_BYTES, check_regular, read_capped, write_text
@@ -41,7 +40,7 @@ from digitlab.schema import (
     Preprocessing,
     RunConfig,
     Spec,
-    one_line,
+    validate,
 )
 
 MODEL_FILE = "model.keras"
@@ -199,10 +198,8 @@ def write_history(path: Path, history: dict[str, list[float]]) -> None:
 
 
 def _read_json(path: Path, model):
-    try:
-        return model.model_validate_json(read_capped(path, MAX_JSON_BYTES, RunError))
-    except ValidationError as exc:
-        raise RunError(one_line(exc, str(path))) from None
+    data = read_capped(path, MAX_JSON_BYTES, RunError)
+    return validate(model, data, str(path), RunError, json=True)
 
 
 def read_run(path: str | Path) -> Run:

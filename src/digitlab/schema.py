@@ -147,8 +147,8 @@ def _describe(error: dict[str, Any], model: type[BaseModel] | None) -> str:
         "greater_than_equal": f"at least {ctx.get('ge')}",
         "less_than": f"less than {ctx.get('lt')}",
         "less_than_equal": f"at most {ctx.get('le')}",
-        "too_short": f"hold at least {ctx.get('min_length')} value(s)",
-        "too_long": f"hold at most {ctx.get('max_length')} values",
+        "too_short": f"a list of at least {ctx.get('min_length')}",
+        "too_long": f"a list of at most {ctx.get('max_length')}",
         "string_too_short": "non-empty text",
     }
     if kind in needs:
@@ -190,11 +190,12 @@ def one_line(exc: ValidationError, where: str) -> str:
     return f"{where}: {first}{more}"
 
 
-def validate(model: type[BaseModel], data: Any, where: str, error=SpecError):
-    """`model.model_validate(data)`, or `error` with `one_line`'s message."""
+def validate(model: type[BaseModel], data: Any, where: str, error=SpecError, *, json=False):
+    """`model.model_validate(data)` (or `model_validate_json` for JSON text), or `error`
+    with `one_line`'s message."""
     token = _building.set(True)  # models report here, with `where`, not in their __init__
     try:
-        return model.model_validate(data)
+        return model.model_validate_json(data) if json else model.model_validate(data)
     except ValidationError as exc:
         raise error(one_line(exc, where)) from None
     finally:

@@ -1,0 +1,164 @@
+"""The models of an experiment: its definition (built-in or a user's TOML file) and its record.
+
+A definition is data, like a preset: a question, a budget, and variants, each "a preset with
+overrides". User-written definitions are `schema._Strict` (unknown keys refused, strict
+types), read through `schema.validate`, so a typo is one line, not a traceback.
+`experiment.json` is an `ExperimentRecord` (`schema._Record`: keys a newer version adds are
+kept).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from digitlab.schema import _Record, _Strict, TrainConfig, register, unknown
+
+INPUT_SCALINGS = ("unit", "raw", "standardize")  # x/255 (the notebook's), 0–255, zero mean
+LEARNING_RATE_POLICIES = ("same", "linear")  # one rate for all, or Goyal et al.'s scaling
+PLOTS = ("loss", "gap", "accuracy", "updates", "seconds", "activations")
+RECORD_STATUSES = ("complete", "interrupted")
+# Training fields an experiment's budget sets for every variant: a variant may not change them.
+BUDGET_FIELDS = ("epochs", "train_samples", "validation_split", "seed")
+
+
+class Budget(_Strict):
+    """How much training every (variant, seed) gets."""
+
+    epochs: int = Field(ge=1, le=10_000)
+    train_samples: int = Field(ge=2, le=60_000)  # the first N training digits, validation included
+    validation_split: float = Field(0.2, gt=0.0, lt=1.0)  # every run keeps one for its curves
+    seeds: int = Field(3, ge=1, le=100)
+
+    @property
+    def fit_samples(self) -> int:
+        """The digits each epoch trains on (the split is taken from the end, as in `fit`)."""
+        import math
+
+        return int(math.floor(self.train_samples * (1.0 - self.validation_split)))
+
+
+class Variant(_Strict):
+    """One arm of an experiment: a preset, its layers replaced if given, training overrides."""
+
+    name: str = Field(min_length=1, max_length=60, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    description: str = Field("", max_length=500)
+    preset: str = "seed"
+    layers: tuple[dict[str, Any], ...] | None = Field(None, strict=False, min_length=1)
+    train: dict[str, Any] = {}
+    input_scaling: Literal[INPUT_SCALINGS] = "unit"
+    full_batch: bool = False  # one update per epoch over all the digits it trains on
+
+    @field_validator("train")
+    @classmethod
+    def _train_fields(cls, value: dict[str, Any]) -> dict[str, Any]:
+        for key in value:
+            if key not in TrainConfig.model_fields:
+                raise ValueError(unknown("training option", key, TrainConfig.model_fields))
+            if key in BUDGET_FIELDS:
+                raise ValueError(
+                    f"'{key}' is set by the experiment's budget for every variant; "
+                    "set it under [budget] (or with --epochs, --train-samples, --seeds)"
+                )
+        return value
+
+    @field_validator("preset")
+    @classmethod
+    def _known_preset(cls, value: str) -> str:
+        from digitlab.presets import preset_names
+
+        if value not in preset_names():
+            raise ValueError(unknown("preset", value, preset_names()))
+        return value
+
+    @model_validator(mode="after")
+    def _fits_together(self) -> Variant:
+        if self.full_batch and "batch_size" in self.train:
+            raise ValueError(
+                f"variant '{self.name}': full_batch sets the batch size; leave out batch_size"
+            )
+        return self
+
+
+class Definition(_Strict):
+    """An experiment: the question, the variants to compare, the budget, what to plot."""
+
+    name: str = Field(min_length=1, max_length=60, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    question: str = Field(min_length=1, max_length=1_000)
+    description: str = Field("", max_length=2_000)
+    anchor: str = Field("", max_length=2_000)  # the literature the result is compared with
+    baseline: str | None = None  # the variant the others are compared with (default: first)
+    budget: Budget
+    quick: Budget = Budget(epochs=1, train_samples=600, validation_split=0.2, seeds=1)
+    learning_rate_policy: Literal[LEARNING_RATE_POLICIES] = "same"
+    reference_batch: int = Field(32, ge=1)  # the batch size the base learning rate is for
+    plots: tuple[Literal[PLOTS], ...] = Field(("loss", "gap", "accuracy"), strict=False)
+    activation_stats: bool = False  # per-layer statistics of a fixed validation batch
+    variants: tuple[Variant, ...] = Field(min_length=1, max_length=30, strict=False)
+
+    @model_validator(mode="after")
+    def _fits_together(self) -> Definition:
+        names = [variant.name for variant in self.variants]
+        twice = sorted({name for name in names if names.count(name) > 1})
+        if twice:
+            raise ValueError(f"variant names must differ; repeated: {', '.join(twice)}")
+        if self.baseline is not None and self.baseline not in names:
+            raise ValueError(f"baseline: {unknown('variant', self.baseline, names)}")
+        return self
+
+    @property
+    def baseline_name(self) -> str:
+        return self.baseline or self.variants[0].name
+
+
+# ----------------------------------------------------------------------------- experiment.json
+class Summary(_Record):
+    """One figure across seeds: its mean, standard deviation (ddof=1; 0 for one seed), values."""
+
+    mean: float | None = Field(strict=False)
+    std: float | None = Field(strict=False)
+    values: tuple[float, ...] = Field(strict=False)
+
+
+class VariantResult(_Record):
+    name: str
+    description: str = ""
+    spec: dict[str, Any]  # the variant's overrides, as in its definition
+    runs: tuple[str, ...] = Field(strict=False)  # run folder names, in runs/
+    seeds: tuple[int, ...] = Field(strict=False)
+    batch_size: int
+    learning_rate: float | None = Field(None, strict=False)
+    test_accuracy: Summary
+    final_train_loss: Summary
+    final_val_loss: Summary
+    generalization_gap: Summary  # validation loss − training loss at the last epoch
+    seconds: Summary  # training seconds per run
+    updates: int  # weight updates per run: steps per epoch × epochs
+    # run name -> layer -> statistic -> one value per epoch (normalization experiment)
+    activations: dict[str, dict[str, dict[str, tuple[float, ...]]]] = {}
+
+
+class ExperimentRecord(_Record):
+    name: str
+    question: str
+    description: str = ""
+    anchor: str = ""
+    status: Literal[RECORD_STATUSES]
+    created: datetime = Field(strict=False)
+    updated: datetime = Field(strict=False)
+    seeds: tuple[int, ...] = Field(strict=False)
+    budget: dict[str, Any]
+    learning_rate_policy: str
+    baseline: str
+    variants: tuple[VariantResult, ...] = Field(strict=False)
+    conclusion: tuple[str, ...] = Field(strict=False)
+    statistics: str  # how differences were tested
+    plots: tuple[str, ...] = Field((), strict=False)
+    definition: dict[str, Any] = {}  # what was run, to resume it
+    wall_seconds: float = Field(0.0, ge=0, strict=False)
+
+
+for _model in (Budget, Variant, Definition, Summary, VariantResult, ExperimentRecord):
+    register(_model)
