@@ -24,6 +24,7 @@ LAYER_TYPES = (
     "Flatten",
     "Reshape",
     "Activation",
+    "Rescaling",  # x·scale + offset: the experiments' raw and standardised input variants
     "Conv2D",
     "MaxPooling2D",
     "AveragePooling2D",

@@ -29,6 +29,7 @@ import numpy as np
 from PIL import Image, ImageChops, ImageFilter, ImageOps
 from scipy import ndimage as ndi
 
+from digitlab.data import image_shape
 from digitlab.errors import ImageError
 from digitlab.files import atomic_path
 
@@ -37,9 +38,10 @@ MAX_PIXELS = 4096 * 4096
 FORMATS = ("PNG", "JPEG", "BMP", "GIF", "WEBP")  # no EPS/PSD/...: fewer decoders, less surface
 
 WORK_SIZE = 512  # long side the steps run at: big photos are shrunk first, for speed
-BOX_SIZE = 20  # MNIST's size-normalisation box
-FRAME = 28
-CENTRE = 14.0  # MNIST's centre of mass sits at (14, 14) ± 0.3 (measured on the test set)
+FRAME = image_shape("mnist")  # (28, 28): the frame MNIST's digits were placed in
+BOX_FRACTION = 20 / 28  # MNIST's size-normalisation box: 20 px of the 28 px frame
+# MNIST's centre of mass sits at (14, 14) ± 0.3 in its 28×28 frame (measured on the test
+# set): the frame's middle, which `_centre` uses for a frame of any size.
 MIN_CONTRAST = 32  # of 255: weaker ink than this over the paper is noise, not a digit
 MIN_STROKE = 0.09  # of the box's long side: MNIST's 10th-percentile stroke; see _thicken
 FLAT_PAPER = 8  # of 255: a background this even needs no lighting correction
@@ -121,11 +123,12 @@ def _too_many_pixels(max_pixels: int, size: tuple[int, int] | None = None) -> Im
     return ImageError(f"the image is {what}, over the limit of {limit} pixels; shrink it first")
 
 
-def preprocess(image: Image.Image) -> np.ndarray:
+def preprocess(image: Image.Image, frame: tuple[int, int] = FRAME) -> np.ndarray:
     """Turn an image of one digit into a 28×28 uint8 array, white on black, MNIST-style.
 
     Ink polarity is detected (dark on light or light on dark), transparent pixels count as
-    paper, and uneven lighting and noise are thresholded away.
+    paper, and uneven lighting and noise are thresholded away. `frame` is the height and
+    width the model reads (a run's `image_shape`); the digit's box keeps MNIST's 20/28 of it.
 
     Raises:
         ImageError: no digit found (a blank or nearly uniform image).
@@ -134,7 +137,8 @@ def preprocess(image: Image.Image) -> np.ndarray:
     if _ink_is_dark(gray):
         gray = ImageOps.invert(gray)
     mask = _ink_mask(gray)
-    return _centre(_fit_box(_thicken(mask[_ink_box(mask)])))
+    box = max(1, round(min(frame) * BOX_FRACTION))
+    return _centre(_fit_box(_thicken(mask[_ink_box(mask)]), box), frame)
 
 
 def _grayscale(image: Image.Image) -> Image.Image:
@@ -321,24 +325,25 @@ def _thicken(crop: np.ndarray) -> np.ndarray:
     return ndi.distance_transform_edt(~padded) <= radius
 
 
-def _fit_box(crop: np.ndarray) -> np.ndarray:
-    """Scale the ink's box so its long side is 20 px, keeping the aspect ratio, anti-aliased."""
+def _fit_box(crop: np.ndarray, box: int) -> np.ndarray:
+    """Scale the ink's box so its long side is `box` px (MNIST: 20), keeping the aspect ratio,
+    anti-aliased."""
     height, width = crop.shape
-    scale = BOX_SIZE / max(height, width)
+    scale = box / max(height, width)
     size = (max(1, round(width * scale)), max(1, round(height * scale)))
     image = Image.fromarray(crop.astype(np.uint8) * 255)
     return np.asarray(image.resize(size, RESAMPLE), dtype=np.float32)
 
 
-def _centre(digit: np.ndarray) -> np.ndarray:
-    """Place in a 28×28 frame and shift (whole pixels, as MNIST did) so the centre of mass
-    lands on (14, 14)."""
-    frame = np.zeros((FRAME, FRAME), dtype=np.float32)
+def _centre(digit: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Place in a frame of `shape` (MNIST: 28×28) and shift (whole pixels, as MNIST did) so
+    the centre of mass lands on the frame's middle ((14, 14) for MNIST)."""
+    frame = np.zeros(shape, dtype=np.float32)
     height, width = digit.shape
-    top, left = (FRAME - height) // 2, (FRAME - width) // 2
+    top, left = (shape[0] - height) // 2, (shape[1] - width) // 2
     frame[top : top + height, left : left + width] = digit
     row, col = ndi.center_of_mass(frame)
-    shift = (round(CENTRE - row), round(CENTRE - col))
+    shift = (round(shape[0] / 2 - row), round(shape[1] / 2 - col))
     frame = ndi.shift(frame, shift, order=0, mode="constant", cval=0.0)
     return np.clip(np.rint(frame), 0, 255).astype(np.uint8)
 
@@ -349,7 +354,7 @@ def save_preview(array28: np.ndarray, path: str | Path, scale: int = 10) -> Path
     This is "what the model sees": white digit on black, blocky so each pixel is visible.
     """
     image = Image.fromarray(np.asarray(array28, dtype=np.uint8))
-    image = image.resize((FRAME * scale, FRAME * scale), Image.Resampling.NEAREST)
+    image = image.resize((image.width * scale, image.height * scale), Image.Resampling.NEAREST)
     with atomic_path(path) as tmp:
         image.save(tmp, format="PNG")
     return Path(path)

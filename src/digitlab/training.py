@@ -99,12 +99,14 @@ def _fit(
     y: np.ndarray,
     log: _EpochLog,
     verbose: int | None,
+    extra: tuple[keras.callbacks.Callback, ...] = (),
 ) -> str:
     """Fit until the configured epoch, early stop or interrupt; returns the run's status."""
     callbacks: list[keras.callbacks.Callback] = [
         log,
         StopOnRequest(),
         keras.callbacks.TerminateOnNaN(),
+        *extra,
     ]
     if spec.train.early_stopping:
         callbacks.append(
@@ -220,6 +222,7 @@ def train(
     name: str | None = None,
     data_dir: str | Path | None = None,
     verbose: int | None = None,
+    callbacks: tuple[keras.callbacks.Callback, ...] = (),
 ) -> Run:
     """Train the network `spec` describes and write a run directory.
 
@@ -230,6 +233,8 @@ def train(
         name: the run's name after its timestamp (default: the spec's name).
         data_dir: a folder holding the dataset files, as for `load_dataset`.
         verbose: Keras's verbosity; None picks a progress bar on a terminal, else 1 line/epoch.
+        callbacks: more Keras callbacks for the fit (e.g. an experiment's progress and
+            activation statistics); they see the model after every epoch.
 
     Returns:
         The `Run`: status "complete" with test metrics and pictures, or "interrupted" (Ctrl-C
@@ -262,7 +267,7 @@ def train(
 
     log = _EpochLog()
     start = time.perf_counter()
-    status = _fit(model, spec, x, y, log, verbose)
+    status = _fit(model, spec, x, y, log, verbose, tuple(callbacks))
     path = new_run_path(runs_dir, name or spec.name)
     return _save_run(path, model, spec, dataset, log, status, test, time.perf_counter() - start)
 
@@ -274,6 +279,7 @@ def resume(
     runs_dir: str | Path | None = None,
     data_dir: str | Path | None = None,
     verbose: int | None = None,
+    callbacks: tuple[keras.callbacks.Callback, ...] = (),
 ) -> Run:
     """Continue an interrupted run (or extend a finished one to more `epochs`) in place.
 
@@ -305,7 +311,7 @@ def resume(
     x, y = _prepare_training_data(spec, x_train, y_train, len(run.class_names))
     log = _EpochLog(run.history)
     start = time.perf_counter()
-    status = _fit(model, spec, x, y, log, verbose)
+    status = _fit(model, spec, x, y, log, verbose, tuple(callbacks))
     seconds = run.metrics.train_seconds + time.perf_counter() - start
     log.epoch_seconds = [*run.metrics.epoch_seconds, *log.epoch_seconds]
     dataset = run.dataset.model_dump()
