@@ -92,7 +92,8 @@ def compare(runs: Sequence[Run], out_dir: Path) -> Comparison:
         results=results,
         figures=[figure(png, "Training and validation curves", _curves_caption())],
     )
-    return Comparison(runs, labels, settings, results, png, write_text(out_dir / COMPARE_HTML, html))
+    html_path = write_text(out_dir / COMPARE_HTML, html)
+    return Comparison(runs, labels, settings, results, png, html_path)
 
 
 def _check_comparable(runs: list[Run]) -> None:
@@ -186,7 +187,10 @@ def _curves_figure(runs: list[Run], labels: list[str]) -> Figure:
         ax.set_xlim(0.5, longest + 0.5)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
         ax.grid(alpha=0.3)
-    handles = [Line2D([], [], color=c, marker="o", label=lab) for c, lab in zip(colours, labels, strict=True)]
+    handles = [
+        Line2D([], [], color=colour, marker="o", label=label)
+        for colour, label in zip(colours, labels, strict=True)
+    ]
     handles += [
         Line2D([], [], color="black", linestyle="-", label="training"),
         Line2D([], [], color="black", linestyle="--", label="validation"),

@@ -11,7 +11,15 @@ from pydantic import ValidationError
 from digitlab import plots
 from digitlab.errors import DigitlabError, RunError
 from digitlab.files import MAX_JSON_BYTES, read_capped, write_text
-from digitlab.report._render import figure, flatten, layer_text, relative_href, render
+from digitlab.report._render import (
+    figure,
+    flatten,
+    layer_text,
+    number,
+    percent,
+    relative_href,
+    render,
+)
 from digitlab.runs import (
     CONFIG_FILE,
     HISTORY_FILE,
@@ -104,8 +112,6 @@ def _settings(run: Run) -> list[tuple[str, Any]]:
 
 
 def _summary(run: Run) -> list[tuple[str, str]]:
-    from digitlab.report._render import number, percent
-
     metrics = run.metrics
     rows = [
         ("status", run.status),
@@ -204,23 +210,24 @@ def write_experiment_report(folder: Path, runs_dir: Path | None = None) -> Path:
     data = read_experiment(folder)
     roots = [folder, *([Path(runs_dir)] if runs_dir is not None else []), folder.parent.parent]
     variants = [_variant_row(v, folder, roots) for v in _list(data.get("variants"))]
+    budget = data.get("budget")
     html = render(
         "experiment.html.j2",
         title=f"Experiment {data.get('name') or folder.name}",
         name=str(data.get("name") or folder.name),
         folder=folder.name,
         question=_text(data.get("question")),
-        conclusion=[_text(s) for s in _list(data.get("conclusion"), split=True)],
+        conclusion=[_text(s) for s in _list(data.get("conclusion"))],
         status=str(data.get("status") or ""),
         seeds=_text(data.get("seeds")),
-        budget=list(flatten(data["budget"]).items()) if isinstance(data.get("budget"), dict) else [],
+        budget=list(flatten(budget).items()) if isinstance(budget, dict) else [],
         variants=variants,
         figures=_experiment_pictures(folder, data),
     )
     return write_text(folder / REPORT_FILE, html)
 
 
-def _list(value: Any, split: bool = False) -> list[Any]:
+def _list(value: Any) -> list[Any]:
     if value is None:
         return []
     if isinstance(value, str):

@@ -1,0 +1,109 @@
+"""Keras callbacks an experiment adds to each fit: progress, activation statistics, the final
+training loss measured with dropout off."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import keras
+import numpy as np
+
+SATURATION = 0.01  # a sigmoid/tanh output within this of either bound counts as saturated
+BOUNDS = {"sigmoid": (0.0, 1.0), "tanh": (-1.0, 1.0)}
+STATISTICS = ("p15", "p50", "p85", "saturated", "dead")
+
+
+class EpochProgress(keras.callbacks.Callback):
+    """Calls `advance()` after every epoch (the experiment's progress bar counts epochs)."""
+
+    def __init__(self, advance: Callable[[], None]):
+        super().__init__()
+        self._advance = advance
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._advance()
+
+
+class TrainingLoss(keras.callbacks.Callback):
+    """The loss on the training digits at the end, in inference mode (dropout off), so the
+    generalisation gap compares like with like for networks with and without dropout."""
+
+    def __init__(self, x: np.ndarray, y: np.ndarray):
+        super().__init__()
+        self.x, self.y = x, y
+        self.loss: float | None = None
+
+    def on_train_end(self, logs=None):
+        result = self.model.evaluate(self.x, self.y, batch_size=1000, verbose=0, return_dict=True)
+        self.loss = float(result["loss"])
+
+
+def _activation_name(layer: keras.layers.Layer) -> str:
+    activation = getattr(layer, "activation", None)
+    return getattr(activation, "__name__", "linear") if activation is not None else "linear"
+
+
+def layer_statistics(model: keras.Model, x: np.ndarray) -> dict[str, dict[str, float]]:
+    """For each hidden nonlinearity (all but the output layer), on the batch `x`:
+
+    - `p15`, `p50`, `p85`: percentiles of its pre-activations (the input to the nonlinearity,
+      after batch normalisation where there is one), over all units and digits;
+    - `saturated`: the fraction of sigmoid/tanh outputs within 0.01 of a bound;
+    - `dead`: the fraction of relu units that are zero on every digit of the batch.
+
+    Layers are named "1 sigmoid", "2 relu", ... in order.
+    """
+    stats: dict[str, dict[str, float]] = {}
+    h = keras.ops.convert_to_tensor(x)
+    layers = model.layers[:-1]  # the output layer is not hidden
+    for layer in layers:
+        name = _activation_name(layer)
+        if isinstance(layer, keras.layers.Dense) and name != "linear":
+            pre = keras.ops.matmul(h, layer.kernel)
+            if layer.use_bias:
+                pre = pre + layer.bias
+            h = layer.activation(pre)
+        elif isinstance(layer, keras.layers.Activation) and name != "linear":
+            pre = h
+            h = layer(h)
+        else:
+            h = layer(h, training=False)
+            continue
+        pre_np, out = np.asarray(pre), np.asarray(h)
+        p15, p50, p85 = np.percentile(pre_np, [15, 50, 85])
+        entry = {"p15": float(p15), "p50": float(p50), "p85": float(p85)}
+        if name in BOUNDS:
+            low, high = BOUNDS[name]
+            near = (out <= low + SATURATION) | (out >= high - SATURATION)
+            entry["saturated"] = float(near.mean())
+        if name == "relu":
+            entry["dead"] = float((out <= 0).all(axis=0).mean())
+        stats[f"{len(stats) + 1} {name}"] = entry
+    return stats
+
+
+class ActivationStatistics(keras.callbacks.Callback):
+    """`layer_statistics` on a fixed batch before training and after every epoch.
+
+    `values[layer][statistic]` is a list with one value per point (index 0 before the first
+    epoch); a resumed run continues the lists it is given.
+    """
+
+    def __init__(self, x: np.ndarray, values: dict[str, dict[str, list[float]]] | None = None):
+        super().__init__()
+        self.x = x
+        self.values: dict[str, dict[str, list[float]]] = {
+            layer: {k: list(v) for k, v in stats.items()} for layer, stats in (values or {}).items()
+        }
+
+    def _record(self) -> None:
+        for layer, stats in layer_statistics(self.model, self.x).items():
+            for key, value in stats.items():
+                self.values.setdefault(layer, {}).setdefault(key, []).append(value)
+
+    def on_train_begin(self, logs=None):
+        if not self.values:
+            self._record()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._record()
