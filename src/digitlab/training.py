@@ -29,9 +29,11 @@ from digitlab.data import class_names as dataset_class_names
 from digitlab.data import load_dataset, load_dataset_files
 from digitlab.errors import RunError, SpecError
 from digitlab.evaluation import evaluate_model, loss_targets, write_pictures
+from digitlab.events import EVENTS_DIR, EpochEvents
 from digitlab.files import write_json, write_text
 from digitlab.interrupts import StopOnRequest, stop_on_signals
 from digitlab.model import PIXEL_SCALE, build_model, compile_model
+from digitlab.report import write_run_report
 from digitlab.runs import (
     CONFIG_FILE,
     HISTORY_FILE,
@@ -100,12 +102,14 @@ def _fit(
     log: _EpochLog,
     verbose: int | None,
     extra: tuple[keras.callbacks.Callback, ...] = (),
+    events: EpochEvents | None = None,
 ) -> str:
     """Fit until the configured epoch, early stop or interrupt; returns the run's status."""
     callbacks: list[keras.callbacks.Callback] = [
         log,
         StopOnRequest(),
         keras.callbacks.TerminateOnNaN(),
+        *([events] if events is not None else []),  # TensorBoard: once per epoch
         *extra,
     ]
     if spec.train.early_stopping:
@@ -152,6 +156,8 @@ def _save_run(
     test: tuple[np.ndarray, np.ndarray],
     train_seconds: float,
     previous: RunConfig | None = None,
+    pictures: bool = True,
+    events: EpochEvents | None = None,
 ) -> Run:
     """Write the run directory atomically; evaluate and draw pictures if training finished.
 
@@ -190,8 +196,18 @@ def _save_run(
             if status == "complete":
                 evaluation = evaluate_model(model, spec, *test, dataset["class_names"])
                 metrics.update(evaluation.to_dict())
-                write_pictures(staging, evaluation, log.history, test[0])
+                if pictures:
+                    write_pictures(staging, evaluation, log.history, test[0])
             write_json(staging / METRICS_FILE, metrics)
+            if events is not None:  # RUN/tensorboard/: the epochs, the config, the pictures
+                events.write(
+                    staging / EVENTS_DIR,
+                    step=log.epochs_done,
+                    config_text=config.model_dump_json(indent=2),
+                    pictures=staging if status == "complete" else None,
+                    previous=path / EVENTS_DIR,
+                )
+            write_run_report(staging, config=config)  # report.html, before the run appears
             write_text(staging / CONFIG_FILE, config.model_dump_json(indent=2) + "\n")  # last
     except OSError as exc:
         rescue = _rescue(model, config)
@@ -223,6 +239,7 @@ def train(
     data_dir: str | Path | None = None,
     verbose: int | None = None,
     callbacks: tuple[keras.callbacks.Callback, ...] = (),
+    pictures: bool = True,
 ) -> Run:
     """Train the network `spec` describes and write a run directory.
 
@@ -235,6 +252,8 @@ def train(
         verbose: Keras's verbosity; None picks a progress bar on a terminal, else 1 line/epoch.
         callbacks: more Keras callbacks for the fit (e.g. an experiment's progress and
             activation statistics); they see the model after every epoch.
+        pictures: draw the confusion matrix, misclassified gallery and curves PNGs (default
+            True; an experiment's `--quick` runs skip them, ~3 s a run).
 
     Returns:
         The `Run`: status "complete" with test metrics and pictures, or "interrupted" (Ctrl-C
@@ -265,11 +284,14 @@ def train(
         "test_samples": len(test[1]),
     }
 
-    log = _EpochLog()
+    log, events = _EpochLog(), EpochEvents(x, input_scale=PIXEL_SCALE)
     start = time.perf_counter()
-    status = _fit(model, spec, x, y, log, verbose, tuple(callbacks))
+    status = _fit(model, spec, x, y, log, verbose, tuple(callbacks), events)
     path = new_run_path(runs_dir, name or spec.name)
-    return _save_run(path, model, spec, dataset, log, status, test, time.perf_counter() - start)
+    seconds = time.perf_counter() - start
+    return _save_run(
+        path, model, spec, dataset, log, status, test, seconds, pictures=pictures, events=events
+    )
 
 
 def resume(
@@ -309,10 +331,12 @@ def resume(
     model = run.model
     (x_train, y_train), test = load_dataset(spec.train.dataset, data_dir=data_dir)
     x, y = _prepare_training_data(spec, x_train, y_train, len(run.class_names))
-    log = _EpochLog(run.history)
+    log, events = _EpochLog(run.history), EpochEvents(x, input_scale=PIXEL_SCALE)
     start = time.perf_counter()
-    status = _fit(model, spec, x, y, log, verbose, tuple(callbacks))
+    status = _fit(model, spec, x, y, log, verbose, tuple(callbacks), events)
     seconds = run.metrics.train_seconds + time.perf_counter() - start
     log.epoch_seconds = [*run.metrics.epoch_seconds, *log.epoch_seconds]
     dataset = run.dataset.model_dump()
-    return _save_run(run.path, model, spec, dataset, log, status, test, seconds, run.config)
+    return _save_run(
+        run.path, model, spec, dataset, log, status, test, seconds, run.config, events=events
+    )

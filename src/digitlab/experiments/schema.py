@@ -47,7 +47,7 @@ class Variant(_Strict):
     description: str = Field("", max_length=500)
     preset: str = "seed"
     layers: tuple[dict[str, Any], ...] | None = Field(None, strict=False, min_length=1)
-    train: dict[str, Any] = {}
+    train: dict[str, Any] = Field(default_factory=dict)
     input_scaling: Literal[INPUT_SCALINGS] = "unit"
     full_batch: bool = False  # one update per epoch over all the digits it trains on
 
@@ -137,7 +137,7 @@ class VariantResult(_Record):
     seconds: Summary  # training seconds per run
     updates: int  # weight updates per run: steps per epoch × epochs
     # run name -> layer -> statistic -> one value per epoch (normalization experiment)
-    activations: dict[str, dict[str, dict[str, tuple[float, ...]]]] = {}
+    activations: dict[str, dict[str, dict[str, list[float]]]] = Field(default_factory=dict)
 
 
 class ExperimentRecord(_Record):
@@ -156,7 +156,7 @@ class ExperimentRecord(_Record):
     conclusion: tuple[str, ...] = Field(strict=False)
     statistics: str  # how differences were tested
     plots: tuple[str, ...] = Field((), strict=False)
-    definition: dict[str, Any] = {}  # what was run, to resume it
+    definition: dict[str, Any] = Field(default_factory=dict)  # what was run, to resume it
     wall_seconds: float = Field(0.0, ge=0, strict=False)
 
 

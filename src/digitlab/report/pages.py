@@ -24,6 +24,7 @@ from digitlab.runs import (
     CONFIG_FILE,
     HISTORY_FILE,
     METRICS_FILE,
+    TARGET_FILE,
     Run,
     default_runs_dir,
     load_run,
@@ -64,10 +65,12 @@ def write_run_report(run: Run | str | Path, config: RunConfig | None = None) -> 
     if not isinstance(run, Run):
         run = _read_folder(Path(run), config)
     pictures = _run_pictures(run)
+    name = _final_name(run.path)
     html = render(
         "run.html.j2",
         run=run,
-        title=f"Run {run.name}",
+        name=name,
+        title=f"Run {name}",
         description=run.spec.description,
         layers=[layer_text(layer) for layer in run.spec.layers],
         settings=_settings(run),
@@ -77,6 +80,15 @@ def write_run_report(run: Run | str | Path, config: RunConfig | None = None) -> 
         figures=pictures,
     )
     return write_text(run.path / REPORT_FILE, html)
+
+
+def _final_name(folder: Path) -> str:
+    """The run's name: its folder's, or for a staging folder the name it will be renamed to."""
+    try:
+        target = (folder / TARGET_FILE).read_text().strip()
+    except (OSError, UnicodeDecodeError):
+        return folder.name
+    return target if target and "/" not in target else folder.name
 
 
 def _read_folder(path: Path, config: RunConfig | None) -> Run:
@@ -217,6 +229,18 @@ def write_experiment_report(folder: Path, runs_dir: Path | None = None) -> Path:
         name=str(data.get("name") or folder.name),
         folder=folder.name,
         question=_text(data.get("question")),
+        description=_text(data.get("description")),
+        anchor=_text(data.get("anchor")),
+        statistics=_text(data.get("statistics")),
+        details=[
+            (label, _text(data[key]))
+            for key, label in (
+                ("baseline", "baseline variant"),
+                ("learning_rate_policy", "learning-rate policy"),
+                ("wall_seconds", "wall-clock seconds"),
+            )
+            if data.get(key) not in (None, "")
+        ],
         conclusion=[_text(s) for s in _list(data.get("conclusion"))],
         status=str(data.get("status") or ""),
         seeds=_text(data.get("seeds")),
@@ -245,24 +269,30 @@ def _text(value: Any) -> str:
     return json.dumps(value) if isinstance(value, dict) else str(value)
 
 
+def _summary_of(value: Any) -> dict[str, Any]:
+    """A figure across seeds, {"mean", "std", "values"}, from that or from a plain number."""
+    summary = value if isinstance(value, dict) else {"mean": value}
+    numbers = [v for v in _list(summary.get("values")) if isinstance(v, int | float)]
+    return {"mean": summary.get("mean"), "std": summary.get("std"), "values": numbers}
+
+
 def _variant_row(variant: Any, folder: Path, roots: list[Path]) -> dict[str, Any]:
     if not isinstance(variant, dict):
         variant = {"name": str(variant)}
-    accuracy = variant.get("test_accuracy")
-    accuracy = accuracy if isinstance(accuracy, dict) else {"mean": accuracy}
     spec = variant.get("spec")
     return {
         "name": str(variant.get("name", "?")),
+        "description": _text(variant.get("description")),
         "spec": ", ".join(f"{k}={v}" for k, v in flatten(spec).items())
         if isinstance(spec, dict)
         else _text(spec),
-        "mean": accuracy.get("mean"),
-        "std": accuracy.get("std"),
-        "values": [v for v in _list(accuracy.get("values")) if isinstance(v, int | float)],
-        "train_loss": variant.get("final_train_loss"),
-        "val_loss": variant.get("final_val_loss"),
-        "gap": variant.get("generalization_gap"),
-        "seconds": variant.get("seconds"),
+        "batch_size": variant.get("batch_size"),
+        "learning_rate": variant.get("learning_rate"),
+        "accuracy": _summary_of(variant.get("test_accuracy")),
+        "train_loss": _summary_of(variant.get("final_train_loss")),
+        "val_loss": _summary_of(variant.get("final_val_loss")),
+        "gap": _summary_of(variant.get("generalization_gap")),
+        "seconds": _summary_of(variant.get("seconds")),
         "updates": variant.get("updates"),
         "runs": [_run_link(ref, folder, roots) for ref in _list(variant.get("runs"))],
     }

@@ -1,0 +1,178 @@
+"""An experiment's figures, as PNG: curves with a band across seeds, gaps, accuracies, activations.
+
+Built like `digitlab.plots`: `Figure` objects directly (no pyplot, no GUI backend), each
+written atomically. The `_*_figure` helpers return the figure, for tests to inspect.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from digitlab.experiments.schema import Definition
+from digitlab.plots import _save
+
+AXES = {
+    "epoch": "epochs",
+    "updates": "weight updates",
+    "seconds": "training seconds",
+}
+
+
+def _colors(n: int) -> list:
+    from matplotlib import colormaps
+
+    cmap = colormaps["tab10"]
+    return [cmap(i % 10) for i in range(n)]
+
+
+def _band(ax, x: np.ndarray, runs: Sequence[Sequence[float]], color, label: str, style: str):
+    """The mean across seeds as a line, the min–max across seeds as a band."""
+    length = min(len(r) for r in runs)
+    values = np.array([list(r)[:length] for r in runs], dtype=float)
+    x = np.asarray(x[:length], dtype=float)
+    ax.plot(x, values.mean(axis=0), style, color=color, label=label, marker="." if length < 3 else None)
+    if len(values) > 1:
+        ax.fill_between(x, values.min(axis=0), values.max(axis=0), color=color, alpha=0.15, lw=0)
+
+
+def _x(curve: dict, axis: str) -> np.ndarray:
+    epochs = len(curve["loss"])
+    if axis == "updates":
+        return np.arange(1, epochs + 1) * curve["updates_per_epoch"]
+    if axis == "seconds":
+        return np.cumsum(curve["epoch_seconds"][:epochs])
+    return np.arange(1, epochs + 1)
+
+
+def _loss_figure(curves: dict[str, list[dict]], axes: Sequence[str]) -> Figure:
+    """Training (dashed) and validation (solid) loss per variant, one panel per x axis."""
+    fig = Figure(figsize=(5.2 * len(axes), 4.2), layout="constrained")
+    panels = fig.subplots(1, len(axes), squeeze=False).ravel()
+    for ax, axis in zip(panels, axes, strict=True):
+        for color, (name, runs) in zip(_colors(len(curves)), curves.items(), strict=True):
+            if not runs:
+                continue
+            x = np.mean([_x(c, axis)[: min(len(r["loss"]) for r in runs)] for c in runs], axis=0)
+            _band(ax, x, [c["loss"] for c in runs], color, f"{name} train", "--")
+            if all(c.get("val_loss") for c in runs):
+                _band(ax, x, [c["val_loss"] for c in runs], color, f"{name} validation", "-")
+        if axis != "epoch":
+            ax.set_xscale("log")
+        ax.set_xlabel(AXES[axis])
+        ax.set_ylabel("loss")
+        ax.set_title(f"loss per {AXES[axis].removesuffix('s')}")
+        ax.grid(alpha=0.3)
+    panels[0].legend(fontsize=7, ncols=2 if len(curves) > 3 else 1)
+    return fig
+
+
+def _per_variant(ax, variants: list[dict[str, Any]], key: str, scale: float = 1.0) -> None:
+    """Points per seed plus the mean (a bar) of `variants[i][key]`."""
+    for i, variant in enumerate(variants):
+        values = np.asarray(variant[key]["values"], dtype=float) * scale
+        if not len(values):
+            continue
+        ax.bar(i, values.mean(), color="#cfd8e3", edgecolor="#4a5a70", width=0.6)
+        jitter = np.linspace(-0.15, 0.15, len(values)) if len(values) > 1 else [0.0]
+        ax.plot(i + np.asarray(jitter), values, "o", color="#1f4e99", ms=5)
+    ax.set_xticks(range(len(variants)), [v["name"] for v in variants], rotation=20, ha="right")
+    ax.grid(axis="y", alpha=0.3)
+
+
+def _gap_figure(variants: list[dict[str, Any]]) -> Figure:
+    fig = Figure(figsize=(max(5, 1.2 * len(variants) + 2), 4), layout="constrained")
+    ax = fig.add_subplot()
+    _per_variant(ax, variants, "generalization_gap")
+    ax.axhline(0, color="black", lw=0.8)
+    ax.set_ylabel("validation loss − training loss (end)")
+    ax.set_title("generalisation gap (bars: mean; points: seeds)")
+    return fig
+
+
+def _accuracy_figure(variants: list[dict[str, Any]]) -> Figure:
+    fig = Figure(figsize=(max(5, 1.2 * len(variants) + 2), 4), layout="constrained")
+    ax = fig.add_subplot()
+    _per_variant(ax, variants, "test_accuracy", scale=100)
+    values = [x * 100 for v in variants for x in v["test_accuracy"]["values"]]
+    if values:
+        low, high = min(values), max(values)
+        pad = max((high - low) * 0.3, 0.5)
+        ax.set_ylim(max(0, low - pad), min(100, high + pad))
+    ax.set_ylabel("test accuracy %")
+    ax.set_title("test accuracy (bars: mean; points: seeds)")
+    return fig
+
+
+def _activations_figure(variants: list[dict[str, Any]]) -> Figure:
+    """Per variant (rows) and hidden layer (columns): pre-activation percentiles over epochs
+    (left axis) and the saturated or dead fraction (right axis, red), mean over seeds."""
+    rows = [v for v in variants if v["activations"]]
+    layers = max((len(next(iter(v["activations"].values()))) for v in rows), default=0)
+    if not rows or not layers:
+        fig = Figure(figsize=(4, 2))
+        fig.text(0.5, 0.5, "no activation statistics", ha="center")
+        return fig
+    fig = Figure(figsize=(3.6 * layers, 2.3 * len(rows)), layout="constrained")
+    grid = fig.subplots(len(rows), layers, squeeze=False)
+    for r, variant in enumerate(rows):
+        runs = list(variant["activations"].values())
+        names = list(runs[0])
+        for c in range(layers):
+            ax = grid[r][c]
+            if c >= len(names):
+                ax.set_axis_off()
+                continue
+            layer = names[c]
+            stats = [run[layer] for run in runs if layer in run]
+            length = min(len(s["p50"]) for s in stats)
+            epochs = np.arange(length)
+            for key, style in (("p15", ":"), ("p50", "-"), ("p85", ":")):
+                mean = np.mean([s[key][:length] for s in stats], axis=0)
+                ax.plot(epochs, mean, style, color="#1f4e99", label=key if r == c == 0 else None)
+            fraction = "saturated" if "saturated" in stats[0] else "dead" if "dead" in stats[0] else None
+            if fraction:
+                twin = ax.twinx()
+                mean = np.mean([s[fraction][:length] for s in stats], axis=0)
+                twin.plot(epochs, mean, "-", color="#c0392b")
+                twin.set_ylim(-0.02, 1.02)
+                twin.set_ylabel(fraction, color="#c0392b", fontsize=8)
+                twin.tick_params(labelsize=7)
+            ax.set_title(f"{variant['name']}: layer {layer}", fontsize=9)
+            ax.tick_params(labelsize=7)
+            if r == len(rows) - 1:
+                ax.set_xlabel("epoch (0: before training)", fontsize=8)
+            if c == 0:
+                ax.set_ylabel("pre-activation", fontsize=8)
+    grid[0][0].legend(fontsize=7)
+    return fig
+
+
+def draw(
+    folder: Path,
+    definition: Definition,
+    variants: list[dict[str, Any]],
+    curves: dict[str, list[dict]],
+) -> list[Path]:
+    """Write the definition's plots into `folder`; returns the paths written.
+
+    - loss.png: training and validation loss per variant (mean and min–max band across
+      seeds), against epochs, and against updates and seconds where the plots name them;
+    - gap.png, accuracy.png: per variant, seeds as points, the mean as a bar;
+    - activations.png: the activation statistics over epochs.
+    """
+    paths = []
+    if "loss" in definition.plots:
+        axes = ["epoch"] + [a for a in ("updates", "seconds") if a in definition.plots]
+        paths.append(_save(_loss_figure(curves, axes), folder / "loss.png"))
+    if "gap" in definition.plots:
+        paths.append(_save(_gap_figure(variants), folder / "gap.png"))
+    if "accuracy" in definition.plots:
+        paths.append(_save(_accuracy_figure(variants), folder / "accuracy.png"))
+    if "activations" in definition.plots:
+        paths.append(_save(_activations_figure(variants), folder / "activations.png"))
+    return paths
