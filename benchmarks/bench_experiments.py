@@ -76,44 +76,142 @@ def anchors(name: str, record: dict, folder: Path) -> list[str]:
     """Table rows: claim, measured difference, verdict."""
     rows = []
     if name == "dropout":
-        rows.append(_check(record, "wide-0.5", "wide-0", "test_accuracy", True,
-                           "dropout raises test accuracy (wide net)", 100, " points"))
-        rows.append(_check(record, "wide-0.5", "wide-0", "generalization_gap", False,
-                           "dropout shrinks the generalisation gap (wide net)"))
-        rows.append(_check(record, "notebook-0.5", "notebook-0", "test_accuracy", True,
-                           "dropout raises test accuracy (notebook net)", 100, " points"))
-        rows.append(_check(record, "notebook-0.5", "notebook-0", "generalization_gap", False,
-                           "dropout shrinks the generalisation gap (notebook net)"))
+        rows.append(
+            _check(
+                record,
+                "wide-0.5",
+                "wide-0",
+                "test_accuracy",
+                True,
+                "dropout raises test accuracy (wide net)",
+                100,
+                " points",
+            )
+        )
+        rows.append(
+            _check(
+                record,
+                "wide-0.5",
+                "wide-0",
+                "generalization_gap",
+                False,
+                "dropout shrinks the generalisation gap (wide net)",
+            )
+        )
+        rows.append(
+            _check(
+                record,
+                "notebook-0.5",
+                "notebook-0",
+                "test_accuracy",
+                True,
+                "dropout raises test accuracy (notebook net)",
+                100,
+                " points",
+            )
+        )
+        rows.append(
+            _check(
+                record,
+                "notebook-0.5",
+                "notebook-0",
+                "generalization_gap",
+                False,
+                "dropout shrinks the generalisation gap (notebook net)",
+            )
+        )
     elif name == "batch-size":
-        rows.append(_check(record, "batch-32", "full-batch", "final_val_loss", False,
-                           "per epoch, mini-batches beat full-batch GD (LeCun §4.1)"))
-        rows.append(_check(record, "batch-1", "batch-32", "final_val_loss", False,
-                           "per epoch, batch 1 beats batch 32"))
+        rows.append(
+            _check(
+                record,
+                "batch-32",
+                "full-batch",
+                "final_val_loss",
+                False,
+                "per epoch, mini-batches beat full-batch GD (LeCun §4.1)",
+            )
+        )
+        rows.append(
+            _check(
+                record,
+                "batch-1",
+                "batch-32",
+                "final_val_loss",
+                False,
+                "per epoch, batch 1 beats batch 32",
+            )
+        )
         full = _variant(record, "full-batch")["updates"]
         at_full = _val_loss_at(folder, record, "batch-1024", full)
-        word, mean, p = _verdict(at_full, _variant(record, "full-batch")["final_val_loss"]["values"], False)
-        rows.append(f"| per update, a large batch is at least as good: batch-1024 vs full-batch "
-                    f"after {full} updates | {mean:+.3f} val loss, p = {p if p is None else round(p, 3)} "
-                    f"| {word if mean <= 0 else word + ' (per update full-batch GD is better)'} |")
-        rows.append(_check(record, "batch-1024", "batch-32", "test_accuracy", False,
-                           "large batches generalise worse (Keskar et al.)", 100, " points"))
+        word, mean, p = _verdict(
+            at_full, _variant(record, "full-batch")["final_val_loss"]["values"], False
+        )
+        rows.append(
+            f"| per update, a large batch is at least as good: batch-1024 vs full-batch "
+            f"after {full} updates | {mean:+.3f} val loss, p = {p if p is None else round(p, 3)} "
+            f"| {word if mean <= 0 else word + ' (per update full-batch GD is better)'} |"
+        )
+        rows.append(
+            _check(
+                record,
+                "batch-1024",
+                "batch-32",
+                "test_accuracy",
+                False,
+                "large batches generalise worse (Keskar et al.)",
+                100,
+                " points",
+            )
+        )
     elif name == "normalization":
-        rows.append(_check(record, "scale-raw", "scale-unit", "test_accuracy", False,
-                           "raw 0–255 pixels train worse than /255", 100, " points"))
+        rows.append(
+            _check(
+                record,
+                "scale-raw",
+                "scale-unit",
+                "test_accuracy",
+                False,
+                "raw 0–255 pixels train worse than /255",
+                100,
+                " points",
+            )
+        )
         sat = {}
         for v in ("scale-raw", "scale-unit"):
-            sat[v] = [next(iter(layers.values()))["saturated"][-1]
-                      for layers in _variant(record, v)["activations"].values()]
+            sat[v] = [
+                next(iter(layers.values()))["saturated"][-1]
+                for layers in _variant(record, v)["activations"].values()
+            ]
         word, mean, p = _verdict(sat["scale-raw"], sat["scale-unit"], True)
-        rows.append(f"| raw pixels saturate the first sigmoid layer (Glorot & Bengio Fig. 2) | "
-                    f"saturated fraction raw {np.mean(sat['scale-raw']):.0%} vs /255 "
-                    f"{np.mean(sat['scale-unit']):.0%} | {word} |")
-        rows.append(_check(record, "batchnorm", "all-sigmoid", "test_accuracy", True,
-                           "batch norm trains a 3×100 sigmoid net faster (Ioffe & Szegedy)",
-                           100, " points"))
-        rows.append(_check(record, "scale-standardize", "scale-unit", "test_accuracy", True,
-                           "standardised inputs train at least as well as /255 (LeCun)",
-                           100, " points"))
+        rows.append(
+            f"| raw pixels saturate the first sigmoid layer (Glorot & Bengio Fig. 2) | "
+            f"saturated fraction raw {np.mean(sat['scale-raw']):.0%} vs /255 "
+            f"{np.mean(sat['scale-unit']):.0%} | {word} |"
+        )
+        rows.append(
+            _check(
+                record,
+                "batchnorm",
+                "all-sigmoid",
+                "test_accuracy",
+                True,
+                "batch norm trains a 3×100 sigmoid net faster (Ioffe & Szegedy)",
+                100,
+                " points",
+            )
+        )
+        rows.append(
+            _check(
+                record,
+                "scale-standardize",
+                "scale-unit",
+                "test_accuracy",
+                True,
+                "standardised inputs train at least as well as /255 (LeCun)",
+                100,
+                " points",
+            )
+        )
     return rows
 
 
@@ -122,7 +220,10 @@ def run(name: str, runs_dir: Path) -> tuple[float, dict, Path]:
     start = time.perf_counter()
     out = subprocess.run(
         [str(ROOT / ".venv" / "bin" / "digitlab"), "experiment", name, "--json"],
-        env=env, check=True, capture_output=True, text=True,
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
     )
     seconds = time.perf_counter() - start
     record = json.loads(out.stdout)
@@ -146,22 +247,35 @@ def section(results: list[tuple[str, float, dict, Path]]) -> str:
     ]
     for name, seconds, record, _ in results:
         b = record["budget"]
+        held_out = b["train_samples"] - b["fit_samples"]
+        met = "yes" if seconds <= TARGET_SECONDS else "NO"
         lines.append(
             f"| {name} | {len(record['variants'])} variants × {len(record['seeds'])} seeds, "
-            f"{b['epochs']} epochs, {b['fit_samples']:,} + {b['train_samples'] - b['fit_samples']:,} "
-            f"validation digits | {seconds / 60:.1f} min | {'yes' if seconds <= TARGET_SECONDS else 'NO'} |"
+            f"{b['epochs']} epochs, {b['fit_samples']:,} + {held_out:,} "
+            f"validation digits | {seconds / 60:.1f} min | {met} |"
         )
     for name, _, record, folder in results:
-        lines += ["", f"### {name}", "", "| variant | test accuracy | train loss | val loss | gap | s/run | updates |",
-                  "|---|---|---|---|---|---|---|"]
+        lines += [
+            "",
+            f"### {name}",
+            "",
+            "| variant | test accuracy | train loss | val loss | gap | s/run | updates |",
+            "|---|---|---|---|---|---|---|",
+        ]
         for v in record["variants"]:
             acc = v["test_accuracy"]
             lines.append(
                 f"| {v['name']} | {acc['mean']:.2%} ± {acc['std']:.2%} | "
                 f"{v['final_train_loss']['mean']:.3f} | {v['final_val_loss']['mean']:.3f} | "
-                f"{v['generalization_gap']['mean']:+.3f} | {v['seconds']['mean']:.1f} | {v['updates']:,} |"
+                f"{v['generalization_gap']['mean']:+.3f} | {v['seconds']['mean']:.1f} | "
+                f"{v['updates']:,} |"
             )
-        lines += ["", "| anchor claim | measured | verdict |", "|---|---|---|", *anchors(name, record, folder)]
+        lines += [
+            "",
+            "| anchor claim | measured | verdict |",
+            "|---|---|---|",
+            *anchors(name, record, folder),
+        ]
         lines += ["", "Conclusion (generated):", ""] + [f"- {c}" for c in record["conclusion"]]
     return "\n".join(lines) + "\n"
 
@@ -182,9 +296,14 @@ def main() -> None:
     parser.add_argument("names", nargs="*", default=list(NAMES))
     parser.add_argument("--runs-dir", type=Path, default=None)
     parser.add_argument("--write", action="store_true", help="update benchmarks/RESULTS.md")
-    parser.add_argument("--from-folders", nargs="*", type=Path, default=None,
-                        help="re-read finished experiment folders instead of running (wall "
-                        "time taken from their records)")
+    parser.add_argument(
+        "--from-folders",
+        nargs="*",
+        type=Path,
+        default=None,
+        help="re-read finished experiment folders instead of running (wall "
+        "time taken from their records)",
+    )
     args = parser.parse_args()
     results = []
     if args.from_folders:

@@ -81,7 +81,10 @@ def test_built_ins_are_the_three_notes():
     ("text", "message"),
     [
         ('qestion = "?"', "unknown key 'qestion' (did you mean 'question'?)"),
-        ('question = "?"\n[budget]\nepochs = 1\ntrain_samples = 100\nsede = 1', "unknown key 'sede'"),
+        (
+            'question = "?"\n[budget]\nepochs = 1\ntrain_samples = 100\nsede = 1',
+            "unknown key 'sede'",
+        ),
         (
             'question = "?"\n[budget]\nepochs = 1\ntrain_samples = 100\n'
             '[[variants]]\nname = "a"\ntrain = {epochs = 3}',

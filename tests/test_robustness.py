@@ -14,7 +14,6 @@ import sys
 import textwrap
 from pathlib import Path
 
-import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -22,9 +21,9 @@ from runfiles import config as run_config
 from typer.testing import CliRunner
 
 from digitlab.cli import app
-from digitlab.errors import DigitlabError, RunError, SpecError
+from digitlab.errors import RunError, SpecError
 from digitlab.presets import get_preset
-from digitlab.runs import CONFIG_FILE, list_runs, load_run, read_run, recover, scan_runs
+from digitlab.runs import CONFIG_FILE, list_runs, load_run, recover, scan_runs
 
 runner = CliRunner()
 
@@ -384,7 +383,8 @@ def test_out_pointing_to_a_folder_is_one_line(tmp_path, command, mnist):
 
 def test_diverging_training_stops_with_a_clear_message(tmp_path):
     result = invoke("train", "--preset", "mlp", "--optimizer", "sgd", "--learning-rate", "100",
-                    "--epochs", "2", "--train-samples", "2000", "--runs-dir", tmp_path / "runs")  # fmt: skip
+                    "--epochs", "2", "--train-samples", "2000",
+                    "--runs-dir", tmp_path / "runs")  # fmt: skip
     assert result.exit_code == 2 and "Traceback" not in result.output
     line = result.output.strip().splitlines()[-1]  # after Keras's per-epoch lines
     assert not list((tmp_path / "runs").iterdir())
@@ -416,7 +416,7 @@ toml_values = st.recursive(
     toml_scalars,
     lambda inner: (
         st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3)
-    ),  # fmt: skip
+    ),
     max_leaves=6,
 )
 TRAIN_KEYS = ["epochs", "batch_size", "learning_rate", "validation_split", "optimizer", "seed",

@@ -310,6 +310,8 @@ GARBAGE = {
     "a negative 40-digit pixel": (pixels_text("-1" + "0" * 40), 422),
     "a string pixel": (pixels_text('"7"'), 422),
     "a null pixel": (pixels_text("null"), 422),
+    "a boolean pixel": (pixels_text("true"), 422),
+    "a boolean in a row": (json.dumps({"pixels": [[True] + [0] * 27] + [[9] * 28] * 27}), 422),
     "nested past numpy's 64 dimensions": ('{"pixels": ' + "[" * 70 + "]" * 70 + "}", 422),
     "28 rows, one a number": (json.dumps({"pixels": [[0] * 28] * 27 + [0]}), 422),
 }
@@ -362,13 +364,13 @@ def test_an_upload_large_in_pixels_is_decoded_off_the_event_loop(client, monkeyp
     on_the_loop = []
     real = serve.preprocess
 
-    def spy(image):
+    def spy(image, *frame):
         try:
             asyncio.get_running_loop()
             on_the_loop.append(True)
         except RuntimeError:  # no event loop in this thread: a worker thread
             on_the_loop.append(False)
-        return real(image)
+        return real(image, *frame)
 
     monkeypatch.setattr(serve, "preprocess", spy)
     data = big_in_pixels()
@@ -382,7 +384,7 @@ def test_decodes_in_threads_are_bounded(trained_run, monkeypatch):
     monkeypatch.setattr(serve, "DECODE_THREADS", 2, raising=False)  # absent before the fix
     active, peak, lock = 0, 0, threading.Lock()
 
-    def slow_preprocess(image):
+    def slow_preprocess(image, *frame):
         nonlocal active, peak
         with lock:
             active += 1

@@ -537,12 +537,12 @@ def predict(
         sources += [f"test[{i}]" for i in wanted]
         truths += [loaded.class_names[y_test[i]] for i in wanted]
     if npy is not None:
-        array = load_npy(npy)
+        array = load_npy(npy, loaded.image_shape)
         batches.append(array)
         sources += [f"{npy.name}[{i}]" for i in range(len(array))]
         truths += [None] * len(array)
     if images:
-        batches.append(load_image_files(images, raw=raw))
+        batches.append(load_image_files(images, raw=raw, shape=loaded.image_shape))
         sources += [str(path) for path in images]
         truths += [None] * len(images)
     if not batches:
@@ -933,7 +933,52 @@ def compare_command(
 
 
 # ------------------------------------------------------------------- board, dashboard (helper)
-# (board and tune dashboard commands go here)
+@app.command("board")
+def board_command(
+    runs_dir: Path | None = typer.Argument(
+        None,
+        envvar="DIGITLAB_RUNS_DIR",
+        show_default=False,
+        help="Folder of runs [default: ./runs].",
+    ),
+    port: int = typer.Option(6006, "--port", min=1, max=65535, help="TCP port, 1–65535."),
+) -> None:
+    """Show every run in TensorBoard: scalars per epoch, weight and activation histograms,
+    the confusion matrix and misclassified gallery, the config. Needs `pip install
+    'digitlab[board]'`; serves on 127.0.0.1 until Ctrl-C.
+
+    Example: `digitlab board runs --port 6006`
+    """
+    from digitlab.board import start_tensorboard, wait_for_interrupt
+
+    url = start_tensorboard(runs_dir, port=port)
+    console.print(f"TensorBoard on {url}  (Ctrl-C stops)", highlight=False, markup=False)
+    wait_for_interrupt()
+
+
+@tune_app.command("dashboard")
+def tune_dashboard(
+    study: str = StudyOption,
+    storage: str | None = StorageOption,
+    port: int = typer.Option(8080, "--port", min=1, max=65535, help="TCP port, 1–65535."),
+    runs_dir: Path | None = RunsDirOption,
+) -> None:
+    """Browse a study in optuna-dashboard: its trials, history, parameter importances, live
+    as workers add trials. Needs `pip install 'digitlab[dashboard]'`; serves on 127.0.0.1
+    until Ctrl-C.
+
+    Example: `digitlab tune dashboard --study wide`
+    """
+    from digitlab.board import start_dashboard
+
+    server, url = start_dashboard(study, storage=storage, runs_dir=runs_dir, port=port)
+    console.print(f"optuna-dashboard on {url}  (Ctrl-C stops)", highlight=False, markup=False)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
 
 
 # -------------------------------------------------------------------------------------- main

@@ -13,12 +13,13 @@ in TensorBoard's run selector:
 - Text: the resolved config (`config`), as config.json holds it.
 
 The epoch loop stays fast: `EpochEvents` is a Keras callback whose `on_epoch_end` runs
-outside `fastfit`'s compiled epoch; it computes the activations with one compiled forward
-pass of a sub-model built once, reduces every tensor to a 30-bucket histogram, and keeps
-the summaries in memory (a few kB per epoch). `write` puts them into the run's staging
-folder when the run is saved, so event files appear with the run and, like its other files,
-are never half-written: an interrupted run keeps the epochs it finished, and a resumed one
-keeps its earlier event files and adds one for the epochs it appends.
+outside `fastfit`'s compiled epoch; one compiled call (built once) runs a sub-model for the
+activations and reduces every weight and activation to a 30-bucket histogram on the device,
+so only a few numbers per tensor reach Python. The summaries are kept in memory (a few kB
+per epoch); `write` puts them into the run's staging folder when the run is saved, so event
+files appear with the run and, like its other files, are never half-written: an interrupted
+run keeps the epochs it finished, and a resumed one keeps its earlier event files and adds
+one for the epochs it appends.
 """
 
 from __future__ import annotations
@@ -59,49 +60,29 @@ class EpochEvents(keras.callbacks.Callback):
         sample = np.asarray(x[:sample_size], dtype=np.float32)
         self.sample = sample * np.float32(input_scale) if input_scale is not None else sample
         self.events: list[tuple[int, float, object]] = []  # (step, wall time, Summary)
-        self._forward = None
+        self._program = None
 
     def on_epoch_end(self, epoch, logs=None):
         from tensorboardX.proto.summary_pb2 import Summary
         from tensorboardX.summary import scalar
 
-        values = [
+        scalars = [
             scalar(key, float(value))
             for key, value in (logs or {}).items()
             if np.ndim(value) == 0 and np.isfinite(float(value))
         ]
-        values += self._histograms()
-        merged = Summary(value=[v for summary in values for v in summary.value])
-        self.events.append((epoch + 1, time.time(), merged))
+        values = [v for summary in scalars for v in summary.value] + self._histograms()
+        self.events.append((epoch + 1, time.time(), Summary(value=values)))
 
     # Histograms --------------------------------------------------------------------------
 
-    def _layers(self) -> list[keras.layers.Layer]:
-        return [
-            layer for layer in self.model.layers if not isinstance(layer, keras.layers.InputLayer)
-        ]
-
     def _histograms(self) -> list:
-        summaries = []
-        for layer in self._layers():
-            for weight in layer.weights:
-                if "float" in str(weight.dtype):
-                    name = f"weights/{layer.name}/{weight.name}"
-                    summaries.append(_histogram(name, keras.ops.convert_to_numpy(weight.value)))
-        activations = self._activations()
-        for layer, values in zip(self._layers(), activations, strict=False):
-            summaries.append(_histogram(f"activations/{layer.name}", values))
-        return [summary for summary in summaries if summary is not None]
-
-    def _activations(self) -> list[np.ndarray]:
-        """Every layer's output on the fixed sample, by one forward pass of a sub-model whose
-        outputs are the layers' outputs (built and compiled once; inference mode, so dropout
-        passes everything through)."""
-        if self._forward is None:
-            self._forward = _layer_outputs(self.model, self._layers())
-        if self._forward is False or not len(self.sample):
-            return []
-        return [np.asarray(out) for out in self._forward(self.sample)]
+        """One histogram summary per weight and per layer's activations, all computed by one
+        compiled call (built on the first epoch): the numbers leave the device as a few
+        dozen per tensor, not as the tensors."""
+        if self._program is None:
+            self._program = _HistogramProgram(self.model)
+        return self._program(self.sample)
 
     # Writing -----------------------------------------------------------------------------
 
@@ -145,45 +126,102 @@ class EpochEvents(keras.callbacks.Callback):
             writer.close()
 
 
-def _histogram(tag: str, values: np.ndarray):
-    """A 30-bucket histogram summary of the finite values, or None if there are none."""
-    from tensorboardX.summary import histogram
+def statistics(values):
+    """A tensor's histogram as one vector (keras.ops, so it compiles into the caller):
+    `[count, min, max, sum, sum of squares, first edge, width, *bucket counts]` over the
+    finite values, in `HISTOGRAM_BINS` equal buckets from min to max (a constant tensor:
+    one unit around it, as `np.histogram` does)."""
+    ops = keras.ops
+    v = ops.cast(ops.reshape(values, (-1,)), "float32")
+    finite = ops.isfinite(v)
+    weight = ops.cast(finite, "float32")
+    safe = ops.where(finite, v, 0.0)
+    low = ops.min(ops.where(finite, v, np.inf))
+    high = ops.max(ops.where(finite, v, -np.inf))
+    spread = high > low
+    first = ops.where(spread, low, low - 0.5)
+    width = ops.where(spread, high - low, 1.0)
+    index = ops.floor((safe - first) / width * HISTOGRAM_BINS)
+    index = ops.cast(ops.clip(ops.where(finite, index, 0.0), 0, HISTOGRAM_BINS - 1), "int32")
+    counts = ops.segment_sum(weight, index, num_segments=HISTOGRAM_BINS)
+    head = [ops.sum(weight), low, high, ops.sum(safe), ops.sum(safe * safe), first, width]
+    return ops.concatenate([ops.stack(head), ops.cast(counts, "float32")])
 
-    values = np.asarray(values, dtype=np.float64).reshape(-1)
-    values = values[np.isfinite(values)]
-    return histogram(tag, values, bins=HISTOGRAM_BINS) if values.size else None
+
+def histogram_value(tag: str, row: np.ndarray):
+    """A `statistics` row as TensorBoard's histogram summary value; None if it counted no
+    finite value."""
+    from tensorboardX.proto.summary_pb2 import HistogramProto, Summary
+
+    count, low, high, total, squares, first, width = (float(v) for v in row[:7])
+    if count == 0:
+        return None
+    edges = first + width * np.arange(HISTOGRAM_BINS + 1) / HISTOGRAM_BINS
+    histogram = HistogramProto(
+        min=low,
+        max=high,
+        num=count,
+        sum=total,
+        sum_squares=squares,
+        bucket_limit=edges.tolist(),  # the right edges, after an empty bucket left of min
+        bucket=[0.0, *row[7:].tolist()],
+    )
+    return Summary.Value(tag=tag, histo=histogram)
 
 
-def _layer_outputs(model: keras.Model, layers: list[keras.layers.Layer]):
-    """A function `x -> [each layer's output]`, compiled once; False if the model is not a
-    graph of layers (a subclassed model) and has no per-layer outputs to show."""
-    try:
-        probe = keras.Model(model.inputs, [layer.output for layer in layers])
-    except (AttributeError, ValueError, TypeError):
-        return False
-    if keras.backend.backend() != "jax":
-        return probe.predict_on_batch
-    import jax
+class _HistogramProgram:
+    """`sample -> [histogram summary values]` for every float weight of every layer and
+    every layer's output on `sample`, as one compiled JAX program (a sub-model whose outputs
+    are the layers' outputs, called statelessly in inference mode: dropout passes all)."""
 
-    # Keras's own predict donates the variables' buffers, which fastfit's state still holds;
-    # a stateless call reads them and leaves them alone.
-    @jax.jit
-    def outputs(trainable, non_trainable, x):
-        return probe.stateless_call(trainable, non_trainable, x, training=False)[0]
+    def __init__(self, model: keras.Model):
+        layers = [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
+        self.weights = [
+            (f"weights/{layer.name}/{weight.name}", weight)
+            for layer in layers
+            for weight in layer.weights
+            if "float" in str(weight.dtype)
+        ]
+        try:
+            self.probe = keras.Model(model.inputs, [layer.output for layer in layers])
+            self.layer_tags = [f"activations/{layer.name}" for layer in layers]
+        except (AttributeError, ValueError, TypeError):  # a subclassed model: no layer graph
+            self.probe, self.layer_tags = None, []
+        self.tags = [tag for tag, _ in self.weights] + self.layer_tags
+        self._compiled = None
+        if keras.backend.backend() == "jax":
+            import jax
 
-    def forward(x: np.ndarray) -> list:
-        trainable = [v.value for v in probe.trainable_variables]
-        non_trainable = [v.value for v in probe.non_trainable_variables]
-        return outputs(trainable, non_trainable, x)
+            self._compiled = jax.jit(self._rows)  # no donation: fastfit's state keeps them
 
-    return forward
+    def _rows(self, weights, trainable, non_trainable, x):
+        outputs = []
+        if self.probe is not None:
+            outputs = self.probe.stateless_call(trainable, non_trainable, x, training=False)[0]
+        return keras.ops.stack([statistics(t) for t in [*weights, *outputs]])
+
+    def __call__(self, sample: np.ndarray) -> list:
+        weights = [weight.value for _, weight in self.weights]
+        probe = self.probe
+        trainable = [v.value for v in probe.trainable_variables] if probe is not None else []
+        non_trainable = [v.value for v in probe.non_trainable_variables] if probe else []
+        if self._compiled is not None:
+            rows = self._compiled(weights, trainable, non_trainable, sample)
+        else:
+            outputs = probe.predict_on_batch(sample) if probe is not None else []
+            rows = keras.ops.stack([statistics(t) for t in [*weights, *outputs]])
+        rows = keras.ops.convert_to_numpy(rows)
+        values = [histogram_value(tag, row) for tag, row in zip(self.tags, rows, strict=True)]
+        return [value for value in values if value is not None]
 
 
 def _config_summary(config_text: str):
     """The config as Markdown text: a code block, so TensorBoard shows it as it is."""
     from tensorboardX.summary import text
 
-    return text("config", "".join(f"    {line}\n" for line in config_text.splitlines()))
+    summary = text("config", "".join(f"    {line}\n" for line in config_text.splitlines()))
+    summary.value[0].tag = "config"  # tensorboardX would call it "config/text_summary"
+    return summary
 
 
 def _picture_summaries(folder: Path | None) -> list:

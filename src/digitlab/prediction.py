@@ -13,8 +13,11 @@ from typing import Any
 
 import numpy as np
 
+from digitlab.data import image_shape
 from digitlab.errors import DataError, ImageError
 from digitlab.runs import Run, load_run
+
+MNIST_SHAPE = image_shape("mnist")  # the default frame: MNIST's (28, 28)
 
 
 @dataclass
@@ -45,23 +48,27 @@ class Prediction:
         return rows
 
 
-def as_batch(images: np.ndarray) -> np.ndarray:
+def as_batch(images: np.ndarray, shape: tuple[int, int] = MNIST_SHAPE) -> np.ndarray:
     """Turn one image or many (28×28, 784, N×28×28, N×784) into a uint8 N×28×28 batch.
 
-    Pixel values follow `to_pixels`: integers are 0–255; floats all within 0–1 are the
-    notebook's `x / 255` and are scaled by 255; other floats are 0–255.
+    `shape` is the height and width the run reads (`run.image_shape`; MNIST's 28×28 by
+    default). Pixel values follow `to_pixels`: integers are 0–255; floats all within 0–1 are
+    the notebook's `x / 255` and are scaled by 255; other floats are 0–255.
 
     Raises:
-        DataError: the shape holds no whole number of 28×28 images, or values are out of range.
+        DataError: the shape holds no whole number of images, or values are out of range.
     """
     x = np.asarray(images)
     given = "×".join(map(str, x.shape))
-    if x.shape in {(28, 28), (784,)}:
+    height, width = shape
+    if x.shape in {(height, width), (height * width,)}:
         x = x[np.newaxis]
-    if x.ndim == 2 and x.shape[1] == 784:
-        x = x.reshape(-1, 28, 28)
-    if x.ndim != 3 or x.shape[1:] != (28, 28) or len(x) == 0:
-        raise DataError(f"images must be shaped N×28×28 or N×784, got {given}")
+    if x.ndim == 2 and x.shape[1] == height * width:
+        x = x.reshape(-1, height, width)
+    if x.ndim != 3 or x.shape[1:] != (height, width) or len(x) == 0:
+        raise DataError(
+            f"images must be shaped N×{height}×{width} or N×{height * width}, got {given}"
+        )
     return to_pixels(x)
 
 
@@ -97,8 +104,8 @@ def to_pixels(values: np.ndarray) -> np.ndarray:
     return np.rint(x).astype(np.uint8) if x.dtype.kind == "f" else x.astype(np.uint8)
 
 
-def load_npy(path: str | Path) -> np.ndarray:
-    """Read an N×28×28 or N×784 array from a .npy file, as a uint8 batch."""
+def load_npy(path: str | Path, shape: tuple[int, int] = MNIST_SHAPE) -> np.ndarray:
+    """Read an N×28×28 or N×784 array (for `shape` 28×28) from a .npy file, as uint8."""
     path = Path(path)
     try:
         array = np.load(path, allow_pickle=False)
@@ -107,17 +114,19 @@ def load_npy(path: str | Path) -> np.ndarray:
     except (ValueError, OSError) as exc:
         raise DataError(f"{path} is not a readable .npy array: {exc}") from None
     try:
-        return as_batch(array)
+        return as_batch(array, shape)
     except DataError as exc:
         raise DataError(f"{path}: {exc}") from None
 
 
-def load_image_files(paths: list[str | Path], raw: bool = False) -> np.ndarray:
+def load_image_files(
+    paths: list[str | Path], raw: bool = False, shape: tuple[int, int] = MNIST_SHAPE
+) -> np.ndarray:
     """Read image files as a uint8 N×28×28 batch.
 
     By default each image goes through the MNIST-style preprocessing (grayscale, ink
     detection, crop, 20 px box, centre of mass). With `raw=True` the image is taken as
-    already MNIST-like (white digit on black) and only resized to 28×28.
+    already MNIST-like (white digit on black) and only resized to `shape` (height, width).
 
     Raises:
         ImageError: a file is missing, not an image, too large, or holds no digit.
@@ -134,10 +143,11 @@ def load_image_files(paths: list[str | Path], raw: bool = False) -> np.ndarray:
         try:
             image = load_image(path)
             if raw:
-                gray = image.convert("L").resize((28, 28), Image.Resampling.LANCZOS)
+                size = (shape[1], shape[0])  # Pillow's (width, height)
+                gray = image.convert("L").resize(size, Image.Resampling.LANCZOS)
                 batch.append(np.asarray(gray, dtype=np.uint8))
             else:
-                batch.append(preprocess(image))
+                batch.append(preprocess(image, frame=shape))
         except ImageError as exc:
             raise ImageError(f"{path}: {exc}") from None
     return np.stack(batch)
@@ -157,5 +167,5 @@ def predict(
         A `Prediction`: `.digits` and `.probabilities` (N×10, rows sum to 1).
     """
     run = run if isinstance(run, Run) else load_run(run)
-    batch = as_batch(images)
+    batch = as_batch(images, run.image_shape)
     return Prediction(run.predict_proba(batch), run.class_names, list(sources or []))

@@ -237,7 +237,7 @@ def _ink_mask(gray: Image.Image) -> np.ndarray:
     paper = int(np.searchsorted(np.cumsum(counts), counts.sum() / 2))
     floor = paper + NOISE_SIGMAS * noise
     if _brightest_level(counts) < max(paper + MIN_CONTRAST, floor):
-        raise _no_digit()
+        raise no_digit_error()
     mask = np.asarray(ink) > max(_otsu_level(counts), floor)
     labels, count = ndi.label(mask, structure=np.ones((3, 3)))  # diagonal steps connect
     if count > 1:
@@ -247,7 +247,7 @@ def _ink_mask(gray: Image.Image) -> np.ndarray:
         if not keep[1:].all():
             mask = keep[labels]
     if max(mask[_ink_box(mask)].shape) < MIN_EXTENT * max(mask.shape):
-        raise _no_digit()
+        raise no_digit_error()
     return mask
 
 
@@ -290,7 +290,8 @@ def _otsu_level(counts: np.ndarray) -> float:
     return float(np.argmax(between))
 
 
-def _no_digit() -> ImageError:
+def no_digit_error() -> ImageError:
+    """The one "no digit found" error, for files, uploads and blank pixels alike."""
     return ImageError(
         "no digit found: the image is blank or its ink is too faint; draw or photograph "
         "one digit, dark on light or light on dark"

@@ -50,8 +50,8 @@ from digitlab.preprocess import (
     FORMATS,
     MAX_BYTES,
     MAX_PIXELS,
-    _no_digit,
     load_image,
+    no_digit_error,
     preprocess,
     to_png,
 )
@@ -124,10 +124,10 @@ def pixels_doc(shape: tuple[int, int]) -> str:
     rows, cols = shape
     return (
         f"{rows * cols} numbers, or {rows} rows of {cols}, MNIST-style: white digit on black, "
-        f"already {rows}×{cols} and centred; they skip preprocessing. Integers are 0–255; "
-        "if every value is a float within 0–1 (the notebook's x / 255, e.g. 0.8) they are "
-        "scaled by 255 (0.8 → 204); other floats are 0–255. All 0 is a blank image: 422, "
-        '"no digit found", as for an empty canvas.'
+        f"already {rows}×{cols} and centred; they skip preprocessing. Whole numbers are "
+        "0–255; if any value has a decimal point (0.8, 1.0) and all lie within 0–1, they are "
+        "the notebook's x / 255 and are scaled by 255 (0.8 → 204); otherwise they are 0–255. "
+        'All 0 is a blank image: 422, "no digit found", as for an empty canvas.'
     )
 
 
@@ -206,7 +206,8 @@ class Predictor:
         images = []
         for i, data in enumerate(files):
             try:
-                images.append(preprocess(load_image(data, max_bytes=self.max_upload_bytes)))
+                image = load_image(data, max_bytes=self.max_upload_bytes)
+                images.append(preprocess(image, self.shape))
             except ImageError as exc:
                 raise ImageError(f"image {i + 1}: {exc}" if len(files) > 1 else str(exc)) from None
         return self.predict(images)
@@ -407,10 +408,16 @@ def pixels_to_image(
         array = np.asarray(pixels)
     except (ValueError, TypeError, RecursionError):  # ragged rows, nesting past numpy's 64
         array = np.asarray(None)
-    if array.dtype == object and array.shape in {(rows * cols,), (rows, cols)}:
+    shapes = {(rows * cols,), (rows, cols)}
+    if array.dtype == object and array.shape in shapes and _whole_numbers(array.flat):
         raise ImageError(f"{where}pixel values must be between 0 and 255 (white digit on black)")
-    if array.dtype.kind not in "iuf" or array.shape not in {(rows * cols,), (rows, cols)}:
+    if array.dtype.kind not in "iuf" or array.shape not in shapes:
         got = f"shape {array.shape}" if array.dtype.kind in "iuf" else "something else"
+    elif _has_booleans(pixels):  # numpy reads [true, 0] as [1, 0]; JSON says it isn't a number
+        got = "true or false among them"
+    else:
+        got = None
+    if got is not None:
         raise ImageError(
             f"{where}pixels must be {rows * cols} numbers or {rows} rows of {cols} numbers; "
             f"got {got}"
@@ -420,8 +427,21 @@ def pixels_to_image(
     except DigitlabError as exc:
         raise ImageError(f"{where}{exc} (white digit on black)") from None
     if not array.any():
-        raise ImageError(f"{where}{_no_digit()}")
+        raise ImageError(f"{where}{no_digit_error()}")
     return image
+
+
+def _whole_numbers(values) -> bool:
+    """Whether all are Python ints (numpy keeps ints past 64 bits as objects), not bools."""
+    return all(isinstance(value, int) and not isinstance(value, bool) for value in values)
+
+
+def _has_booleans(pixels: Any) -> bool:
+    """Whether a list of numbers, or of rows of numbers, holds a True or False."""
+    if not isinstance(pixels, list):
+        return False
+    rows = pixels if pixels and isinstance(pixels[0], list) else [pixels]
+    return any(isinstance(value, bool) for row in rows for value in row)
 
 
 def _is_json(request: Request) -> bool:

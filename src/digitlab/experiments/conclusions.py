@@ -37,7 +37,7 @@ class Difference:
         return self.p is not None
 
 
-def summarize(values: Sequence[float]) -> dict[str, float | None | list[float]]:
+def summarize(values: Sequence[float]) -> dict[str, float | list[float] | None]:
     """`{"mean", "std", "values"}`: the std with ddof=1, 0.0 for one value, None for none."""
     values = [float(v) for v in values if v is not None and math.isfinite(v)]
     if not values:
@@ -88,21 +88,31 @@ def compare_sentence(
 
 
 def conclude(
-    results: Mapping[str, Mapping[str, Sequence[float]]], baseline: str
+    results: Mapping[str, Mapping[str, Sequence[float]]],
+    baseline: str,
+    pairs: Sequence[tuple[str, str]] | None = None,
 ) -> list[str]:
     """The comparisons every experiment makes: test accuracy and generalisation gap of each
-    variant against the baseline, then the variants ranked by mean test accuracy.
+    variant against its reference, then the variants ranked by mean test accuracy.
 
     Args:
         results: variant name -> {"test_accuracy": [per seed], "generalization_gap": [...]}.
-        baseline: the variant the others are compared with.
+        baseline: the variant the others are compared with when `pairs` is not given.
+        pairs: (variant, reference) pairs to compare; pairs with a missing side are skipped.
     """
     lines = []
-    base = results[baseline]
-    for name, values in results.items():
-        if name == baseline or not values.get("test_accuracy"):
+    if pairs is None:
+        pairs = [(name, baseline) for name in results if name != baseline]
+    for name, reference in pairs:
+        values, base = results.get(name), results.get(reference)
+        if not values or not base or not values.get("test_accuracy"):
             continue
-        lines.append(compare_sentence(name, baseline, values["test_accuracy"], base["test_accuracy"]))
+        if not base.get("test_accuracy"):
+            continue
+        baseline = reference
+        lines.append(
+            compare_sentence(name, baseline, values["test_accuracy"], base["test_accuracy"])
+        )
         gap, base_gap = values.get("generalization_gap"), base.get("generalization_gap")
         if gap and base_gap:
             d = difference(gap, base_gap)
@@ -119,7 +129,11 @@ def conclude(
                     f"({d.mean:+.3f}, Welch p = {d.p:.3f})."
                 )
     ranked = sorted(
-        ((float(np.mean(v["test_accuracy"])), n) for n, v in results.items() if v.get("test_accuracy")),
+        (
+            (float(np.mean(v["test_accuracy"])), n)
+            for n, v in results.items()
+            if v.get("test_accuracy")
+        ),
         reverse=True,
     )
     if ranked:

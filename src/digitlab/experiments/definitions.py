@@ -10,8 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from digitlab.errors import SpecError
-from digitlab.experiments.schema import Definition
-from digitlab.schema import unknown, validate
+from digitlab.experiments.schema import Budget, Definition, Variant
+from digitlab.schema import did_you_mean, unknown, validate
 
 
 def _dense(units: int, activation: str) -> dict:
@@ -61,6 +61,12 @@ DROPOUT = {
     "with dropout 1.25% (ReLU) and 1.05% (with max-norm). Expected direction: dropout lowers "
     "the generalisation gap and the test error, most for the wide network.",
     "baseline": "notebook-0",
+    "comparisons": [
+        ["notebook-0.2", "notebook-0"],
+        ["notebook-0.5", "notebook-0"],
+        ["wide-0.5", "wide-0"],
+        ["wide-0", "notebook-0"],
+    ],
     "budget": {"epochs": 20, "train_samples": 6000, "validation_split": 1 / 6, "seeds": 3},
     "plots": ["loss", "gap", "accuracy"],
     "variants": [
@@ -133,6 +139,14 @@ NORMALIZATION = {
     "stable and trains faster. Expected direction: raw pixels saturate the first sigmoid layer "
     "and train worse than /255; batch normalisation does no worse than the notebook's network.",
     "baseline": "scale-unit",
+    "comparisons": [
+        ["scale-raw", "scale-unit"],
+        ["scale-standardize", "scale-unit"],
+        ["all-sigmoid", "scale-unit"],
+        ["batchnorm", "all-sigmoid"],  # Ioffe & Szegedy: 3×100 sigmoid with and without BN
+        ["all-tanh", "all-sigmoid"],
+        ["all-relu", "all-sigmoid"],
+    ],
     "budget": {"epochs": 15, "train_samples": 10000, "validation_split": 0.2, "seeds": 3},
     "plots": ["loss", "accuracy", "activations"],
     "activation_stats": True,
@@ -170,6 +184,27 @@ def experiment_names() -> tuple[str, ...]:
     return tuple(BUILT_IN)
 
 
+def _refuse_unknown_keys(data: dict, where: str) -> None:
+    """An unknown key first, before what it may have left missing (a misspelt `question`
+    is "unknown key 'qestion' (did you mean 'question'?)", not "'question' is missing")."""
+    tables: list[tuple[str, object, type]] = [("", data, Definition)]
+    tables += [(key, data.get(key), Budget) for key in ("budget", "quick")]
+    variants = data.get("variants")
+    if isinstance(variants, list):
+        tables += [("variants", v, Variant) for v in variants]
+    for table, values, model in tables:
+        if not isinstance(values, dict):
+            continue
+        valid = sorted(model.model_fields)
+        for key in values:
+            if key not in valid:
+                inside = f" in [{table}]" if table else ""
+                raise SpecError(
+                    f"{where}: unknown key '{key}'{inside}{did_you_mean(key, valid)}; "
+                    f"valid keys: {', '.join(valid)}"
+                )
+
+
 def load_definition(name_or_path: str | Path) -> Definition:
     """A built-in experiment by name, or a user's TOML file (`*.toml`, or any existing file).
 
@@ -190,6 +225,7 @@ def load_definition(name_or_path: str | Path) -> Definition:
     if text.endswith(".toml") or path.is_file():
         data = read_toml(path, "experiment file")
         data.setdefault("name", path.stem)
+        _refuse_unknown_keys(data, f"experiment file {path}")
         return validate(Definition, data, f"experiment file {path}")
     raise SpecError(
         unknown("experiment", text, experiment_names())

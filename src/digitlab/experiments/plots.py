@@ -35,7 +35,9 @@ def _band(ax, x: np.ndarray, runs: Sequence[Sequence[float]], color, label: str,
     length = min(len(r) for r in runs)
     values = np.array([list(r)[:length] for r in runs], dtype=float)
     x = np.asarray(x[:length], dtype=float)
-    ax.plot(x, values.mean(axis=0), style, color=color, label=label, marker="." if length < 3 else None)
+    ax.plot(
+        x, values.mean(axis=0), style, color=color, label=label, marker="." if length < 3 else None
+    )
     if len(values) > 1:
         ax.fill_between(x, values.min(axis=0), values.max(axis=0), color=color, alpha=0.15, lw=0)
 
@@ -50,7 +52,8 @@ def _x(curve: dict, axis: str) -> np.ndarray:
 
 
 def _loss_figure(curves: dict[str, list[dict]], axes: Sequence[str]) -> Figure:
-    """Training (dashed) and validation (solid) loss per variant, one panel per x axis."""
+    """Training (solid) and validation (dashed) loss per variant, one panel per x axis, as in
+    `digitlab compare`."""
     fig = Figure(figsize=(5.2 * len(axes), 4.2), layout="constrained")
     panels = fig.subplots(1, len(axes), squeeze=False).ravel()
     for ax, axis in zip(panels, axes, strict=True):
@@ -58,9 +61,9 @@ def _loss_figure(curves: dict[str, list[dict]], axes: Sequence[str]) -> Figure:
             if not runs:
                 continue
             x = np.mean([_x(c, axis)[: min(len(r["loss"]) for r in runs)] for c in runs], axis=0)
-            _band(ax, x, [c["loss"] for c in runs], color, f"{name} train", "--")
+            _band(ax, x, [c["loss"] for c in runs], color, f"{name} train", "-")
             if all(c.get("val_loss") for c in runs):
-                _band(ax, x, [c["val_loss"] for c in runs], color, f"{name} validation", "-")
+                _band(ax, x, [c["val_loss"] for c in runs], color, f"{name} validation", "--")
         if axis != "epoch":
             ax.set_xscale("log")
         ax.set_xlabel(AXES[axis])
@@ -134,7 +137,9 @@ def _activations_figure(variants: list[dict[str, Any]]) -> Figure:
             for key, style in (("p15", ":"), ("p50", "-"), ("p85", ":")):
                 mean = np.mean([s[key][:length] for s in stats], axis=0)
                 ax.plot(epochs, mean, style, color="#1f4e99", label=key if r == c == 0 else None)
-            fraction = "saturated" if "saturated" in stats[0] else "dead" if "dead" in stats[0] else None
+            fraction = (
+                "saturated" if "saturated" in stats[0] else "dead" if "dead" in stats[0] else None
+            )
             if fraction:
                 twin = ax.twinx()
                 mean = np.mean([s[fraction][:length] for s in stats], axis=0)

@@ -138,7 +138,8 @@ def find_experiment(ref: str | Path, name: str | None, runs_dir: str | Path | No
     if str(ref) == "latest":
         suffix = f"-{name}" if name else ""
         found = sorted(
-            p for p in (parent.iterdir() if parent.is_dir() else ())
+            p
+            for p in (parent.iterdir() if parent.is_dir() else ())
             if p.is_dir() and p.name.endswith(suffix) and (p / RECORD_FILE).is_file()
         )
         if not found:
@@ -193,7 +194,9 @@ def _variant_results(
             values = d.run.history.get(key) or [None]
             return values[-1]
 
-        train_loss = [d.train_loss if d.train_loss is not None else last(d, "loss") for d in complete]
+        train_loss = [
+            d.train_loss if d.train_loss is not None else last(d, "loss") for d in complete
+        ]
         val_loss = [last(d, "val_loss") for d in complete]
         gaps = [v - t for v, t in zip(val_loss, train_loss, strict=True) if None not in (v, t)]
         results.append(
@@ -230,9 +233,9 @@ def _conclusion(
         for v in variants
         if v["test_accuracy"]["values"]
     }
-    if definition.baseline_name not in by_name:
-        return ["Not enough finished runs to compare with the baseline yet."]
-    lines = conclusions.conclude(by_name, definition.baseline_name)
+    if not by_name:
+        return ["No finished runs to compare yet."]
+    lines = conclusions.conclude(by_name, definition.baseline_name, definition.pairs)
     if "updates" in definition.plots or "seconds" in definition.plots:
         lines += _speed_sentences(variants, curves)
     if definition.activation_stats:
@@ -267,7 +270,9 @@ def _speed_sentences(variants: list[dict[str, Any]], curves: dict[str, list[dict
                 f"{variant['name']} after {index + 1} epoch{'s' * (index > 0)}, "
                 f"{per_epoch * (index + 1):,} updates, {seconds[index]:.1f} s"
             )
-    return [f"Reaching {target:.1%} validation accuracy (mean over seeds): " + "; ".join(parts) + "."]
+    return [
+        f"Reaching {target:.1%} validation accuracy (mean over seeds): " + "; ".join(parts) + "."
+    ]
 
 
 def _saturation_sentences(variants: list[dict[str, Any]]) -> list[str]:
@@ -336,7 +341,9 @@ class _Progress:
 
     def starting(self, label: str) -> None:
         if self.bar is not None:
-            self.bar.update(self.task, description=f"[{self.finished + 1}/{self.total_runs}] {label}")
+            self.bar.update(
+                self.task, description=f"[{self.finished + 1}/{self.total_runs}] {label}"
+            )
 
     def advance(self) -> None:
         if self.bar is not None:
@@ -423,7 +430,12 @@ def run_experiment(
         folder = find_experiment(resume, definition.name, runs_dir)
         previous = read_record(folder)
         definition = validate(Definition, previous.definition, f"{folder / RECORD_FILE}")
-        old = Budget.model_validate({**previous.budget})
+        old = validate(
+            Budget,
+            {key: previous.budget.get(key) for key in Budget.model_fields},
+            f"{folder / RECORD_FILE}: budget",
+            error=RunError,
+        )
         changed = [
             flag
             for flag, value, was in (
@@ -462,8 +474,10 @@ def run_experiment(
     if previous is not None:
         for v in previous.variants:
             old_activations.update(
-                {run: {k: {s: list(x) for s, x in st.items()} for k, st in layers.items()}
-                 for run, layers in v.activations.items()}
+                {
+                    run: {k: {s: list(x) for s, x in st.items()} for k, st in layers.items()}
+                    for run, layers in v.activations.items()
+                }
             )
 
     from digitlab.data import load_dataset
@@ -502,7 +516,10 @@ def run_experiment(
         budget.epochs - (done[(v.name, s)].run.epochs_done if (v.name, s) in done else 0)
         for v, s in todo
     )
-    with _Progress(console, total_epochs, len(todo), live) as progress, interrupts.stop_on_signals():
+    with (
+        _Progress(console, total_epochs, len(todo), live) as progress,
+        interrupts.stop_on_signals(),
+    ):
         for variant, seed in todo:
             if interrupts.requested.is_set():
                 status = "interrupted"
@@ -649,13 +666,11 @@ def _write_record(
     return record
 
 
-def write_report(folder: Path) -> Path | None:
-    """The experiment's report.html, by the report writer (None while it isn't installed)."""
-    try:
-        from digitlab.report import write_experiment_report
-    except ImportError:  # the report package is being built alongside this one
-        return None
-    return write_experiment_report(folder)
+def write_report(folder: Path) -> Path:
+    """The experiment's report.html (`digitlab.report`), its runs found in its runs/ folder."""
+    from digitlab.report import write_experiment_report
+
+    return write_experiment_report(folder, runs_dir=folder / RUNS_FOLDER)
 
 
 def list_experiments(runs_dir: str | Path | None = None) -> list[tuple[Path, ExperimentRecord]]:
@@ -668,4 +683,3 @@ def list_experiments(runs_dir: str | Path | None = None) -> list[tuple[Path, Exp
         except (RunError, SpecError):
             continue
     return found
-

@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from digitlab.schema import _Record, _Strict, TrainConfig, register, unknown
+from digitlab.schema import TrainConfig, _Record, _Strict, register, unknown
 
 INPUT_SCALINGS = ("unit", "raw", "standardize")  # x/255 (the notebook's), 0–255, zero mean
 LEARNING_RATE_POLICIES = ("same", "linear")  # one rate for all, or Goyal et al.'s scaling
@@ -37,7 +37,7 @@ class Budget(_Strict):
         """The digits each epoch trains on (the split is taken from the end, as in `fit`)."""
         import math
 
-        return int(math.floor(self.train_samples * (1.0 - self.validation_split)))
+        return math.floor(self.train_samples * (1.0 - self.validation_split))
 
 
 class Variant(_Strict):
@@ -96,7 +96,16 @@ class Definition(_Strict):
     reference_batch: int = Field(32, ge=1)  # the batch size the base learning rate is for
     plots: tuple[Literal[PLOTS], ...] = Field(("loss", "gap", "accuracy"), strict=False)
     activation_stats: bool = False  # per-layer statistics of a fixed validation batch
+    # [variant, reference] pairs the conclusion tests (default: every variant vs the baseline)
+    comparisons: tuple[tuple[str, str], ...] = Field((), strict=False)
     variants: tuple[Variant, ...] = Field(min_length=1, max_length=30, strict=False)
+
+    @field_validator("comparisons", mode="before")
+    @classmethod
+    def _pairs(cls, value: Any) -> Any:
+        if isinstance(value, list | tuple):
+            return tuple(tuple(p) if isinstance(p, list) else p for p in value)
+        return value
 
     @model_validator(mode="after")
     def _fits_together(self) -> Definition:
@@ -106,7 +115,19 @@ class Definition(_Strict):
             raise ValueError(f"variant names must differ; repeated: {', '.join(twice)}")
         if self.baseline is not None and self.baseline not in names:
             raise ValueError(f"baseline: {unknown('variant', self.baseline, names)}")
+        for pair in self.comparisons:
+            for name in pair:
+                if name not in names:
+                    raise ValueError(f"comparisons: {unknown('variant', name, names)}")
         return self
+
+    @property
+    def pairs(self) -> list[tuple[str, str]]:
+        """The (variant, reference) pairs the conclusion compares."""
+        if self.comparisons:
+            return [tuple(pair) for pair in self.comparisons]
+        base = self.baseline_name
+        return [(v.name, base) for v in self.variants if v.name != base]
 
     @property
     def baseline_name(self) -> str:

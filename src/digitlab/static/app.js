@@ -214,7 +214,7 @@ document.getElementById("random").addEventListener("click", async () => {
     const picture = new Image();
     picture.src = `data:image/png;base64,${result.preprocessed}`;
     await picture.decode();
-    showOnPad(picture, 28, 28, "#000");
+    showOnPad(picture, picture.naturalWidth, picture.naturalHeight, "#000"); // the run's own size
     showPrediction(result);
     const verdict = result.digit === result.expected ? "right" : "wrong";
     say(`Test digit #${result.index}, labelled ${classNames[result.expected]}: the model is ${verdict}.`);

@@ -1,0 +1,156 @@
+"""`digitlab board` and `digitlab tune dashboard`: TensorBoard and optuna-dashboard, launched.
+
+Both are the tools themselves, from optional extras: TensorBoard (`pip install
+'digitlab[board]'`) on the runs folder, whose runs each hold `tensorboard/` event files
+(see `digitlab.events`); optuna-dashboard (`pip install 'digitlab[dashboard]'`) on a study's
+storage, opened as `digitlab tune` opens it (`studies.open_storage`: the journal file with
+its lock, or a database URL). Both serve on 127.0.0.1 by default; the URL is returned only
+once the port is bound, and a port in use is one clear error naming a free one.
+"""
+
+from __future__ import annotations
+
+import errno
+import importlib
+import socket
+import socketserver
+import time
+from pathlib import Path
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+from digitlab.errors import DigitlabError
+from digitlab.runs import default_runs_dir
+
+DEFAULT_HOST = "127.0.0.1"
+TENSORBOARD_PORT = 6006  # TensorBoard's own default
+DASHBOARD_PORT = 8080  # optuna-dashboard's own default
+
+
+def _require(module: str, tool: str, extra: str) -> None:
+    """Import `module`, or say in one line how to install the extra that brings it."""
+    try:
+        importlib.import_module(module)
+    except ImportError:
+        raise DigitlabError(f"{tool} is not installed; pip install 'digitlab[{extra}]'") from None
+
+
+def _port_free(host: str, port: int) -> bool:
+    with socket.socket() as probe:
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def _port_in_use(host: str, port: int) -> DigitlabError:
+    """The error for a taken port, suggesting the next free one."""
+    free = next((p for p in range(port + 1, min(port + 50, 65536)) if _port_free(host, p)), None)
+    hint = f"try --port {free}" if free is not None else "pass another --port"
+    return DigitlabError(f"port {port} is in use; {hint}")
+
+
+# ---------------------------------------------------------------------------- TensorBoard
+def start_tensorboard(
+    runs_dir: str | Path | None = None, *, host: str = DEFAULT_HOST, port: int = TENSORBOARD_PORT
+) -> str:
+    """Start TensorBoard on `runs_dir` in this process (it serves from background threads)
+    and return its URL, once it listens. Every run folder with a `tensorboard/` folder is a
+    run in its run selector; TensorBoard rescans the folder every few seconds.
+
+    Raises:
+        DigitlabError: TensorBoard is not installed, `runs_dir` is not a folder, or the port
+            is in use.
+    """
+    _require("tensorboard.program", "TensorBoard", "board")
+    from tensorboard import program
+
+    runs_dir = Path(runs_dir) if runs_dir is not None else default_runs_dir()
+    if not runs_dir.is_dir():
+        raise DigitlabError(
+            f"no runs folder {runs_dir}; train a run with `digitlab train` or pass RUNS_DIR"
+        )
+    if not _port_free(host, port):
+        raise _port_in_use(host, port)
+    board = program.TensorBoard()
+    board.configure(logdir=str(runs_dir.resolve()), host=host, port=port)
+    try:
+        return board.launch()
+    except program.TensorBoardPortInUseError:  # taken between the check and the bind
+        raise _port_in_use(host, port) from None
+    except program.TensorBoardServerException as exc:
+        raise DigitlabError(f"TensorBoard could not start: {exc.msg}") from None
+
+
+# ------------------------------------------------------------------------ optuna-dashboard
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format, *args):  # no line per request
+        pass
+
+
+class _ThreadingServer(socketserver.ThreadingMixIn, WSGIServer):
+    daemon_threads = True  # the page's parallel requests; none outlives Ctrl-C
+
+
+def start_dashboard(
+    study: str,
+    *,
+    storage: str | Path | None = None,
+    runs_dir: str | Path | None = None,
+    host: str = DEFAULT_HOST,
+    port: int = DASHBOARD_PORT,
+) -> tuple[WSGIServer, str]:
+    """Bind optuna-dashboard to `host:port` on the storage holding `study`.
+
+    Args:
+        study: the study's name; it must exist in the storage.
+        storage: as for `digitlab tune`: None for `<runs_dir>/tune.journal`, a journal file
+            path, or a database URL such as postgresql://user@host/db.
+        runs_dir: the runs folder of the default journal file.
+
+    Returns:
+        The server, bound but not yet serving (call `serve_forever`, e.g. in a thread), and
+        the URL of the study's page.
+
+    Raises:
+        DigitlabError: optuna-dashboard is not installed, the storage cannot be opened, the
+            study is not in it, or the port is in use.
+    """
+    _require("optuna_dashboard", "optuna-dashboard", "dashboard")
+    import optuna_dashboard
+
+    from digitlab.studies import journal_path, open_storage, storage_label
+
+    label = storage_label(storage, runs_dir)
+    if (storage is None or "://" not in str(storage)) and not journal_path(
+        storage, runs_dir
+    ).is_file():
+        raise DigitlabError(
+            f"no study storage at {label}; run `digitlab tune --study {study}` first, "
+            "or pass the --storage it used"
+        )
+    opened = open_storage(storage, runs_dir)
+    names = sorted(s.study_name for s in opened.get_all_studies())
+    if study not in names:
+        listed = ", ".join(names) if names else "none"
+        raise DigitlabError(f"no study '{study}' in {label} (studies there: {listed})")
+    app = optuna_dashboard.wsgi(opened)
+    try:
+        server = make_server(
+            host, port, app, server_class=_ThreadingServer, handler_class=_QuietHandler
+        )
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            raise _port_in_use(host, port) from None
+        raise DigitlabError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    study_id = opened.get_study_id_from_name(study)
+    return server, f"http://{host}:{port}/dashboard/studies/{study_id}"
+
+
+def wait_for_interrupt() -> None:
+    """Block until Ctrl-C (the servers run in background threads)."""
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        return

@@ -1,0 +1,315 @@
+"""TensorBoard event files of every run, read back by TensorBoard's own reader, and the two
+launchers: `digitlab board` (TensorBoard) and `digitlab tune dashboard` (optuna-dashboard),
+checked over HTTP."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import queue
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import keras
+import numpy as np
+import optuna
+import pytest
+from test_tune import postgres_url  # noqa: F401  the throwaway PostgreSQL server fixture
+from typer.testing import CliRunner
+
+from digitlab.cli import app
+from digitlab.events import EVENTS_DIR, EpochEvents, histogram_value, statistics
+
+SCALARS = ("loss", "accuracy", "val_loss", "val_accuracy")
+
+
+def _accumulator(folder: Path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    accumulator = EventAccumulator(
+        str(folder), size_guidance={"scalars": 0, "histograms": 0, "images": 0, "tensors": 0}
+    )
+    accumulator.Reload()
+    return accumulator
+
+
+def _steps(accumulator, kind: str, tag: str) -> list[int]:
+    return [event.step for event in getattr(accumulator, kind)(tag)]
+
+
+def _text(accumulator, tag: str = "config") -> str:
+    (event,) = accumulator.Tensors(tag)
+    return event.tensor_proto.string_val[0].decode()
+
+
+# --------------------------------------------------------------------------- event files
+def _tiny_model() -> keras.Model:
+    model = keras.Sequential(
+        [
+            keras.Input((4,)),
+            keras.layers.Dense(3, activation="relu", name="hidden"),
+            keras.layers.Dropout(0.5, name="drop"),
+            keras.layers.Dense(2, name="out"),
+        ]
+    )
+    model.compile(loss="mse", metrics=["mae"])
+    return model
+
+
+def _record(epochs: range, model: keras.Model | None = None) -> EpochEvents:
+    """An EpochEvents that saw `epochs` end, as a fit would call it (no training needed)."""
+    events = EpochEvents(np.arange(40, dtype=np.float32).reshape(10, 4), input_scale=0.1)
+    events.set_model(model or _tiny_model())
+    for epoch in epochs:
+        events.on_epoch_end(epoch, {"loss": 1.0 / (epoch + 1), "val_loss": 2.0 / (epoch + 1)})
+    return events
+
+
+def test_events_hold_scalars_histograms_and_config_per_epoch(tmp_path):
+    _record(range(3)).write(tmp_path / EVENTS_DIR, step=3, config_text='{\n  "name": "x"\n}')
+    accumulator = _accumulator(tmp_path / EVENTS_DIR)
+    assert _steps(accumulator, "Scalars", "loss") == [1, 2, 3]
+    assert [e.value for e in accumulator.Scalars("val_loss")] == pytest.approx([2, 1, 2 / 3])
+    tags = set(accumulator.Tags()["histograms"])
+    assert {
+        "weights/hidden/kernel",
+        "weights/hidden/bias",
+        "weights/out/kernel",
+        "activations/hidden",
+        "activations/drop",
+        "activations/out",
+    } <= tags
+    assert _steps(accumulator, "Histograms", "activations/hidden") == [1, 2, 3]
+    # the activations are those of the fixed sample, scaled as the fit scales it: 10 rows
+    assert accumulator.Histograms("activations/out")[0].histogram_value.num == 10 * 2
+    assert '"name": "x"' in _text(accumulator)
+    assert accumulator.Tags()["images"] == []  # no pictures: an interrupted run has none
+
+
+def test_a_resumed_run_appends_to_its_event_files_in_order(tmp_path):
+    model = _tiny_model()
+    first, second = tmp_path / "first" / EVENTS_DIR, tmp_path / "second" / EVENTS_DIR
+    _record(range(2), model).write(first, step=2, config_text="{}")
+    _record(range(2, 4), model).write(second, step=4, config_text="{}", previous=first)
+    # Both files were written within the same second: the names must still sort in order,
+    # or TensorBoard's reader purges the earlier epochs as "orphaned".
+    assert len(list(second.iterdir())) == 2
+    accumulator = _accumulator(second)
+    assert _steps(accumulator, "Scalars", "loss") == [1, 2, 3, 4]
+    assert _steps(accumulator, "Histograms", "weights/hidden/kernel") == [1, 2, 3, 4]
+    assert _steps(accumulator, "Tensors", "config") == [2, 4]
+
+
+def test_histograms_count_only_finite_values():
+    assert histogram_value("w", np.asarray(statistics(np.array([np.nan, np.inf])))) is None
+    value = histogram_value("w", np.asarray(statistics(np.array([1.0, np.nan, 3.0, 3.0]))))
+    histo = value.histo
+    assert (histo.num, histo.min, histo.max, histo.sum, histo.sum_squares) == (3, 1, 3, 7, 19)
+    assert sum(histo.bucket) == 3 and histo.bucket[1] == 1 and histo.bucket[-1] == 2
+    assert histo.bucket_limit[0] == 1 and histo.bucket_limit[-1] == pytest.approx(3)
+
+
+def test_a_constant_tensor_gets_one_bucket_around_its_value():
+    histo = histogram_value("b", np.asarray(statistics(np.zeros(5)))).histo
+    assert histo.num == 5 and histo.bucket_limit[0] == -0.5 and histo.bucket_limit[-1] == 0.5
+    assert sum(histo.bucket) == 5
+
+
+@pytest.mark.slow
+def test_a_trained_run_shows_in_tensorboards_reader(tmp_path):
+    from digitlab.config import with_overrides
+    from digitlab.presets import get_preset
+    from digitlab.training import train
+
+    spec = with_overrides(get_preset("seed"), train_samples=1000, epochs=2, validation_split=0.1)
+    run = train(spec, runs_dir=tmp_path, verbose=0)
+    accumulator = _accumulator(run.path / EVENTS_DIR)
+    for tag in SCALARS:
+        assert _steps(accumulator, "Scalars", tag) == [1, 2], tag
+    assert [e.value for e in accumulator.Scalars("loss")] == pytest.approx(run.history["loss"])
+    histograms = set(accumulator.Tags()["histograms"])
+    for layer in run.model.layers:
+        assert _steps(accumulator, "Histograms", f"activations/{layer.name}") == [1, 2]
+        for weight in layer.weights:
+            assert f"weights/{layer.name}/{weight.name}" in histograms
+    assert {"confusion_matrix", "misclassified"} <= set(accumulator.Tags()["images"])
+    (matrix,) = accumulator.Images("confusion_matrix")
+    assert matrix.step == 2 and matrix.encoded_image_string.startswith(b"\x89PNG")
+    assert json.loads(_text(accumulator))["epochs_done"] == 2
+
+
+@pytest.mark.slow
+def test_an_interrupted_run_keeps_the_epochs_it_finished(tmp_path):
+    from digitlab.config import with_overrides
+    from digitlab.presets import get_preset
+    from digitlab.training import resume, train
+
+    class StopAfterTwo(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 1:
+                raise KeyboardInterrupt
+
+    spec = with_overrides(get_preset("seed"), train_samples=1000, epochs=4, validation_split=0.1)
+    run = train(spec, runs_dir=tmp_path, verbose=0, callbacks=(StopAfterTwo(),))
+    assert run.status == "interrupted" and run.epochs_done == 2
+    accumulator = _accumulator(run.path / EVENTS_DIR)
+    assert _steps(accumulator, "Scalars", "val_accuracy") == [1, 2]
+    assert accumulator.Tags()["images"] == []
+    finished = resume(run, verbose=0)
+    accumulator = _accumulator(finished.path / EVENTS_DIR)
+    assert _steps(accumulator, "Scalars", "loss") == [1, 2, 3, 4]
+    assert [e.step for e in accumulator.Images("misclassified")] == [4]
+
+
+# ----------------------------------------------------------------------------- launchers
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@contextlib.contextmanager
+def _serving(*args: str, timeout: float = 60):
+    """Run `digitlab ARGS` in its own process group; yield the URL it prints; kill it."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "digitlab", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+    lines: queue.Queue[str] = queue.Queue()
+    threading.Thread(
+        target=lambda: [lines.put(line) for line in process.stdout], daemon=True
+    ).start()
+    try:
+        deadline, seen = time.monotonic() + timeout, []
+        while time.monotonic() < deadline:
+            try:
+                line = lines.get(timeout=0.5)
+            except queue.Empty:
+                assert process.poll() is None, f"exited {process.returncode}: {seen}"
+                continue
+            seen.append(line)
+            if "http://" in line:
+                yield line[line.index("http://") :].split()[0]
+                return
+        pytest.fail(f"no URL printed within {timeout} s: {seen}")
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=10)
+
+
+def _get_json(url: str, until, timeout: float = 60):
+    """GET `url` until `until(json)` holds (bounded); returns the last JSON."""
+    deadline, data = time.monotonic() + timeout, None
+    while time.monotonic() < deadline:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            data = json.load(response)
+        if until(data):
+            return data
+        time.sleep(0.5)
+    pytest.fail(f"{url} never showed what was expected; last answer: {data}")
+
+
+def test_board_serves_the_runs_to_tensorboard(tmp_path):
+    run = tmp_path / "runs" / "20260101-000000-tiny"
+    _record(range(2)).write(run / EVENTS_DIR, step=2, config_text="{}")
+    port = _free_port()
+    with _serving("board", str(tmp_path / "runs"), "--port", str(port)) as url:
+        assert url.startswith(f"http://127.0.0.1:{port}")
+        runs = _get_json(f"http://127.0.0.1:{port}/data/runs", lambda data: data)
+        assert runs == ["20260101-000000-tiny/tensorboard"]
+
+
+def _one_line_error(result) -> str:
+    assert result.exit_code == 2, result.output
+    assert len(result.output.strip().splitlines()) == 1, result.output
+    return result.output.strip()
+
+
+def test_board_without_tensorboard_says_how_to_install_it(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "tensorboard", None)  # `import tensorboard` now fails
+    result = CliRunner().invoke(app, ["board", str(tmp_path)])
+    assert _one_line_error(result) == (
+        "Error: TensorBoard is not installed; pip install 'digitlab[board]'"
+    )
+
+
+def test_board_on_a_taken_port_names_a_free_one(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = CliRunner().invoke(app, ["board", str(tmp_path), "--port", str(port)])
+    assert _one_line_error(result).startswith(f"Error: port {port} is in use; try --port ")
+
+
+def test_board_on_a_missing_folder_says_so(tmp_path):
+    result = CliRunner().invoke(app, ["board", str(tmp_path / "nope")])
+    assert "no runs folder" in _one_line_error(result)
+
+
+def _small_study(storage, name: str = "small") -> None:
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    study = optuna.create_study(storage=storage, study_name=name)
+    study.optimize(lambda trial: trial.suggest_float("x", 0, 1), n_trials=3)
+
+
+def test_tune_dashboard_serves_the_study_of_the_journal_file(tmp_path):
+    from digitlab.studies import open_storage
+
+    _small_study(open_storage(runs_dir=tmp_path))  # RUNS_DIR/tune.journal, as `tune` writes
+    port = _free_port()
+    args = ("tune", "dashboard", "--study", "small", "--runs-dir", str(tmp_path))
+    with _serving(*args, "--port", str(port)) as url:
+        assert url == f"http://127.0.0.1:{port}/dashboard/studies/0"
+        data = _get_json(f"http://127.0.0.1:{port}/api/studies", lambda data: data)
+        (study,) = data["study_summaries"]
+        assert study["study_name"] == "small"
+        with urllib.request.urlopen(url, timeout=10) as page:  # the page itself
+            assert page.status == 200
+
+
+def test_tune_dashboard_of_an_unknown_study_lists_the_known_ones(tmp_path):
+    from digitlab.studies import open_storage
+
+    _small_study(open_storage(runs_dir=tmp_path))
+    result = CliRunner().invoke(
+        app, ["tune", "dashboard", "--study", "nope", "--runs-dir", str(tmp_path)]
+    )
+    assert "no study 'nope'" in _one_line_error(result) and "small" in result.output
+
+
+def test_tune_dashboard_without_a_journal_creates_none(tmp_path):
+    result = CliRunner().invoke(app, ["tune", "dashboard", "--runs-dir", str(tmp_path)])
+    assert "no study storage at" in _one_line_error(result)
+    assert not (tmp_path / "tune.journal").exists()
+
+
+def test_tune_dashboard_without_optuna_dashboard_says_how_to_install_it(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "optuna_dashboard", None)
+    result = CliRunner().invoke(app, ["tune", "dashboard", "--runs-dir", str(tmp_path)])
+    assert _one_line_error(result) == (
+        "Error: optuna-dashboard is not installed; pip install 'digitlab[dashboard]'"
+    )
+
+
+def test_tune_dashboard_serves_a_study_on_postgresql(postgres_url):  # noqa: F811
+    from digitlab.studies import open_storage
+
+    _small_study(open_storage(postgres_url), name="on-postgres")
+    port = _free_port()
+    args = ("tune", "dashboard", "--study", "on-postgres", "--storage", postgres_url)
+    with _serving(*args, "--port", str(port)):
+        data = _get_json(f"http://127.0.0.1:{port}/api/studies", lambda data: data)
+        assert [s["study_name"] for s in data["study_summaries"]] == ["on-postgres"]
