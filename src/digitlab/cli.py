@@ -981,6 +981,11 @@ def tune_dashboard(
         server.server_close()
 
 
+# ------------------------------------------------------------ inspect, explain, calibrate (helper)
+# (inspect and explain commands go here)
+# (calibrate command goes here)
+
+
 # -------------------------------------------------------------------------------------- main
 def main() -> None:
     """Entry point of the `digitlab` command."""
