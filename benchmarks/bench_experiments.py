@@ -242,8 +242,8 @@ def section(results: list[tuple[str, float, dict, Path]]) -> str:
         "Verdicts: \"agrees\" = the difference points the anchor's way and Welch's t-test over "
         "the seeds separates it from the spread (p < 0.05).",
         "",
-        "| experiment | budget | wall time | target met |",
-        "|---|---|---|---|",
+        "| experiment | budget | wall time | CPU time (all threads) | target met |",
+        "|---|---|---|---|---|",
     ]
     for name, seconds, record, _ in results:
         b = record["budget"]
@@ -252,7 +252,8 @@ def section(results: list[tuple[str, float, dict, Path]]) -> str:
         lines.append(
             f"| {name} | {len(record['variants'])} variants × {len(record['seeds'])} seeds, "
             f"{b['epochs']} epochs, {b['fit_samples']:,} + {held_out:,} "
-            f"validation digits | {seconds / 60:.1f} min | {met} |"
+            f"validation digits | {seconds / 60:.1f} min | "
+            f"{record.get('cpu_seconds', 0) / 60:.1f} min | {met} |"
         )
     for name, _, record, folder in results:
         lines += [

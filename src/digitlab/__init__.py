@@ -1,6 +1,6 @@
 """digitlab: neural networks on handwritten digits, from the classic Keras notebook to a tool.
 
-The public API, importable from `digitlab`:
+The public API, importable from `digitlab` (see `examples/notebook.ipynb`):
 
     load_dataset("mnist")          -> ((x_train, y_train), (x_test, y_test)) as uint8 arrays
     build_model(get_preset("seed")) -> the notebook's keras.Sequential
@@ -8,11 +8,16 @@ The public API, importable from `digitlab`:
     evaluate(run)                  -> an Evaluation (accuracy, confusion matrix, report)
     predict(run, images)           -> a Prediction (digits and their probabilities)
     load_run("latest")             -> a Run
+    compare(runs, out_dir)         -> a Comparison (overlaid curves, differing settings)
+    experiment("dropout")          -> an experiment's outcome (variants × seeds as runs)
 
-Keras is imported only when a function that needs it is first used, so the CLI starts fast.
-The modules are named for their stage (training, evaluation, prediction), not for the
-function they export: a submodule `digitlab.train` would replace the function `digitlab.train`
-on the package as soon as it was imported.
+In Jupyter, a `Run`, `Evaluation` or `Prediction` shows itself inline (figures, curves and
+the confusion matrix); `repr()` is one line.
+
+Keras is imported only when a function that needs it is first used, so `import digitlab`
+and the CLI start fast. The modules are named for their stage (training, evaluation,
+prediction), not for the function they export: a submodule `digitlab.train` would replace
+the function `digitlab.train` on the package as soon as it was imported.
 """
 
 import os
@@ -25,16 +30,44 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "load_dataset": "digitlab.data",
     "build_model": "digitlab.model",
-    "get_preset": "digitlab.presets",
-    "load_spec_file": "digitlab.config",
     "train": "digitlab.training",
-    "resume": "digitlab.training",
     "evaluate": "digitlab.evaluation",
     "predict": "digitlab.prediction",
     "load_run": "digitlab.runs",
+    "compare": "digitlab.report",
+    "get_preset": "digitlab.presets",
+    "load_spec_file": "digitlab.config",
+    "resume": "digitlab.training",
     "DigitlabError": "digitlab.errors",
 }
-__all__ = list(_EXPORTS)
+__all__ = [*_EXPORTS, "experiment"]
+
+
+def experiment(definition, **options):
+    """Run a controlled experiment: each variant × seed trained as a normal run, then compared.
+
+    Args:
+        definition: a built-in name ("dropout", "batch-size", "normalization"), the path of
+            an experiment TOML file (see `examples/`), or a loaded definition.
+        **options: as `digitlab.experiments.run_experiment` (seeds, epochs, train_samples,
+            quick, runs_dir, resume, data_dir, ...).
+
+    Returns:
+        The outcome: `.folder` (the experiment's folder with report.html) and `.record`.
+
+    Raises:
+        SpecError: no such experiment, or the file has a bad key or value.
+
+    Example:
+        >>> import digitlab
+        >>> outcome = digitlab.experiment("dropout", seeds=1, epochs=2, quick=True)
+        >>> outcome.folder  # doctest: +SKIP
+    """
+    from digitlab.experiments import load_definition, run_experiment
+
+    if isinstance(definition, str | os.PathLike):
+        definition = load_definition(definition)
+    return run_experiment(definition, **options)
 
 
 def __getattr__(name: str):
@@ -43,3 +76,8 @@ def __getattr__(name: str):
     import importlib
 
     return getattr(importlib.import_module(_EXPORTS[name]), name)
+
+
+def __dir__() -> list[str]:
+    """The public API first: what a notebook's tab completion and `dir(digitlab)` show."""
+    return sorted({*__all__, "__version__"})

@@ -47,8 +47,8 @@ class _Group(TyperGroup):
         except DigitlabError as exc:
             _error(str(exc))
             raise typer.Exit(2) from None
-        except (typer.Exit, typer.Abort, KeyboardInterrupt, SystemExit):
-            raise
+        except (typer.Exit, typer.Abort, KeyboardInterrupt, SystemExit, BrokenPipeError):
+            raise  # a closed pipe (`digitlab ... | head`) is handled in main()
         except Exception as exc:
             if _debug() or isinstance(exc, typer.TyperException | click.ClickException):
                 raise  # a usage error: the parser prints it, with exit status 2
@@ -989,4 +989,9 @@ def tune_dashboard(
 # -------------------------------------------------------------------------------------- main
 def main() -> None:
     """Entry point of the `digitlab` command."""
-    app()
+    try:
+        app()
+    except BrokenPipeError:  # the reader went away (`digitlab runs | head`): stop quietly
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # Python's own flush at exit must not fail
+        sys.exit(141)  # 128 + SIGPIPE, as a shell reports it

@@ -156,6 +156,49 @@ class Run:
         outputs = self._forward(prepare_inputs(images, self.spec.input_shape))
         return to_probabilities(np.asarray(outputs), output_activation(self.spec))
 
+    def __repr__(self) -> str:
+        """One line: name, dataset, test accuracy, status (the config is in `run.config`)."""
+        from digitlab.display import accuracy_text
+
+        accuracy = accuracy_text(self.metrics.test_accuracy)
+        return f"<Run {self.name}: {self.dataset.name}, test accuracy {accuracy}, {self.status}>"
+
+    def _repr_html_(self) -> str:
+        """Jupyter's inline view: key figures, training curves and confusion matrix (PNG data
+        URIs drawn from the run folder's pictures, or from its history and metrics)."""
+        from digitlab import display, plots
+
+        metrics, history = self.metrics, self.history
+        rows = [
+            ("path", str(self.path)),
+            ("network", self.spec.name),
+            ("dataset", self.dataset.name),
+            ("status", self.status),
+            ("epochs", self.epochs_done),
+            ("test accuracy", display.accuracy_text(metrics.test_accuracy)),
+            ("test loss", display.number(metrics.test_loss)),
+        ]
+        for key, label in (("val_accuracy", "validation accuracy"), ("val_loss", "validation loss")):
+            if history.get(key):
+                value = history[key][-1]
+                rows.append((label, display.percent(value) if "acc" in key else display.number(value)))
+        rows.append(("training time", f"{metrics.train_seconds:.1f} s"))
+        figures = []
+        curves = display.file_figure(self.path / "training_curves.png", "Training curves")
+        if curves is None and history:
+            curves = display.drawn_figure(
+                lambda path: plots.save_training_curves(history, path), "Training curves"
+            )
+        cm = metrics.confusion_matrix
+        confusion = display.file_figure(self.path / "confusion_matrix.png", "Confusion matrix")
+        if confusion is None and cm is not None:
+            confusion = display.drawn_figure(
+                lambda path: plots.save_confusion_matrix(np.asarray(cm), self.class_names, path),
+                "Confusion matrix",
+            )
+        figures = [fig for fig in (curves, confusion) if fig is not None]
+        return display.card(f"Run {self.name}", rows, figures)
+
 
 @dataclass(frozen=True)
 class UnreadableRun:

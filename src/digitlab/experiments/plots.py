@@ -51,26 +51,58 @@ def _x(curve: dict, axis: str) -> np.ndarray:
     return np.arange(1, epochs + 1)
 
 
+def _top(curves: dict[str, list[dict]]) -> float:
+    """A y limit that keeps the curves readable: the first epochs' spikes are cut off."""
+    values = [x for runs in curves.values() for c in runs for k in ("loss", "val_loss")
+              for x in c.get(k, []) if np.isfinite(x)]  # fmt: skip
+    return float(np.percentile(values, 95)) * 1.15 if values else 1.0
+
+
 def _loss_figure(curves: dict[str, list[dict]], axes: Sequence[str]) -> Figure:
-    """Training (solid) and validation (dashed) loss per variant, one panel per x axis, as in
-    `digitlab compare`."""
+    """Loss curves, mean across seeds with a min–max band. Against epochs only: one panel per
+    variant, training (solid) and validation (dashed) overlaid, as in `digitlab compare`, on a
+    shared scale. Against several axes: one panel per axis, the variants overlaid, validation
+    (solid) over training (thin, dotted)."""
+    top = _top(curves)
+    shown = {name: runs for name, runs in curves.items() if runs}
+    if list(axes) == ["epoch"]:
+        cols = min(len(shown), 3) or 1
+        rows = -(-len(shown) // cols) or 1
+        fig = Figure(figsize=(4.2 * cols, 3.2 * rows), layout="constrained")
+        panels = fig.subplots(rows, cols, squeeze=False, sharey=True).ravel()
+        for ax in panels[len(shown) :]:
+            ax.set_axis_off()
+        for ax, (name, runs) in zip(panels, shown.items(), strict=False):
+            x = np.arange(1, min(len(c["loss"]) for c in runs) + 1)
+            _band(ax, x, [c["loss"] for c in runs], "#1f77b4", "training", "-")
+            if all(c.get("val_loss") for c in runs):
+                _band(ax, x, [c["val_loss"] for c in runs], "#d62728", "validation", "--")
+            ax.set_title(name, fontsize=10)
+            ax.set_xlabel("epoch")
+            ax.set_ylim(0, top)
+            ax.grid(alpha=0.3)
+        panels[0].set_ylabel("loss")
+        panels[0].legend(fontsize=8)
+        fig.suptitle("training vs validation loss (mean of seeds, band: min–max)")
+        return fig
     fig = Figure(figsize=(5.2 * len(axes), 4.2), layout="constrained")
     panels = fig.subplots(1, len(axes), squeeze=False).ravel()
     for ax, axis in zip(panels, axes, strict=True):
-        for color, (name, runs) in zip(_colors(len(curves)), curves.items(), strict=True):
-            if not runs:
-                continue
-            x = np.mean([_x(c, axis)[: min(len(r["loss"]) for r in runs)] for c in runs], axis=0)
-            _band(ax, x, [c["loss"] for c in runs], color, f"{name} train", "-")
+        for color, (name, runs) in zip(_colors(len(shown)), shown.items(), strict=True):
+            length = min(len(c["loss"]) for c in runs)
+            x = np.mean([_x(c, axis)[:length] for c in runs], axis=0)
             if all(c.get("val_loss") for c in runs):
-                _band(ax, x, [c["val_loss"] for c in runs], color, f"{name} validation", "--")
+                _band(ax, x, [c["val_loss"] for c in runs], color, f"{name} validation", "-")
+            ax.plot(x, np.mean([c["loss"][:length] for c in runs], axis=0), ":", color=color,
+                    lw=1, label=f"{name} training")  # fmt: skip
         if axis != "epoch":
             ax.set_xscale("log")
+        ax.set_ylim(0, top)
         ax.set_xlabel(AXES[axis])
         ax.set_ylabel("loss")
         ax.set_title(f"loss per {AXES[axis].removesuffix('s')}")
         ax.grid(alpha=0.3)
-    panels[0].legend(fontsize=7, ncols=2 if len(curves) > 3 else 1)
+    panels[0].legend(fontsize=7, ncols=2 if len(shown) > 3 else 1)
     return fig
 
 

@@ -425,7 +425,7 @@ def run_experiment(
         SpecError: a bad budget or variant; training diverged.
         RunError: the folder can't be written, or the experiment to resume isn't found.
     """
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     if resume is not None:
         folder = find_experiment(resume, definition.name, runs_dir)
         previous = read_record(folder)
@@ -454,12 +454,12 @@ def run_experiment(
         policy = previous.learning_rate_policy
         quick = bool(previous.budget.get("quick", False))
         created = previous.created
-        wall_before = previous.wall_seconds
+        wall_before, cpu_before = previous.wall_seconds, previous.cpu_seconds
     else:
         budget = _budget(definition, quick, seeds=seeds, epochs=epochs, train_samples=train_samples)
         policy = learning_rate_policy or definition.learning_rate_policy
         folder = new_run_path(check_writable(experiments_dir(runs_dir)), definition.name)
-        created, previous, wall_before = datetime.now(), None, 0.0
+        created, previous, wall_before, cpu_before = datetime.now(), None, 0.0, 0.0
     check_writable(folder / RUNS_FOLDER)
     seed_list = list(range(budget.seeds))
 
@@ -501,7 +501,8 @@ def run_experiment(
     def write(status: str, final: bool = False) -> ExperimentRecord:
         return _write_record(
             folder, definition, budget, policy, specs, done, seed_list, status, created,
-            wall_before + time.perf_counter() - started, final=final, quick=quick,
+            (wall_before + time.perf_counter() - started,
+             cpu_before + time.process_time() - cpu_started), final=final, quick=quick,
         )  # fmt: skip
 
     todo = [
@@ -621,7 +622,7 @@ def _write_record(
     seeds: list[int],
     status: str,
     created: datetime,
-    wall_seconds: float,
+    seconds: tuple[float, float],
     final: bool,
     quick: bool = False,
 ) -> ExperimentRecord:
@@ -657,7 +658,8 @@ def _write_record(
             "statistics": conclusions.STATISTICS,
             "plots": drawn,
             "definition": definition.model_dump(mode="json"),
-            "wall_seconds": round(wall_seconds, 2),
+            "wall_seconds": round(seconds[0], 2),
+            "cpu_seconds": round(seconds[1], 2),
         }
     )
     write_text(folder / RECORD_FILE, record.model_dump_json(indent=2) + "\n")

@@ -178,7 +178,8 @@ class ExperimentRecord(_Record):
     statistics: str  # how differences were tested
     plots: tuple[str, ...] = Field((), strict=False)
     definition: dict[str, Any] = Field(default_factory=dict)  # what was run, to resume it
-    wall_seconds: float = Field(0.0, ge=0, strict=False)
+    wall_seconds: float = Field(0.0, ge=0, strict=False)  # the runs, statistics and plots
+    cpu_seconds: float = Field(0.0, ge=0, strict=False)  # CPU time of the process, all threads
 
 
 for _model in (Budget, Variant, Definition, Summary, VariantResult, ExperimentRecord):
