@@ -1358,7 +1358,7 @@ def resume_crash_case(ctx: Context, step: str) -> list[Outcome]:
         runs_dir,
         final.name,
         f"train --resume killed at {step}",
-        f"DIGITLAB_TEST_CRASH_AT={step} digitlab {' '.join(args)}; digitlab train ...",
+        f"DIGITLAB_TEST_CRASH_AT={step} digitlab {' '.join(map(str, args))}; digitlab train ...",
         killed,
     )
     shutil.rmtree(runs_dir, ignore_errors=True)
@@ -1399,6 +1399,17 @@ def markdown(table: dict[str, dict[str, int]]) -> str:
     for family, row in table.items():
         lines.append(f"| {family} | " + " | ".join(str(row[c]) for c in COLUMNS) + " |")
     return "\n".join(lines)
+
+
+def _guarded(job) -> list[Outcome]:
+    """Run one job; a bug in this script becomes a counted "harness" outcome, not a crash."""
+    try:
+        return job()
+    except Exception as exc:
+        outcome = Outcome("harness", "bench_robustness.py itself", repr(job))
+        outcome.traceback = True
+        outcome.first_line = f"{type(exc).__name__}: {exc}"[:200]
+        return [outcome]
 
 
 def main() -> None:
@@ -1448,7 +1459,7 @@ def main() -> None:
     jobs = slow + jobs  # the slow ones first, so the workers finish together
     print(f"{len(jobs)} jobs on {options.jobs} workers ...", flush=True)
     with futures.ThreadPoolExecutor(options.jobs) as pool:
-        pending = [pool.submit(job) for job in jobs]
+        pending = [pool.submit(_guarded, job) for job in jobs]
         http = http_campaign(good)  # in this process, meanwhile
         schema_outcomes, schema_note = (
             schemathesis_campaign(good, options.schemathesis_examples)

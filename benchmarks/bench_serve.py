@@ -1,10 +1,12 @@
-"""Load benchmark for `POST /predict`: a real uvicorn server on loopback, an async client.
+"""Load benchmark for `POST /predict` and `POST /explain`: a real uvicorn server on loopback.
 
 Starts `digitlab serve` (uvicorn, 127.0.0.1, a free port) on a run in its own process, then
 sends a 280×280 PNG drawing (what the drawing page sends) in two phases:
 
 1. latency: one request at a time, so p50/p99 are the service time plus the loopback trip;
-2. throughput: `--concurrency` requests in flight, for requests per second.
+2. throughput: `--concurrency` requests in flight, for requests per second;
+3. `/predict` and `/explain` side by side, one at a time: the page's "inside the network"
+   panel costs `/explain`'s p50 (target ≤ 20 ms), and `/predict` must not get slower.
 
 Each phase stops after `--requests` requests or `--duration` seconds, whichever comes first.
 The client runs on the same machine, so on 2 cores its own CPU time competes with the
@@ -31,6 +33,7 @@ from PIL import Image, ImageDraw
 
 TARGET_P50_MS = 5.0
 TARGET_RPS = 300.0
+TARGET_EXPLAIN_P50_MS = 20.0
 
 
 def drawing_png() -> bytes:
@@ -82,8 +85,8 @@ def wait_until_healthy(server: subprocess.Popen, base: str, timeout: float = 120
     raise SystemExit(f"the server did not answer /health within {timeout:.0f} s")
 
 
-def raw_request(host: str, port: int, png: bytes) -> bytes:
-    """The bytes of one multipart `POST /predict`, prepared once and sent as they are."""
+def raw_request(host: str, port: int, png: bytes, path: str = "/predict") -> bytes:
+    """The bytes of one multipart `POST path`, prepared once and sent as they are."""
     boundary = "digitlab-bench"
     body = (
         (
@@ -94,21 +97,21 @@ def raw_request(host: str, port: int, png: bytes) -> bytes:
         + f"\r\n--{boundary}--\r\n".encode()
     )
     head = (
-        f"POST /predict HTTP/1.1\r\nHost: {host}:{port}\r\n"
+        f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\n"
         f"Content-Type: multipart/form-data; boundary={boundary}\r\n"
         f"Content-Length: {len(body)}\r\n\r\n"
     ).encode()
     return head + body
 
 
-async def raw_sender(host: str, port: int, png: bytes):
+async def raw_sender(host: str, port: int, png: bytes, path: str = "/predict"):
     """A keep-alive HTTP/1.1 connection sending a prepared request and reading the status.
 
     Far lighter than httpx (~0.1 ms of CPU a request instead of ~2 on these cores), so on a
     2-core machine the load generator leaves the server most of the CPU.
     """
     reader, writer = await asyncio.open_connection(host, port)
-    request = raw_request(host, port, png)
+    request = raw_request(host, port, png, path)
 
     async def send() -> int:
         writer.write(request)
@@ -125,9 +128,15 @@ async def raw_sender(host: str, port: int, png: bytes):
 
 
 async def load(
-    base: str, png: bytes, requests: int, concurrency: int, duration: float, client: str
+    base: str,
+    png: bytes,
+    requests: int,
+    concurrency: int,
+    duration: float,
+    client: str,
+    path: str = "/predict",
 ):
-    """Send up to `requests` POST /predict, `concurrency` at a time, for at most `duration` s.
+    """Send up to `requests` POST `path`, `concurrency` at a time, for at most `duration` s.
 
     Returns the latencies (seconds) of the successful requests, the wall time and the errors.
     """
@@ -140,14 +149,14 @@ async def load(
 
         async def httpx_send() -> int:
             files = {"file": ("drawing.png", png, "image/png")}
-            return (await http.post("/predict", files=files)).status_code
+            return (await http.post(path, files=files)).status_code
 
         async def worker() -> None:
             nonlocal remaining, errors
             writer = None
             send = httpx_send
             if client == "raw":
-                send, writer = await raw_sender(host, int(port), png)
+                send, writer = await raw_sender(host, int(port), png, path)
             while remaining > 0 and time.perf_counter() < stop_at:
                 remaining -= 1
                 sent = time.perf_counter()
@@ -237,6 +246,20 @@ def main() -> None:
         rps = len(loaded) / wall if wall else 0.0
         verdict = "met" if p50 <= TARGET_P50_MS and rps >= TARGET_RPS else "NOT met"
         print(f"targets (p50 <= {TARGET_P50_MS:g} ms, >= {TARGET_RPS:g} req/s): {verdict}")
+        side_by_side = {}
+        for path in ("/explain", "/predict"):
+            asyncio.run(load(base, png, args.warmup, 1, args.duration, args.client, path))
+            latencies, wall, errors = asyncio.run(
+                load(base, png, args.requests, 1, args.duration, args.client, path)
+            )
+            report(f"{path} (1 in flight)", latencies, wall, errors, None)
+            side_by_side[path] = percentile([x * 1000 for x in latencies], 50)
+        verdict = "met" if side_by_side["/explain"] <= TARGET_EXPLAIN_P50_MS else "NOT met"
+        print(
+            f"/explain p50 {side_by_side['/explain']:.2f} ms next to /predict p50 "
+            f"{side_by_side['/predict']:.2f} ms; target /explain <= "
+            f"{TARGET_EXPLAIN_P50_MS:g} ms: {verdict}"
+        )
     finally:
         server.terminate()
         server.wait(timeout=30)

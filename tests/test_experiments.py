@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 
 import numpy as np
 import pytest
@@ -135,9 +137,9 @@ def test_variant_specs_scale_inputs_and_batches():
     full = next(v for v in batch.variants if v.full_batch)
     assert variant_spec(batch, full, batch.budget, 0, "same").train.batch_size == 5000
     b128 = next(v for v in batch.variants if v.name == "batch-128")
-    assert variant_spec(batch, b128, batch.budget, 0, "same").train.learning_rate == 0.1
+    assert variant_spec(batch, b128, batch.budget, 0, "same").train.learning_rate == 0.01
     scaled = variant_spec(batch, b128, batch.budget, 0, "linear")
-    assert scaled.train.learning_rate == pytest.approx(0.1 * 128 / 32)
+    assert scaled.train.learning_rate == pytest.approx(0.01 * 128 / 32)
 
 
 def test_budget_overrides_are_validated():
@@ -221,36 +223,41 @@ def test_quick_experiment_writes_runs_record_and_plots(tmp_path, name, mnist):
 
 
 def test_interrupted_experiment_resumes_only_what_is_missing(tmp_path, monkeypatch, mnist):
-    """batch-size --quick, stopped (as by Ctrl-C) after its second run; --resume trains the
-    other three, and the record lists all five."""
-    from digitlab import interrupts, training
+    """batch-size --quick, Ctrl-C while its third run loads its data (before the fit, where
+    `training.train` clears its own stop flag: that Ctrl-C used to be lost); --resume
+    continues the interrupted run and trains the two never started."""
+    from digitlab import training
     from digitlab.experiments.runner import run_experiment
+    from digitlab.runs import read_run
 
     real_train, calls = training.train, []
 
-    def train_then_stop(*args, **kwargs):
-        run = real_train(*args, **kwargs)
-        calls.append(run.name)
-        if len(calls) == 2:
-            interrupts.requested.set()  # as the first Ctrl-C does
-        return run
+    def ctrl_c_on_third(*args, **kwargs):
+        calls.append(kwargs["name"])
+        if len(calls) == 3:
+            os.kill(os.getpid(), signal.SIGINT)  # a real Ctrl-C, between two fits
+        return real_train(*args, **kwargs)
 
-    monkeypatch.setattr(training, "train", train_then_stop)
+    monkeypatch.setattr(training, "train", ctrl_c_on_third)
     definition = BUILT_IN["batch-size"]
     first = run_experiment(definition, quick=True, runs_dir=tmp_path, live=False)
-    assert first.interrupted and len(first.trained) == 2
+    assert first.interrupted and len(first.trained) == 3
     record = json.loads((first.folder / "experiment.json").read_text())
     assert record["status"] == "interrupted"
-    assert sum(len(v["runs"]) for v in record["variants"]) == 2
+    statuses = sorted(read_run(p).status for p in (first.folder / "runs").iterdir())
+    assert statuses == ["complete", "complete", "interrupted"]
+    assert sum(len(v["test_accuracy"]["values"]) for v in record["variants"]) == 2
 
     second = run_experiment(definition, resume="latest", runs_dir=tmp_path, live=False)
     assert second.folder == first.folder and not second.interrupted
-    assert len(second.trained) == 3 and not set(second.trained) & set(first.trained)
-    assert len(calls) == 5
+    assert len(second.trained) == 3 and first.trained[2] in second.trained  # resumed in place
+    assert len(calls) == 5  # two new runs; the interrupted one was continued, not restarted
     data = _check_folder(second, definition)
     assert {"loss.png", "accuracy.png"} <= set(data["plots"])
     assert len(list((first.folder / "runs").iterdir())) == 5
-    assert (first.folder / "report.html").is_file()
+    report = (first.folder / "report.html").read_text()
+    for variant in data["variants"]:
+        assert f"runs/{variant['runs'][0]}/report.html" in report  # links to each run
 
     third = run_experiment(definition, resume=first.folder, runs_dir=tmp_path, live=False)
     assert third.trained == [] and third.record.status == "complete"  # nothing missing

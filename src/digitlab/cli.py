@@ -37,9 +37,40 @@ def _error(message: str) -> None:
     err_console.print(f"[red]Error:[/red] {escape(message)}", highlight=False, soft_wrap=True)
 
 
+def _is_usage_error(exc: BaseException) -> bool:
+    """A Click/Typer usage error (unknown option or command, missing argument, bad choice),
+    but not the "no arguments: show the help" signal. Typer vendors Click as `typer._click`,
+    whose exceptions derive from `typer.TyperException`, not from `click.ClickException`."""
+    return (
+        isinstance(exc, typer.TyperException | click.ClickException)
+        and hasattr(exc, "format_message")
+        and type(exc).__name__ != "NoArgsIsHelpError"
+    )
+
+
+def _usage_error(exc) -> typer.Exit:
+    """Print a usage error as the README's one line, `Error: … (see `CMD --help`)`."""
+    message = " ".join(exc.format_message().split()).replace("Value error, ", "").rstrip(".")
+    ctx = getattr(exc, "ctx", None)
+    if ctx is not None:
+        message += f" (see `{ctx.command_path} --help`)"
+    _error(message)
+    return typer.Exit(getattr(exc, "exit_code", 2))
+
+
 class _Group(TyperGroup):
-    """Turns a `DigitlabError` into `Error: <message>` on stderr and exit status 2, and any
-    other exception (a bug of ours) into one line that points to `--debug`, exit status 1."""
+    """Turns a `DigitlabError` into `Error: <message>` on stderr and exit status 2, a usage
+    error (bad option, missing argument, bad choice, unknown command; any command's) into
+    the same one line with exit status 2 instead of Click's boxed panel, and any other
+    exception (a bug of ours) into one line that points to `--debug`, exit status 1."""
+
+    def parse_args(self, ctx, args):
+        try:
+            return super().parse_args(ctx, args)
+        except Exception as exc:
+            if _is_usage_error(exc):
+                raise _usage_error(exc) from None
+            raise
 
     def invoke(self, ctx):
         try:
@@ -50,8 +81,10 @@ class _Group(TyperGroup):
         except (typer.Exit, typer.Abort, KeyboardInterrupt, SystemExit, BrokenPipeError):
             raise  # a closed pipe (`digitlab ... | head`) is handled in main()
         except Exception as exc:
+            if _is_usage_error(exc):
+                raise _usage_error(exc) from None
             if _debug() or isinstance(exc, typer.TyperException | click.ClickException):
-                raise  # a usage error: the parser prints it, with exit status 2
+                raise
             detail = " ".join(str(exc).split())[:200]
             _error(
                 f"unexpected {type(exc).__name__}: {detail}. This is a bug in digitlab; "
@@ -96,7 +129,9 @@ class Split(StrEnum):
     test = "test"
 
 
-DatasetOption = typer.Option(Dataset("mnist"), "--dataset", "-d", help="Which dataset.")
+DatasetOption = typer.Option(
+    Dataset("mnist"), "--dataset", "-d", metavar="NAME", help="mnist or fashion-mnist."
+)
 DataDirOption = typer.Option(
     None,
     "--data-dir",
@@ -107,6 +142,11 @@ RunsDirOption = typer.Option(
     None, "--runs-dir", envvar="DIGITLAB_RUNS_DIR", help="Folder of runs [default: ./runs]."
 )
 JsonOption = typer.Option(False, "--json", help="Print machine-readable JSON instead.")
+
+
+def _count(n: int, noun: str) -> str:
+    """ "1 epoch", "2 epochs": a count with its noun, singular for one."""
+    return f"{n:,} {noun}{'' if n == 1 else 's'}"
 
 
 def _print_json(data) -> None:
@@ -276,7 +316,12 @@ def train(
     spec_file: Path | None = SpecOption,
     epochs: int | None = typer.Option(None, "--epochs", "-e", help="Passes over the data."),
     batch_size: int | None = typer.Option(None, "--batch-size", "-b", help="Mini-batch size."),
-    learning_rate: float | None = typer.Option(None, "--learning-rate", "--lr"),
+    learning_rate: float | None = typer.Option(
+        None,
+        "--learning-rate",
+        "--lr",
+        help="The optimizer's step size, e.g. 0.001 [default: the optimizer's own].",
+    ),
     learning_rate_schedule: str | None = typer.Option(
         None, "--learning-rate-schedule", help="constant, or cosine (decays to 0 by the end)."
     ),
@@ -284,10 +329,7 @@ def train(
         None, "--optimizer", help="adam, sgd, rmsprop, adagrad, adamw or nadam."
     ),
     loss: str | None = typer.Option(
-        None,
-        "--loss",
-        help="sparse_categorical_crossentropy, or categorical_crossentropy, mean_squared_error, "
-        "mean_absolute_error (labels one-hot encoded for you).",
+        None, "--loss", help="A Keras loss by name; the choices are listed above."
     ),
     metrics: str | None = typer.Option(
         None, "--metrics", help="Comma-separated: accuracy, precision, recall."
@@ -306,7 +348,9 @@ def train(
     train_samples: int | None = typer.Option(
         None, "--train-samples", help="Use only the first N training digits (quick trials)."
     ),
-    dataset: Dataset | None = typer.Option(None, "--dataset", "-d", help="mnist or fashion-mnist."),
+    dataset: Dataset | None = typer.Option(
+        None, "--dataset", "-d", metavar="NAME", help="mnist or fashion-mnist."
+    ),
     runs_dir: Path | None = RunsDirOption,
     name: str | None = typer.Option(None, "--name", help="Run name after the timestamp."),
     data_dir: Path | None = DataDirOption,
@@ -318,6 +362,10 @@ def train(
 
     The run holds model.keras, config.json, history.csv, metrics.json and pictures. Ctrl-C
     stops cleanly and keeps what was learned; `--resume RUN` continues it.
+
+    Losses (`--loss`): sparse_categorical_crossentropy (integer labels, the default), or
+    categorical_crossentropy, mean_squared_error, mean_absolute_error (labels one-hot
+    encoded for you).
 
     Examples:
 
@@ -367,14 +415,14 @@ def train(
         run = training.train(spec, runs_dir=runs_dir, name=name, data_dir=data_dir)
     if run.status == "interrupted":
         err_console.print(
-            f"Interrupted after {run.epochs_done} of {run.spec.train.epochs} epochs; "
+            f"Interrupted after {run.epochs_done} of {_count(run.spec.train.epochs, 'epoch')}; "
             f"what was learned is saved in {run.path}.\n"
             f"Continue with: digitlab train --resume {run.path}"
         )
         raise typer.Exit(130)
     console.print(
         f"test accuracy [bold]{run.metrics.test_accuracy:.2%}[/bold] "
-        f"(loss {run.metrics.test_loss:.4f}) after {run.epochs_done} epochs, "
+        f"(loss {run.metrics.test_loss:.4f}) after {_count(run.epochs_done, 'epoch')}, "
         f"{run.metrics.train_seconds:.1f} s of training"
     )
     console.print(f"run: {run.path}")
@@ -386,19 +434,28 @@ def list_runs_command(runs_dir: Path | None = RunsDirOption, as_json: bool = Jso
     """List runs with their key figures, newest first; a broken run folder is listed as
     unreadable, with the reason, and the others still show.
 
+    Run names are shown whole, even in an 80-column pipe; validation accuracy and loss (the
+    last epoch's) appear for runs trained with a validation split.
+
     Example: `digitlab runs`
     """
-    from digitlab.runs import Run, scan_runs
+    from rich import box
+    from rich.measure import Measurement
+
+    from digitlab.runs import Run, default_runs_dir, scan_runs
 
     rows = []
     for run in scan_runs(runs_dir):
-        row = {"run": str(run.path), "status": run.status}
+        row = {"run": str(run.path), "name": run.name, "status": run.status}
         if isinstance(run, Run):
+            history = run.history
             row |= {
                 "network": run.spec.name,
                 "dataset": run.dataset.name,
                 "epochs": run.epochs_done,
                 "test_accuracy": run.metrics.test_accuracy,
+                "val_accuracy": (history.get("val_accuracy") or [None])[-1],
+                "val_loss": (history.get("val_loss") or [None])[-1],
                 "train_seconds": run.metrics.train_seconds,
             }
         else:
@@ -410,22 +467,48 @@ def list_runs_command(runs_dir: Path | None = RunsDirOption, as_json: bool = Jso
     if not rows:
         console.print("no runs yet; train one with `digitlab train`")
         return
-    table = Table("run", "status", "network", "dataset", "epochs", "test acc", "train s")
-    for row in rows:
-        if row["status"] == "unreadable":
-            table.add_row(escape(row["run"]), "[red]unreadable[/red]", escape(row["reason"]))
-            continue
-        accuracy = row["test_accuracy"]
+    def fraction(value: float | None, form: str) -> str:
+        return format(value, form) if value is not None else "–"
+
+    # Fits 80 columns: the name is never cut (names tell runs apart), numbers never wrap, the
+    # status and dataset columns show only when they differ, unreadable runs go below.
+    good = [row for row in rows if row["status"] != "unreadable"]
+    show_status = any(row["status"] != "complete" for row in good)
+    datasets = sorted({row["dataset"] for row in good})
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1))
+    table.add_column("run", no_wrap=True, min_width=max(len(r["name"]) for r in rows))
+    if show_status:
+        table.add_column("status", no_wrap=True)
+    table.add_column("network", no_wrap=True)
+    if len(datasets) > 1:
+        table.add_column("dataset", no_wrap=True)
+    for title in ("epochs", "test\nacc", "val\nacc", "val\nloss", "train\ns"):
+        table.add_column(title, justify="right", no_wrap=True)
+    for row in good:
         table.add_row(
-            escape(row["run"]),
-            row["status"],
+            escape(row["name"]),
+            *([row["status"]] if show_status else []),
             escape(row["network"]),
-            row["dataset"],
+            *([row["dataset"]] if len(datasets) > 1 else []),
             str(row["epochs"]),
-            f"{accuracy:.2%}" if accuracy is not None else "–",
+            fraction(row["test_accuracy"], ".2%"),
+            fraction(row["val_accuracy"], ".2%"),
+            fraction(row["val_loss"], ".4f"),
             f"{row['train_seconds']:.1f}",
         )
-    console.print(table)
+    where = runs_dir if runs_dir is not None else default_runs_dir()
+    on = f" ({datasets[0]})" if len(datasets) == 1 else ""
+    console.print(f"runs in {escape(str(where))}/{on}, newest first", highlight=False)
+    if good:  # wider than the terminal only when names are: then no figure is cut either
+        natural = Measurement.get(console, console.options.update(width=10_000), table).maximum
+        Console(width=max(console.width, natural)).print(table)
+    for row in rows:
+        if row["status"] == "unreadable":
+            console.print(
+                f"[red]unreadable[/red] {escape(row['name'])}: {escape(row['reason'])}",
+                highlight=False,
+                soft_wrap=True,
+            )
 
 
 # ------------------------------------------------------------------------------------ evaluate
@@ -553,16 +636,28 @@ def predict(
         _print_json([{**row, "true_label": truth} for row, truth in zip(rows, truths, strict=True)])
         return
     classes = " ".join(loaded.class_names)
-    table = Table("input", "prediction", "probability", "true", f"probabilities ({classes})")
+    table = Table(
+        "input", "prediction", "probability", "verdict", "true", f"probabilities ({classes})"
+    )
     for row, truth in zip(rows, truths, strict=True):
         table.add_row(
             row["input"],
             row["label"],
             f"{row['probability']:.3f}",
+            _verdict(row),
             truth or "–",
             " ".join(f"{p:.2f}" for p in row["probabilities"]),
         )
     console.print(table)
+    if rows and rows[0]["confident"] is None:
+        console.print(f"no confidence thresholds in this run: `digitlab calibrate {run}` adds them")
+
+
+def _verdict(row: dict) -> str:
+    """A prediction's confidence verdict in a word: confident, unsure, not a digit, or –."""
+    if row["confident"] is None:
+        return "–"
+    return "confident" if row["confident"] else row["reason"]
 
 
 # ---------------------------------------------------------------------------------- preprocess
@@ -617,8 +712,12 @@ def serve(
     check_port(port)  # 1–65535: refused in one line before the run is loaded
     loaded = load_run(run, runs_dir)
     loaded.model  # noqa: B018  load it now: a bad model is refused here, in one line
-    console.print(f"serving {loaded.path} on http://{host}:{port}  (Ctrl-C stops)")
-    run_server(loaded, host=host, port=port)
+    run_server(  # announced only once the port is bound; a taken one is one line, exit 2
+        loaded,
+        host=host,
+        port=port,
+        on_listening=lambda url: console.print(f"serving {loaded.path} on {url}  (Ctrl-C stops)"),
+    )
 
 
 # ---------------------------------------------------------------------------------------- tune
@@ -636,7 +735,7 @@ StorageOption = typer.Option(
     None,
     "--storage",
     envvar="DIGITLAB_TUNE_STORAGE",
-    help="A database URL, e.g. postgresql://user@host/db, or a journal file "
+    help="A journal file, or a database URL: postgresql://HOST/DB "
     "[default: RUNS_DIR/tune.journal].",
 )
 
@@ -649,6 +748,12 @@ def tune_command(
     ),
     trials: int = typer.Option(
         50, "--trials", "-n", help="Finished trials the study should hold; a re-run tops up."
+    ),
+    epochs: int | None = typer.Option(
+        None,
+        "--epochs",
+        "-e",
+        help="Epochs per trial: the space's budget, without a space file [default: 10].",
     ),
     timeout: str | None = typer.Option(
         None, "--timeout", help="Start no new trial after this long, e.g. 30m or 2h."
@@ -664,7 +769,12 @@ def tune_command(
         0.1, "--validation-split", help="Fraction of the training digits that scores trials."
     ),
     seed: int = typer.Option(0, "--seed", help="Seed of every trial's weights and the sampler."),
-    pruner: Pruner = typer.Option(Pruner("median"), "--pruner", help="How poor trials stop early."),
+    pruner: Pruner = typer.Option(
+        Pruner("median"),
+        "--pruner",
+        metavar="NAME",
+        help=f"How poor trials stop early: {', '.join(PRUNERS)}.",
+    ),
     warm_start: bool = typer.Option(
         True, help="Make a new study's first trial the mlp preset's network (if in the space)."
     ),
@@ -684,18 +794,23 @@ def tune_command(
     Examples:
 
     * `digitlab tune --trials 50 --timeout 30m --workers 2`
+    * `digitlab tune --trials 5 --epochs 2 --train-samples 6000` (a quick look)
     * `digitlab tune --space space.toml --study wide`
     * `digitlab tune --study wide --storage postgresql://digitlab@db-host/digitlab`
     * `digitlab tune report --study wide`
     """
     if ctx.invoked_subcommand is not None:
         return
-    from digitlab.search_space import load_space
+    from digitlab.search_space import SearchSpace, load_space, space_from_dict
     from digitlab.tune import parse_duration, tune
 
+    space = load_space(space_file) if space_file is not None else None
+    if epochs is not None:  # checked by the space's own schema: a whole number ≥ 1
+        base = (space or SearchSpace()).to_dict()
+        space = space_from_dict({**base, "epochs": epochs}, where="--epochs")
     result = tune(
         study,
-        space=load_space(space_file) if space_file is not None else None,
+        space=space,
         trials=trials,
         timeout=parse_duration(timeout) if timeout is not None else None,
         workers=workers,
@@ -747,7 +862,7 @@ LearningRatePolicy = _choices("LearningRatePolicy", ("same", "linear"))
 )
 def experiment_command(
     name: str = typer.Argument(
-        ..., help="dropout, batch-size, normalization, a TOML file, or `list`."
+        ..., metavar="NAME", help="dropout, batch-size, normalization, a TOML file, or `list`."
     ),
     where: str | None = typer.Argument(
         None, metavar="[FOLDER]", help="With --resume: the experiment folder [default: latest]."
@@ -774,7 +889,7 @@ def experiment_command(
     as_json: bool = JsonOption,
 ) -> None:
     """Run a controlled experiment: variants × seeds trained as normal runs, compared with
-    their uncertainty, written to RUNS_DIR/experiments/<timestamp>-<name>/ (experiment.json,
+    their uncertainty, written to `RUNS_DIR/experiments/TIMESTAMP-NAME/` (experiment.json,
     plots, report.html, runs/).
 
     Examples:
@@ -812,7 +927,8 @@ def experiment_command(
                 d.name,
                 escape(d.question),
                 escape(", ".join(v.name for v in d.variants)),
-                f"{b.epochs} epochs, {b.train_samples:,} digits, {b.seeds} seeds",
+                f"{_count(b.epochs, 'epoch')}, {b.train_samples:,} digits, "
+                f"{_count(b.seeds, 'seed')}",
             )
         console.print(table)
         done = list_experiments(runs_dir)
@@ -982,8 +1098,137 @@ def tune_dashboard(
 
 
 # ------------------------------------------------------------ inspect, explain, calibrate (helper)
-# (inspect and explain commands go here)
-# (calibrate command goes here)
+@app.command("inspect")
+def inspect_command(
+    run: str = RunArgument,
+    out: Path | None = typer.Option(
+        None, "--out", "-o", help="Folder for the pictures and inspect.json [default: RUN/inspect]."
+    ),
+    count: int = typer.Option(1000, "--count", "-n", help="Test digits to measure on."),
+    runs_dir: Path | None = RunsDirOption,
+    data_dir: Path | None = DataDirOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """What the network learned: first-layer weights, activation statistics, class averages.
+
+    Writes weights.png, activations.png, class_inputs.png and inspect.json.
+
+    Examples:
+
+    * `digitlab inspect latest`
+    * `digitlab inspect latest --count 5000 --out inspect-seed`
+    """
+    from digitlab.insight import inspect as inspect_run
+    from digitlab.runs import load_run
+
+    loaded = load_run(run, runs_dir)
+    result = inspect_run(loaded, out, count=count, data_dir=data_dir)
+    if as_json:
+        _print_json({"run": str(loaded.path), "out": str(result.out_dir), "layers": result.stats})
+        return
+    table = Table("layer", "activation", "units", "mean", "saturated", "dead ReLU")
+    for row in result.table_rows():
+        table.add_row(*row)
+    console.print(f"run {loaded.path}: {count:,} test digits at most")
+    console.print(table)
+    for path in result.files:
+        console.print(f"wrote {path}")
+
+
+@app.command()
+def explain(
+    run: str = RunArgument,
+    image: Path | None = typer.Argument(None, help="An image file of one digit."),
+    index: int | None = typer.Option(None, "--index", "-i", help="A test-split digit instead."),
+    target: int | None = typer.Option(
+        None, "--target", help="The class to explain [default: the predicted one]."
+    ),
+    method: str = typer.Option(
+        "integrated", "--method", help="Saliency: integrated (gradients) or gradient."
+    ),
+    out: Path | None = typer.Option(
+        None, "--out", "-o", help="The PNG to write [default: RUN/inspect/explain-<name>.png]."
+    ),
+    raw: bool = typer.Option(
+        False, "--raw", help="The image is already MNIST-like (white on black): only resize."
+    ),
+    runs_dir: Path | None = RunsDirOption,
+    data_dir: Path | None = DataDirOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Why this answer: the digit as the model sees it, a saliency map, every layer's
+    activations, and the top-3 classes.
+
+    Examples:
+
+    * `digitlab explain latest --index 0`
+    * `digitlab explain latest my_digit.png --json`
+    """
+    from digitlab.insight import INSPECT_DIR, save_explanation
+    from digitlab.insight import explain as explain_digit
+    from digitlab.runs import load_run
+
+    if (image is None) == (index is None):
+        raise DigitlabError("give one image file or --index N (a test-split digit)")
+    loaded = load_run(run, runs_dir)
+    if index is not None:
+        from digitlab.data import load_dataset
+
+        _, (x_test, _) = load_dataset(loaded.dataset.name, data_dir=data_dir)
+        if not 0 <= index < len(x_test):
+            raise DigitlabError(
+                f"--index {index} is out of range: the test split has {len(x_test)}"
+            )
+        digit, name = x_test[index], f"test{index}"
+    else:
+        from digitlab.prediction import load_image_files
+
+        (digit,) = load_image_files([image], raw=raw, shape=loaded.image_shape)
+        name = image.stem
+    result = explain_digit(loaded, digit, target=target, method=method)
+    path = out or loaded.path / INSPECT_DIR / f"explain-{name}.png"
+    save_explanation(digit, result, path)
+    if as_json:
+        _print_json({"run": str(loaded.path), "png": str(path), **result})
+        return
+    table = Table("class", "probability")
+    for row in result["top3"]:
+        table.add_row(row["label"], f"{row['probability']:.3f}")
+    console.print(table)
+    console.print(f"wrote {path}")
+
+
+@app.command()
+def calibrate(
+    run: str = RunArgument,
+    runs_dir: Path | None = RunsDirOption,
+    data_dir: Path | None = DataDirOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Calibrate a run's confidence thresholds ("unsure", "not a digit") and store them.
+
+    New runs are calibrated when training ends; this adds thresholds to an older run (whose
+    predictions carry `confident: null`) or redoes them. Calibration uses the run's
+    validation split, or the first half of the test split when it has none. config.json
+    and confidence.npz are rewritten atomically.
+
+    Example: `digitlab calibrate latest`
+    """
+    from digitlab.confidence import calibrate_run
+    from digitlab.runs import load_run
+
+    loaded = load_run(run, runs_dir)
+    thresholds = calibrate_run(loaded, data_dir=data_dir)
+    if as_json:
+        _print_json({"run": str(loaded.path), "thresholds": thresholds})
+        return
+    flagged = thresholds["flagged_correct_calibration"]
+    console.print(
+        f"calibrated {loaded.name} on {int(thresholds['calibration_digits'])} held-out digits: "
+        f"unsure below a top-two margin of {thresholds['unsure_margin']:.3f}, not a digit "
+        f"above a reconstruction distance of {thresholds['not_a_digit_residual']:.2f}; "
+        f"{flagged:.1%} of the correctly classified ones flagged"
+    )
 
 
 # -------------------------------------------------------------------------------------- main

@@ -210,6 +210,11 @@ def load_dataset(name: str = "mnist", data_dir: str | os.PathLike | None = None)
 
     Raises:
         DataError: if the name is unknown or no source gives files with the registered hashes.
+
+    Example:
+        >>> import digitlab
+        >>> (x_train, y_train), (x_test, y_test) = digitlab.load_dataset("mnist")
+        >>> x_train.shape, y_train[0]  # ((60000, 28, 28), 5)
     """
     return load_dataset_files(name, data_dir)[1]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,37 @@ from digitlab.schema import Spec
 CONFUSION_PNG = "confusion_matrix.png"
 MISCLASSIFIED_PNG = "misclassified.png"
 CURVES_PNG = "training_curves.png"
+
+
+class Report(Mapping):
+    """An evaluation's report: `str()` is the text `digitlab evaluate` prints, and it reads
+    as the per-class mapping (`report["7"]["recall"]`, `report.to_dict()`)."""
+
+    def __init__(self, text: str, per_class: dict[str, Any]):
+        self.text = text
+        self._per_class = per_class
+
+    def __str__(self) -> str:
+        return self.text
+
+    def __repr__(self) -> str:
+        return self.text
+
+    def __getitem__(self, key: str) -> Any:
+        return self._per_class[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._per_class)
+
+    def __len__(self) -> int:
+        return len(self._per_class)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Per-class precision, recall, F1 and support, with accuracy and the averages."""
+        return dict(self._per_class)
+
+    def _repr_pretty_(self, printer, cycle) -> None:  # IPython: the text, not a dict
+        printer.text(self.text)
 
 
 @dataclass
@@ -40,12 +72,33 @@ class Evaluation:
         """Indices of the test digits the model gets wrong."""
         return np.flatnonzero(self.predictions != self.labels)
 
-    def report(self) -> dict[str, Any]:
-        """Per-class precision, recall, F1 and support, plus macro and weighted averages."""
-        return self._classification_report(output_dict=True)
+    def report(self) -> Report:
+        """The text report `digitlab evaluate` prints, as an object: `str(report)` is that
+        text (loss and accuracy, confusion matrix, per-class table, most-confused pairs);
+        `report.to_dict()` (or `report["7"]["recall"]`) gives the per-class numbers.
+
+        Example:
+            >>> evaluation = digitlab.evaluate("latest")
+            >>> print(evaluation.report())           # as the CLI prints it
+            >>> evaluation.report()["macro avg"]["f1-score"]
+        """
+        pairs = ", ".join(
+            f"{p['true']}→{p['predicted']} ({p['count']})" for p in self.most_confused()
+        )
+        lines = [
+            f"test loss {self.loss:.4f}   test accuracy {self.accuracy:.2%}"
+            f"   ({len(self.misclassified)} of {len(self.labels)} wrong)",
+            "",
+            "confusion matrix (rows: true label, columns: predicted)",
+            np.array2string(self.confusion_matrix, max_line_width=200),
+            "",
+            self.report_text(),
+            f"most confused: {pairs or 'none'}",
+        ]
+        return Report("\n".join(lines), self._classification_report(output_dict=True))
 
     def report_text(self) -> str:
-        """`report()` as scikit-learn's text table, four decimals."""
+        """The per-class table alone: scikit-learn's classification report, four decimals."""
         return self._classification_report(digits=4)
 
     def _classification_report(self, **form):
@@ -77,13 +130,39 @@ class Evaluation:
             )
         return pairs
 
+    def __repr__(self) -> str:
+        """One line: test accuracy and loss, errors (the arrays are attributes)."""
+        return (
+            f"<Evaluation: test accuracy {self.accuracy:.2%}, loss {self.loss:.4f}, "
+            f"{len(self.misclassified)} of {len(self.labels)} wrong>"
+        )
+
+    def _repr_html_(self) -> str:
+        """Jupyter's inline view: the key figures and the confusion matrix as a PNG data URI."""
+        from digitlab import display
+
+        pairs = ", ".join(
+            f"{p['true']}→{p['predicted']} ({p['count']})" for p in self.most_confused()
+        )
+        rows = [
+            ("test accuracy", display.percent(self.accuracy)),
+            ("test loss", display.number(self.loss)),
+            ("wrong", f"{len(self.misclassified):,} of {len(self.labels):,}"),
+            ("most confused", pairs or "none"),
+        ]
+        confusion = display.drawn_figure(
+            lambda path: plots.save_confusion_matrix(self.confusion_matrix, self.class_names, path),
+            "Confusion matrix",
+        )
+        return display.card("Evaluation", rows, [confusion])
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "test_loss": self.loss,
             "test_accuracy": self.accuracy,
             "test_errors": len(self.misclassified),
             "confusion_matrix": self.confusion_matrix.tolist(),
-            "classification_report": self.report(),
+            "classification_report": self.report().to_dict(),
             "most_confused": self.most_confused(),
         }
 
@@ -154,6 +233,12 @@ def evaluate(run: Run | str | Path, data_dir: str | Path | None = None) -> Evalu
     Raises:
         RunError: the run cannot be found or loaded.
         DataError: the dataset cannot be loaded.
+
+    Example:
+        >>> import digitlab
+        >>> evaluation = digitlab.evaluate("latest")
+        >>> print(evaluation.report())  # the text `digitlab evaluate latest` prints
+        >>> evaluation.confusion_matrix[7, 2]  # sevens taken for twos
     """
     run = run if isinstance(run, Run) else load_run(run)
     _, (x_test, y_test) = load_dataset(run.dataset.name, data_dir=data_dir)

@@ -95,6 +95,11 @@ def build_model(spec: Spec, num_classes: int = 10) -> keras.Sequential:
     Raises:
         SpecError: a layer is unknown or misconfigured, the layers don't fit together, or
             the output layer isn't a Dense layer with one unit per class.
+
+    Example:
+        >>> import digitlab
+        >>> model = digitlab.build_model(digitlab.get_preset("seed"))
+        >>> model.summary()  # the notebook's 784-512-256-128-10 network
     """
     layers = [build_layer(config, i) for i, config in enumerate(spec.layers)]
     last = spec.layers[-1]

@@ -22,15 +22,47 @@ MNIST_SHAPE = image_shape("mnist")  # the default frame: MNIST's (28, 28)
 
 @dataclass
 class Prediction:
-    """Predicted classes and the probabilities behind them, one row per input."""
+    """Predicted classes and the probabilities behind them, one row per input.
+
+    `verdicts` holds each row's `confidence`, `confident` and `reason`
+    (`digitlab.confidence.verdicts`: None for `confident`/`reason` when the run has no
+    calibrated thresholds).
+    """
 
     probabilities: np.ndarray
     class_names: list[str]
     sources: list[str] = field(default_factory=list)
+    verdicts: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def digits(self) -> np.ndarray:
         return self.probabilities.argmax(axis=1)
+
+    def __repr__(self) -> str:
+        """One line: how many inputs, and the predicted labels (the first 10) with the
+        probability of a single one."""
+        labels = [self.class_names[d] for d in self.digits]
+        if len(labels) == 1:
+            best = float(self.probabilities[0].max())
+            return f"<Prediction: 1 image, {labels[0]} ({best:.2%})>"
+        shown = " ".join(labels[:10]) + (" …" if len(labels) > 10 else "")
+        return f"<Prediction: {len(labels)} images, {shown}>"
+
+    def _repr_html_(self) -> str:
+        """Jupyter's inline view: a row per input (the first 50) with its label and
+        probability."""
+        from digitlab import display
+
+        rows = [
+            (row["input"], f"{row['label']} ({display.percent(row['probability'])})")
+            for row in self.to_list()[:50]
+        ]
+        more = len(self.probabilities) - len(rows)
+        if more > 0:
+            rows.append(("…", f"{more} more"))
+        count = len(self.probabilities)
+        subtitle = f"{count} image{'s' if count != 1 else ''}"
+        return display.card("Prediction", rows, subtitle=subtitle)
 
     def to_list(self) -> list[dict[str, Any]]:
         rows = []
@@ -43,6 +75,11 @@ class Prediction:
                     "label": self.class_names[best],
                     "probability": float(probs[best]),
                     "probabilities": [round(float(p), 6) for p in probs],
+                    **(
+                        self.verdicts[i]
+                        if i < len(self.verdicts)
+                        else {"confidence": float(probs[best]), "confident": None, "reason": None}
+                    ),
                 }
             )
         return rows
@@ -164,8 +201,20 @@ def predict(
         sources: optional names for the inputs, echoed in `Prediction.to_list()`.
 
     Returns:
-        A `Prediction`: `.digits` and `.probabilities` (N×10, rows sum to 1).
+        A `Prediction`: `.digits` and `.probabilities` (N×10, rows sum to 1), and each row's
+        verdict (`confidence`, `confident`, `reason`; see `digitlab.confidence`).
+
+    Example:
+        >>> import digitlab
+        >>> (_, _), (x_test, y_test) = digitlab.load_dataset("mnist")
+        >>> digitlab.predict("latest", x_test[0]).digits  # one 28×28 image: array([7])
+        >>> digitlab.predict("latest", x_test[:100]).probabilities.argmax(axis=1)
     """
+    from digitlab.confidence import verdicts
+
     run = run if isinstance(run, Run) else load_run(run)
     batch = as_batch(images, run.image_shape)
-    return Prediction(run.predict_proba(batch), run.class_names, list(sources or []))
+    probabilities = run.predict_proba(batch)
+    return Prediction(
+        probabilities, run.class_names, list(sources or []), verdicts(run, batch, probabilities)
+    )

@@ -178,12 +178,11 @@ class Run:
             ("test accuracy", display.accuracy_text(metrics.test_accuracy)),
             ("test loss", display.number(metrics.test_loss)),
         ]
-        for key, label in (("val_accuracy", "validation accuracy"), ("val_loss", "validation loss")):
-            if history.get(key):
-                value = history[key][-1]
-                rows.append((label, display.percent(value) if "acc" in key else display.number(value)))
+        if history.get("val_accuracy"):
+            rows.append(("validation accuracy", display.percent(history["val_accuracy"][-1])))
+        if history.get("val_loss"):
+            rows.append(("validation loss", display.number(history["val_loss"][-1])))
         rows.append(("training time", f"{metrics.train_seconds:.1f} s"))
-        figures = []
         curves = display.file_figure(self.path / "training_curves.png", "Training curves")
         if curves is None and history:
             curves = display.drawn_figure(
@@ -282,6 +281,11 @@ def load_run(ref: str | Path, runs_dir: str | Path | None = None) -> Run:
 
     Raises:
         RunError: no such run, or it is not a complete, readable run directory.
+
+    Example:
+        >>> import digitlab
+        >>> run = digitlab.load_run("latest")
+        >>> run.metrics.test_accuracy, run.history["loss"][-1]
     """
     runs_dir = Path(runs_dir) if runs_dir is not None else default_runs_dir()
     if str(ref) == "latest":

@@ -16,6 +16,7 @@ at most `MAX_REQUEST_PIXELS` pixels in all.
 
     POST /predict          one image (multipart field "file") or JSON {"pixels": ...}
     POST /predict/batch    many images (multipart fields "files") or JSON {"images": [...]}
+    POST /explain          as /predict, plus each layer's activations and a saliency map
     GET  /random-test-digit   a real test-set digit and the model's prediction for it
     GET  /model, /health, /docs, and / (the drawing page, from static/)
 """
@@ -23,14 +24,17 @@ at most `MAX_REQUEST_PIXELS` pixels in all.
 from __future__ import annotations
 
 import base64
+import errno
 import io
 import json
 import os
 import random
+import socket
 import warnings
+from collections.abc import Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import anyio
 import numpy as np
@@ -44,6 +48,7 @@ from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
+from digitlab.confidence import verdicts
 from digitlab.errors import DigitlabError, ImageError
 from digitlab.prediction import to_pixels
 from digitlab.preprocess import (
@@ -100,6 +105,15 @@ class Prediction(BaseModel):
     label: str
     probabilities: list[float]
     preprocessed: str  # base64 PNG of the 28×28 the model saw, white digit on black
+    confidence: float = Field(ge=0, le=1, description="The top class probability.")
+    confident: bool | None = Field(
+        description="False when the answer should not be trusted (see `reason`); null for a "
+        "run without calibrated thresholds (`digitlab calibrate RUN` adds them)."
+    )
+    reason: Literal["unsure", "not a digit"] | None = Field(
+        description='Why not confident: "unsure" (two classes close) or "not a digit" (far '
+        "from every training digit); null when confident or uncalibrated."
+    )
 
 
 class BatchPrediction(BaseModel):
@@ -109,6 +123,36 @@ class BatchPrediction(BaseModel):
 class SampleDigit(Prediction):
     index: int
     expected: int
+
+
+class TopClass(BaseModel):
+    digit: int
+    label: str
+    probability: float
+
+
+class LayerActivation(BaseModel):
+    """One layer's outputs for the digit: `values` (a Dense layer, one per unit) or `maps`
+    (a conv layer: the 8 most active feature maps, downsampled to at most 14×14, with
+    their `channels`)."""
+
+    name: str
+    type: str
+    activation: str
+    shape: list[int]
+    values: list[float] | None = None
+    maps: list[list[list[float]]] | None = None
+    channels: list[int] | None = None
+
+
+class Explanation(Prediction):
+    """A prediction, and why: the top 3, each layer's activations and a saliency map."""
+
+    top3: list[TopClass]
+    target: int  # the class explained: the predicted one
+    method: str  # how the saliency was computed: "integrated" gradients
+    saliency: str  # base64 PNG, 28×28 RGBA overlay: red for the class, blue against it
+    layers: list[LayerActivation]
 
 
 class ModelInfo(BaseModel):
@@ -190,8 +234,12 @@ class Predictor:
         self._test_set: tuple[np.ndarray, np.ndarray] | None = None
 
     def warm(self) -> None:
-        """Load the model and compile its one-image prediction."""
-        self.probabilities(np.zeros((1, *self.shape), np.uint8))
+        """Load the model and compile its one-image prediction and explanation."""
+        from digitlab.insight import explain
+
+        blank = np.zeros((1, *self.shape), np.uint8)
+        self.probabilities(blank)
+        explain(self.run, blank[0])
 
     def probabilities(self, images: np.ndarray) -> np.ndarray:
         """Class probabilities for uint8 N×28×28. `Run.predict_proba` pads each batch to a
@@ -199,10 +247,32 @@ class Predictor:
         return self.run.predict_proba(images)
 
     def predict(self, images: list[np.ndarray]) -> list[Prediction]:
-        probabilities = self.probabilities(np.stack(images))
-        return [self._prediction(x, p) for x, p in zip(images, probabilities, strict=True)]
+        batch = np.stack(images)
+        probabilities = self.probabilities(batch)
+        judged = verdicts(self.run, batch, probabilities)  # the library's one verdict
+        return [
+            self._prediction(x, p, v) for x, p, v in zip(images, probabilities, judged, strict=True)
+        ]
+
+    def explain(self, image: np.ndarray) -> Explanation:
+        """The prediction of one uint8 28×28 image, with `insight.explain`'s why."""
+        from digitlab.insight import explain, saliency_base64
+
+        prediction = self.predict([image])[0]
+        why = explain(self.run, image)
+        return Explanation(
+            **prediction.model_dump(),
+            top3=why["top3"],
+            target=why["target"],
+            method=why["method"],
+            saliency=saliency_base64(np.asarray(why["saliency"])),
+            layers=why["layers"],
+        )
 
     def predict_files(self, files: list[bytes]) -> list[Prediction]:
+        return self.predict(self.decode_files(files))
+
+    def decode_files(self, files: list[bytes]) -> list[np.ndarray]:
         images = []
         for i, data in enumerate(files):
             try:
@@ -210,10 +280,14 @@ class Predictor:
                 images.append(preprocess(image, self.shape))
             except ImageError as exc:
                 raise ImageError(f"image {i + 1}: {exc}" if len(files) > 1 else str(exc)) from None
-        return self.predict(images)
+        return images
 
     async def predict_uploads(self, files: list[bytes]) -> list[Prediction]:
-        """Decode and predict uploads: on the event loop when they are small in pixels, else in
+        """`decode_uploads`, then predict."""
+        return self.predict(await self.decode_uploads(files))
+
+    async def decode_uploads(self, files: list[bytes]) -> list[np.ndarray]:
+        """Decode and preprocess uploads: on the event loop when they are small in pixels, else in
         a thread, at most `DECODE_THREADS` at once.
 
         The decision reads each image's header (no pixel decoded): a canvas PNG (280×280)
@@ -232,16 +306,19 @@ class Predictor:
                 f"{MAX_REQUEST_PIXELS:,} per request; send fewer or smaller images",
             )
         if pixels <= INLINE_PIXELS:
-            return self.predict_files(files)
-        return await anyio.to_thread.run_sync(self.predict_files, files, limiter=self.decodes)
+            return self.decode_files(files)
+        return await anyio.to_thread.run_sync(self.decode_files, files, limiter=self.decodes)
 
-    def _prediction(self, image: np.ndarray, probabilities: np.ndarray) -> Prediction:
+    def _prediction(
+        self, image: np.ndarray, probabilities: np.ndarray, verdict: dict[str, Any]
+    ) -> Prediction:
         digit = int(probabilities.argmax())
         return Prediction(
             digit=digit,
             label=self.class_names[digit],
             probabilities=[round(float(p), 6) for p in probabilities],
             preprocessed=base64.b64encode(to_png(image)).decode("ascii"),
+            **verdict,
         )
 
     def test_digit(self, index: int | None) -> SampleDigit:
@@ -312,6 +389,22 @@ def create_app(run_ref: str | Path | Run, *, max_upload_bytes: int = MAX_BYTES) 
             return model.predict([pixels_to_image(body["pixels"], shape=shape)])[0]  # inline
         files = await _uploads(request, "file", model.max_upload_bytes, limit=1)
         return (await model.predict_uploads(files))[0]
+
+    @app.post(
+        "/explain",
+        responses=upload_errors,
+        openapi_extra=_request_body("file", "pixels", many=False, shape=shape),
+    )
+    async def explain(request: Request) -> Explanation:
+        """Predict one digit and show why: the same inputs and errors as `/predict`, plus the
+        top 3, each layer's activations and a saliency map (integrated gradients)."""
+        if _is_json(request):
+            body = await _json_object(request, "pixels")
+            image = pixels_to_image(body["pixels"], shape=shape)
+        else:
+            files = await _uploads(request, "file", model.max_upload_bytes, limit=1)
+            image = (await model.decode_uploads(files))[0]
+        return model.explain(image)
 
     @app.post(
         "/predict/batch",
@@ -539,15 +632,70 @@ def check_port(port: int) -> int:
     return port
 
 
+def _bound(host: str, port: int) -> socket.socket | None:
+    """A TCP socket bound to (host, port), or None when the port is in use."""
+    try:
+        family, _, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except (socket.gaierror, UnicodeError) as exc:
+        reason = getattr(exc, "strerror", None) or exc
+        raise DigitlabError(
+            f"--host {host} is not an address here ({reason}); e.g. 127.0.0.1"
+        ) from None
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn: TIME_WAIT is fine
+    try:
+        sock.bind(address)
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            return None
+        raise DigitlabError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    return sock
+
+
+def bind_port(host: str, port: int) -> socket.socket:
+    """Bind (host, port) before anything is served, so a taken port is one clear line.
+
+    Raises:
+        DigitlabError: `port` is not 1–65535, the port is in use (the message names a free
+            one nearby: `port 8000 is in use; try --port 8001`), or the address is unusable.
+    """
+    check_port(port)
+    sock = _bound(host, port)
+    if sock is not None:
+        return sock
+    for other in range(port + 1, min(port + 100, 65535) + 1):
+        probe = _bound(host, other)
+        if probe is not None:
+            probe.close()
+            raise DigitlabError(f"port {port} is in use; try --port {other}")
+    raise DigitlabError(f"port {port} is in use; try another --port")
+
+
 def run_server(
-    run_ref: str | Path | Run, host: str = "127.0.0.1", port: int = 8000, log_level: str = "info"
+    run_ref: str | Path | Run,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    log_level: str = "info",
+    on_listening: Callable[[str], Any] | None = None,
 ) -> None:
     """Serve `run_ref` with uvicorn until interrupted; loopback only unless `host` says so.
 
+    The port is bound first (`bind_port`); `on_listening(url)` is called once it is, before
+    serving, so nothing announces a server that could not start.
+
     Raises:
-        DigitlabError: `port` is not 1–65535 (checked before anything is loaded or bound).
+        DigitlabError: `port` is not 1–65535 or is in use (checked before anything is loaded).
     """
     import uvicorn
 
-    check_port(port)
-    uvicorn.run(create_app(run_ref), host=host, port=port, log_level=log_level)
+    sock = bind_port(host, port)
+    try:
+        app = create_app(run_ref)
+        if on_listening is not None:
+            shown = f"[{host}]" if ":" in host else host
+            on_listening(f"http://{shown}:{port}")
+        config = uvicorn.Config(app, host=host, port=port, log_level=log_level)
+        uvicorn.Server(config).run(sockets=[sock])
+    finally:
+        sock.close()

@@ -24,6 +24,7 @@ import keras
 import numpy as np
 
 from digitlab import __version__, fastfit
+from digitlab.confidence import calibration_split
 from digitlab.config import with_overrides
 from digitlab.data import class_names as dataset_class_names
 from digitlab.data import load_dataset, load_dataset_files
@@ -85,6 +86,12 @@ def _versions() -> dict[str, str]:
     }
 
 
+def _limited(spec: Spec, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The training digits the spec uses (its first `train_samples`, or all)."""
+    n = spec.train.train_samples
+    return (x, y) if n is None else (x[:n], y[:n])
+
+
 def _prepare_training_data(spec: Spec, x: np.ndarray, y: np.ndarray, num_classes: int):
     """Flatten the images (still uint8: fastfit scales each batch by 1/255 as it trains, the
     same float32 values `prepare_inputs` gives, at a quarter of the memory); one-hot the
@@ -118,8 +125,8 @@ def _fit(
                 monitor="val_loss", patience=spec.train.early_stopping, restore_best_weights=True
             )
         )
-    if verbose is None:  # a live bar on a terminal, one line per epoch in logs and CI
-        verbose = 1 if sys.stdout.isatty() else 2
+    if verbose is None:  # a live bar on a terminal, one line per epoch in logs, CI, Jupyter
+        verbose = 1 if sys.stdout.isatty() and "ipykernel" not in sys.modules else 2
     try:
         with stop_on_signals():  # Ctrl-C and SIGTERM stop after the running chunk of steps
             fastfit.fit(
@@ -158,8 +165,13 @@ def _save_run(
     previous: RunConfig | None = None,
     pictures: bool = True,
     events: EpochEvents | None = None,
+    calibration: tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]] | None = None,
 ) -> Run:
     """Write the run directory atomically; evaluate and draw pictures if training finished.
+
+    A finished run is also calibrated (`confidence.calibrate`): `calibration` is (training
+    digits, held-out digits) from `confidence.calibration_split`; the thresholds go in
+    config.json and the class directions in confidence.npz.
 
     Raises:
         RunError: the run can't be written (a full or read-only disk); the trained model is
@@ -198,6 +210,8 @@ def _save_run(
                 metrics.update(evaluation.to_dict())
                 if pictures:
                     write_pictures(staging, evaluation, log.history, test[0])
+                if calibration is not None:
+                    config = _calibrated(model, spec, config, calibration, staging)
             write_json(staging / METRICS_FILE, metrics)
             if events is not None:  # RUN/tensorboard/: the epochs, the config, the pictures
                 events.write(
@@ -218,6 +232,24 @@ def _save_run(
     return read_run(path)
 
 
+def _calibrated(model, spec, config, calibration, folder: Path) -> RunConfig:
+    """Calibrate the confidence thresholds; write confidence.npz into `folder`."""
+    from digitlab.confidence import STATS_FILE, calibrate, write_stats
+    from digitlab.fastfit import predictor
+    from digitlab.model import output_activation, prepare_inputs, to_probabilities
+
+    forward = predictor(model)
+
+    def predict_proba(images: np.ndarray) -> np.ndarray:
+        outputs = forward(prepare_inputs(images, spec.input_shape))
+        return to_probabilities(np.asarray(outputs), output_activation(spec))
+
+    classes = len(config.dataset.class_names)
+    thresholds, stats = calibrate(predict_proba, *calibration, classes)
+    write_stats(folder / STATS_FILE, stats)
+    return config.model_copy(update={"thresholds": thresholds})
+
+
 def _rescue(model: keras.Model, config: RunConfig) -> Path | str:
     """Save the model and its config somewhere safe when the run folder can't take them:
     `$TMPDIR/digitlab-rescued-*` (the system's temporary folder)."""
@@ -231,12 +263,42 @@ def _rescue(model: keras.Model, config: RunConfig) -> Path | str:
     return folder
 
 
+PROGRESS = ("auto", "bar", "epoch", "none")
+
+
+def progress_verbosity(progress: str | bool | None, verbose: int | None = None) -> int | None:
+    """Keras's verbosity for a `progress` choice; None (or "auto") keeps `verbose`.
+
+    - "epoch" (or True): one plain line per epoch (Keras's verbose=2), which reads well in
+      Jupyter, logs and CI: no carriage-return bar that a notebook would smear;
+    - "bar": a live progress bar on a terminal (Keras's verbose=1); in Jupyter, where
+      that bar's backspaces and carriage returns don't render, one line per epoch instead;
+    - "none" (or False): silent;
+    - "auto" or None: `verbose`, and if that is None too, a bar on a terminal, else lines.
+
+    Raises:
+        SpecError: an unknown choice.
+    """
+    if progress is None or progress == "auto":
+        return verbose
+    if progress is True or progress == "epoch":
+        return 2
+    if progress is False or progress == "none":
+        return 0
+    if progress == "bar":
+        return 1 if sys.stdout.isatty() and "ipykernel" not in sys.modules else 2
+    raise SpecError(
+        f"progress must be one of {', '.join(PROGRESS)} (or True/False), got {progress!r}"
+    )
+
+
 def train(
     spec: Spec,
     *,
     runs_dir: str | Path | None = None,
     name: str | None = None,
     data_dir: str | Path | None = None,
+    progress: str | bool | None = None,
     verbose: int | None = None,
     callbacks: tuple[keras.callbacks.Callback, ...] = (),
     pictures: bool = True,
@@ -249,7 +311,10 @@ def train(
             checked to be writable before any training.
         name: the run's name after its timestamp (default: the spec's name).
         data_dir: a folder holding the dataset files, as for `load_dataset`.
-        verbose: Keras's verbosity; None picks a progress bar on a terminal, else 1 line/epoch.
+        progress: "epoch" (one line per epoch, the notebook-friendly view), "bar" (a live bar
+            on a terminal), "none", or "auto"/None (use `verbose`); see `progress_verbosity`.
+        verbose: Keras's verbosity; None picks a progress bar on a terminal, else one line
+            per epoch (in Jupyter always lines).
         callbacks: more Keras callbacks for the fit (e.g. an experiment's progress and
             activation statistics); they see the model after every epoch.
         pictures: draw the confusion matrix, misclassified gallery and curves PNGs (default
@@ -260,11 +325,17 @@ def train(
         or SIGTERM) with the weights learned so far, to continue with `resume`.
 
     Raises:
-        SpecError: a layer, loss, optimizer or metric is unknown or doesn't fit, or the
-            training diverged (the loss became NaN).
+        SpecError: a layer, loss, optimizer or metric is unknown or doesn't fit, the
+            training diverged (the loss became NaN), or `progress` is unknown.
         RunError: the runs folder can't be written.
         DataError: the dataset cannot be fetched or verified.
+
+    Example:
+        >>> import digitlab
+        >>> run = digitlab.train(digitlab.get_preset("seed"), progress="epoch")
+        >>> run  # in Jupyter: key figures, training curves and confusion matrix inline
     """
+    verbose = progress_verbosity(progress, verbose)
     if not isinstance(spec, Spec):
         raise SpecError(f"train() takes a Spec (see get_preset, resolve_spec), got {type(spec)}")
     classes = list(dataset_class_names(spec.train.dataset))
@@ -289,8 +360,21 @@ def train(
     status = _fit(model, spec, x, y, log, verbose, tuple(callbacks), events)
     path = new_run_path(runs_dir, name or spec.name)
     seconds = time.perf_counter() - start
+    calibration = calibration_split(
+        *_limited(spec, x_train, y_train), test, spec.train.validation_split
+    )
     return _save_run(
-        path, model, spec, dataset, log, status, test, seconds, pictures=pictures, events=events
+        path,
+        model,
+        spec,
+        dataset,
+        log,
+        status,
+        test,
+        seconds,
+        pictures=pictures,
+        events=events,
+        calibration=calibration,
     )
 
 
@@ -300,6 +384,7 @@ def resume(
     epochs: int | None = None,
     runs_dir: str | Path | None = None,
     data_dir: str | Path | None = None,
+    progress: str | bool | None = None,
     verbose: int | None = None,
     callbacks: tuple[keras.callbacks.Callback, ...] = (),
 ) -> Run:
@@ -313,11 +398,13 @@ def resume(
         run: a `Run`, or its path, its name in `runs_dir`, or "latest".
         epochs: the total epochs to reach (default: the run's own).
         runs_dir: where to look the run up by name (default `$DIGITLAB_RUNS_DIR` or ./runs).
+        progress, verbose: as for `train`.
 
     Raises:
         RunError: the run cannot be found, or it has already done `epochs` epochs.
-        SpecError: `epochs` is not a whole number of at least 1.
+        SpecError: `epochs` is not a whole number of at least 1, or `progress` is unknown.
     """
+    verbose = progress_verbosity(progress, verbose)
     run = run if isinstance(run, Run) else load_run(run, runs_dir)
     check_writable(run.path.parent)
     spec = with_overrides(run.spec, epochs=epochs)
@@ -337,6 +424,19 @@ def resume(
     seconds = run.metrics.train_seconds + time.perf_counter() - start
     log.epoch_seconds = [*run.metrics.epoch_seconds, *log.epoch_seconds]
     dataset = run.dataset.model_dump()
+    calibration = calibration_split(
+        *_limited(spec, x_train, y_train), test, spec.train.validation_split
+    )
     return _save_run(
-        run.path, model, spec, dataset, log, status, test, seconds, run.config, events=events
+        run.path,
+        model,
+        spec,
+        dataset,
+        log,
+        status,
+        test,
+        seconds,
+        run.config,
+        events=events,
+        calibration=calibration,
     )

@@ -83,13 +83,15 @@ BATCH_SIZE = {
     "question": "Gradient descent or stochastic gradient descent: what does one update per "
     "pass over the data, per mini-batch, or per digit buy, per epoch, per update and per "
     "second?",
-    "description": "The notebook's network trained by plain SGD (no momentum) with the same "
-    "learning rate for every batch size: full-batch gradient descent (one update per epoch), "
+    "description": "The notebook's network trained by plain SGD (no momentum) at one learning "
+    "rate, 0.01, for every batch size: full-batch gradient descent (one update per epoch), "
     "mini-batches of 1024, 128 and 32 (the notebook's), and pure SGD (batch 1). The same rate "
     "is the default because it makes every update the same size of step along the mean "
-    "gradient, so the curves per update compare what an update is worth, and the curves per "
-    "epoch show what more updates per pass buy. --lr-policy linear instead scales the rate "
-    "with the batch size (Goyal et al. 2017), which equalises the distance per epoch.",
+    "gradient: the curves per update then compare what an update is worth, and the curves per "
+    "epoch what more updates per pass buy. The rate is one pure SGD trains stably with: at "
+    "0.1, batch 1 reached 47.9% ± 33.8% test accuracy over 3 seeds (batch 32: 92.4%). "
+    "--lr-policy linear instead scales the rate with the batch size from 0.01 at "
+    "batch 32 (Goyal et al. 2017), which equalises the distance moved per epoch.",
     "anchor": "LeCun et al. 1998, Efficient BackProp §4.1: stochastic learning is usually much "
     "faster than batch learning on redundant data such as MNIST; Keskar et al. 2017: large "
     "batches generalise worse. Expected direction: per epoch small batches win; per update "
@@ -104,20 +106,20 @@ BATCH_SIZE = {
             "name": "full-batch",
             "description": "gradient descent: one update per epoch over all 5,000 digits",
             "full_batch": True,
-            "train": {"optimizer": "sgd", "learning_rate": 0.1},
+            "train": {"optimizer": "sgd", "learning_rate": 0.01},
         },
         *(
             {
                 "name": f"batch-{size}",
                 "description": f"mini-batches of {size}" + " (the notebook's)" * (size == 32),
-                "train": {"optimizer": "sgd", "learning_rate": 0.1, "batch_size": size},
+                "train": {"optimizer": "sgd", "learning_rate": 0.01, "batch_size": size},
             }
             for size in (1024, 128, 32)
         ),
         {
             "name": "batch-1",
             "description": "pure SGD: one update per digit",
-            "train": {"optimizer": "sgd", "learning_rate": 0.1, "batch_size": 1},
+            "train": {"optimizer": "sgd", "learning_rate": 0.01, "batch_size": 1},
         },
     ],
 }

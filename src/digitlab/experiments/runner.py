@@ -16,9 +16,13 @@ interrupted experiment holds comparable variants. `resume` trains only what is m
 
 from __future__ import annotations
 
+import contextlib
 import math
+import signal
 import sys
+import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -183,6 +187,7 @@ def _variant_results(
     specs: dict[str, Spec],
     done: dict[tuple[str, int], _Done],
     seeds: list[int],
+    diverged: set[tuple[str, int]] = frozenset(),
 ) -> list[dict[str, Any]]:
     results = []
     for variant in definition.variants:
@@ -216,6 +221,7 @@ def _variant_results(
                 "generalization_gap": conclusions.summarize(gaps),
                 "seconds": conclusions.summarize([d.run.metrics.train_seconds for d in complete]),
                 "updates": _updates(spec, budget, budget.epochs),
+                "diverged_seeds": sorted(s for name, s in diverged if name == variant.name),
                 "activations": {d.run.name: d.activations for d in runs if d.activations},
             }
         )
@@ -233,9 +239,16 @@ def _conclusion(
         for v in variants
         if v["test_accuracy"]["values"]
     }
+    lines = [
+        f"{v['name']} diverged (the loss became NaN) with seed"
+        f"{'s' * (len(v['diverged_seeds']) > 1)} {', '.join(map(str, v['diverged_seeds']))}; "
+        "its figures cover only the seeds that trained."
+        for v in variants
+        if v["diverged_seeds"]
+    ]
     if not by_name:
-        return ["No finished runs to compare yet."]
-    lines = conclusions.conclude(by_name, definition.baseline_name, definition.pairs)
+        return [*lines, "No finished runs to compare yet."]
+    lines += conclusions.conclude(by_name, definition.baseline_name, definition.pairs)
     if "updates" in definition.plots or "seconds" in definition.plots:
         lines += _speed_sentences(variants, curves)
     if definition.activation_stats:
@@ -348,6 +361,14 @@ class _Progress:
     def advance(self) -> None:
         if self.bar is not None:
             self.bar.advance(self.task)
+
+    def diverged(self, label: str) -> None:
+        self.finished += 1
+        text = f"[{self.finished}/{self.total_runs}] {label}: diverged (the loss became NaN)"
+        if self.bar is not None:
+            self.bar.console.print(text, highlight=False, markup=False)
+        else:
+            print(text, file=sys.stderr if self.console.stderr else sys.stdout, flush=True)
 
     def finished_run(self, label: str, run: Run) -> None:
         self.finished += 1
@@ -500,16 +521,20 @@ def run_experiment(
 
     def write(status: str, final: bool = False) -> ExperimentRecord:
         return _write_record(
-            folder, definition, budget, policy, specs, done, seed_list, status, created,
+            folder, definition, budget, policy, specs, done, diverged, seed_list, status, created,
             (wall_before + time.perf_counter() - started,
              cpu_before + time.process_time() - cpu_started), final=final, quick=quick,
         )  # fmt: skip
 
+    diverged: set[tuple[str, int]] = set()
+    if previous is not None:
+        diverged = {(v.name, s) for v in previous.variants for s in v.diverged_seeds}
     todo = [
         (v, s)
         for s in seed_list
         for v in definition.variants
-        if (v.name, s) not in done or done[(v.name, s)].run.status != "complete"
+        if ((v.name, s) not in done or done[(v.name, s)].run.status != "complete")
+        and (v.name, s) not in diverged
     ]
     record = write("interrupted")  # the folder is an experiment from now on, resumable
     status = "complete"
@@ -517,12 +542,9 @@ def run_experiment(
         budget.epochs - (done[(v.name, s)].run.epochs_done if (v.name, s) in done else 0)
         for v, s in todo
     )
-    with (
-        _Progress(console, total_epochs, len(todo), live) as progress,
-        interrupts.stop_on_signals(),
-    ):
+    with _Progress(console, total_epochs, len(todo), live) as progress, _stop_on_signals() as stop:
         for variant, seed in todo:
-            if interrupts.requested.is_set():
+            if stop.is_set():
                 status = "interrupted"
                 break
             label = f"{definition.name} {variant.name} seed {seed}"
@@ -540,12 +562,22 @@ def run_experiment(
             stats_cb = ActivationStatistics(
                 x_batch, previous_done.activations if previous_done else None
             )
-            callbacks = [EpochProgress(progress.advance), loss_cb]
+            callbacks = [EpochProgress(progress.advance, stop), loss_cb]
             if definition.activation_stats:
                 callbacks.append(stats_cb)
-            run = _train_one(
-                spec, folder, variant.name, seed, previous_done, callbacks, data_dir, quick
-            )
+            try:
+                run = _train_one(
+                    spec, folder, variant.name, seed, previous_done, callbacks, data_dir, quick
+                )
+            except SpecError as exc:
+                if str(exc).startswith("training diverged"):  # a result, not a failure
+                    diverged.add((variant.name, seed))
+                    progress.diverged(label)
+                    if (variant, seed) != todo[-1]:
+                        write("interrupted")
+                    continue
+                write("interrupted", final=True)  # keep what is finished, say where
+                raise SpecError(f"{label}: {exc}. The finished runs are kept in {folder}") from None
             done[(variant.name, seed)] = _Done(
                 run, loss_cb.loss, stats_cb.values if definition.activation_stats else {}
             )
@@ -556,11 +588,39 @@ def run_experiment(
                 break
             if (variant, seed) != todo[-1]:
                 write("interrupted")  # a kill from here on loses no finished run
-            if interrupts.requested.is_set() and (variant, seed) != todo[-1]:
+            if stop.is_set() and (variant, seed) != todo[-1]:
                 status = "interrupted"
                 break
     record = write(status, final=True)
     return Outcome(folder, record, trained)
+
+
+@contextlib.contextmanager
+def _stop_on_signals() -> Iterator[threading.Event]:
+    """While inside: Ctrl-C and SIGTERM set the yielded event (and `interrupts.requested`).
+
+    `training.train` installs its own handler while it fits, and clears `requested` when it
+    starts; a signal that comes between fits (loading data, evaluating, writing the record)
+    lands here, and the event, which nothing clears, stops the next fit at its first chunk
+    (`EpochProgress`) and the loop before the next run. A second Ctrl-C interrupts at once.
+    """
+    stop = threading.Event()
+
+    def ask(signum, frame):
+        stop.set()
+        interrupts.requested.set()
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    try:
+        previous = {sig: signal.signal(sig, ask) for sig in (signal.SIGINT, signal.SIGTERM)}
+    except ValueError:  # not the main thread: signals are left alone
+        yield stop
+        return
+    try:
+        yield stop
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _recorded_train_loss(previous: ExperimentRecord | None, run_name: str) -> float | None:
@@ -619,6 +679,7 @@ def _write_record(
     policy: str,
     specs: dict[str, Spec],
     done: dict[tuple[str, int], _Done],
+    diverged: set[tuple[str, int]],
     seeds: list[int],
     status: str,
     created: datetime,
@@ -630,7 +691,7 @@ def _write_record(
     report, once complete)."""
     from digitlab.experiments import plots
 
-    variants = _variant_results(definition, budget, specs, done, seeds)
+    variants = _variant_results(definition, budget, specs, done, seeds, diverged)
     curves = _curves(definition, done, budget)
     drawn: list[str] = []
     if final and any(curves.values()):

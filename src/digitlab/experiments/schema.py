@@ -157,6 +157,7 @@ class VariantResult(_Record):
     generalization_gap: Summary  # validation loss − training loss at the last epoch
     seconds: Summary  # training seconds per run
     updates: int  # weight updates per run: steps per epoch × epochs
+    diverged_seeds: tuple[int, ...] = Field((), strict=False)  # loss became NaN: no run
     # run name -> layer -> statistic -> one value per epoch (normalization experiment)
     activations: dict[str, dict[str, dict[str, list[float]]]] = Field(default_factory=dict)
 

@@ -61,6 +61,11 @@ def compare(runs: Sequence[Run], out_dir: Path) -> Comparison:
     Raises:
         RunError: fewer than two runs, a run given twice, or runs on different datasets or
             with different metrics (their curves and figures don't compare).
+
+    Example:
+        >>> import digitlab
+        >>> runs = [digitlab.load_run(name) for name in ("RUN_A", "RUN_B")]
+        >>> digitlab.compare(runs, "runs/compare")  # writes compare.png and compare.html
     """
     runs = list(runs)
     _check_comparable(runs)

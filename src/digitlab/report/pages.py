@@ -78,8 +78,34 @@ def write_run_report(run: Run | str | Path, config: RunConfig | None = None) -> 
         classes=_class_rows(run),
         most_confused=list((run.metrics.model_extra or {}).get("most_confused") or []),
         figures=pictures,
+        inspection=_inspection(run.path),
     )
     return write_text(run.path / REPORT_FILE, html)
+
+
+def _inspection(folder: Path) -> dict[str, Any] | None:
+    """The per-layer table of `inspect/inspect.json` (`digitlab inspect`), if the run has a
+    readable one; None otherwise (a damaged file leaves the table out, not the report)."""
+    path = folder / "inspect" / "inspect.json"
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(read_capped(path, MAX_JSON_BYTES, RunError))
+        share = lambda value: "–" if value is None else f"{value:.1%}"  # noqa: E731
+        rows = [
+            (
+                str(layer["name"]),
+                str(layer["activation"]),
+                str(layer["units"]),
+                f"{layer['mean']:.3f}",
+                share(layer["saturated_fraction"]),
+                share(layer["dead_fraction"]),
+            )
+            for layer in data["layers"]
+        ]
+        return {"digits": int(data["digits"]), "rows": rows}
+    except (RunError, ValueError, KeyError, TypeError):
+        return None
 
 
 def _final_name(folder: Path) -> str:

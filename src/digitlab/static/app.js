@@ -12,6 +12,10 @@ const digitOut = document.getElementById("digit");
 const confidence = document.getElementById("confidence");
 const seen = document.getElementById("seen");
 const bars = document.getElementById("bars");
+const layersPanel = document.getElementById("layers");
+const insideSeen = document.getElementById("inside-seen");
+const saliencyImage = document.getElementById("saliency");
+const CELLS_PER_ROW = 50; // a Dense layer's units wrap into rows of this many cells
 
 let classNames = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"];
 let hasInk = false;
@@ -47,10 +51,26 @@ function buildBars() {
   });
 }
 
+// The confidence verdict (issue 12, prediction display only): the server's one rule,
+// digitlab.confidence.judge, decides `confident` and `reason`; the page only words them.
+const DOUBTS = {
+  "not a digit": "that doesn't look like a digit",
+  unsure: "not sure: two digits are close",
+};
+
+function showDoubt(result) {
+  const doubt = document.getElementById("doubt");
+  const message = result.confident === false ? DOUBTS[result.reason] || "not sure" : "";
+  doubt.textContent = message;
+  doubt.hidden = !message;
+  digitOut.classList.toggle("doubtful", Boolean(message));
+}
+
 function showPrediction(result) {
   digitOut.textContent = result.label;
   const best = result.probabilities[result.digit];
   confidence.textContent = `${(best * 100).toFixed(1)}% sure`;
+  showDoubt(result);
   seen.src = `data:image/png;base64,${result.preprocessed}`;
   bars.querySelectorAll("li").forEach((row, i) => {
     const p = result.probabilities[i] ?? 0;
@@ -60,9 +80,76 @@ function showPrediction(result) {
   });
 }
 
+// "Inside the network": one canvas per layer, a cell per Dense unit (or the conv layer's
+// feature maps side by side), coloured dark (0) to bright (the layer's largest activation).
+function cellColour(value) {
+  const t = Math.max(0, Math.min(1, value));
+  return `hsl(${Math.round(250 - 210 * t)}, 85%, ${Math.round(12 + 50 * t)}%)`;
+}
+
+function layerRow(index, layer) {
+  let row = layersPanel.children[index];
+  if (!row) {
+    row = document.createElement("div");
+    row.className = "layer";
+    row.innerHTML = '<span class="layer-name"></span><canvas></canvas>';
+    layersPanel.append(row);
+  }
+  row.dataset.layer = layer.name;
+  row.querySelector(".layer-name").textContent =
+    `${layer.name}: ${layer.type}, ${layer.activation}, ${layer.shape.join("×")}`;
+  return row.querySelector("canvas");
+}
+
+function drawLayer(canvas, layer) {
+  const grids = layer.maps ?? [chunk(layer.values, CELLS_PER_ROW)];
+  const rows = Math.max(...grids.map((g) => g.length));
+  const cols = grids.reduce((sum, g) => sum + g[0].length, 0) + grids.length - 1;
+  const cell = 8;
+  canvas.width = cols * cell;
+  canvas.height = rows * cell;
+  const draw = canvas.getContext("2d");
+  draw.clearRect(0, 0, canvas.width, canvas.height);
+  const all = grids.flat(2);
+  const top = Math.max(...all.map(Math.abs)) || 1;
+  let left = 0;
+  for (const grid of grids) {
+    grid.forEach((line, r) =>
+      line.forEach((value, c) => {
+        draw.fillStyle = cellColour(value / top);
+        draw.fillRect((left + c) * cell, r * cell, cell - 1, cell - 1);
+      }),
+    );
+    left += grid[0].length + 1;
+  }
+  canvas.dataset.active = String(all.filter((v) => v > 0).length);
+}
+
+function chunk(values, size) {
+  const rows = [];
+  for (let i = 0; i < values.length; i += size) rows.push(values.slice(i, i + size));
+  while (rows.length > 1 && rows.at(-1).length < size) rows.at(-1).push(0);
+  return rows;
+}
+
+function showInside(result) {
+  if (!Array.isArray(result.layers)) return; // an answer from /predict: nothing to show
+  insideSeen.src = `data:image/png;base64,${result.preprocessed}`;
+  saliencyImage.src = `data:image/png;base64,${result.saliency}`;
+  result.layers.forEach((layer, i) => drawLayer(layerRow(i, layer), layer));
+  while (layersPanel.children.length > result.layers.length) layersPanel.lastChild.remove();
+}
+
+function resetInside() {
+  insideSeen.removeAttribute("src");
+  saliencyImage.removeAttribute("src");
+  layersPanel.replaceChildren();
+}
+
 function resetPrediction() {
   digitOut.textContent = "–";
   confidence.textContent = "no prediction yet";
+  showDoubt({});
   seen.removeAttribute("src");
   bars.querySelectorAll("li").forEach((row) => {
     row.querySelector(".bar").style.width = "0%";
@@ -71,8 +158,10 @@ function resetPrediction() {
   });
 }
 
-async function post(body) {
-  const response = await fetch("/predict", { method: "POST", body });
+async function post(body, url = "/predict") {
+  const init = { method: "POST", body };
+  if (typeof body === "string") init.headers = { "content-type": "application/json" };
+  const response = await fetch(url, init);
   const payload = await response.json().catch(() => ({}));
   if (!response.ok) throw new Error(payload.detail || `the server answered ${response.status}`);
   return payload;
@@ -92,9 +181,10 @@ async function predictCanvas() {
     const blob = await new Promise((resolve) => pad.toBlob(resolve, "image/png"));
     const form = new FormData();
     form.append("file", blob, "drawing.png");
-    const result = await post(form);
+    const result = await post(form, "/explain");
     if (id === requestId && hasInk) {
       showPrediction(result);
+      showInside(result);
       say("Keep drawing, or Clear to start again.");
     }
   } catch (error) {
@@ -164,6 +254,7 @@ document.getElementById("clear").addEventListener("click", () => {
   requestId++;
   clearPad();
   resetPrediction();
+  resetInside();
   say("Cleared. Draw a digit.");
 });
 
@@ -189,7 +280,7 @@ document.getElementById("upload").addEventListener("change", async (event) => {
   try {
     const form = new FormData();
     form.append("file", file, file.name);
-    const result = await post(form);
+    const result = await post(form, "/explain");
     if (id !== requestId) return;
     try {
       const bitmap = await createImageBitmap(file);
@@ -198,6 +289,7 @@ document.getElementById("upload").addEventListener("change", async (event) => {
       clearPad(); // a format the browser can't show; the server read it anyway
     }
     showPrediction(result);
+    showInside(result);
     say(`${file.name}: predicted ${result.label}.`);
   } catch (error) {
     if (id === requestId) say(`${file.name}: ${error.message}`, true);
@@ -216,12 +308,30 @@ document.getElementById("random").addEventListener("click", async () => {
     await picture.decode();
     showOnPad(picture, picture.naturalWidth, picture.naturalHeight, "#000"); // the run's own size
     showPrediction(result);
+    explainPicture(picture, id);
     const verdict = result.digit === result.expected ? "right" : "wrong";
     say(`Test digit #${result.index}, labelled ${classNames[result.expected]}: the model is ${verdict}.`);
   } catch (error) {
     if (id === requestId) say(error.message, true);
   }
 });
+
+// A test digit is already the run's 28×28: send its pixels, which skip preprocessing.
+async function explainPicture(picture, id) {
+  const small = document.createElement("canvas");
+  small.width = picture.naturalWidth;
+  small.height = picture.naturalHeight;
+  const draw = small.getContext("2d");
+  draw.drawImage(picture, 0, 0);
+  const rgba = draw.getImageData(0, 0, small.width, small.height).data;
+  const pixels = Array.from({ length: rgba.length / 4 }, (_, i) => rgba[4 * i]);
+  try {
+    const result = await post(JSON.stringify({ pixels }), "/explain");
+    if (id === requestId) showInside(result);
+  } catch {
+    resetInside(); // the answer above still stands
+  }
+}
 
 async function loadModelInfo() {
   const info = document.getElementById("model-info");

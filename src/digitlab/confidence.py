@@ -1,0 +1,257 @@
+"""Honest confidence: is the answer a confident digit, a close call, or not a digit at all?
+
+Softmax always picks a class, so a scribble gets "8, 100%". Every prediction here carries a
+verdict from one function, `judge`, which the CLI, `digitlab.predict`, `POST /predict` and the
+drawing page all reach through `verdicts`:
+
+- `confidence`: the top class probability;
+- `confident`: False when the answer should not be trusted, None for a run without
+  calibrated thresholds (older runs: `digitlab calibrate RUN` adds them);
+- `reason`: `"unsure"` (the top two classes are close) or `"not a digit"` (the image is far
+  from every digit the run was trained on), None when confident.
+
+Two scores, chosen by measurement (`benchmarks/bench_ood.py`, `benchmarks/RESULTS.md`):
+
+- **unsure**: the margin between the top two probabilities. It catches two-digits-close
+  answers but barely any non-digit: a network trained on digits is as sure of a letter.
+- **not a digit**: a reconstruction check in pixel space. For each class, the 20 main
+  directions (PCA) of its training digits are fitted once; an image's score is its distance
+  from the span of the predicted class's directions. A letter, a scribble or noise read as
+  a "3" is far from every real 3. It measured better than the maximum softmax probability,
+  the energy score and the Mahalanobis distance on the last hidden layer, alone or combined.
+
+Both thresholds are calibrated on real digits the network did not train on: the run's
+validation split when it has one, else the first half of the test split (the second half
+stays for measuring). Each flags at most 1% of the correctly classified calibration digits,
+so at most 2% in all. The thresholds live in the run's config.json (`RunConfig.thresholds`)
+and the class directions in `confidence.npz` beside it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from digitlab.errors import RunError
+from digitlab.files import MAX_MODEL_BYTES, atomic_path, check_regular
+
+STATS_FILE = "confidence.npz"
+COMPONENTS = 20  # PCA directions per class
+FIT_PER_CLASS = 4000  # training digits per class the directions are fitted on
+FLAG_RATE = 0.01  # each score flags at most this fraction of correct calibration digits
+UNSURE, NOT_A_DIGIT = "unsure", "not a digit"
+MARGIN, RESIDUAL = "unsure_margin", "not_a_digit_residual"
+
+
+# --------------------------------------------------------------------------------- the stats
+def fit_stats(images: np.ndarray, labels: np.ndarray, num_classes: int) -> dict[str, np.ndarray]:
+    """Per class: the mean training image and its `COMPONENTS` main directions (PCA)."""
+    x = _flat(images)
+    means, components = [], []
+    for c in range(num_classes):
+        xc = x[labels == c][:FIT_PER_CLASS]
+        if len(xc) == 0:
+            raise RunError(f"class {c} has no training digits to calibrate on")
+        mean = xc.mean(axis=0)
+        _, _, vt = np.linalg.svd(xc - mean, full_matrices=False)
+        top = np.zeros((COMPONENTS, x.shape[1]))
+        top[: min(COMPONENTS, len(vt))] = vt[:COMPONENTS]
+        means.append(mean)
+        components.append(top)
+    return {
+        "means": np.stack(means).astype(np.float32),
+        "components": np.stack(components).astype(np.float32),
+    }
+
+
+def residuals(stats: dict[str, np.ndarray], images: np.ndarray, predicted: np.ndarray):
+    """Each image's distance (0–1 pixels) from its predicted class's PCA span."""
+    x = _flat(images)
+    mean = stats["means"][predicted].astype(np.float64)
+    basis = stats["components"][predicted].astype(np.float64)  # N×k×D
+    centred = x - mean
+    projected = np.einsum("nk,nkd->nd", np.einsum("nd,nkd->nk", centred, basis), basis)
+    return np.linalg.norm(centred - projected, axis=1)
+
+
+def margins(probabilities: np.ndarray) -> np.ndarray:
+    """Top probability minus the second, per row."""
+    top2 = np.sort(np.asarray(probabilities, dtype=np.float64), axis=1)[:, -2:]
+    return top2[:, 1] - top2[:, 0]
+
+
+def _flat(images: np.ndarray) -> np.ndarray:
+    images = np.asarray(images)
+    return images.reshape(len(images), -1).astype(np.float64) / 255.0
+
+
+# --------------------------------------------------------------------------------- calibrate
+def calibrate(
+    predict_proba: Callable[[np.ndarray], np.ndarray],
+    train: tuple[np.ndarray, np.ndarray],
+    calibration: tuple[np.ndarray, np.ndarray],
+    num_classes: int,
+) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+    """Fit the class directions on `train` and the thresholds on `calibration` digits.
+
+    Args:
+        predict_proba: uint8 N×H×W → N×classes probabilities (`Run.predict_proba`).
+        train: (images, labels) the network trained on; the PCA directions come from these.
+        calibration: (images, labels) it did not train on; each threshold flags at most
+            `FLAG_RATE` of those it classifies correctly.
+
+    Returns:
+        The thresholds for `RunConfig.thresholds` and the stats for `confidence.npz`.
+    """
+    stats = fit_stats(*train, num_classes)
+    images, labels = calibration
+    probabilities = predict_proba(images)
+    predicted = probabilities.argmax(axis=1)
+    correct = predicted == np.asarray(labels)
+    if correct.sum() < 100:
+        raise RunError(
+            f"only {int(correct.sum())} correctly classified calibration digits; "
+            "calibrating needs at least 100"
+        )
+    scores = residuals(stats, images, predicted)[correct]
+    thresholds = {
+        MARGIN: float(np.quantile(margins(probabilities)[correct], FLAG_RATE)),
+        RESIDUAL: float(np.quantile(scores, 1 - FLAG_RATE)),
+        "calibration_digits": float(len(labels)),
+    }
+    confident = judge(probabilities[correct], thresholds, scores)[1]
+    thresholds["flagged_correct_calibration"] = round(float(np.mean(~confident)), 6)
+    return thresholds, stats
+
+
+def calibration_split(
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    test: tuple[np.ndarray, np.ndarray],
+    validation_split: float,
+) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    """(training digits, calibration digits) as a run saw them.
+
+    With a validation split, calibration uses it (the last fraction of the training digits,
+    as `fit` splits them) and the rest is training. Without one, every training digit was
+    trained on, so calibration uses the first half of the test split; the second half is
+    what `benchmarks/bench_ood.py` measures on.
+    """
+    if validation_split:
+        at = int(np.floor(len(x_train) * (1.0 - validation_split)))
+        return (x_train[:at], y_train[:at]), (x_train[at:], y_train[at:])
+    half = len(test[1]) // 2
+    return (x_train, y_train), (test[0][:half], test[1][:half])
+
+
+def write_stats(path: str | Path, stats: dict[str, np.ndarray]) -> Path:
+    """Save the class directions atomically (a temporary name, then a rename)."""
+    path = Path(path)
+    with atomic_path(path) as tmp, open(tmp, "wb") as out:
+        np.savez(out, **stats)
+    return path
+
+
+_CACHE: dict[tuple[str, int], dict[str, np.ndarray]] = {}
+
+
+def load_stats(run_path: str | Path) -> dict[str, np.ndarray]:
+    """A run's `confidence.npz`, read once per file version.
+
+    Raises:
+        RunError: it is missing, not a regular file, or not the arrays `fit_stats` writes.
+    """
+    path = Path(run_path) / STATS_FILE
+    fix = f"run `digitlab calibrate {Path(run_path).name}` to write it again"
+    try:
+        check_regular(path, MAX_MODEL_BYTES, RunError)
+        key = (str(path), os.stat(path).st_mtime_ns)
+        if key not in _CACHE:
+            with np.load(path, allow_pickle=False) as data:
+                stats = {"means": data["means"], "components": data["components"]}
+            if stats["means"].ndim != 2 or stats["components"].ndim != 3:
+                raise ValueError("wrong shapes")
+            _CACHE[key] = stats
+        return _CACHE[key]
+    except RunError as exc:
+        raise RunError(f"{exc}; {fix}") from None
+    except (OSError, ValueError, KeyError) as exc:
+        raise RunError(f"{path} is unreadable ({exc}); {fix}") from None
+
+
+# ------------------------------------------------------------------------------------- judge
+def judge(
+    probabilities: np.ndarray,
+    thresholds: dict[str, float],
+    residual: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray | None, list[str | None]]:
+    """The verdict for each row of probabilities: the one rule everyone applies.
+
+    Args:
+        probabilities: N×classes, rows summing to 1.
+        thresholds: a run's calibrated thresholds (`Run.thresholds`); {} for an old run.
+        residual: each image's `residuals` score; needed when thresholds are given.
+
+    Returns:
+        (confidence, confident, reason): the top probabilities; a boolean array, or None
+        when there are no thresholds; per row `"not a digit"`, `"unsure"` or None.
+    """
+    probabilities = np.asarray(probabilities, dtype=np.float64)
+    confidence = probabilities.max(axis=1)
+    if MARGIN not in thresholds or RESIDUAL not in thresholds or residual is None:
+        return confidence, None, [None] * len(probabilities)
+    not_digit = np.asarray(residual) > thresholds[RESIDUAL]
+    unsure = margins(probabilities) < thresholds[MARGIN]
+    reasons = [
+        NOT_A_DIGIT if far else UNSURE if close else None
+        for far, close in zip(not_digit, unsure, strict=True)
+    ]
+    return confidence, ~(not_digit | unsure), reasons
+
+
+def verdicts(run: Any, images: np.ndarray, probabilities: np.ndarray) -> list[dict[str, Any]]:
+    """`{"confidence", "confident", "reason"}` per image for a `Run`'s predictions.
+
+    `images` are the uint8 N×H×W the network read; `probabilities` its answers. A run without
+    thresholds gets `confident: None` and `reason: None`.
+    """
+    thresholds = run.thresholds
+    residual = None
+    if MARGIN in thresholds and RESIDUAL in thresholds:
+        stats = load_stats(run.path)
+        residual = residuals(stats, images, np.asarray(probabilities).argmax(axis=1))
+    confidence, confident, reasons = judge(probabilities, thresholds, residual)
+    return [
+        {
+            "confidence": round(float(confidence[i]), 6),
+            "confident": None if confident is None else bool(confident[i]),
+            "reason": reasons[i],
+        }
+        for i in range(len(confidence))
+    ]
+
+
+def calibrate_run(run: Any, data_dir: str | Path | None = None) -> dict[str, float]:
+    """Calibrate a run's thresholds and rewrite its config.json and confidence.npz.
+
+    The stats file is written first and config.json last, each atomically, so a kill leaves
+    either the old run or the calibrated one. Returns the thresholds.
+    """
+    from digitlab.data import load_dataset
+    from digitlab.files import write_text
+    from digitlab.runs import CONFIG_FILE
+
+    (x_train, y_train), test = load_dataset(run.dataset.name, data_dir=data_dir)
+    train_samples = run.spec.train.train_samples
+    if train_samples is not None:
+        x_train, y_train = x_train[:train_samples], y_train[:train_samples]
+    train, held_out = calibration_split(x_train, y_train, test, run.spec.train.validation_split)
+    thresholds, stats = calibrate(run.predict_proba, train, held_out, len(run.class_names))
+    write_stats(run.path / STATS_FILE, stats)
+    config = run.config.model_copy(update={"thresholds": thresholds})
+    write_text(run.path / CONFIG_FILE, config.model_dump_json(indent=2) + "\n")
+    return thresholds

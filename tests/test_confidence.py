@@ -1,0 +1,163 @@
+"""Honest confidence (issue 12): calibrated at training time, one verdict everywhere."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from typer.testing import CliRunner
+
+from digitlab import confidence, ood
+from digitlab.cli import app
+from digitlab.prediction import predict
+from digitlab.runs import CONFIG_FILE, load_run
+
+
+@pytest.fixture(scope="module")
+def calibrated_run(tmp_path_factory, mnist):
+    """The seed preset on 3,000 digits, 3 epochs, validation split 0.1: calibrated on its
+    300 validation digits when training ends."""
+    from digitlab.config import with_overrides
+    from digitlab.presets import get_preset
+    from digitlab.training import train
+
+    spec = with_overrides(get_preset("seed"), train_samples=3000, epochs=3, validation_split=0.1)
+    return train(spec, runs_dir=tmp_path_factory.mktemp("runs"), verbose=0, pictures=False)
+
+
+def test_judge_without_thresholds_says_nothing():
+    probabilities = np.array([[0.9, 0.1], [0.5, 0.5]])
+    confidence_, confident, reasons = confidence.judge(probabilities, {})
+    assert confidence_.tolist() == [0.9, 0.5]
+    assert confident is None and reasons == [None, None]
+
+
+def test_judge_flags_far_images_and_close_calls():
+    thresholds = {confidence.MARGIN: 0.3, confidence.RESIDUAL: 5.0}
+    probabilities = np.array([[0.9, 0.1], [0.55, 0.45], [0.99, 0.01], [0.5, 0.5]])
+    residual = np.array([1.0, 1.0, 9.0, 9.0])
+    _, confident, reasons = confidence.judge(probabilities, thresholds, residual)
+    assert confident.tolist() == [True, False, False, False]
+    assert reasons == [None, "unsure", "not a digit", "not a digit"]
+
+
+def test_a_new_run_is_calibrated_on_its_validation_digits(calibrated_run, mnist):
+    thresholds = calibrated_run.thresholds
+    assert thresholds["calibration_digits"] == 300
+    assert thresholds["flagged_correct_calibration"] <= 0.03
+    assert (calibrated_run.path / confidence.STATS_FILE).is_file()
+
+    (_, _), (x_test, y_test) = mnist
+    result = predict(calibrated_run, x_test[:1000])
+    rows = result.to_list()
+    correct = result.digits == y_test[:1000]
+    flagged = np.array([not row["confident"] for row in rows])
+    assert flagged[correct].mean() <= 0.05  # real digits it gets right: a few % at most
+    assert {row["reason"] for row, f in zip(rows, flagged, strict=True) if f} <= {
+        "unsure",
+        "not a digit",
+    }
+
+    noise = ood.noise(100, np.random.default_rng(0))
+    rows = predict(calibrated_run, noise).to_list()
+    not_digits = [row["reason"] == "not a digit" for row in rows]
+    assert np.mean(not_digits) > 0.9  # uniform noise is far from every digit
+    assert all(row["confident"] is False for row in rows if row["reason"])
+
+
+def test_letters_and_shapes_are_flagged_more_often_than_digits(calibrated_run, mnist):
+    (_, _), (x_test, _) = mnist
+    real = np.mean([not r["confident"] for r in predict(calibrated_run, x_test[:500]).to_list()])
+    rng = np.random.default_rng(1)
+    fonts = ood.dejavu_fonts()[:2]
+    fakes = np.concatenate([ood.scribbles(50, rng), ood.shapes(30, rng), ood.letters(fonts)])
+    fake = np.mean([not r["confident"] for r in predict(calibrated_run, fakes).to_list()])
+    assert fake > real + 0.2
+
+
+@pytest.fixture
+def old_run(calibrated_run, tmp_path):
+    """A copy of the run as older versions wrote it: no thresholds, no confidence.npz."""
+    path = tmp_path / calibrated_run.name
+    shutil.copytree(calibrated_run.path, path)
+    (path / confidence.STATS_FILE).unlink()
+    config = json.loads((path / CONFIG_FILE).read_text())
+    del config["thresholds"]
+    (path / CONFIG_FILE).write_text(json.dumps(config))
+    return path
+
+
+def test_an_old_run_predicts_with_confident_null_until_calibrated(old_run, mnist):
+    (_, _), (x_test, _) = mnist
+    row = predict(load_run(old_run), x_test[0]).to_list()[0]
+    assert row["confident"] is None and row["reason"] is None
+    assert row["confidence"] == pytest.approx(row["probability"])
+
+    shown = CliRunner().invoke(app, ["predict", str(old_run), "--index", "0"])
+    assert shown.exit_code == 0, shown.output
+    assert "digitlab calibrate" in shown.output
+
+    result = CliRunner().invoke(app, ["calibrate", str(old_run), "--json"])
+    assert result.exit_code == 0, result.output
+    stored = load_run(old_run).thresholds
+    assert stored == json.loads(result.output)["thresholds"]
+    assert stored["calibration_digits"] == 300
+    assert not list(old_run.glob(".*tmp"))  # written atomically: no temporary left behind
+    row = predict(load_run(old_run), x_test[0]).to_list()[0]
+    assert isinstance(row["confident"], bool)
+
+
+def test_a_damaged_stats_file_is_a_clear_error(calibrated_run, tmp_path, mnist):
+    path = tmp_path / "run"
+    shutil.copytree(calibrated_run.path, path)
+    (path / confidence.STATS_FILE).write_bytes(b"not numpy")
+    (_, _), (x_test, _) = mnist
+    result = CliRunner().invoke(app, ["predict", str(path), "--index", "0"])
+    assert result.exit_code == 2
+    assert "Error:" in result.output and "digitlab calibrate" in result.output
+    assert "Traceback" not in result.output
+    assert x_test is not None
+
+
+def _three_ways(run, image):
+    """The verdict for one image from the CLI's JSON, `digitlab.predict` and `POST /predict`."""
+    from digitlab.serve import create_app
+
+    npy = run.path.parent / "one.npy"
+    np.save(npy, image[np.newaxis])
+    cli = CliRunner().invoke(app, ["predict", str(run.path), "--npy", str(npy), "--json"])
+    assert cli.exit_code == 0, cli.output
+    library = predict(run, image).to_list()[0]
+    with TestClient(create_app(run)) as client:
+        response = client.post("/predict", json={"pixels": image.tolist()})
+    assert response.status_code == 200, response.text
+    keys = ("confidence", "confident", "reason")
+    return [
+        {k: row[k] for k in keys} for row in (json.loads(cli.output)[0], library, response.json())
+    ]
+
+
+def test_cli_library_and_api_give_the_same_verdict(calibrated_run):
+    for image in (
+        ood.noise(1, np.random.default_rng(2))[0],
+        ood.shapes(1, np.random.default_rng(3))[0],
+    ):
+        cli, library, api = _three_ways(calibrated_run, image)
+        assert cli == library == api
+        assert cli["confident"] is not None
+
+
+def test_every_path_applies_the_one_judge(calibrated_run, monkeypatch, mnist):
+    """Replacing `confidence.judge` changes the CLI's, the library's and the API's answer."""
+    (_, _), (x_test, _) = mnist
+
+    def everything_is_unsure(probabilities, thresholds, residual=None):
+        n = len(probabilities)
+        return np.full(n, 0.5), np.zeros(n, bool), ["unsure"] * n
+
+    monkeypatch.setattr(confidence, "judge", everything_is_unsure)
+    verdicts = _three_ways(calibrated_run, x_test[0])
+    assert verdicts == [{"confidence": 0.5, "confident": False, "reason": "unsure"}] * 3
