@@ -44,6 +44,7 @@ def test_judge_flags_far_images_and_close_calls():
     assert reasons == [None, "unsure", "not a digit", "not a digit"]
 
 
+@pytest.mark.slow
 def test_a_new_run_is_calibrated_on_its_validation_digits(calibrated_run, mnist):
     thresholds = calibrated_run.thresholds
     assert thresholds["calibration_digits"] == 300
@@ -68,6 +69,7 @@ def test_a_new_run_is_calibrated_on_its_validation_digits(calibrated_run, mnist)
     assert all(row["confident"] is False for row in rows if row["reason"])
 
 
+@pytest.mark.slow
 def test_letters_and_shapes_are_flagged_more_often_than_digits(calibrated_run, mnist):
     (_, _), (x_test, _) = mnist
     real = np.mean([not r["confident"] for r in predict(calibrated_run, x_test[:500]).to_list()])
@@ -90,6 +92,7 @@ def old_run(calibrated_run, tmp_path):
     return path
 
 
+@pytest.mark.slow
 def test_an_old_run_predicts_with_confident_null_until_calibrated(old_run, mnist):
     (_, _), (x_test, _) = mnist
     row = predict(load_run(old_run), x_test[0]).to_list()[0]
@@ -110,16 +113,15 @@ def test_an_old_run_predicts_with_confident_null_until_calibrated(old_run, mnist
     assert isinstance(row["confident"], bool)
 
 
-def test_a_damaged_stats_file_is_a_clear_error(calibrated_run, tmp_path, mnist):
+@pytest.mark.slow
+def test_a_damaged_stats_file_is_a_clear_error(calibrated_run, tmp_path):
     path = tmp_path / "run"
     shutil.copytree(calibrated_run.path, path)
     (path / confidence.STATS_FILE).write_bytes(b"not numpy")
-    (_, _), (x_test, _) = mnist
     result = CliRunner().invoke(app, ["predict", str(path), "--index", "0"])
     assert result.exit_code == 2
     assert "Error:" in result.output and "digitlab calibrate" in result.output
     assert "Traceback" not in result.output
-    assert x_test is not None
 
 
 def _three_ways(run, image):
@@ -140,6 +142,7 @@ def _three_ways(run, image):
     ]
 
 
+@pytest.mark.slow
 def test_cli_library_and_api_give_the_same_verdict(calibrated_run):
     for image in (
         ood.noise(1, np.random.default_rng(2))[0],
@@ -150,6 +153,7 @@ def test_cli_library_and_api_give_the_same_verdict(calibrated_run):
         assert cli["confident"] is not None
 
 
+@pytest.mark.slow
 def test_every_path_applies_the_one_judge(calibrated_run, monkeypatch, mnist):
     """Replacing `confidence.judge` changes the CLI's, the library's and the API's answer."""
     (_, _), (x_test, _) = mnist

@@ -298,6 +298,11 @@ def test_cli_runs_a_user_toml_experiment(tmp_path, mnist):
         "[budget]\nepochs = 1\ntrain_samples = 500\nseeds = 2\n"
         '[[variants]]\nname = "default"\n'
         '[[variants]]\nname = "fast"\ntrain = {learning_rate = 0.01}\n'
+        '[[variants]]\nname = "boom"\n'  # diverges: recorded as a result, the rest goes on
+        'train = {optimizer = "sgd", learning_rate = 100.0, loss = "mean_squared_error"}\n'
+        'layers = [{type = "Dense", units = 100, activation = "relu"},\n'
+        '  {type = "Dense", units = 100, activation = "relu"},\n'
+        '  {type = "Dense", units = 10, activation = "linear"}]\n'
     )
     result = _cli("experiment", str(spec), "--runs-dir", str(tmp_path / "runs"), "--json")
     assert result.exit_code == 0, result.output
@@ -307,6 +312,10 @@ def test_cli_runs_a_user_toml_experiment(tmp_path, mnist):
     assert len(fast["runs"]) == 2 and fast["learning_rate"] == 0.01
     assert len(fast["test_accuracy"]["values"]) == 2
     assert any("fast vs default" in line for line in record["conclusion"])
+    boom = record["variants"][2]
+    assert boom["diverged_seeds"] == [0, 1] and boom["runs"] == []
+    assert boom["test_accuracy"] == {"mean": None, "std": None, "values": []}
+    assert record["conclusion"][0].startswith("boom diverged (the loss became NaN) with seeds 0, 1")
     assert "Welch" in record["statistics"]
 
 

@@ -72,6 +72,10 @@ def test_the_notebook_runs_top_to_bottom(kernel, tmp_path, monkeypatch, mnist):
     monkeypatch.setenv("KERAS_BACKEND", "jax")
     monkeypatch.setenv("MPLBACKEND", "module://matplotlib_inline.backend_inline")
     nb = nbformat.read(NOTEBOOK, as_version=4)
+    # A reduced budget, as papermill would inject it after the parameters cell: the same
+    # 10 epochs on fewer digits, and a smaller search, to stay within 2 minutes in CI.
+    budget = "TRAIN_SAMPLES = 6000\nTUNE_TRIALS = 2\nTUNE_SAMPLES = 3000"
+    nb.cells.insert(2, nbformat.v4.new_code_cell(budget))
     client = NotebookClient(
         nb, kernel_name=KERNEL, timeout=600, resources={"metadata": {"path": str(tmp_path)}}
     )
@@ -87,5 +91,8 @@ def test_the_notebook_runs_top_to_bottom(kernel, tmp_path, monkeypatch, mnist):
     assert "Epoch 10/10" in text and "\b" not in text  # one plain line per epoch, no bar
     assert "confusion matrix (rows: true label" in text and "most confused" in text
     assert "best: trial" in text
-    runs = [p for p in (tmp_path / "runs").iterdir() if not p.name.startswith(".")]
-    assert len([p for p in runs if (p / "config.json").exists()]) == 2  # trained + tuned best
+    from digitlab.runs import list_runs
+
+    runs = {run.spec.name: run for run in list_runs(tmp_path / "runs")}
+    assert len(runs) == 2 and runs["seed"].epochs_done == 10  # trained, and the tuned best
+    assert runs["seed"].dataset.train_samples == 6000  # the injected budget took effect

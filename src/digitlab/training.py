@@ -245,7 +245,10 @@ def _calibrated(model, spec, config, calibration, folder: Path) -> RunConfig:
         return to_probabilities(np.asarray(outputs), output_activation(spec))
 
     classes = len(config.dataset.class_names)
-    thresholds, stats = calibrate(predict_proba, *calibration, classes)
+    try:
+        thresholds, stats = calibrate(predict_proba, *calibration, classes)
+    except RunError:  # too few correct held-out digits (a tiny or weak run): still a run,
+        return config  # saved without thresholds, like a run from before calibration
     write_stats(folder / STATS_FILE, stats)
     return config.model_copy(update={"thresholds": thresholds})
 
