@@ -467,6 +467,7 @@ def list_runs_command(runs_dir: Path | None = RunsDirOption, as_json: bool = Jso
     if not rows:
         console.print("no runs yet; train one with `digitlab train`")
         return
+
     def fraction(value: float | None, form: str) -> str:
         return format(value, form) if value is not None else "–"
 

@@ -305,6 +305,7 @@ def train(
     verbose: int | None = None,
     callbacks: tuple[keras.callbacks.Callback, ...] = (),
     pictures: bool = True,
+    calibrate: bool = True,
 ) -> Run:
     """Train the network `spec` describes and write a run directory.
 
@@ -322,6 +323,8 @@ def train(
             activation statistics); they see the model after every epoch.
         pictures: draw the confusion matrix, misclassified gallery and curves PNGs (default
             True; an experiment's `--quick` runs skip them, ~3 s a run).
+        calibrate: calibrate the confidence thresholds (default True; an experiment's runs
+            skip it: it costs more than a short fit, and they are compared, not served).
 
     Returns:
         The `Run`: status "complete" with test metrics and pictures, or "interrupted" (Ctrl-C
@@ -363,8 +366,10 @@ def train(
     status = _fit(model, spec, x, y, log, verbose, tuple(callbacks), events)
     path = new_run_path(runs_dir, name or spec.name)
     seconds = time.perf_counter() - start
-    calibration = calibration_split(
-        *_limited(spec, x_train, y_train), test, spec.train.validation_split
+    calibration = (
+        calibration_split(*_limited(spec, x_train, y_train), test, spec.train.validation_split)
+        if calibrate
+        else None
     )
     return _save_run(
         path,

@@ -649,6 +649,7 @@ def _train_one(
         verbose=0,
         callbacks=callbacks,
         pictures=not quick,  # ~3 s a run; a report draws curves and confusion matrix itself
+        calibrate=False,  # confidence thresholds: longer than the fit, and not compared here
     )
 
 
