@@ -3,10 +3,12 @@
 #   chromium              - the real browser the drawing-page tests drive (via Playwright)
 #   dataset-fashion-mnist - Fashion-MNIST under /usr/share/datasets/fashion-mnist
 #   postgresql            - a throwaway server for the tuning tests (initdb, pg_ctl)
+#   fonts-dejavu-core     - typeset letters for the not-a-digit checks (digitlab.ood)
 set -euo pipefail
 need=()
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 [ -d /usr/share/datasets/fashion-mnist ] || need+=(dataset-fashion-mnist)
+[ -d /usr/share/fonts/truetype/dejavu ] || need+=(fonts-dejavu-core)
 compgen -G "/usr/lib/postgresql/*/bin/pg_ctl" >/dev/null || command -v pg_ctl >/dev/null 2>&1 \
   || need+=(postgresql)
 [ ${#need[@]} -eq 0 ] && exit 0
