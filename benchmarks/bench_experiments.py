@@ -149,7 +149,7 @@ def anchors(name: str, record: dict, folder: Path) -> list[str]:
         rows.append(
             f"| per update, a large batch is at least as good: batch-1024 vs full-batch "
             f"after {full} updates | {mean:+.3f} val loss, p = {p if p is None else round(p, 3)} "
-            f"| {word if mean <= 0 else word + ' (per update full-batch GD is better)'} |"
+            f"| {word} |"
         )
         rows.append(
             _check(

@@ -107,6 +107,8 @@ def _break(run: Path, how: str) -> None:
         target["metrics"].write_text('{"test_accuracy": "high"}')
     elif how == "history-garbage":
         (run / "history.csv").write_text("epoch,loss\n1,lots\n")
+    elif how == "history-binary":
+        (run / "history.csv").write_bytes(b'epoch,loss\n1,"0.5\r\x00' + os.urandom(500))
     elif how == "model-missing":
         model.unlink()
     elif how == "model-devzero":
@@ -132,7 +134,7 @@ FILE_CASES = [
     "spec-not-a-table", "short-class-names", "unknown-dataset", "shape-mismatch",
     "seed-negative", "layers-bomb", "config-not-json", "config-deep", "config-bigint",
     "config-binary", "config-is-folder", "config-devzero", "config-fifo", "config-oversize",
-    "metrics-wrong-type", "history-garbage",
+    "metrics-wrong-type", "history-garbage", "history-binary",
 ]  # fmt: skip
 MODEL_CASES = [
     "model-missing", "model-devzero", "model-fifo", "model-folder", "model-oversize",
@@ -303,6 +305,7 @@ def test_stale_staging_cleanup_never_deletes_a_complete_run(tmp_path):
         (["--optimizer", "adamm"], "did you mean 'adam'"),
         (["--metrics", "acuracy"], "unknown metric 'acuracy'"),
         (["--batch-size", "0"], "'batch_size' must be at least 1"),
+        (["--train-samples", str(2**70)], "'train_samples' must be at most 60,000"),
     ],
 )
 def test_bad_training_flags_are_one_line(tmp_path, args, message):
@@ -459,3 +462,17 @@ def test_runs_lists_all_good_runs_when_one_is_bad(runs):
     assert [run.name for run in list_runs(runs)] == ["20260101-000000-seed"]
     result = invoke("runs", "--runs-dir", runs)
     assert result.exit_code == 0 and "unreadable" in result.output
+
+
+@pytest.mark.parametrize("make", ["fifo", "devzero", "folder"])
+def test_npy_that_is_not_a_regular_file_is_refused_without_reading(runs, tmp_path, make):
+    path = tmp_path / "batch.npy"
+    if make == "fifo":
+        os.mkfifo(path)
+    elif make == "devzero":
+        path.symlink_to("/dev/zero")
+    else:
+        path.mkdir()
+    line = one_line_error(invoke("predict", "20260101-000000-seed", "--npy", path,
+                                 "--runs-dir", runs))  # fmt: skip
+    assert "batch.npy" in line

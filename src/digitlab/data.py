@@ -182,6 +182,15 @@ def class_names(name: str) -> tuple[str, ...]:
     return _dataset(name).class_names
 
 
+def split_sizes(name: str) -> tuple[int, int]:
+    """How many images dataset `name` has in its (train, test) splits, e.g. (60000, 10000).
+
+    Raises:
+        DataError: if `name` is not a registered dataset.
+    """
+    return _dataset(name).split_sizes
+
+
 def image_shape(name: str) -> tuple[int, int]:
     """Height and width of dataset `name`'s images, e.g. (28, 28).
 

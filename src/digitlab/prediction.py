@@ -7,6 +7,7 @@ turned into one uint8 batch before the run's own preprocessing is applied.
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,9 +16,11 @@ import numpy as np
 
 from digitlab.data import image_shape
 from digitlab.errors import DataError, ImageError
+from digitlab.files import read_capped
 from digitlab.runs import Run, load_run
 
 MNIST_SHAPE = image_shape("mnist")  # the default frame: MNIST's (28, 28)
+MAX_NPY_BYTES = 1 << 30  # a .npy batch to predict: 1 GB is over a million 28×28 float64 images
 
 
 @dataclass
@@ -142,14 +145,22 @@ def to_pixels(values: np.ndarray) -> np.ndarray:
 
 
 def load_npy(path: str | Path, shape: tuple[int, int] = MNIST_SHAPE) -> np.ndarray:
-    """Read an N×28×28 or N×784 array (for `shape` 28×28) from a .npy file, as uint8."""
+    """Read an N×28×28 or N×784 array (for `shape` 28×28) from a .npy file, as uint8.
+
+    The file must be a regular file of at most 1 GB (a FIFO or a device is refused), and
+    holds plain numbers: pickled objects are never loaded.
+
+    Raises:
+        DataError: not a readable .npy array of images.
+    """
     path = Path(path)
+    data = read_capped(path, MAX_NPY_BYTES, DataError)
     try:
-        array = np.load(path, allow_pickle=False)
-    except FileNotFoundError:
-        raise DataError(f"{path} not found") from None
-    except (ValueError, OSError) as exc:
+        array = np.load(io.BytesIO(data), allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
         raise DataError(f"{path} is not a readable .npy array: {exc}") from None
+    if not isinstance(array, np.ndarray):  # an .npz archive
+        raise DataError(f"{path} is an .npz archive; save one array with numpy.save")
     try:
         return as_batch(array, shape)
     except DataError as exc:

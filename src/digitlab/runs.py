@@ -220,12 +220,14 @@ def read_history(path: Path) -> dict[str, list[float]]:
         RunError: the file is not a regular file under 10 MB, or a value is not a number.
     """
     text = read_capped(path, MAX_JSON_BYTES, RunError).decode("utf-8", errors="replace")
-    rows = list(csv.DictReader(io.StringIO(text)))
-    keys = [key for key in (rows[0] if rows else {}) if key and key != "epoch"]
     try:
+        rows = list(csv.DictReader(io.StringIO(text)))
+        keys = [key for key in (rows[0] if rows else {}) if key and key != "epoch"]
         return {key: [float(row[key]) for row in rows] for key in keys}
-    except (TypeError, ValueError):
-        raise RunError(f"{path}: every value must be a number, one row per epoch") from None
+    except (csv.Error, TypeError, ValueError):
+        raise RunError(
+            f"{path}: not a history table (a header, then one row of numbers per epoch)"
+        ) from None
 
 
 def write_history(path: Path, history: dict[str, list[float]]) -> None:

@@ -33,6 +33,7 @@ from pydantic import (
 )
 
 from digitlab.data import dataset_names, image_shape
+from digitlab.data import split_sizes as dataset_split_sizes
 from digitlab.errors import SpecError
 
 # ----------------------------------------------------------------------------- the one lists
@@ -255,6 +256,12 @@ class TrainConfig(_Strict):
 
     @model_validator(mode="after")
     def _fits_together(self) -> TrainConfig:
+        available = dataset_split_sizes(self.dataset)[0]
+        if self.train_samples is not None and self.train_samples > available:
+            raise ValueError(
+                f"'train_samples' must be at most {available:,}, the training images "
+                f"{self.dataset} has, got {self.train_samples:,}"
+            )
         if self.early_stopping is not None and self.validation_split == 0.0:
             raise ValueError(
                 "early stopping watches the validation loss; add --validation-split 0.1"
