@@ -323,3 +323,18 @@ def test_definition_round_trips_through_the_record():
     definition = BUILT_IN["normalization"]
     again = validate(Definition, definition.model_dump(mode="json"), "record")
     assert again == definition
+
+
+def test_a_run_too_weak_to_calibrate_is_still_saved(tmp_path, mnist):
+    """Calibration needs 100 correctly classified held-out digits; a tiny run (an experiment's
+    --quick, or `train --train-samples 300`) used to lose its finished training to a
+    RunError there. It is saved uncalibrated instead, like a run from before calibration."""
+    from digitlab.presets import get_preset
+    from digitlab.training import train
+
+    spec = get_preset("seed").replace(
+        train={"train_samples": 300, "validation_split": 0.2, "epochs": 1}
+    )
+    run = train(spec, runs_dir=tmp_path, verbose=0, pictures=False)
+    assert run.status == "complete" and run.metrics.test_accuracy is not None
+    assert run.config.thresholds == {}

@@ -140,12 +140,11 @@ def find_experiment(ref: str | Path, name: str | None, runs_dir: str | Path | No
     """
     parent = experiments_dir(runs_dir)
     if str(ref) == "latest":
-        suffix = f"-{name}" if name else ""
-        found = sorted(
-            p
-            for p in (parent.iterdir() if parent.is_dir() else ())
-            if p.is_dir() and p.name.endswith(suffix) and (p / RECORD_FILE).is_file()
-        )
+        found = [
+            path
+            for path, record in list_experiments(runs_dir)
+            if name is None or record.name == name
+        ]
         if not found:
             raise RunError(
                 f"no {name or ''} experiment to resume in {parent}; run it without --resume first"
