@@ -126,3 +126,20 @@ def read_capped(
     if len(data) > cap:
         raise error(f"{path} is over the {_size(cap)} limit for this file")
     return data
+
+
+def is_dir(path: str | Path) -> bool:
+    """`Path.is_dir()`, but False rather than an error for a name the system refuses (too
+    long, a NUL byte): user-given names are only ever looked up through these."""
+    try:
+        return Path(path).is_dir()
+    except (OSError, ValueError):
+        return False
+
+
+def is_file(path: str | Path) -> bool:
+    """`Path.is_file()`, False rather than an error for a name the system refuses."""
+    try:
+        return Path(path).is_file()
+    except (OSError, ValueError):
+        return False

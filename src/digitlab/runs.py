@@ -33,7 +33,14 @@ from pathlib import Path
 import numpy as np
 
 from digitlab.errors import RunError
-from digitlab.files import MAX_JSON_BYTES, MAX_MODEL_BYTES, check_regular, read_capped, write_text
+from digitlab.files import (
+    MAX_JSON_BYTES,
+    MAX_MODEL_BYTES,
+    check_regular,
+    is_dir,
+    read_capped,
+    write_text,
+)
 from digitlab.schema import (
     DatasetRecord,
     Metrics,
@@ -271,13 +278,6 @@ def _exists(path: Path) -> bool:
         return False
 
 
-def _is_dir(path: Path) -> bool:
-    try:
-        return path.is_dir()
-    except (OSError, ValueError):
-        return False
-
-
 def load_run(ref: str | Path, runs_dir: str | Path | None = None) -> Run:
     """Open a run by path, by name inside `runs_dir`, or as "latest" (the newest readable run).
 
@@ -296,9 +296,9 @@ def load_run(ref: str | Path, runs_dir: str | Path | None = None) -> Run:
             raise RunError(f"no readable runs in {runs_dir}; train one with `digitlab train`")
         return runs[0]
     path = Path(ref)
-    if not _is_dir(path) and _is_dir(runs_dir / str(ref)):
+    if not is_dir(path) and is_dir(runs_dir / str(ref)):
         path = runs_dir / str(ref)
-    if not _is_dir(path):
+    if not is_dir(path):
         raise RunError(f"run '{ref}' not found (looked in . and {runs_dir}); see `digitlab runs`")
     return read_run(path)
 
@@ -307,7 +307,7 @@ def scan_runs(runs_dir: str | Path | None = None) -> list[Run | UnreadableRun]:
     """Every run folder in `runs_dir`: readable runs newest first, then unreadable ones with
     the reason. Folders without config.json and hidden (staging) folders are not runs."""
     runs_dir = Path(runs_dir) if runs_dir is not None else default_runs_dir()
-    if not _is_dir(runs_dir):
+    if not is_dir(runs_dir):
         return []
     good: list[Run] = []
     bad: list[UnreadableRun] = []
@@ -316,7 +316,7 @@ def scan_runs(runs_dir: str | Path | None = None) -> list[Run | UnreadableRun]:
     except OSError as exc:
         raise RunError(f"cannot list {runs_dir}: {exc.strerror or exc}") from None
     for path in entries:
-        if path.name.startswith(".") or not _is_dir(path) or not _exists(path / CONFIG_FILE):
+        if path.name.startswith(".") or not is_dir(path) or not _exists(path / CONFIG_FILE):
             continue
         try:
             good.append(read_run(path))

@@ -10,7 +10,7 @@ from pydantic import ValidationError
 
 from digitlab import plots
 from digitlab.errors import DigitlabError, RunError
-from digitlab.files import MAX_JSON_BYTES, read_capped, write_text
+from digitlab.files import MAX_JSON_BYTES, is_dir, is_file, read_capped, write_text
 from digitlab.report._render import (
     figure,
     flatten,
@@ -381,25 +381,11 @@ def write_report(ref: str | Path, runs_dir: Path | None = None) -> Path:
     """
     runs_dir = Path(runs_dir) if runs_dir is not None else default_runs_dir()
     for folder in (Path(ref), runs_dir / "experiments" / str(ref)):
-        if _safe_is_file(folder / EXPERIMENT_FILE):
+        if is_file(folder / EXPERIMENT_FILE):
             return write_experiment_report(folder, runs_dir)
-    if str(ref) == "latest" or _safe_is_dir(Path(ref)) or _safe_is_dir(runs_dir / str(ref)):
+    if str(ref) == "latest" or is_dir(Path(ref)) or is_dir(runs_dir / str(ref)):
         return write_run_report(load_run(ref, runs_dir))
     raise RunError(
         f"'{ref}' is neither a run nor an experiment (looked in ., {runs_dir} and "
         f"{runs_dir / 'experiments'}); see `digitlab runs`"
     )
-
-
-def _safe_is_file(path: Path) -> bool:
-    try:
-        return path.is_file()
-    except (OSError, ValueError):
-        return False
-
-
-def _safe_is_dir(path: Path) -> bool:
-    try:
-        return path.is_dir()
-    except (OSError, ValueError):
-        return False
