@@ -29,3 +29,22 @@ def trained_run(tmp_path_factory, mnist):
 
     runs_dir = tmp_path_factory.mktemp("runs")
     return train(get_preset("seed"), runs_dir=runs_dir, verbose=0)
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """Debian's chromium through Playwright (no browser download); skipped without it, except
+    on CI, where a missing browser is a failure."""
+    from browser import CHROMIUM, CHROMIUM_ARGS
+
+    if not CHROMIUM.exists():
+        message = f"{CHROMIUM} not found; install Debian's chromium (make system-deps)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield launched
+        launched.close()

@@ -12,7 +12,7 @@ from pathlib import Path
 import click
 import pytest
 from runfiles import fake_run
-from test_web import base_url, browser  # noqa: F401  the drawing page's fixtures
+from test_web import base_url  # noqa: F401  the drawing page's fixture (browser: conftest)
 from typer.main import get_command
 from typer.testing import CliRunner
 

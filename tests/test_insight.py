@@ -345,87 +345,57 @@ def test_explain_is_in_the_openapi_schema(client):
 # -------------------------------------------------------------------------------- browser
 @pytest.mark.browser
 @pytest.mark.slow
-def test_drawing_lights_up_the_layers_and_the_saliency(small_run):
+def test_drawing_lights_up_the_layers_and_the_saliency(small_run, browser):
     """In the real Chromium: drawing a 7 fills one row of cells per layer and the saliency
     overlay, with no console error and no request leaving the machine; the page still
     fits a phone's width."""
-    import socket
-    import threading
-    import time
-    from pathlib import Path
-
-    import uvicorn
-    from test_web import CHROMIUM, CHROMIUM_ARGS, draw_strokes
+    from browser import served
+    from test_web import draw_strokes
 
     from digitlab.serve import create_app
 
-    if not Path(CHROMIUM).exists():
-        pytest.skip(f"{CHROMIUM} not found")
-    from playwright.sync_api import sync_playwright
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(small_run), host="127.0.0.1", port=port, log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline
-        time.sleep(0.05)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-            for width in (1024, 375):
-                context = browser.new_context(viewport={"width": width, "height": 800})
-                page = context.new_page()
-                requested, errors = [], []
-                page.on("request", lambda request, r=requested: r.append(request.url))
-                page.on(
-                    "console",
-                    lambda m, e=errors: e.append(m.text) if m.type == "error" else None,
-                )
-                page.on("pageerror", lambda exc, e=errors: e.append(str(exc)))
-                page.goto(base)
-                page.wait_for_selector("#model-info:has-text('run ')")
-                assert page.locator("#layers .layer").count() == 0
-                draw_strokes(page, [[(80, 50), (200, 50), (150, 140), (115, 240)]])
-                page.wait_for_function(
-                    "document.querySelectorAll('#layers .layer').length === 4", timeout=10_000
-                )
-                names = page.locator("#layers .layer").evaluate_all(
-                    "rows => rows.map(r => r.dataset.layer)"
-                )
-                assert names == [
-                    layer.name for layer in small_run.model.layers if "dense" in layer.name
-                ]
-                active = page.locator("#layers canvas").evaluate_all(
-                    "cs => cs.map(c => Number(c.dataset.active))"
-                )
-                assert all(count > 0 for count in active)
-                # the cells are drawn: the first layer's canvas holds more than one colour
-                colours = page.evaluate(
-                    """() => { const c = document.querySelector('#layers canvas');
-                    const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
-                    const seen = new Set(); for (let i = 0; i < d.length; i += 4)
-                    seen.add(d[i] * 65536 + d[i + 1] * 256 + d[i + 2]); return seen.size; }"""
-                )
-                assert colours > 3
-                assert (
-                    page.locator("#saliency")
-                    .get_attribute("src")
-                    .startswith("data:image/png;base64,")
-                )
-                assert page.evaluate("document.documentElement.scrollWidth") <= width
-                page.click("#clear")
-                assert page.locator("#layers .layer").count() == 0
-                outside = [u for u in requested if not u.startswith((base, "data:"))]
-                assert not outside and not errors, (outside, errors)
-                context.close()
-            browser.close()
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
+    with served(create_app(small_run)) as base:
+        for width in (1024, 375):
+            context = browser.new_context(viewport={"width": width, "height": 800})
+            page = context.new_page()
+            requested, errors = [], []
+            page.on("request", lambda request, r=requested: r.append(request.url))
+            page.on(
+                "console",
+                lambda m, e=errors: e.append(m.text) if m.type == "error" else None,
+            )
+            page.on("pageerror", lambda exc, e=errors: e.append(str(exc)))
+            page.goto(base)
+            page.wait_for_selector("#model-info:has-text('run ')")
+            assert page.locator("#layers .layer").count() == 0
+            draw_strokes(page, [[(80, 50), (200, 50), (150, 140), (115, 240)]])
+            page.wait_for_function(
+                "document.querySelectorAll('#layers .layer').length === 4", timeout=10_000
+            )
+            names = page.locator("#layers .layer").evaluate_all(
+                "rows => rows.map(r => r.dataset.layer)"
+            )
+            assert names == [
+                layer.name for layer in small_run.model.layers if "dense" in layer.name
+            ]
+            active = page.locator("#layers canvas").evaluate_all(
+                "cs => cs.map(c => Number(c.dataset.active))"
+            )
+            assert all(count > 0 for count in active)
+            # the cells are drawn: the first layer's canvas holds more than one colour
+            colours = page.evaluate(
+                """() => { const c = document.querySelector('#layers canvas');
+                const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+                const seen = new Set(); for (let i = 0; i < d.length; i += 4)
+                seen.add(d[i] * 65536 + d[i + 1] * 256 + d[i + 2]); return seen.size; }"""
+            )
+            assert colours > 3
+            assert (
+                page.locator("#saliency").get_attribute("src").startswith("data:image/png;base64,")
+            )
+            assert page.evaluate("document.documentElement.scrollWidth") <= width
+            page.click("#clear")
+            assert page.locator("#layers .layer").count() == 0
+            outside = [u for u in requested if not u.startswith((base, "data:"))]
+            assert not outside and not errors, (outside, errors)
+            context.close()

@@ -439,37 +439,6 @@ def test_training_writes_the_run_report(trained_run):
 
 
 # -------------------------------------------------------------------------------- browser
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-
-
-@pytest.fixture(scope="module")
-def browser():
-    """Debian's chromium through Playwright, launched as tests/test_web.py does."""
-    import os
-
-    if not CHROMIUM.exists():
-        message = f"{CHROMIUM} not found; install Debian's chromium (make system-deps)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
-
-
 @pytest.fixture
 def pages_written(tmp_path):
     """A run report, an experiment report and a comparison, as files on disk."""

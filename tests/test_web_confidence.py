@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 import pytest
-from test_web import base_url, browser, draw_strokes, page  # noqa: F401  (fixtures)
+from test_web import base_url, draw_strokes, page  # noqa: F401  (fixtures; browser: conftest)
 
 from digitlab import confidence
 
