@@ -31,10 +31,12 @@ def trained_run(tmp_path_factory, mnist):
     return train(get_preset("seed"), runs_dir=runs_dir, verbose=0)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser():
     """Debian's chromium through Playwright (no browser download); skipped without it, except
-    on CI, where a missing browser is a failure."""
+    on CI, where a missing browser is a failure. Per module, not per session: while it is
+    open, Playwright's event loop runs in the main thread, and `asyncio.run` in a later
+    test module would refuse to start."""
     from browser import CHROMIUM, CHROMIUM_ARGS
 
     if not CHROMIUM.exists():
