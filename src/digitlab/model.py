@@ -285,3 +285,19 @@ def prepare_inputs(images: np.ndarray, input_shape: tuple[int, ...] | str = "fla
     x = images.reshape((-1, *input_shape)).astype(np.float32)
     x *= np.float32(PIXEL_SCALE)
     return x
+
+
+def probability_function(model: keras.Model, spec: Spec):
+    """uint8 images (N×28×28 or N×784, 0–255) → class probabilities, with the spec's own
+    preprocessing and the forward pass compiled once (`fastfit.predictor`: ~0.06 ms a digit
+    instead of `predict_on_batch`'s ~0.2 ms). For weights that no longer change: a saved run,
+    or a model being saved."""
+    from digitlab.fastfit import predictor
+
+    forward, activation = predictor(model), output_activation(spec)
+
+    def predict_proba(images: np.ndarray) -> np.ndarray:
+        outputs = forward(prepare_inputs(images, spec.input_shape))
+        return to_probabilities(np.asarray(outputs), activation)
+
+    return predict_proba

@@ -213,13 +213,9 @@ def _grid_figure(
     return fig
 
 
-def _confusion_figure(cm: np.ndarray, class_names: Sequence[str], *, title: str) -> Figure:
+def _label_confusion_axes(ax, class_names: Sequence[str], title: str) -> None:
+    """Title, axis names and one tick per class, long names slanted to stay readable."""
     k = len(class_names)
-    side = max(4.0, 0.55 * k + 2.5)
-    fig = Figure(figsize=(side + 1, side), layout="constrained")
-    ax = fig.add_subplot()
-    im = ax.imshow(cm, cmap="Blues", interpolation="nearest")
-    fig.colorbar(im, ax=ax, shrink=0.8)
     ax.set_title(title)
     ax.set_xlabel("Predicted label")
     ax.set_ylabel("True label")
@@ -230,6 +226,16 @@ def _confusion_figure(cm: np.ndarray, class_names: Sequence[str], *, title: str)
         for label in ax.get_xticklabels():
             label.set_horizontalalignment("right")
             label.set_rotation_mode("anchor")
+
+
+def _confusion_figure(cm: np.ndarray, class_names: Sequence[str], *, title: str) -> Figure:
+    k = len(class_names)
+    side = max(4.0, 0.55 * k + 2.5)
+    fig = Figure(figsize=(side + 1, side), layout="constrained")
+    ax = fig.add_subplot()
+    im = ax.imshow(cm, cmap="Blues", interpolation="nearest")
+    fig.colorbar(im, ax=ax, shrink=0.8)
+    _label_confusion_axes(ax, class_names, title)
     # Dark text on light cells and light text on dark ones, whatever the colormap.
     cell_colours = im.cmap(im.norm(cm))
     luminance = cell_colours[..., :3] @ np.array([0.299, 0.587, 0.114])
@@ -254,16 +260,7 @@ def _normalized_confusion_figure(
     vmax = max(1.0, float(errors.max()) if errors.count() else 1.0)
     im = ax.imshow(errors, cmap="Reds", vmin=0, vmax=vmax, interpolation="nearest")
     fig.colorbar(im, ax=ax, shrink=0.8, label="% of the true class (off-diagonal)")
-    ax.set_title(title)
-    ax.set_xlabel("Predicted label")
-    ax.set_ylabel("True label")
-    ax.set_xticks(range(k), labels=class_names)
-    ax.set_yticks(range(k), labels=class_names)
-    if max(len(name) for name in class_names) > 2:
-        ax.tick_params(axis="x", labelrotation=45)
-        for label in ax.get_xticklabels():
-            label.set_horizontalalignment("right")
-            label.set_rotation_mode("anchor")
+    _label_confusion_axes(ax, class_names, title)
     fontsize = 8 if k <= 10 else 6
     for (i, j), value in np.ndenumerate(share):
         if i != j and value == 0:

@@ -33,7 +33,7 @@ from digitlab.evaluation import evaluate_model, loss_targets, write_pictures
 from digitlab.events import EVENTS_DIR, EpochEvents
 from digitlab.files import write_json, write_text
 from digitlab.interrupts import StopOnRequest, stop_on_signals
-from digitlab.model import PIXEL_SCALE, build_model, compile_model
+from digitlab.model import PIXEL_SCALE, build_model, compile_model, probability_function
 from digitlab.report import write_run_report
 from digitlab.runs import (
     CONFIG_FILE,
@@ -96,8 +96,7 @@ def _prepare_training_data(spec: Spec, x: np.ndarray, y: np.ndarray, num_classes
     """Flatten the images (still uint8: fastfit scales each batch by 1/255 as it trains, the
     same float32 values `prepare_inputs` gives, at a quarter of the memory); one-hot the
     labels where the loss wants them."""
-    if spec.train.train_samples is not None:
-        x, y = x[: spec.train.train_samples], y[: spec.train.train_samples]
+    x, y = _limited(spec, x, y)
     return x.reshape((-1, *spec.input_shape)), loss_targets(y, spec, num_classes)
 
 
@@ -165,13 +164,14 @@ def _save_run(
     previous: RunConfig | None = None,
     pictures: bool = True,
     events: EpochEvents | None = None,
-    calibration: tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]] | None = None,
+    calibrate_on: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> Run:
     """Write the run directory atomically; evaluate and draw pictures if training finished.
 
-    A finished run is also calibrated (`confidence.calibrate`): `calibration` is (training
-    digits, held-out digits) from `confidence.calibration_split`; the thresholds go in
-    config.json and the class directions in confidence.npz.
+    A finished run is also calibrated (`confidence.calibrate`) when `calibrate_on` holds the
+    dataset's training (images, labels): `confidence.calibration_split` takes the digits the
+    run trained on and held out from them; the thresholds go in config.json and the class
+    directions in confidence.npz.
 
     Raises:
         RunError: the run can't be written (a full or read-only disk); the trained model is
@@ -210,7 +210,10 @@ def _save_run(
                 metrics.update(evaluation.to_dict())
                 if pictures:
                     write_pictures(staging, evaluation, log.history, test[0])
-                if calibration is not None:
+                if calibrate_on is not None:
+                    calibration = calibration_split(
+                        *_limited(spec, *calibrate_on), test, spec.train.validation_split
+                    )
                     config = _calibrated(model, spec, config, calibration, staging)
             write_json(staging / METRICS_FILE, metrics)
             if events is not None:  # RUN/tensorboard/: the epochs, the config, the pictures
@@ -235,18 +238,10 @@ def _save_run(
 def _calibrated(model, spec, config, calibration, folder: Path) -> RunConfig:
     """Calibrate the confidence thresholds; write confidence.npz into `folder`."""
     from digitlab.confidence import STATS_FILE, calibrate, write_stats
-    from digitlab.fastfit import predictor
-    from digitlab.model import output_activation, prepare_inputs, to_probabilities
-
-    forward = predictor(model)
-
-    def predict_proba(images: np.ndarray) -> np.ndarray:
-        outputs = forward(prepare_inputs(images, spec.input_shape))
-        return to_probabilities(np.asarray(outputs), output_activation(spec))
 
     classes = len(config.dataset.class_names)
     try:
-        thresholds, stats = calibrate(predict_proba, *calibration, classes)
+        thresholds, stats = calibrate(probability_function(model, spec), *calibration, classes)
     except RunError:  # too few correct held-out digits (a tiny or weak run): still a run,
         return config  # saved without thresholds, like a run from before calibration
     write_stats(folder / STATS_FILE, stats)
@@ -366,11 +361,6 @@ def train(
     status = _fit(model, spec, x, y, log, verbose, tuple(callbacks), events)
     path = new_run_path(runs_dir, name or spec.name)
     seconds = time.perf_counter() - start
-    calibration = (
-        calibration_split(*_limited(spec, x_train, y_train), test, spec.train.validation_split)
-        if calibrate
-        else None
-    )
     return _save_run(
         path,
         model,
@@ -382,7 +372,7 @@ def train(
         seconds,
         pictures=pictures,
         events=events,
-        calibration=calibration,
+        calibrate_on=(x_train, y_train) if calibrate else None,
     )
 
 
@@ -432,9 +422,6 @@ def resume(
     seconds = run.metrics.train_seconds + time.perf_counter() - start
     log.epoch_seconds = [*run.metrics.epoch_seconds, *log.epoch_seconds]
     dataset = run.dataset.model_dump()
-    calibration = calibration_split(
-        *_limited(spec, x_train, y_train), test, spec.train.validation_split
-    )
     return _save_run(
         run.path,
         model,
@@ -446,5 +433,5 @@ def resume(
         seconds,
         run.config,
         events=events,
-        calibration=calibration,
+        calibrate_on=(x_train, y_train),
     )
