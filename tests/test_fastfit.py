@@ -247,22 +247,60 @@ def test_uint8_pixels_scaled_in_the_step_train_exactly_like_prepared_floats(mnis
     assert all(np.array_equal(a, b) for a, b in zip(*results, strict=True))
 
 
-def test_convolutional_nets_train_through_keras_fit(monkeypatch):
-    """XLA runs convolutions in a while loop ~10× slower on the CPU: conv nets keep `fit`."""
+def _conv_model(seed: int = 0) -> keras.Model:
     spec = Spec(
         name="conv",
         input="image",
         layers=(
-            {"type": "Conv2D", "filters": 4, "kernel_size": 3, "activation": "relu"},
+            {"type": "Conv2D", "filters": 4, "kernel_size": 3, "use_bias": False},
+            {"type": "BatchNormalization"},
+            {"type": "Activation", "activation": "relu"},
+            {"type": "AveragePooling2D", "pool_size": 2},
+            {"type": "Dropout", "rate": 0.2},
             {"type": "Flatten"},
-            {"type": "Dense", "units": 10, "activation": "softmax"},
+            {"type": "Dense", "units": 10},
         ),
     )
+    keras.utils.set_random_seed(seed)
     model = build_model(spec)
     compile_model(model, spec)
-    calls = []
-    original = model.fit
-    monkeypatch.setattr(model, "fit", lambda *a, **k: calls.append(k) or original(*a, **k))
-    x = np.random.default_rng(0).integers(0, 256, (64, 28, 28, 1), dtype=np.uint8)
-    history = fastfit.fit(model, x, np.arange(64) % 10, epochs=1, verbose=0, input_scale=1 / 255)
-    assert len(calls) == 1 and set(history) == {"loss", "accuracy"}
+    model.compile(  # + the sample counter, to see every sample trained on exactly once
+        optimizer=model.optimizer, loss=model.loss, metrics=["accuracy", _SampleCount()]
+    )
+    return model
+
+
+def test_convolutional_nets_train_in_unrolled_programs_not_in_a_loop_or_fit(mnist, monkeypatch):
+    """XLA runs a convolution in a while loop 20-30× slower on the CPU: a conv net's steps are
+    unrolled, UNROLLED_STEPS to a program, and the leftover steps one to a program."""
+    import jax
+
+    (x_train, y_train), (x_test, y_test) = mnist
+    model = _conv_model()
+    monkeypatch.setattr(model, "fit", lambda *a, **k: pytest.fail("fell back to model.fit"))
+    monkeypatch.setattr(jax.lax, "fori_loop", lambda *a: pytest.fail("a while loop"))
+    # 1,000 digits at batch 32: 31 full steps (3 programs of 8, 7 of one) and a partial one.
+    x = x_train[:1000, :, :, None]
+    history = fastfit.fit(
+        model, x, y_train[:1000], epochs=3, verbose=0, input_scale=1 / 255, validation_split=0.1
+    )
+    assert history["samples"] == [900.0] * 3  # every sample once an epoch, none twice
+    assert history["loss"][2] < history["loss"][0]
+    assert history["val_accuracy"][2] > 0.6
+    predicted = model.predict(x_test[:500, :, :, None] / 255, verbose=0).argmax(axis=1)
+    assert (predicted == y_test[:500]).mean() > 0.6
+
+
+def test_unrolled_steps_train_like_the_loop_and_like_any_chunking(mnist, monkeypatch):
+    (x_train, y_train), _ = mnist
+    x, y = x_train[:600, :, :, None], y_train[:600]
+    results = []
+    for has_convolutions, unrolled_steps in ((True, 8), (True, 5), (False, 8)):
+        monkeypatch.setattr(fastfit, "UNROLLED_STEPS", unrolled_steps)
+        monkeypatch.setattr(fastfit, "_has_convolutions", lambda model, c=has_convolutions: c)
+        model = _conv_model()
+        fastfit.fit(model, x, y, epochs=2, verbose=0, input_scale=1 / 255, validation_split=0.2)
+        results.append(_weights(model))
+    for other in results[1:]:  # the same steps in the same order: float rounding apart
+        for a, b in zip(results[0], other, strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)

@@ -11,6 +11,11 @@ loss is a mean weighted by batch size, as in `fit`), the optimizer with its lear
 schedule, and the dropout seed generators, whose state is a non-trainable variable that
 `stateless_call` returns updated.
 
+A convolutional net is the exception: XLA's CPU backend runs a convolution inside a while
+loop 20-30× slower than outside one, so its programs unroll `UNROLLED_STEPS` steps each
+instead (twice as fast as `model.fit` on the `cnn` preset; benchmarks/RESULTS.md,
+"Convolutions in a compiled loop").
+
 What differs from `model.fit`:
 - the shuffle of epoch `e` is drawn from `(seed, e)`, so the same seed gives the same weights
   and a resumed run sees the same order an uninterrupted one would;
@@ -38,6 +43,9 @@ VALIDATION_BATCH_SIZE = 500  # small enough for a conv net's activations, large 
 LIVE_CHUNK_SECONDS = 0.25  # a live progress bar's update interval (verbose=1)
 CHUNK_SECONDS = 2.0  # otherwise: how long a Ctrl-C may wait for the running chunk to finish
 FIRST_CHUNK_STEPS = 64  # steps run before the step time is known
+# Convolutional nets: steps per compiled program, unrolled rather than in a while loop
+# (see `_Trainer`; benchmarks/RESULTS.md, "Convolutions in a compiled loop").
+UNROLLED_STEPS = 8
 
 
 @functools.cache
@@ -124,11 +132,7 @@ def fit(
         ValueError: the model is not compiled, or the split leaves no training data.
         KeyboardInterrupt: re-raised after the weights learned so far are in the model.
     """
-    if keras.backend.backend() != "jax" or _has_convolutions(model):
-        # The compiled loop is JAX's; other backends keep `fit`. So do convolutional nets:
-        # XLA on the CPU runs a convolution inside a while loop about 10× slower than the
-        # same convolution called once per step (https://github.com/jax-ml/jax/issues/12868;
-        # measured here on the `cnn` preset: 0.95 s against 0.095 s per step at batch 128).
+    if keras.backend.backend() != "jax":  # the compiled loop is JAX's; other backends: `fit`
         if input_scale is not None:
             x = x.astype(np.float32) * np.float32(input_scale)
         return model.fit(
@@ -177,6 +181,18 @@ def _has_convolutions(model: keras.Model) -> bool:
     return any(isinstance(layer, keras.layers.Conv2D) for layer in model.layers)
 
 
+def _loop(step, start, stop, count, state):
+    """`step(i, state)` for i from `start`: to `stop` in an XLA while loop, or, when `count`
+    is given, `count` times unrolled in the program (no loop for XLA to run slowly)."""
+    import jax
+
+    if count is None:
+        return jax.lax.fori_loop(start, stop, step, state)
+    for i in range(count):
+        state = step(start + i, state)
+    return state
+
+
 def _split(x, y, validation_split: float):
     """The training part and the validation part, split as `fit` splits: the last fraction."""
     if not validation_split:
@@ -219,31 +235,35 @@ class _Trainer:
         self.validation = None if validation is None else jax.device_put(validation)
         self.steps_per_epoch = -(-self.count // batch_size)
         self._steps_per_second: float | None = None
-        self._train = jax.jit(self._train_steps)
-        self._test = jax.jit(self._test_steps)
+        # XLA's CPU backend runs a convolution inside a while loop 20-30x slower than the
+        # same convolution outside one (https://github.com/jax-ml/jax/issues/12868; measured
+        # again with JAX 0.10.2). A convolutional net's programs therefore unroll a fixed
+        # number of steps instead of looping: one dispatch per `UNROLLED_STEPS` steps.
+        self.unrolled = jax.default_backend() == "cpu" and _has_convolutions(model)
+        self._train = jax.jit(self._train_steps, static_argnames="count")
+        self._test = jax.jit(self._test_steps, static_argnames="count")
 
     # The compiled programs -------------------------------------------------------------
 
-    def _train_steps(self, state, x, y, order, start, stop):
-        """Run training steps `start` to `stop` (rows of `order`, each a batch's indices)."""
-        import jax
+    def _train_steps(self, state, x, y, order, start, stop, count=None):
+        """Run training steps `start` to `stop` (rows of `order`, each a batch's indices), or,
+        if `count` is given, the `count` steps from `start`, unrolled."""
 
         def step(i, state):
             _, state = self.model.train_step(state, (self._inputs(x[order[i]]), y[order[i]]))
             return state
 
-        state = jax.lax.fori_loop(start, stop, step, state)
+        state = _loop(step, start, stop, count, state)
         return state, self._metrics_result(state[3])
 
-    def _test_steps(self, state, x, y, order):
-        """Evaluate on the batches in the rows of `order`."""
-        import jax
+    def _test_steps(self, state, x, y, order, count=None):
+        """Evaluate on the batches in the rows of `order` (all of them: `count` unrolls)."""
 
         def step(i, state):
             _, state = self.model.test_step(state, (self._inputs(x[order[i]]), y[order[i]]))
             return state
 
-        state = jax.lax.fori_loop(0, order.shape[0], step, state)
+        state = _loop(step, 0, order.shape[0], count, state)
         return state, self._metrics_result(state[2])
 
     def _inputs(self, x):
@@ -283,9 +303,22 @@ class _Trainer:
         return rng.permutation(self.count).astype(np.int32)
 
     def _chunk_steps(self, chunk_seconds: float) -> int:
+        if self.unrolled:
+            return UNROLLED_STEPS
         if self._steps_per_second is None:
             return FIRST_CHUNK_STEPS
         return max(1, int(self._steps_per_second * chunk_seconds))
+
+    def _run_steps(self, state, order, start: int, stop: int):
+        """Training steps `start` to `stop` of this epoch's `order`: one program, or for a
+        convolutional net programs of `UNROLLED_STEPS` (and of one step for what is left)."""
+        if not self.unrolled:
+            return self._train(state, self.x, self.y, order, start, stop)
+        while start < stop:
+            count = UNROLLED_STEPS if stop - start >= UNROLLED_STEPS else 1
+            state, logs = self._train(state, self.x, self.y, order, start, start, count=count)
+            start += count
+        return state, logs
 
     def train_epoch(self, epoch: int, callbacks, chunk_seconds: float) -> dict[str, float]:
         """Train one epoch in chunks; returns its logs. The model holds the state after it."""
@@ -303,10 +336,10 @@ class _Trainer:
                 started = time.perf_counter()
                 if done < len(full):
                     stop = min(len(full), done + self._chunk_steps(chunk_seconds))
-                    state, logs = self._train(state, self.x, self.y, full, done, stop)
+                    state, logs = self._run_steps(state, full, done, stop)
                 else:  # the last, partial batch: its own (small) compiled program
                     stop = done + 1
-                    state, logs = self._train(state, self.x, self.y, rest, 0, 1)
+                    state, logs = self._run_steps(state, rest, 0, 1)
                 logs = {name: float(value) for name, value in logs.items()}
                 if done > 0 and stop - done > 1:  # the first chunk includes the compile
                     self._steps_per_second = (stop - done) / (time.perf_counter() - started)
@@ -323,9 +356,12 @@ class _Trainer:
         trainable, non_trainable, _, metrics = self.read_state()
         state = (trainable, non_trainable, metrics)
         full, rest = _index_batches(np.arange(len(x), dtype=np.int32), VALIDATION_BATCH_SIZE)
-        for order in (full, rest):
+        # A convolutional net: a program of one batch, called per batch (see `unrolled`).
+        orders = [full[i : i + 1] for i in range(len(full))] if self.unrolled else [full]
+        for order in [*orders, rest]:
             if order.size:
-                state, logs = self._test(state, x, y, order)
+                count = 1 if self.unrolled else None
+                state, logs = self._test(state, x, y, order, count=count)
         for variable, value in zip(self.model.metrics_variables, state[2], strict=True):
             variable.assign(value)
         return {name: float(value) for name, value in logs.items()}
