@@ -140,6 +140,7 @@ def test_train_runs_evaluate_predict_for_real(tmp_path, mnist):
         (["train", "--optimizer", "adamm"], "unknown optimizer 'adamm'"),
         (["train", "--loss", "hinge"], "unknown loss 'hinge'"),
         (["train", "--early-stopping", "2"], "add --validation-split"),
+        (["train", "--ema-momentum", "1.5"], "'ema_momentum' must be less than 1"),
         (["summary", "--spec", "missing.toml"], "missing.toml not found"),
         (["evaluate", "no-such-run"], "run 'no-such-run' not found"),
         (["show", "99999999"], "out of range"),

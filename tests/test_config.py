@@ -122,6 +122,8 @@ def test_missing_spec_file_is_named(tmp_path):
         ({"seed": -1}, "'seed' must be at least 0"),
         ({"seed": 2**70}, "'seed' must be less than 4294967296"),
         ({"epochs": True}, "'epochs' must be a whole number"),
+        ({"ema_momentum": 1.0}, "'ema_momentum' must be less than 1"),
+        ({"ema_momentum": 0.0}, "'ema_momentum' must be greater than 0"),
     ],
 )
 def test_bad_training_choices_are_refused(change, message):

@@ -304,3 +304,19 @@ def test_unrolled_steps_train_like_the_loop_and_like_any_chunking(mnist, monkeyp
     for other in results[1:]:  # the same steps in the same order: float rounding apart
         for a, b in zip(results[0], other, strict=True):
             np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_weight_averaging_leaves_the_moving_average_in_the_model(digits):
+    x, y, x_test, y_test = digits
+    plain, averaged = _model(0), _model(0, ema_momentum=0.9)
+    assert averaged.optimizer.use_ema and averaged.optimizer.ema_momentum == 0.9
+    for model in (plain, averaged):
+        fastfit.fit(model, x[:1000], y[:1000], epochs=2, verbose=0)
+    averages = [np.array(v) for v in averaged.optimizer._model_variables_moving_average]
+    weights = [np.array(v) for v in averaged.trainable_variables]
+    for average, weight in zip(averages, weights, strict=True):
+        np.testing.assert_array_equal(weight, average)  # the average, swapped in at the end
+    # Same seed, same steps: only the averaging makes the weights differ.
+    assert not np.array_equal(_weights(plain)[0], _weights(averaged)[0])
+    # An average of the last ~10 steps' weights (momentum 0.9): far better than chance.
+    assert averaged.evaluate(x_test, y_test, verbose=0, return_dict=True)["accuracy"] > 0.5

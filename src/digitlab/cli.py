@@ -306,6 +306,7 @@ def summary(preset: str | None = PresetOption, spec_file: Path | None = SpecOpti
         f"{train.learning_rate_schedule}), loss={train.loss}, "
         f"metrics={','.join(train.metrics)}; fit: batch_size={train.batch_size}, "
         f"epochs={train.epochs}, validation_split={train.validation_split}"
+        + (f", ema_momentum={train.ema_momentum}" if train.ema_momentum is not None else "")
     )
 
 
@@ -348,6 +349,12 @@ def train(
     train_samples: int | None = typer.Option(
         None, "--train-samples", help="Use only the first N training digits (quick trials)."
     ),
+    ema_momentum: float | None = typer.Option(
+        None,
+        "--ema-momentum",
+        help="Keep a moving average of the weights with this momentum, e.g. 0.999, "
+        "and save the average.",
+    ),
     dataset: Dataset | None = typer.Option(
         None, "--dataset", "-d", metavar="NAME", help="mnist or fashion-mnist."
     ),
@@ -370,6 +377,7 @@ def train(
     Examples:
 
     * `digitlab train` (the notebook's network, 10 epochs)
+    * `digitlab train --preset fast` (a small convnet: 99.4% in under a minute)
     * `digitlab train --preset cnn` (99.5% in about 8 minutes on 2 CPU cores)
     * `digitlab train --epochs 20 --validation-split 0.1 --early-stopping 3`
     * `digitlab train --loss mean_squared_error` (the notebook's one-hot path)
@@ -386,7 +394,7 @@ def train(
             "--optimizer": optimizer, "--loss": loss, "--metrics": metrics,
             "--validation-split": validation_split, "--seed": seed,
             "--early-stopping": early_stopping, "--train-samples": train_samples,
-            "--dataset": dataset, "--name": name,
+            "--ema-momentum": ema_momentum, "--dataset": dataset, "--name": name,
         }  # fmt: skip
         ignored = [flag for flag, value in given.items() if value is not None]
         if ignored:
@@ -410,6 +418,7 @@ def train(
             seed=seed,
             early_stopping=early_stopping,
             train_samples=train_samples,
+            ema_momentum=ema_momentum,
             dataset=dataset.value if dataset else None,
         )
         run = training.train(spec, runs_dir=runs_dir, name=name, data_dir=data_dir)

@@ -172,8 +172,11 @@ def compile_model(
         SpecError: an unknown or mismatched optimizer, schedule, loss or metric.
     """
     train = spec.train
+    averaging = (
+        {} if train.ema_momentum is None else {"use_ema": True, "ema_momentum": train.ema_momentum}
+    )
     optimizer = OPTIMIZER_CLASSES[train.optimizer](
-        learning_rate=_learning_rate(train, train_samples)
+        learning_rate=_learning_rate(train, train_samples), **averaging
     )
     loss: str | keras.losses.Loss = train.loss
     if train.loss.endswith("crossentropy") and output_activation(spec) == "linear":

@@ -240,6 +240,9 @@ class TrainConfig(_Strict):
     # 0: the notebook trains on all 60,000; curves then show training figures only
     validation_split: float = Field(0.0, ge=0.0, lt=1.0)
     early_stopping: int | None = Field(None, ge=1)  # patience in epochs on val_loss
+    # An exponential moving average of the weights (Keras's `use_ema`), e.g. 0.999: the run
+    # keeps the average at the end of the fit. None: the last weights, as the notebook.
+    ema_momentum: float | None = Field(None, gt=0, lt=1)
     seed: int = Field(0, ge=0, lt=MAX_SEED)  # same seed, same weights and accuracy on CPU
     dataset: Literal[DATASETS] = "mnist"
     train_samples: int | None = Field(None, ge=1)  # only the first N training digits
