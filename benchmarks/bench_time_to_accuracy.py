@@ -132,10 +132,9 @@ def run_one(contender: str, seed: int, workdir: Path) -> dict:
 def handwriting(run) -> dict:
     """The test suite's handwriting checks as scores: drawn digits, real digits drawn big."""
     import numpy as np
-    from PIL import Image
 
     sys.path.insert(0, str(HERE.parent / "tests"))
-    from images import draw_digit, encode
+    from images import draw_digit, drawn_big
 
     from digitlab.data import load_dataset
     from digitlab.preprocess import load_image, preprocess
@@ -144,16 +143,9 @@ def handwriting(run) -> dict:
     drawn = np.stack([preprocess(draw_digit(d, width=w)) for w in widths for d in range(10)])
     truth = np.tile(np.arange(10), len(widths))
     drawn_right = int((run.predict_proba(drawn).argmax(axis=1) == truth).sum())
-    (_, _), (x_test, y_test) = load_dataset("mnist")
-    rng = np.random.default_rng(2024)  # the same 200 as test_preprocess.py's golden test
-    big = []
-    for digit in x_test[:200]:
-        size = int(rng.integers(84, 281))
-        canvas = Image.new("L", (280, 280), 0)
-        offset = tuple(int(v) for v in rng.integers(0, 280 - size + 1, size=2))
-        canvas.paste(Image.fromarray(digit).resize((size, size), Image.Resampling.BILINEAR), offset)
-        big.append(preprocess(load_image(encode(Image.fromarray(255 - np.asarray(canvas))))))
-    big_right = int((run.predict_proba(np.stack(big)).argmax(axis=1) == y_test[:200]).sum())
+    (_, _), (x_test, y_test) = load_dataset("mnist")  # test_preprocess.py's 200 big digits:
+    big = np.stack([preprocess(load_image(png)) for png in drawn_big(x_test[:200])])
+    big_right = int((run.predict_proba(big).argmax(axis=1) == y_test[:200]).sum())
     return {
         "drawn_right": drawn_right,
         "drawn_total": len(truth),

@@ -1,4 +1,5 @@
-"""Hand-made digit images shared by the preprocessing, API and browser tests."""
+"""Hand-made digit images shared by the preprocessing, API and browser tests (and by
+benchmarks/bench_time_to_accuracy.py, which scores runs on the same checks)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import io
 import struct
 import zlib
 
+import numpy as np
 from PIL import Image, ImageDraw
 
 # Polylines and ellipses on a 280×280 canvas that a person would read as each digit.
@@ -54,3 +56,17 @@ def png_header(width: int, height: int) -> bytes:
         + struct.pack(">I", zlib.crc32(chunk))
         + b"\x00\x00\x00\x00IEND\xaeB`\x82"
     )
+
+
+def drawn_big(digits, seed: int = 2024) -> list[bytes]:
+    """28×28 digits (white on black, as MNIST) as 280×280 black-on-white PNGs, each drawn
+    3–10× larger at a random offset, as a photo or a drawing page would give them."""
+    rng = np.random.default_rng(seed)
+    images = []
+    for digit in digits:
+        size = int(rng.integers(84, 281))  # the 28×28 frame drawn 3–10× larger
+        canvas = Image.new("L", (280, 280), 0)
+        offset = tuple(int(v) for v in rng.integers(0, 280 - size + 1, size=2))
+        canvas.paste(Image.fromarray(digit).resize((size, size), Image.Resampling.BILINEAR), offset)
+        images.append(encode(Image.fromarray(255 - np.asarray(canvas))))
+    return images

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from images import draw_digit, encode, png_header
+from images import draw_digit, drawn_big, encode, png_header
 from PIL import Image, ImageDraw
 from scipy import ndimage as ndi
 
@@ -198,15 +198,7 @@ def test_drawn_digits_are_recognized_at_any_stroke_width(trained_run, width):
 def test_golden_real_mnist_digits_drawn_big_anywhere_are_recognized(trained_run, mnist):
     """The first 200 test digits as 280×280 black-on-white PNGs, random scale and offset."""
     (_, _), (x_test, y_test) = mnist
-    rng = np.random.default_rng(2024)
-    images = []
-    for digit in x_test[:200]:
-        size = int(rng.integers(84, 281))  # the 28×28 frame drawn 3–10× larger
-        canvas = Image.new("L", (280, 280), 0)
-        offset = tuple(int(v) for v in rng.integers(0, 280 - size + 1, size=2))
-        canvas.paste(Image.fromarray(digit).resize((size, size), Image.Resampling.BILINEAR), offset)
-        png = encode(Image.fromarray(255 - np.asarray(canvas)))
-        images.append(preprocess(load_image(png)))
+    images = [preprocess(load_image(png)) for png in drawn_big(x_test[:200])]
     predicted = trained_run.predict_proba(np.stack(images)).argmax(axis=1)
     accuracy = float((predicted == y_test[:200]).mean())
     assert accuracy >= 0.97, f"{accuracy:.1%} of 200 real digits recognized after preprocessing"
