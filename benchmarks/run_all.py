@@ -21,6 +21,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import shlex
 import statistics
 import subprocess
@@ -35,7 +36,6 @@ BENCH = ROOT / "benchmarks"
 OUT = BENCH / "out"
 MAIN_PYTHON = ROOT / ".venv" / "bin" / "python"
 RESULTS = BENCH / "RESULTS.md"
-KEPT_SECTIONS = ("## Notes", "## Serving", "## Accuracy presets", "## Tuning")  # hand-written
 
 VENVS = {  # name: what pip installs into benchmarks/.venv-<name>
     "tf": ["tensorflow-cpu"],
@@ -235,20 +235,18 @@ def write_results(results: dict[str, list[dict]], errors: dict[str, str], argv: 
 
 
 def keep_sections(text: str) -> str:
-    """Carry over the hand-written sections of the existing RESULTS.md, untouched.
+    """Carry over every section of the existing RESULTS.md that this script does not write.
 
-    "## Serving", "## Accuracy presets" and "## Tuning" hold the figures of bench_serve.py,
-    bench_presets.py and bench_tune.py (long runs, made separately); "## Notes" belongs to
-    whoever reads the numbers (profiles, caveats); everything else is regenerated.
+    Only the sections `text` has (the machine and the notebook's four-way comparison) are
+    regenerated; the others hold the figures of the other benchmarks (bench_serve.py,
+    bench_presets.py, bench_time_to_accuracy.py, ...: long runs, made separately) and notes,
+    and are kept untouched, in their order.
     """
     old = RESULTS.read_text() if RESULTS.exists() else ""
-    for heading in KEPT_SECTIONS:
-        start = old.find(heading + "\n")
-        if start < 0:
-            text += f"\n{heading}\n\n(none yet)\n"
-            continue
-        end = old.find("\n## ", start + len(heading))
-        text += "\n" + (old[start:] if end < 0 else old[start : end + 1])
+    generated = {line for line in text.splitlines() if line.startswith("## ")}
+    for section in re.split(r"\n(?=## )", old)[1:]:  # each from its "## " heading on
+        if section.splitlines()[0] not in generated:
+            text += "\n" + section.rstrip("\n") + "\n"
     return text
 
 
