@@ -645,8 +645,11 @@ def test_fetch_killed_during_npm_leaves_no_orphan_and_the_next_fetch_cleans_up(
     assert files_in(tmpdir) == [live.name]  # ...which the next fetch removes
 
 
-def test_interrupted_npm_is_killed_with_its_children(tmp_path, monkeypatch):
-    """Ctrl-C during `npm pack` kills npm's whole process group, not just npm."""
+@pytest.mark.parametrize("receiver", ["process", "another thread"])
+def test_interrupted_npm_is_killed_with_its_children(tmp_path, monkeypatch, receiver):
+    """Ctrl-C during `npm pack` kills npm's whole process group, not just npm; and promptly
+    even when the kernel hands the signal to a thread other than the main one (JAX runs
+    several), where it only sets a flag for the main thread to see."""
     linux_only()
     marker, children = tmp_path / "npm-started", tmp_path / "children"
     # npm starts a helper (as npm does for git and scripts), then waits.
@@ -654,15 +657,27 @@ def test_interrupted_npm_is_killed_with_its_children(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}")
     monkeypatch.setenv("FAKE_NPM_MARKER", str(marker))
 
+    monkeypatch.setattr(data, "NPM_TIMEOUT_S", 30)  # a missed Ctrl-C: DataError, not a pass
+
+    sent = []
+
     def interrupt_once_npm_runs():
         wait_for_file(marker)
-        os.kill(os.getpid(), signal.SIGINT)
+        sent.append(time.monotonic())
+        if receiver == "process":
+            os.kill(os.getpid(), signal.SIGINT)
+        else:  # this thread takes the signal; the main thread sleeps in its wait for npm
+            signal.pthread_kill(threading.get_ident(), signal.SIGINT)
 
     threading.Thread(target=interrupt_once_npm_runs, daemon=True).start()
     pids = []
     try:
         with pytest.raises(KeyboardInterrupt):
             REAL_NPM_PACK("toy-data@1.0.0", tmp_path)
+        # Seen at the next short wait (NPM_POLL_S), not when npm's 30 s run out: half-way is
+        # a bound on responsiveness that a missed flag cannot meet, not a speed figure.
+        waited = time.monotonic() - sent[0]
+        assert waited < data.NPM_TIMEOUT_S / 2, f"Ctrl-C seen after {waited:.0f} s"
         pids = [int(marker.read_text()), int(children.read_text())]
         assert all(wait_until_dead(pid) for pid in pids), "npm or its child outlived Ctrl-C"
     finally:

