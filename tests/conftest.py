@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import os
+import signal
 
 import pytest
 
 os.environ.setdefault("KERAS_BACKEND", "jax")
+
+# A shell that starts the suite in the background (`make test &`) hands it SIGINT ignored, and
+# Python then installs no KeyboardInterrupt handler; the tests of Ctrl-C need Python's own.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(scope="session")

@@ -313,3 +313,27 @@ def test_tune_dashboard_serves_a_study_on_postgresql(postgres_url):  # noqa: F81
     with _serving(*args, "--port", str(port)):
         data = _get_json(f"http://127.0.0.1:{port}/api/studies", lambda data: data)
         assert [s["study_name"] for s in data["study_summaries"]] == ["on-postgres"]
+
+
+def test_waiting_for_ctrl_c_sees_a_sigint_that_a_server_thread_took():
+    """The kernel may hand SIGINT to any thread; Python then only sets a flag for the main
+    thread, which must look at it soon, not after an hour's sleep."""
+    from digitlab.board import wait_for_interrupt
+
+    main, guard_fired = threading.main_thread().ident, threading.Event()
+
+    def server_thread_takes_the_signal():
+        waiting.wait()
+        time.sleep(0.2)  # the main thread is in wait_for_interrupt's sleep by now
+        signal.pthread_kill(threading.get_ident(), signal.SIGINT)
+        time.sleep(15)  # the guard: wake the main thread itself if it missed the flag
+        if not done.is_set():
+            guard_fired.set()
+            signal.pthread_kill(main, signal.SIGINT)
+
+    done, waiting = threading.Event(), threading.Event()
+    threading.Thread(target=server_thread_takes_the_signal, daemon=True).start()
+    waiting.set()
+    wait_for_interrupt()
+    done.set()
+    assert not guard_fired.is_set(), "the SIGINT taken by another thread was missed"

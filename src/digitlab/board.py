@@ -148,9 +148,12 @@ def start_dashboard(
 
 
 def wait_for_interrupt() -> None:
-    """Block until Ctrl-C (the servers run in background threads)."""
+    """Block until Ctrl-C (the servers run in background threads).
+
+    Short sleeps: a SIGINT that the kernel hands to a server thread only sets a flag, which
+    the main thread sees when its sleep ends."""
     try:
         while True:
-            time.sleep(3600)
+            time.sleep(0.5)
     except KeyboardInterrupt:
         return
