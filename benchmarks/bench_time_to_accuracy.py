@@ -25,6 +25,7 @@ the markers of its "Time to accuracy" section, and the figures to a JSON file.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import re
@@ -129,8 +130,10 @@ def run_one(contender: str, seed: int, workdir: Path) -> dict:
     return row
 
 
-def handwriting(run) -> dict:
-    """The test suite's handwriting checks as scores: drawn digits, real digits drawn big."""
+@functools.cache
+def _handwriting_checks():
+    """The test suite's images, preprocessed once: (drawn digits, their labels, real digits
+    drawn big, their labels)."""
     import numpy as np
 
     sys.path.insert(0, str(HERE.parent / "tests"))
@@ -141,16 +144,19 @@ def handwriting(run) -> dict:
 
     widths = (1, 3, 18, 40)  # test_preprocess.py's stroke widths
     drawn = np.stack([preprocess(draw_digit(d, width=w)) for w in widths for d in range(10)])
-    truth = np.tile(np.arange(10), len(widths))
-    drawn_right = int((run.predict_proba(drawn).argmax(axis=1) == truth).sum())
-    (_, _), (x_test, y_test) = load_dataset("mnist")  # test_preprocess.py's 200 big digits:
+    (_, _), (x_test, y_test) = load_dataset("mnist")  # test_preprocess.py's 200 big digits
     big = np.stack([preprocess(load_image(png)) for png in drawn_big(x_test[:200])])
-    big_right = int((run.predict_proba(big).argmax(axis=1) == y_test[:200]).sum())
+    return drawn, np.tile(np.arange(10), len(widths)), big, y_test[:200]
+
+
+def handwriting(run) -> dict:
+    """The test suite's handwriting checks as scores: drawn digits, real digits drawn big."""
+    drawn, drawn_labels, big, big_labels = _handwriting_checks()
     return {
-        "drawn_right": drawn_right,
-        "drawn_total": len(truth),
-        "big_right": big_right,
-        "big_total": 200,
+        "drawn_right": int((run.predict_proba(drawn).argmax(axis=1) == drawn_labels).sum()),
+        "drawn_total": len(drawn_labels),
+        "big_right": int((run.predict_proba(big).argmax(axis=1) == big_labels).sum()),
+        "big_total": len(big_labels),
     }
 
 

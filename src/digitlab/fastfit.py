@@ -12,8 +12,8 @@ schedule, and the dropout seed generators, whose state is a non-trainable variab
 `stateless_call` returns updated.
 
 A convolutional net is the exception: XLA's CPU backend runs a convolution inside a while
-loop 20-30× slower than outside one, so its programs unroll `UNROLLED_STEPS` steps each
-instead (twice as fast as `model.fit` on the `cnn` preset; benchmarks/RESULTS.md,
+loop ~30× slower than outside one, so its programs unroll `UNROLLED_STEPS` steps each
+instead (about twice as fast as `model.fit` on the `cnn` preset; benchmarks/RESULTS.md,
 "Convolutions in a compiled loop").
 
 What differs from `model.fit`:
@@ -235,10 +235,8 @@ class _Trainer:
         self.validation = None if validation is None else jax.device_put(validation)
         self.steps_per_epoch = -(-self.count // batch_size)
         self._steps_per_second: float | None = None
-        # XLA's CPU backend runs a convolution inside a while loop 20-30x slower than the
-        # same convolution outside one (https://github.com/jax-ml/jax/issues/12868; measured
-        # again with JAX 0.10.2). A convolutional net's programs therefore unroll a fixed
-        # number of steps instead of looping: one dispatch per `UNROLLED_STEPS` steps.
+        # No convolution in an XLA while loop on the CPU (the module's docstring;
+        # https://github.com/jax-ml/jax/issues/12868): programs of unrolled steps instead.
         self.unrolled = jax.default_backend() == "cpu" and _has_convolutions(model)
         self._train = jax.jit(self._train_steps, static_argnames="count")
         self._test = jax.jit(self._test_steps, static_argnames="count")
@@ -316,8 +314,9 @@ class _Trainer:
             return self._train(state, self.x, self.y, order, start, stop)
         while start < stop:
             count = UNROLLED_STEPS if stop - start >= UNROLLED_STEPS else 1
-            state, logs = self._train(state, self.x, self.y, order, start, start, count=count)
-            start += count
+            end = start + count  # (`count` decides; `stop` is not used by an unrolled program)
+            state, logs = self._train(state, self.x, self.y, order, start, end, count=count)
+            start = end
         return state, logs
 
     def train_epoch(self, epoch: int, callbacks, chunk_seconds: float) -> dict[str, float]:
@@ -358,9 +357,9 @@ class _Trainer:
         full, rest = _index_batches(np.arange(len(x), dtype=np.int32), VALIDATION_BATCH_SIZE)
         # A convolutional net: a program of one batch, called per batch (see `unrolled`).
         orders = [full[i : i + 1] for i in range(len(full))] if self.unrolled else [full]
+        count = 1 if self.unrolled else None
         for order in [*orders, rest]:
             if order.size:
-                count = 1 if self.unrolled else None
                 state, logs = self._test(state, x, y, order, count=count)
         for variable, value in zip(self.model.metrics_variables, state[2], strict=True):
             variable.assign(value)
