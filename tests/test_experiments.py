@@ -338,3 +338,38 @@ def test_a_run_too_weak_to_calibrate_is_still_saved(tmp_path, mnist):
     run = train(spec, runs_dir=tmp_path, verbose=0, pictures=False)
     assert run.status == "complete" and run.metrics.test_accuracy is not None
     assert run.config.thresholds == {}
+
+
+# ---------------------------------------------------------------------------------- the views
+def test_views_print_definitions_and_a_record(tmp_path):
+    from rich.console import Console
+
+    from digitlab.experiments.schema import ExperimentRecord
+    from digitlab.experiments.views import definitions_json, print_definitions, print_record
+
+    assert definitions_json() == json.loads(_cli("experiment", "list", "--json").output)
+    console = Console(record=True, width=200)
+    print_definitions(console, tmp_path)
+    text = console.export_text()
+    assert "20 epochs, 6,000 digits, 3 seeds" in text and "experiment folder" not in text
+    summary = {"mean": 0.9, "std": 0.01, "values": [0.89, 0.91]}
+    empty = {"mean": None, "std": None, "values": []}
+    record = ExperimentRecord.model_validate(
+        {
+            "name": "x", "question": "?", "status": "complete", "created": "2024-01-01T00:00:00",
+            "updated": "2024-01-01T00:00:00", "seeds": [0, 1], "budget": {},
+            "learning_rate_policy": "same", "baseline": "a", "conclusion": ["a wins."],
+            "statistics": "Welch",
+            "variants": [
+                {"name": "a", "spec": {}, "runs": [], "seeds": [], "batch_size": 32,
+                 "test_accuracy": summary, "final_train_loss": empty,
+                 "final_val_loss": summary, "generalization_gap": empty, "seconds": summary,
+                 "updates": 1234},
+            ],
+        }
+    )  # fmt: skip
+    console = Console(record=True, width=200)
+    print_record(console, record, tmp_path / "exp")
+    text = console.export_text()
+    assert "90.00% ± 1.00%" in text and "0.900" in text and "1,234" in text and "–" in text
+    assert "- a wins." in text and f"experiment: {tmp_path / 'exp'}" in text
