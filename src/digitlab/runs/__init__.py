@@ -1,0 +1,64 @@
+"""The run directory: the one artifact that evaluate, predict, serve and tune read.
+
+A run is self-describing: `config.json` holds the resolved spec, the preprocessing, the
+dataset with its hashes, the seed and the library versions, so nothing downstream needs the
+flags that trained it. Its files are read here and only here, through the schema's models
+(`RunConfig`, `Metrics`), so a run folder someone else made, edited or broke becomes one
+clear `RunError` naming the file and the field, never a traceback:
+
+- JSON files are read only if they are regular files of at most 10 MB, `model.keras` only if
+  it is a regular file of at most 2 GB (a symlink to `/dev/zero`, a FIFO or a folder is
+  refused), and the model is loaded in Keras's safe mode.
+- A run directory is built under a hidden staging name and renamed when complete, so a
+  killed process never leaves half a run where `digitlab runs` looks. Replacing a run (a
+  resume) keeps the old one under a hidden `.replaced-` name until the new one is in place;
+  the next write in that folder finishes or undoes a swap that a kill interrupted.
+"""
+
+from digitlab.runs.run import (
+    CONFIG_FILE,
+    HISTORY_FILE,
+    METRICS_FILE,
+    MODEL_FILE,
+    Run,
+    UnreadableRun,
+    default_runs_dir,
+    list_runs,
+    load_run,
+    read_history,
+    read_run,
+    scan_runs,
+    write_history,
+)
+from digitlab.runs.staging import (
+    CRASH_ENV,
+    REPLACED_PREFIX,
+    STAGING_PREFIX,
+    check_writable,
+    new_run_path,
+    recover,
+    staged_run,
+)
+
+__all__ = [
+    "CONFIG_FILE",
+    "CRASH_ENV",
+    "HISTORY_FILE",
+    "METRICS_FILE",
+    "MODEL_FILE",
+    "REPLACED_PREFIX",
+    "STAGING_PREFIX",
+    "Run",
+    "UnreadableRun",
+    "check_writable",
+    "default_runs_dir",
+    "list_runs",
+    "load_run",
+    "new_run_path",
+    "read_history",
+    "read_run",
+    "recover",
+    "scan_runs",
+    "staged_run",
+    "write_history",
+]

@@ -1,0 +1,150 @@
+"""Building a run directory safely: a hidden staging folder renamed when complete.
+
+A killed process never leaves half a run where `digitlab runs` looks. Replacing a run (a
+resume) keeps the old one under a hidden `.replaced-` name until the new one is in place;
+the next write in that folder finishes or undoes a swap that a kill interrupted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import tempfile
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+
+from digitlab.errors import RunError
+from digitlab.runs.run import CONFIG_FILE
+
+STAGING_PREFIX = ".staging-"
+REPLACED_PREFIX = ".replaced-"
+TARGET_FILE = ".target"  # inside a staging folder: the name it will be renamed to
+# Tests set this to a step name to have the process SIGKILL itself there (see `_crash_point`).
+CRASH_ENV = "DIGITLAB_TEST_CRASH_AT"
+
+
+def new_run_path(runs_dir: str | Path, name: str) -> Path:
+    """A fresh `runs_dir/<YYYYmmdd-HHMMSS>-<name>` that doesn't exist yet."""
+    runs_dir = Path(runs_dir)
+    safe = "".join(c if c.isalnum() or c in "-_." else "-" for c in name).strip(".-") or "run"
+    stem = f"{datetime.now():%Y%m%d-%H%M%S}-{safe[:80]}"
+    path, n = runs_dir / stem, 1
+    while path.exists():
+        n += 1
+        path = runs_dir / f"{stem}-{n}"
+    return path
+
+
+def check_writable(runs_dir: str | Path) -> Path:
+    """Make sure runs can be written into `runs_dir` (creating it), before any training.
+
+    Raises:
+        RunError: it is a file, or it can't be created or written to.
+    """
+    runs_dir = Path(runs_dir)
+    try:
+        runs_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=runs_dir):
+            pass
+    except FileExistsError:
+        raise RunError(f"--runs-dir {runs_dir} is a file, not a folder; pass a folder") from None
+    except (OSError, ValueError) as exc:
+        reason = getattr(exc, "strerror", None) or exc
+        raise RunError(
+            f"cannot write runs into {runs_dir}: {reason}; pass another --runs-dir"
+        ) from None
+    return runs_dir
+
+
+def _crash_point(step: str) -> None:
+    """For the crash-safety tests: die here, as a `kill -9` would, if asked to."""
+    if os.environ.get(CRASH_ENV) == step:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _pid_alive(name: str, prefix: str) -> bool:
+    """Whether the process whose pid starts a staging or backup folder's name still runs."""
+    try:
+        pid = int(name.removeprefix(prefix).split("-", 1)[0])
+        os.kill(pid, 0)
+    except (ValueError, OverflowError, ProcessLookupError):
+        return False
+    except PermissionError:  # alive, someone else's
+        return True
+    return True
+
+
+def _swap_in(staging: Path, final: Path) -> None:
+    """Rename a complete `staging` folder to `final`; an existing `final` is kept under a
+    hidden `.replaced-PID-NAME` until the new one is in place, then removed."""
+    if not final.exists():
+        os.replace(staging, final)
+    else:
+        backup = final.parent / f"{REPLACED_PREFIX}{os.getpid()}-{final.name}"
+        shutil.rmtree(backup, ignore_errors=True)
+        os.replace(final, backup)
+        _crash_point("between-renames")
+        os.replace(staging, final)
+        shutil.rmtree(backup, ignore_errors=True)
+    (final / TARGET_FILE).unlink(missing_ok=True)
+
+
+def recover(runs_dir: str | Path) -> None:
+    """Finish or undo what killed processes left in `runs_dir`; never delete a complete run.
+
+    - a staging folder holding a complete run (its config.json is written last) is renamed
+      to the run it was going to become, replacing the older copy safely;
+    - an incomplete staging folder is removed (it holds no finished work);
+    - an old run kept aside during a swap is put back if the new one never arrived, else
+      removed.
+
+    Only folders of processes that are no longer alive are touched.
+    """
+    runs_dir = Path(runs_dir)
+    for staging in sorted(runs_dir.glob(f"{STAGING_PREFIX}*")):
+        if _pid_alive(staging.name, STAGING_PREFIX):
+            continue
+        target = _target_of(staging)
+        if target is not None and (staging / CONFIG_FILE).is_file():
+            _swap_in(staging, runs_dir / target)
+        else:
+            shutil.rmtree(staging, ignore_errors=True)
+    for backup in sorted(runs_dir.glob(f"{REPLACED_PREFIX}*")):
+        if _pid_alive(backup.name, REPLACED_PREFIX):
+            continue
+        name = backup.name.removeprefix(REPLACED_PREFIX).split("-", 1)[-1]
+        if (runs_dir / name).exists():
+            shutil.rmtree(backup, ignore_errors=True)
+        else:
+            os.replace(backup, runs_dir / name)
+
+
+def _target_of(staging: Path) -> str | None:
+    try:
+        name = (staging / TARGET_FILE).read_text().strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    return name if name and "/" not in name and not name.startswith(".") else None
+
+
+@contextlib.contextmanager
+def staged_run(final: Path) -> Iterator[Path]:
+    """Yield a hidden staging folder; on success it becomes `final` in one rename.
+
+    If `final` already exists (a resumed run), it is replaced only after the new one is
+    complete, and is never the only copy lost: see `_swap_in` and `recover`. If the block
+    raises, the staging folder is removed and `final` is untouched.
+    """
+    final.parent.mkdir(parents=True, exist_ok=True)
+    recover(final.parent)
+    staging = Path(tempfile.mkdtemp(dir=final.parent, prefix=f"{STAGING_PREFIX}{os.getpid()}-"))
+    try:
+        (staging / TARGET_FILE).write_text(final.name)
+        yield staging
+        _crash_point("before-swap")
+        _swap_in(staging, final)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
