@@ -96,3 +96,59 @@ def test_atomic_path_leaves_nothing_on_failure(tmp_path):
         tmp.write_text("new")
         raise ValueError
     assert target.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["out.txt"]
+
+
+# ------------------------------------------------------------------------------ the listing
+def _console(width: int = 80):
+    import io
+
+    from rich.console import Console
+
+    return Console(file=io.StringIO(), width=width, color_system=None)
+
+
+def test_listing_rows_hold_a_good_runs_figures_and_a_broken_runs_reason(tmp_path):
+    from digitlab.runs import listing
+
+    good = _fake_run(tmp_path / "20260101-000000-seed", "2026-01-01T00:00:00", accuracy=0.9)
+    write_history(good / "history.csv", {"loss": [0.5], "val_accuracy": [0.8], "val_loss": [0.4]})
+    broken = _fake_run(tmp_path / "20260102-000000-broken", "2026-01-02T00:00:00")
+    (broken / "metrics.json").write_text("[1, 2]")
+    rows = listing(tmp_path).rows
+    assert rows[0] == {
+        "run": str(good),
+        "name": good.name,
+        "status": "complete",
+        "network": "seed",
+        "dataset": "mnist",
+        "epochs": 1,
+        "test_accuracy": 0.9,
+        "val_accuracy": 0.8,
+        "val_loss": 0.4,
+        "train_seconds": 0.0,
+    }
+    assert set(rows[1]) == {"run", "name", "status", "reason"}
+    assert rows[1]["status"] == "unreadable" and "metrics.json" in rows[1]["reason"]
+    assert listing(tmp_path / "none").rows == []
+
+
+def test_listing_prints_a_header_the_table_and_unreadable_runs_below(tmp_path):
+    from digitlab.runs import listing
+
+    _fake_run(tmp_path / "20260101-000000-a-rather-long-run-name-that-is-never-cut", accuracy=0.9)
+    broken = _fake_run(tmp_path / "b", "2026-01-02T00:00:00")
+    (broken / "config.json").write_text("{")
+    console = _console(width=200)
+    listing(tmp_path).print(console)
+    lines = console.file.getvalue().splitlines()
+    assert lines[0] == f"runs in {tmp_path}/ (mnist), newest first"
+    narrow = _console(width=40)
+    listing(tmp_path).print(narrow)  # the table grows past 40 columns rather than cut a name
+    row = next(line for line in narrow.file.getvalue().splitlines() if "a-rather-long" in line)
+    assert "20260101-000000-a-rather-long-run-name-that-is-never-cut" in row
+    assert row.split()[1:4] == ["seed", "1", "90.00%"] and row.split()[-1] == "0.0"
+    assert "status" not in console.file.getvalue()  # every readable run is complete
+    assert lines[-1].startswith("unreadable b: ") and "config.json" in lines[-1]
+    empty = _console()
+    listing(tmp_path / "none").print(empty)
+    assert empty.file.getvalue() == "no runs yet; train one with `digitlab train`\n"

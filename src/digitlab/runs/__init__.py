@@ -39,6 +39,7 @@ from digitlab.runs.staging import (
     recover,
     staged_run,
 )
+from digitlab.runs.table import RunsListing, listing
 
 __all__ = [
     "CONFIG_FILE",
@@ -49,10 +50,12 @@ __all__ = [
     "REPLACED_PREFIX",
     "STAGING_PREFIX",
     "Run",
+    "RunsListing",
     "UnreadableRun",
     "check_writable",
     "default_runs_dir",
     "list_runs",
+    "listing",
     "load_run",
     "new_run_path",
     "read_history",
