@@ -25,7 +25,7 @@ import os
 # Keras reads the backend once, at import; ours is JAX unless the user chose another.
 os.environ.setdefault("KERAS_BACKEND", "jax")
 
-__version__ = "0.1.0"
+from digitlab._version import __version__ as __version__
 
 _EXPORTS = {
     "load_dataset": "digitlab.data",

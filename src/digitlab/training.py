@@ -23,7 +23,8 @@ from typing import Any
 import keras
 import numpy as np
 
-from digitlab import __version__, fastfit
+from digitlab import fastfit
+from digitlab._version import __version__
 from digitlab.confidence import calibration_split
 from digitlab.config import with_overrides
 from digitlab.data import class_names as dataset_class_names

@@ -11,6 +11,7 @@ from typing import Any
 
 from jinja2 import Environment, PackageLoader, StrictUndefined
 
+from digitlab._version import __version__
 from digitlab.errors import RunError
 from digitlab.files import read_capped
 
@@ -37,8 +38,6 @@ def environment() -> Environment:
 
 
 def render(template: str, **context: Any) -> str:
-    from digitlab import __version__
-
     context.setdefault("written", f"{datetime.now():%Y-%m-%d %H:%M}")
     context.setdefault("version", __version__)
     return environment().get_template(template).render(**context)
