@@ -1,0 +1,151 @@
+"""`digitlab experiment`: variants × seeds trained as ordinary runs, compared with uncertainty."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from digitlab.cli.app import app, console, count, err_console, print_json
+from digitlab.cli.options import DataDirOption, JsonOption, RunsDirOption, choices
+from digitlab.errors import DigitlabError
+
+# -------------------------------------------------------------------------- experiment (helper)
+LearningRatePolicy = choices("LearningRatePolicy", ("same", "linear"))
+
+
+@app.command(
+    "experiment",
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+def experiment_command(
+    name: str = typer.Argument(
+        ..., metavar="NAME", help="dropout, batch-size, normalization, a TOML file, or `list`."
+    ),
+    where: str | None = typer.Argument(
+        None, metavar="[FOLDER]", help="With --resume: the experiment folder [default: latest]."
+    ),
+    seeds: int | None = typer.Option(None, "--seeds", help="Seeds per variant (0, 1, ...)."),
+    epochs: int | None = typer.Option(None, "--epochs", "-e", help="Epochs of every run."),
+    train_samples: int | None = typer.Option(
+        None, "--train-samples", help="The first N training digits, validation included."
+    ),
+    quick: bool = typer.Option(
+        False, "--quick", help="A tiny budget (1 epoch, 600 digits, 1 seed): seconds."
+    ),
+    lr_policy: LearningRatePolicy | None = typer.Option(
+        None,
+        "--lr-policy",
+        help="same: one learning rate for every batch size; linear: scaled with the batch "
+        "size (Goyal et al. 2017) [default: the experiment's].",
+    ),
+    resume: bool = typer.Option(
+        False, "--resume", help="Complete an interrupted experiment: train only what is missing."
+    ),
+    runs_dir: Path | None = RunsDirOption,
+    data_dir: Path | None = DataDirOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Run a controlled experiment: variants × seeds trained as normal runs, compared with
+    their uncertainty, written to `RUNS_DIR/experiments/TIMESTAMP-NAME/` (experiment.json,
+    plots, report.html, runs/).
+
+    Examples:
+
+    * `digitlab experiment list`
+    * `digitlab experiment dropout` (≤ 5 minutes on 2 cores)
+    * `digitlab experiment batch-size --lr-policy linear`
+    * `digitlab experiment dropout --seeds 5 --epochs 40 --train-samples 60000`
+    * `digitlab experiment dropout --quick`
+    * `digitlab experiment dropout --resume` (or `--resume latest`, or `--resume FOLDER`)
+    * `digitlab experiment my.toml` (variants as spec overrides; see the README)
+    """
+    from digitlab.experiments.definitions import BUILT_IN, load_definition
+
+    if name == "list":
+        from digitlab.experiments.runner import list_experiments
+
+        if as_json:
+            print_json(
+                [
+                    {
+                        "name": d.name,
+                        "question": d.question,
+                        "variants": [v.name for v in d.variants],
+                        "budget": d.budget.model_dump(),
+                    }
+                    for d in BUILT_IN.values()
+                ]
+            )
+            return
+        table = Table("experiment", "question", "variants", "default budget")
+        for d in BUILT_IN.values():
+            b = d.budget
+            table.add_row(
+                d.name,
+                escape(d.question),
+                escape(", ".join(v.name for v in d.variants)),
+                f"{count(b.epochs, 'epoch')}, {b.train_samples:,} digits, {count(b.seeds, 'seed')}",
+            )
+        console.print(table)
+        done = list_experiments(runs_dir)
+        if done:
+            console.print(f"{len(done)} experiment folder(s) in RUNS_DIR/experiments, latest:")
+            for path, record in done[-5:]:
+                console.print(f"  {path} ({record.status})", highlight=False, markup=False)
+        return
+    if where is not None and not resume:
+        raise DigitlabError(
+            f"unexpected argument '{where}'; only --resume takes a folder, e.g. "
+            f"`digitlab experiment {name} --resume latest`"
+        )
+    if resume and quick:
+        raise DigitlabError("--resume continues with the experiment's own budget; drop --quick")
+    from digitlab.experiments.runner import run_experiment
+
+    outcome = run_experiment(
+        load_definition(name),
+        seeds=seeds,
+        epochs=epochs,
+        train_samples=train_samples,
+        quick=quick,
+        learning_rate_policy=lr_policy.value if lr_policy else None,
+        runs_dir=runs_dir,
+        resume=(where or "latest") if resume else None,
+        data_dir=data_dir,
+        console=err_console,
+    )
+    record = outcome.record
+    if as_json:
+        print_json(json.loads(record.model_dump_json()))
+    else:
+        table = Table(
+            "variant", "test accuracy", "train loss", "val loss", "gap", "seconds", "updates"
+        )
+        for v in record.variants:
+            acc = v.test_accuracy
+            table.add_row(
+                escape(v.name),
+                f"{acc.mean:.2%} ± {acc.std:.2%}" if acc.mean is not None else "–",
+                *(
+                    f"{s.mean:.3f}" if s.mean is not None else "–"
+                    for s in (v.final_train_loss, v.final_val_loss, v.generalization_gap)
+                ),
+                f"{v.seconds.mean:.1f}" if v.seconds.mean is not None else "–",
+                f"{v.updates:,}",
+            )
+        console.print(table)
+        for line in record.conclusion:
+            console.print(f"- {line}", highlight=False, markup=False, soft_wrap=True)
+        console.print(f"experiment: {outcome.folder}", highlight=False, markup=False)
+    if outcome.interrupted:
+        err_console.print(
+            f"Interrupted; the finished runs are kept. Continue with: "
+            f"digitlab experiment {name} --resume {outcome.folder}",
+            highlight=False,
+            markup=False,
+        )
+        raise typer.Exit(130)

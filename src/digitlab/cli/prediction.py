@@ -1,0 +1,182 @@
+"""`digitlab predict`, `preprocess` and `calibrate`: a run's answers and how sure they are."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import typer
+from rich.table import Table
+
+from digitlab.cli.app import app, console, print_json
+from digitlab.cli.options import DataDirOption, JsonOption, RunArgument, RunsDirOption
+from digitlab.errors import DigitlabError
+
+
+# ------------------------------------------------------------------------------------- predict
+def _parse_indices(values: list[str]) -> list[int]:
+    indices = []
+    for value in values:
+        for part in value.replace(" ", "").split(","):
+            try:
+                if "-" in part[1:]:
+                    start, stop = (int(p) for p in part.split("-", 1))
+                    indices.extend(range(start, stop + 1))
+                elif part:
+                    indices.append(int(part))
+            except ValueError:
+                raise DigitlabError(
+                    f"--index takes numbers like 0, 0,1,2 or 0-9; got '{value}'"
+                ) from None
+    return indices
+
+
+@app.command("predict")
+def predict(
+    run: str = RunArgument,
+    images: list[Path] | None = typer.Argument(None, help="Image files (PNG, JPEG, ...)."),
+    index: list[str] | None = typer.Option(
+        None, "--index", "-i", help="Test-split digits: 0, 0,1,2 or 0-9 (repeatable)."
+    ),
+    npy: Path | None = typer.Option(None, "--npy", help="A .npy array, N×28×28 or N×784."),
+    raw: bool = typer.Option(
+        False, "--raw", help="Images are already MNIST-like (white on black): only resize."
+    ),
+    runs_dir: Path | None = RunsDirOption,
+    data_dir: Path | None = DataDirOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Predict digits with a trained run: test-set indices, a .npy array or image files.
+
+    Images go through MNIST-style preprocessing (crop, 20 px box, centre of mass) unless
+    `--raw`.
+
+    Examples:
+
+    * `digitlab predict latest --index 0` (a 7)
+    * `digitlab predict latest --index 0-9 --json`
+    * `digitlab predict latest my_digit.png`
+    * `digitlab predict latest --npy batch.npy`
+    """
+    from digitlab.prediction import load_image_files, load_npy
+    from digitlab.prediction import predict as predict_images
+    from digitlab.runs import load_run
+
+    loaded = load_run(run, runs_dir)
+    batches, sources, truths = [], [], []
+    if index:
+        from digitlab.data import load_dataset
+
+        wanted = _parse_indices(index)
+        _, (x_test, y_test) = load_dataset(loaded.dataset.name, data_dir=data_dir)
+        bad = [i for i in wanted if not 0 <= i < len(x_test)]
+        if bad:
+            raise DigitlabError(
+                f"--index {bad[0]} is out of range: the test split has {len(x_test)}"
+            )
+        batches.append(x_test[wanted])
+        sources += [f"test[{i}]" for i in wanted]
+        truths += [loaded.class_names[y_test[i]] for i in wanted]
+    if npy is not None:
+        array = load_npy(npy, loaded.image_shape)
+        batches.append(array)
+        sources += [f"{npy.name}[{i}]" for i in range(len(array))]
+        truths += [None] * len(array)
+    if images:
+        batches.append(load_image_files(images, raw=raw, shape=loaded.image_shape))
+        sources += [str(path) for path in images]
+        truths += [None] * len(images)
+    if not batches:
+        raise DigitlabError("nothing to predict: give image files, --index N or --npy FILE")
+
+    rows = predict_images(loaded, np.concatenate(batches), sources).to_list()
+    if as_json:
+        print_json([{**row, "true_label": truth} for row, truth in zip(rows, truths, strict=True)])
+        return
+    classes = " ".join(loaded.class_names)
+    table = Table(
+        "input", "prediction", "probability", "verdict", "true", f"probabilities ({classes})"
+    )
+    for row, truth in zip(rows, truths, strict=True):
+        table.add_row(
+            row["input"],
+            row["label"],
+            f"{row['probability']:.3f}",
+            _verdict(row),
+            truth or "–",
+            " ".join(f"{p:.2f}" for p in row["probabilities"]),
+        )
+    console.print(table)
+    if rows and rows[0]["confident"] is None:
+        console.print(f"no confidence thresholds in this run: `digitlab calibrate {run}` adds them")
+
+
+def _verdict(row: dict) -> str:
+    """A prediction's confidence verdict in a word: confident, unsure, not a digit, or –."""
+    if row["confident"] is None:
+        return "–"
+    return "confident" if row["confident"] else row["reason"]
+
+
+# ---------------------------------------------------------------------------------- preprocess
+@app.command("preprocess")
+def preprocess(
+    image: Path = typer.Argument(..., help="A photo, scan or drawing of one digit."),
+    out: Path | None = typer.Option(
+        None, "--out", "-o", help="Write what the model sees, enlarged, to this PNG."
+    ),
+    terminal: bool = typer.Option(False, "--terminal", help="Also draw it in the terminal."),
+) -> None:
+    """Turn an image into the 28×28 a model sees, the way MNIST was made.
+
+    Grayscale, ink detection (dark on light or light on dark), threshold, crop, scale the
+    long side to 20 px, centre by centre of mass in 28×28.
+
+    Examples:
+
+    * `digitlab preprocess my_digit.jpg --out seen.png`
+    * `digitlab preprocess photo.png --terminal`
+    """
+    from digitlab import plots
+    from digitlab.prediction import load_image_files
+    from digitlab.preprocess import save_preview
+
+    (digit,) = load_image_files([image])
+    if terminal or out is None:
+        typer.echo(plots.terminal_digit(digit))
+    if out is not None:
+        save_preview(digit, out)
+        console.print(f"wrote {out}")
+
+
+@app.command("calibrate")
+def calibrate(
+    run: str = RunArgument,
+    runs_dir: Path | None = RunsDirOption,
+    data_dir: Path | None = DataDirOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Calibrate a run's confidence thresholds ("unsure", "not a digit") and store them.
+
+    New runs are calibrated when training ends; this adds thresholds to an older run (whose
+    predictions carry `confident: null`) or redoes them. Calibration uses the run's
+    validation split, or the first half of the test split when it has none. config.json
+    and confidence.npz are rewritten atomically.
+
+    Example: `digitlab calibrate latest`
+    """
+    from digitlab.confidence import calibrate_run
+    from digitlab.runs import load_run
+
+    loaded = load_run(run, runs_dir)
+    thresholds = calibrate_run(loaded, data_dir=data_dir)
+    if as_json:
+        print_json({"run": str(loaded.path), "thresholds": thresholds})
+        return
+    flagged = thresholds["flagged_correct_calibration"]
+    console.print(
+        f"calibrated {loaded.name} on {int(thresholds['calibration_digits'])} held-out digits: "
+        f"unsure below a top-two margin of {thresholds['unsure_margin']:.3f}, not a digit "
+        f"above a reconstruction distance of {thresholds['not_a_digit_residual']:.2f}; "
+        f"{flagged:.1%} of the correctly classified ones flagged"
+    )

@@ -1,0 +1,178 @@
+"""`digitlab runs`, `report`, `compare` and `board`: the runs folder, read and shown."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from digitlab.cli.app import app, console, print_json
+from digitlab.cli.options import JsonOption, RunsDirOption
+
+
+# ---------------------------------------------------------------------------------------- runs
+@app.command("runs")
+def list_runs_command(runs_dir: Path | None = RunsDirOption, as_json: bool = JsonOption) -> None:
+    """List runs with their key figures, newest first; a broken run folder is listed as
+    unreadable, with the reason, and the others still show.
+
+    Run names are shown whole, even in an 80-column pipe; validation accuracy and loss (the
+    last epoch's) appear for runs trained with a validation split.
+
+    Example: `digitlab runs`
+    """
+    from rich import box
+    from rich.measure import Measurement
+
+    from digitlab.runs import Run, default_runs_dir, scan_runs
+
+    rows = []
+    for run in scan_runs(runs_dir):
+        row = {"run": str(run.path), "name": run.name, "status": run.status}
+        if isinstance(run, Run):
+            history = run.history
+            row |= {
+                "network": run.spec.name,
+                "dataset": run.dataset.name,
+                "epochs": run.epochs_done,
+                "test_accuracy": run.metrics.test_accuracy,
+                "val_accuracy": (history.get("val_accuracy") or [None])[-1],
+                "val_loss": (history.get("val_loss") or [None])[-1],
+                "train_seconds": run.metrics.train_seconds,
+            }
+        else:
+            row["reason"] = run.reason
+        rows.append(row)
+    if as_json:
+        print_json(rows)
+        return
+    if not rows:
+        console.print("no runs yet; train one with `digitlab train`")
+        return
+
+    def fraction(value: float | None, form: str) -> str:
+        return format(value, form) if value is not None else "–"
+
+    # Fits 80 columns: the name is never cut (names tell runs apart), numbers never wrap, the
+    # status and dataset columns show only when they differ, unreadable runs go below.
+    good = [row for row in rows if row["status"] != "unreadable"]
+    show_status = any(row["status"] != "complete" for row in good)
+    datasets = sorted({row["dataset"] for row in good})
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1))
+    table.add_column("run", no_wrap=True, min_width=max(len(r["name"]) for r in rows))
+    if show_status:
+        table.add_column("status", no_wrap=True)
+    table.add_column("network", no_wrap=True)
+    if len(datasets) > 1:
+        table.add_column("dataset", no_wrap=True)
+    for title in ("epochs", "test\nacc", "val\nacc", "val\nloss", "train\ns"):
+        table.add_column(title, justify="right", no_wrap=True)
+    for row in good:
+        table.add_row(
+            escape(row["name"]),
+            *([row["status"]] if show_status else []),
+            escape(row["network"]),
+            *([row["dataset"]] if len(datasets) > 1 else []),
+            str(row["epochs"]),
+            fraction(row["test_accuracy"], ".2%"),
+            fraction(row["val_accuracy"], ".2%"),
+            fraction(row["val_loss"], ".4f"),
+            f"{row['train_seconds']:.1f}",
+        )
+    where = runs_dir if runs_dir is not None else default_runs_dir()
+    on = f" ({datasets[0]})" if len(datasets) == 1 else ""
+    console.print(f"runs in {escape(str(where))}/{on}, newest first", highlight=False)
+    if good:  # wider than the terminal only when names are: then no figure is cut either
+        natural = Measurement.get(console, console.options.update(width=10_000), table).maximum
+        Console(width=max(console.width, natural)).print(table)
+    for row in rows:
+        if row["status"] == "unreadable":
+            console.print(
+                f"[red]unreadable[/red] {escape(row['name'])}: {escape(row['reason'])}",
+                highlight=False,
+                soft_wrap=True,
+            )
+
+
+# ---------------------------------------------------------------------- report, compare (helper)
+@app.command("report")
+def report_command(
+    target: str = typer.Argument(
+        ...,
+        help="A run (its path, its name in the runs folder, or latest) or an experiment "
+        "(its folder, or its name in RUNS_DIR/experiments).",
+    ),
+    runs_dir: Path | None = RunsDirOption,
+) -> None:
+    """(Re)write the report.html of a run or an experiment: one self-contained page to open
+    in a browser, offline (config, metrics, per-class report, curves, confusion matrices and
+    mistakes; for an experiment its question, conclusion, table, plots and its runs).
+
+    Examples: `digitlab report latest`, `digitlab report runs/experiments/20260101-120000-dropout`
+    """
+    from digitlab.report import write_report
+
+    console.print(f"wrote {write_report(target, runs_dir)}", highlight=False, markup=False)
+
+
+@app.command("compare")
+def compare_command(
+    runs: list[str] = typer.Argument(
+        ..., help="Two or more runs: their paths, names in the runs folder, or latest."
+    ),
+    out: Path | None = typer.Option(
+        None, "--out", "-o", help="Folder to write [default: RUNS_DIR/compare-TIMESTAMP]."
+    ),
+    runs_dir: Path | None = RunsDirOption,
+) -> None:
+    """Compare runs side by side: their training and validation curves overlaid, one panel
+    per metric, and a table of the config fields that differ, then test accuracy, loss,
+    seconds and epochs. Writes compare.png and compare.html; prints the table.
+
+    Runs on different datasets or with different metrics are refused.
+
+    Example: `digitlab compare 20260101-120000-seed 20260101-121500-seed latest`
+    """
+    from digitlab.report import compare, default_out_dir
+    from digitlab.runs import default_runs_dir, load_run
+
+    loaded = [load_run(ref, runs_dir) for ref in runs]
+    result = compare(loaded, out or default_out_dir(runs_dir or default_runs_dir()))
+    table = Table("", *(escape(label) for label in result.labels))
+    for name, values in result.settings:
+        table.add_row(escape(name), *(escape(value) for value in values))
+    if not result.settings:
+        table.add_row("[i]same config[/i]", *("" for _ in result.labels))
+    table.add_section()
+    for name, values in result.results:
+        table.add_row(f"[b]{name}[/b]", *(escape(value) for value in values))
+    console.print(table)
+    console.print(f"wrote {result.png}", highlight=False, markup=False)
+    console.print(f"wrote {result.html}", highlight=False, markup=False)
+
+
+# ------------------------------------------------------------------- board, dashboard (helper)
+@app.command("board")
+def board_command(
+    runs_dir: Path | None = typer.Argument(
+        None,
+        envvar="DIGITLAB_RUNS_DIR",
+        show_default=False,
+        help="Folder of runs [default: ./runs].",
+    ),
+    port: int = typer.Option(6006, "--port", min=1, max=65535, help="TCP port, 1–65535."),
+) -> None:
+    """Show every run in TensorBoard: scalars per epoch, weight and activation histograms,
+    the confusion matrix and misclassified gallery, the config. Needs `pip install
+    'digitlab[board]'`; serves on 127.0.0.1 until Ctrl-C.
+
+    Example: `digitlab board runs --port 6006`
+    """
+    from digitlab.board import start_tensorboard, wait_for_interrupt
+
+    url = start_tensorboard(runs_dir, port=port)
+    console.print(f"TensorBoard on {url}  (Ctrl-C stops)", highlight=False, markup=False)
+    wait_for_interrupt()
