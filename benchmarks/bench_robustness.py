@@ -11,7 +11,7 @@ Offline and bounded (about 3–5 minutes on 2 cores). Three families:
    130 (1 is digitlab's "unexpected error, this is a bug" line), more than one `Error:`
    line, and a hang (killed at the case's time limit). A `serve` that starts (answers
    /health) is stopped and counted as started.
-2. **http**: the app in-process (`digitlab.serve.create_app` with Starlette's TestClient,
+2. **http**: the app in-process (`digitlab.api.create_app` with Starlette's TestClient,
    server exceptions turned into 500s): JSON bombs, NaN/Infinity, wrong shapes, types and
    content types, empty bodies, pixel-heavy small PNGs, extra multipart fields, batches;
    then schemathesis (if installed) with a bounded number of examples. Counted: responses
@@ -932,7 +932,7 @@ def http_campaign(good: Path) -> list[Outcome]:
     from fastapi.testclient import TestClient
     from PIL import Image
 
-    from digitlab.serve import MAX_BATCH, create_app
+    from digitlab.api import MAX_BATCH, create_app
 
     def png(image) -> bytes:
         buffer = io.BytesIO()
@@ -1202,7 +1202,7 @@ def schemathesis_campaign(good: Path, max_examples: int) -> tuple[list[Outcome],
         from schemathesis.engine import Status, events
     except ImportError:
         return [], "not installed"
-    from digitlab.serve import create_app
+    from digitlab.api import create_app
 
     schema = schemathesis.openapi.from_asgi("/openapi.json", create_app(str(good)))
     schema.config.generation.update(

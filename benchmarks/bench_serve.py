@@ -64,7 +64,7 @@ def cpu_seconds(pid: int) -> float | None:
 
 def start_server(run: str, port: int) -> subprocess.Popen:
     code = (
-        "from digitlab.serve import run_server; "
+        "from digitlab.api import run_server; "
         f"run_server({run!r}, host='127.0.0.1', port={port}, log_level='warning')"
     )
     env = {**os.environ, "KERAS_BACKEND": os.environ.get("KERAS_BACKEND", "jax")}

@@ -16,7 +16,7 @@ from schemathesis.config import SchemathesisConfig
 from schemathesis.engine import Status, StopReason, events
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
-from digitlab.serve import create_app
+from digitlab.api import create_app
 
 pytestmark = pytest.mark.slow  # serves the trained run
 

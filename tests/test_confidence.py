@@ -126,7 +126,7 @@ def test_a_damaged_stats_file_is_a_clear_error(calibrated_run, tmp_path):
 
 def _three_ways(run, image):
     """The verdict for one image from the CLI's JSON, `digitlab.predict` and `POST /predict`."""
-    from digitlab.serve import create_app
+    from digitlab.api import create_app
 
     npy = run.path.parent / "one.npy"
     np.save(npy, image[np.newaxis])

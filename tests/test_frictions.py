@@ -177,7 +177,7 @@ def test_train_says_1_epoch_not_1_epochs(monkeypatch, tmp_path):
 # ------------------------------------------------------------------------------------- serve
 def test_serve_on_a_taken_port_says_so_in_one_line_and_names_a_free_one(monkeypatch, tmp_path):
     import digitlab.runs
-    from digitlab.serve import bind_port, run_server
+    from digitlab.api import bind_port, run_server
 
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
@@ -204,10 +204,11 @@ def test_serve_on_a_taken_port_says_so_in_one_line_and_names_a_free_one(monkeypa
 def test_serve_announces_the_url_only_once_the_port_is_bound(monkeypatch, tmp_path):
     import uvicorn
 
-    import digitlab.serve
+    import digitlab.api
+    import digitlab.api.app
 
     events = []
-    monkeypatch.setattr(digitlab.serve, "create_app", lambda run: "app")
+    monkeypatch.setattr(digitlab.api.app, "create_app", lambda run: "app")
 
     class Server:
         def __init__(self, config):
@@ -220,7 +221,7 @@ def test_serve_announces_the_url_only_once_the_port_is_bound(monkeypatch, tmp_pa
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    digitlab.serve.run_server(tmp_path, port=port, on_listening=lambda url: events.append(url))
+    digitlab.api.run_server(tmp_path, port=port, on_listening=lambda url: events.append(url))
     assert events == [f"http://127.0.0.1:{port}", ("config", port), ("serve", port)]
 
 

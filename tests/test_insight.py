@@ -289,7 +289,7 @@ def test_cli_inspect_refuses_a_zero_count(small_run):
 def client(small_run):
     from fastapi.testclient import TestClient
 
-    from digitlab.serve import create_app
+    from digitlab.api import create_app
 
     with TestClient(create_app(small_run)) as client:
         yield client
@@ -352,7 +352,7 @@ def test_drawing_lights_up_the_layers_and_the_saliency(small_run, browser):
     from browser import served
     from test_web import draw_strokes
 
-    from digitlab.serve import create_app
+    from digitlab.api import create_app
 
     with served(create_app(small_run)) as base:
         for width in (1024, 375):

@@ -37,7 +37,7 @@ def test_the_pixel_rule_reads_integers_as_0_255_and_unit_floats_as_x_over_255():
     [([0.8] * 784, 204), ([[0.8] * 28] * 28, 204), ([0.0] * 783 + [1.0], 255), ([9] * 784, 9)],
 )
 def test_float_pixels_mean_the_same_in_the_library_and_the_http_api(pixels, brightest):
-    from digitlab.serve import pixels_to_image
+    from digitlab.api import pixels_to_image
 
     served = pixels_to_image(pixels)
     np.testing.assert_array_equal(served, as_batch(np.array(pixels))[0])

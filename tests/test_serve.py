@@ -25,9 +25,9 @@ from fastapi.testclient import TestClient
 from images import draw_digit, encode, png_header
 from PIL import Image
 
-from digitlab import serve
+from digitlab.api import MAX_BATCH, create_app, run_server
+from digitlab.api import app as serve
 from digitlab.errors import DigitlabError
-from digitlab.serve import MAX_BATCH, create_app, run_server
 
 pytestmark = pytest.mark.slow  # every test here serves the trained run
 
@@ -468,7 +468,7 @@ def test_a_port_outside_1_to_65535_is_refused_in_one_line(trained_run, monkeypat
 def test_a_real_uvicorn_server_answers_on_loopback(trained_run):
     port = free_port()
     code = (
-        f"from digitlab.serve import run_server; run_server({str(trained_run.path)!r}, port={port})"
+        f"from digitlab.api import run_server; run_server({str(trained_run.path)!r}, port={port})"
     )
     env = {**os.environ, "KERAS_BACKEND": "jax"}
     server = subprocess.Popen([sys.executable, "-c", code], env=env, stderr=subprocess.PIPE)

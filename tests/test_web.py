@@ -10,7 +10,7 @@ import pytest
 from browser import served
 from images import draw_digit, encode
 
-from digitlab.serve import create_app
+from digitlab.api import create_app
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
