@@ -166,6 +166,14 @@ DATASETS: dict[str, Dataset] = {
 
 DATASET_NAMES: tuple[str, ...] = tuple(DATASETS)  # what `--dataset` accepts
 
+# The one place the shape, scale, class count and default name are typed (issue 18): every
+# other module reads these, or a run's own `image_shape` where a run is at hand.
+DEFAULT_DATASET = "mnist"  # what a spec, a command and `load_dataset` use unless told otherwise
+IMAGE_SHAPE: tuple[int, int] = DATASETS[DEFAULT_DATASET].image_shape  # (28, 28): height, width
+PIXELS = math.prod(IMAGE_SHAPE)  # 784: one image flattened, the notebook's input
+NUM_CLASSES = len(DATASETS[DEFAULT_DATASET].class_names)  # 10 (fashion-mnist also has 10)
+PIXEL_MAX = 255  # uint8 pixels: 0 is the background, 255 full ink
+
 Arrays = tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
 
 
@@ -206,7 +214,7 @@ def cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "digitlab"
 
 
-def load_dataset(name: str = "mnist", data_dir: str | os.PathLike | None = None) -> Arrays:
+def load_dataset(name: str = DEFAULT_DATASET, data_dir: str | os.PathLike | None = None) -> Arrays:
     """Load a dataset as uint8 arrays shaped like `keras.datasets.mnist.load_data()`.
 
     Args:
@@ -229,7 +237,9 @@ def load_dataset(name: str = "mnist", data_dir: str | os.PathLike | None = None)
     return load_dataset_files(name, data_dir)[1]
 
 
-def fetch_dataset(name: str = "mnist", data_dir: str | os.PathLike | None = None) -> DatasetFiles:
+def fetch_dataset(
+    name: str = DEFAULT_DATASET, data_dir: str | os.PathLike | None = None
+) -> DatasetFiles:
     """Find, verify and (from a remote source) cache a dataset's raw files, without parsing them.
 
     Args:
@@ -245,7 +255,9 @@ def fetch_dataset(name: str = "mnist", data_dir: str | os.PathLike | None = None
     return _fetch(_dataset(name), data_dir)[0]
 
 
-def dataset_info(name: str = "mnist", data_dir: str | os.PathLike | None = None) -> dict[str, Any]:
+def dataset_info(
+    name: str = DEFAULT_DATASET, data_dir: str | os.PathLike | None = None
+) -> dict[str, Any]:
     """Describe a dataset as plain data: shapes, class counts, pixel statistics, source.
 
     Args:
@@ -264,8 +276,8 @@ def dataset_info(name: str = "mnist", data_dir: str | os.PathLike | None = None)
     # Exact integer sums, without a 60000x28x28 float copy: std = sqrt(E[x^2] - E[x]^2).
     pixels = x_train.ravel()
     n = pixels.size
-    mean = float(pixels.sum(dtype=np.uint64)) / n / 255
-    mean_sq = float(np.einsum("i,i->", pixels, pixels, dtype=np.uint64)) / n / 255**2
+    mean = float(pixels.sum(dtype=np.uint64)) / n / PIXEL_MAX
+    mean_sq = float(np.einsum("i,i->", pixels, pixels, dtype=np.uint64)) / n / PIXEL_MAX**2
     std = float(np.sqrt(mean_sq - mean**2))
     splits = {}
     for split, x, y in (("train", x_train, y_train), ("test", x_test, y_test)):
@@ -425,7 +437,7 @@ def _dataset(name: str) -> Dataset:
 
 
 def load_dataset_files(
-    name: str = "mnist", data_dir: str | os.PathLike | None = None
+    name: str = DEFAULT_DATASET, data_dir: str | os.PathLike | None = None
 ) -> tuple[DatasetFiles, Arrays]:
     """`fetch_dataset` and `load_dataset` in one pass: where the data came from, and the arrays.
 

@@ -12,6 +12,7 @@ import keras
 import numpy as np
 
 from digitlab.augment import RandomDistortion
+from digitlab.data import NUM_CLASSES, PIXEL_MAX
 from digitlab.errors import SpecError
 from digitlab.schema import OPTIMIZERS, Spec, TrainConfig, unknown
 
@@ -82,7 +83,7 @@ def build_layer(config: dict, index: int) -> keras.layers.Layer:
         raise SpecError(f"{where} ({kind}): {_one_line(exc)}") from None
 
 
-def build_model(spec: Spec, num_classes: int = 10) -> keras.Sequential:
+def build_model(spec: Spec, num_classes: int = NUM_CLASSES) -> keras.Sequential:
     """Build (not compile) the network a spec describes.
 
     Args:
@@ -150,7 +151,11 @@ def _learning_rate(train: TrainConfig, train_samples: int | None) -> float | Lea
 
 
 def compile_model(
-    model: keras.Model, spec: Spec, num_classes: int = 10, *, train_samples: int | None = None
+    model: keras.Model,
+    spec: Spec,
+    num_classes: int = NUM_CLASSES,
+    *,
+    train_samples: int | None = None,
 ) -> TrainConfig:
     """Compile `model` with the spec's optimizer, learning rate schedule, loss and metrics.
 
@@ -216,7 +221,9 @@ def to_probabilities(outputs: np.ndarray, activation: str) -> np.ndarray:
 class _ConfusionMetric(keras.metrics.Metric):
     """Accumulates a confusion matrix over batches; works with integer or one-hot labels."""
 
-    def __init__(self, num_classes: int = 10, class_id: int | None = None, name=None, **kwargs):
+    def __init__(
+        self, num_classes: int = NUM_CLASSES, class_id: int | None = None, name=None, **kwargs
+    ):
         super().__init__(name=name or self.default_name, **kwargs)
         self.num_classes = num_classes
         self.class_id = class_id
@@ -266,7 +273,7 @@ class MacroRecall(_ConfusionMetric):
         return self._per_class(diagonal, keras.ops.sum(self.matrix, axis=1))
 
 
-PIXEL_SCALE = 1 / 255  # the notebook's normalisation: pixels 0–255 to 0–1
+PIXEL_SCALE = 1 / PIXEL_MAX  # the notebook's normalisation: pixels 0–255 to 0–1
 
 
 def prepare_inputs(images: np.ndarray, input_shape: tuple[int, ...] | str = "flat") -> np.ndarray:

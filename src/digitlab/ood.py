@@ -23,7 +23,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from digitlab.preprocess import preprocess
+from digitlab.data import PIXEL_MAX
+from digitlab.preprocess import FRAME, preprocess
 
 FONT_DIR = Path("/usr/share/fonts/truetype/dejavu")
 CANVAS = 280  # the drawing page's canvas, in pixels
@@ -47,9 +48,9 @@ def letters(fonts: list[Path] | None = None) -> np.ndarray:
         font = ImageFont.truetype(str(path), 180)
         for letter in "ABCDEFGHIJKLMNOPQRSTUVWXYZ":
             image, draw = _canvas()
-            draw.text((CANVAS // 2, CANVAS // 2), letter, fill=255, font=font, anchor="mm")
+            draw.text((CANVAS // 2, CANVAS // 2), letter, fill=PIXEL_MAX, font=font, anchor="mm")
             out.append(preprocess(image))
-    return np.stack(out) if out else np.zeros((0, 28, 28), np.uint8)
+    return np.stack(out) if out else np.zeros((0, *FRAME), np.uint8)
 
 
 def scribbles(n: int, rng: np.random.Generator) -> np.ndarray:
@@ -67,14 +68,14 @@ def scribbles(n: int, rng: np.random.Generator) -> np.ndarray:
                 x = float(np.clip(x + step * math.cos(heading), 5, CANVAS - 5))
                 y = float(np.clip(y + step * math.sin(heading), 5, CANVAS - 5))
                 points.append((x, y))
-            draw.line(points, fill=255, width=int(rng.integers(10, 26)), joint="curve")
+            draw.line(points, fill=PIXEL_MAX, width=int(rng.integers(10, 26)), joint="curve")
         out.append(preprocess(image))
     return np.stack(out)
 
 
 def noise(n: int, rng: np.random.Generator) -> np.ndarray:
     """`n` images of uniform noise, every pixel 0–255."""
-    return rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)
+    return rng.integers(0, PIXEL_MAX + 1, (n, *FRAME), dtype=np.uint8)
 
 
 def _rotated(points: list[tuple[float, float]], angle: float) -> list[tuple[float, float]]:
@@ -93,14 +94,14 @@ def shapes(n: int, rng: np.random.Generator) -> np.ndarray:
         angle = rng.uniform(0, math.pi / 2)
         kind = i % 3
         if kind == 0:  # circle
-            draw.ellipse((m - half, m - half, m + half, m + half), outline=255, width=width)
+            draw.ellipse((m - half, m - half, m + half, m + half), outline=PIXEL_MAX, width=width)
         elif kind == 1:  # square
             corners = [(m - half, m - half), (m + half, m - half), (m + half, m + half)]
             corners += [(m - half, m + half), (m - half, m - half)]
-            draw.line(_rotated(corners, angle), fill=255, width=width, joint="curve")
+            draw.line(_rotated(corners, angle), fill=PIXEL_MAX, width=width, joint="curve")
         else:  # cross: two strokes through the centre, a "+" or an "x" by its rotation
             for a, b in (((m - half, m), (m + half, m)), ((m, m - half), (m, m + half))):
-                draw.line(_rotated([a, b], angle), fill=255, width=width)
+                draw.line(_rotated([a, b], angle), fill=PIXEL_MAX, width=width)
         out.append(preprocess(image))
     return np.stack(out)
 

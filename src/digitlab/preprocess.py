@@ -29,7 +29,7 @@ import numpy as np
 from PIL import Image, ImageChops, ImageFilter, ImageOps
 from scipy import ndimage as ndi
 
-from digitlab.data import image_shape
+from digitlab.data import IMAGE_SHAPE, PIXEL_MAX
 from digitlab.errors import ImageError
 from digitlab.files import atomic_path
 
@@ -38,8 +38,8 @@ MAX_PIXELS = 4096 * 4096
 FORMATS = ("PNG", "JPEG", "BMP", "GIF", "WEBP")  # no EPS/PSD/...: fewer decoders, less surface
 
 WORK_SIZE = 512  # long side the steps run at: big photos are shrunk first, for speed
-FRAME = image_shape("mnist")  # (28, 28): the frame MNIST's digits were placed in
-BOX_FRACTION = 20 / 28  # MNIST's size-normalisation box: 20 px of the 28 px frame
+FRAME = IMAGE_SHAPE  # (28, 28): the frame MNIST's digits were placed in
+BOX_FRACTION = 20 / FRAME[0]  # MNIST's size-normalisation box: 20 px of the 28 px frame
 # MNIST's centre of mass sits at (14, 14) ± 0.3 in its 28×28 frame (measured on the test
 # set): the frame's middle, which `_centre` uses for a frame of any size.
 MIN_CONTRAST = 32  # of 255: weaker ink than this over the paper is noise, not a digit
@@ -146,7 +146,9 @@ def _grayscale(image: Image.Image) -> Image.Image:
     if image.mode in ("I", "I;16", "I;16B", "I;16L", "F"):  # 16-bit or float gray: rescale
         values = np.asarray(image, dtype=np.float32)
         top = float(values.max())
-        image = Image.fromarray((values * (255 / top) if top > 0 else values).astype(np.uint8))
+        image = Image.fromarray(
+            (values * (PIXEL_MAX / top) if top > 0 else values).astype(np.uint8)
+        )
     if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
         image = _flatten_transparency(image.convert("RGBA"))
     gray = image.convert("L")
@@ -209,7 +211,7 @@ def _background(gray: Image.Image) -> Image.Image | int:
         residual = values - terms @ coefficients
         spread = 1.4826 * np.median(np.abs(residual[paper] - np.median(residual[paper])))
         paper = residual < 2 * spread + 2
-    fit = np.clip(terms @ coefficients, 0, 255).reshape(small.shape)
+    fit = np.clip(terms @ coefficients, 0, PIXEL_MAX).reshape(small.shape)
     return Image.fromarray(fit.astype(np.uint8)).resize(gray.size, Image.Resampling.BILINEAR)
 
 
@@ -267,7 +269,7 @@ def _noise_sigma(gray: Image.Image) -> float:
 def _brightest_level(counts: np.ndarray) -> int:
     """The level that at least a few pixels reach (one hot pixel isn't ink)."""
     from_top = np.cumsum(counts[::-1])
-    return 255 - int(np.searchsorted(from_top, MIN_INK_PIXELS))
+    return PIXEL_MAX - int(np.searchsorted(from_top, MIN_INK_PIXELS))
 
 
 def _ink_box(mask: np.ndarray) -> tuple[slice, slice]:
@@ -332,7 +334,7 @@ def _fit_box(crop: np.ndarray, box: int) -> np.ndarray:
     height, width = crop.shape
     scale = box / max(height, width)
     size = (max(1, round(width * scale)), max(1, round(height * scale)))
-    image = Image.fromarray(crop.astype(np.uint8) * 255)
+    image = Image.fromarray(crop.astype(np.uint8) * PIXEL_MAX)
     return np.asarray(image.resize(size, RESAMPLE), dtype=np.float32)
 
 
@@ -346,7 +348,7 @@ def _centre(digit: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     row, col = ndi.center_of_mass(frame)
     shift = (round(shape[0] / 2 - row), round(shape[1] / 2 - col))
     frame = ndi.shift(frame, shift, order=0, mode="constant", cval=0.0)
-    return np.clip(np.rint(frame), 0, 255).astype(np.uint8)
+    return np.clip(np.rint(frame), 0, PIXEL_MAX).astype(np.uint8)
 
 
 def save_preview(array28: np.ndarray, path: str | Path, scale: int = 10) -> Path:

@@ -5,6 +5,7 @@ A preset is a `Spec` like any spec file would give, so presets take no code path
 
 from __future__ import annotations
 
+from digitlab.data import NUM_CLASSES
 from digitlab.errors import SpecError
 from digitlab.schema import Spec, TrainConfig, unknown
 
@@ -46,7 +47,7 @@ PRESETS: dict[str, Spec] = {
             _dropout(0.2),
             _dense(100, "relu"),
             _dropout(0.2),
-            _dense(10, "sigmoid"),
+            _dense(NUM_CLASSES, "sigmoid"),
         ),
         train=TrainConfig(),
     ),
@@ -61,7 +62,7 @@ PRESETS: dict[str, Spec] = {
             _POOL,  # → 4
             {"type": "Flatten"},
             _dense(128, "relu"),
-            _dense(10, "linear"),
+            _dense(NUM_CLASSES, "linear"),
         ),
         # Larger batches than the cnn's (fewer steps) with a higher, cosine-decayed rate: the
         # choice of bench_time_to_accuracy.py's trials, in benchmarks/RESULTS.md.
@@ -77,7 +78,7 @@ PRESETS: dict[str, Spec] = {
             _dropout(0.3),
             _dense(1024, "relu"),
             _dropout(0.3),
-            _dense(10, "linear"),  # logits: compiled with from_logits=True
+            _dense(NUM_CLASSES, "linear"),  # logits: compiled with from_logits=True
         ),
         train=TrainConfig(
             batch_size=128, epochs=15, learning_rate=1e-3, learning_rate_schedule="cosine"
@@ -94,7 +95,7 @@ PRESETS: dict[str, Spec] = {
             _dropout(0.2),
             _dense(1024, "relu"),
             _dropout(0.2),
-            _dense(10, "linear"),
+            _dense(NUM_CLASSES, "linear"),
         ),
         train=TrainConfig(
             batch_size=128, epochs=200, learning_rate=1e-3, learning_rate_schedule="cosine"
@@ -114,7 +115,7 @@ PRESETS: dict[str, Spec] = {
             {"type": "Flatten"},
             _dense(128, "relu"),
             _dropout(0.5),
-            _dense(10, "linear"),
+            _dense(NUM_CLASSES, "linear"),
         ),
         train=TrainConfig(  # 25 epochs: 8 min here in fastfit's unrolled programs
             batch_size=128, epochs=25, learning_rate=1e-3, learning_rate_schedule="cosine"

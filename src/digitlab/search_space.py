@@ -15,6 +15,7 @@ import optuna
 from pydantic import Field, field_validator, model_validator
 
 from digitlab.config import read_toml
+from digitlab.data import NUM_CLASSES
 from digitlab.errors import SpecError
 from digitlab.presets import get_preset
 from digitlab.schema import (
@@ -131,7 +132,7 @@ def spec_for_trial(
     space: SearchSpace,
     train: TrainConfig,
     name: str = "trial",
-    num_classes: int = 10,
+    num_classes: int = NUM_CLASSES,
 ) -> Spec:
     """The network and training config a trial draws from `space`.
 
