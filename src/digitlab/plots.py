@@ -16,6 +16,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from digitlab.data import PIXEL_MAX
 from digitlab.files import atomic_path
 
 # Darkest to brightest; each pixel is drawn as two characters so the digit keeps its aspect ratio
@@ -187,7 +188,7 @@ def _save(fig: Figure, path: str | os.PathLike) -> Path:
 
 def _draw_digit(ax: Axes, image: np.ndarray, title: str, *, fontsize: float) -> None:
     # Fixed limits so a faint digit looks faint rather than stretched to full contrast.
-    ax.imshow(image, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+    ax.imshow(image, cmap="gray", vmin=0, vmax=PIXEL_MAX, interpolation="nearest")
     ax.set_title(title, fontsize=fontsize)
     ax.set_axis_off()
 

@@ -14,12 +14,12 @@ from typing import Any
 
 import numpy as np
 
-from digitlab.data import image_shape
+from digitlab.data import IMAGE_SHAPE, PIXEL_MAX
 from digitlab.errors import DataError, ImageError
 from digitlab.files import read_capped
 from digitlab.runs import Run, load_run
 
-MNIST_SHAPE = image_shape("mnist")  # the default frame: MNIST's (28, 28)
+MNIST_SHAPE = IMAGE_SHAPE  # the default frame: MNIST's (28, 28)
 MAX_NPY_BYTES = 1 << 30  # a .npy batch to predict: 1 GB is over a million 28×28 float64 images
 
 
@@ -136,8 +136,8 @@ def to_pixels(values: np.ndarray) -> np.ndarray:
         raise DataError(f"pixel values must be between 0 and 255 (or 0–1 floats), got {bad}")
     low, high = float(x.min()), float(x.max())
     if x.dtype.kind == "f" and low >= 0 and high <= 1:
-        return np.rint(x * 255.0).astype(np.uint8)
-    if low < 0 or high > 255:
+        return np.rint(x * PIXEL_MAX).astype(np.uint8)
+    if low < 0 or high > PIXEL_MAX:
         raise DataError(
             f"pixel values must be between 0 and 255 (or 0–1 floats), got {low:g}–{high:g}"
         )

@@ -45,6 +45,7 @@ from optuna.trial import FrozenTrial, TrialState
 from rich.console import Console
 from rich.live import Live
 
+from digitlab.data import DEFAULT_DATASET
 from digitlab.errors import DigitlabError, SpecError
 from digitlab.interrupts import requested, stop_on_signals
 from digitlab.runs import Run, load_run
@@ -108,7 +109,7 @@ class _Objective:
         (x, y), _ = load_dataset(train.dataset, data_dir=data_dir)  # the test set stays unused
         n = train.train_samples or len(x)
         # As training._prepare_training_data: flat uint8, scaled by fastfit in each batch
-        self.x, self.y = x[:n].reshape(-1, 784), y[:n]
+        self.x, self.y = x[:n].reshape(-1, x[0].size), y[:n]
         self.worker = f"{socket.gethostname()}:{os.getpid()}"
         self.index, self.workers, self.trials_started = index, workers, 0
 
@@ -443,7 +444,7 @@ def tune(
     timeout: float | None = None,
     workers: int = 1,
     storage: str | Path | None = None,
-    dataset: str = "mnist",
+    dataset: str = DEFAULT_DATASET,
     train_samples: int | None = None,
     validation_split: float = 0.1,
     seed: int = 0,
