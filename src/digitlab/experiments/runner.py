@@ -17,30 +17,42 @@ interrupted experiment holds comparable variants. `resume` trains only what is m
 from __future__ import annotations
 
 import contextlib
-import math
 import signal
-import sys
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from digitlab import interrupts
 from digitlab.errors import RunError, SpecError
 from digitlab.experiments import conclusions
-from digitlab.experiments.schema import Budget, Definition, ExperimentRecord, Variant
-from digitlab.files import MAX_JSON_BYTES, read_capped, write_text
-from digitlab.runs import Run, check_writable, default_runs_dir, new_run_path, scan_runs
-from digitlab.schema import OPTIMIZERS, Spec, validate
+from digitlab.experiments.plan import _budget, variant_spec
+from digitlab.experiments.progress import _Progress
+from digitlab.experiments.record import (
+    RECORD_FILE,
+    RUNS_FOLDER,
+    _existing_runs,
+    experiments_dir,
+    find_experiment,
+    list_experiments,  # noqa: F401  (imported from here by the CLI)
+    read_record,
+)
+from digitlab.experiments.results import (
+    _conclusion,
+    _curves,
+    _Done,
+    _recorded_train_loss,
+    _variant_results,
+)
+from digitlab.experiments.schema import Budget, Definition, ExperimentRecord
+from digitlab.files import write_text
+from digitlab.runs import Run, check_writable, new_run_path
+from digitlab.schema import Spec, validate
 
-RECORD_FILE = "experiment.json"
-RUNS_FOLDER = "runs"
-EXPERIMENTS_FOLDER = "experiments"
 ACTIVATION_BATCH = 500  # the fixed validation digits the activation statistics are taken on
 
 
@@ -57,332 +69,6 @@ class Outcome:
         return self.record.status == "interrupted"
 
 
-# ------------------------------------------------------------------------------------ specs
-def _default_rate(optimizer: str) -> float:
-    import inspect
-
-    import keras
-
-    cls = getattr(keras.optimizers, OPTIMIZERS[optimizer])
-    return float(inspect.signature(cls).parameters["learning_rate"].default)
-
-
-def variant_spec(
-    definition: Definition,
-    variant: Variant,
-    budget: Budget,
-    seed: int,
-    policy: str,
-    standardize: tuple[float, float] = (0.0, 1.0),
-) -> Spec:
-    """The spec of one (variant, seed): its preset, layers, training overrides, the budget.
-
-    Input scaling is a `Rescaling` layer in front of the network (it sees the pixels /255,
-    like every run): ×255 for raw pixels, `(x − mean) / std` for standardised ones, so the
-    saved run predicts from ordinary images like any other.
-    """
-    from digitlab.presets import get_preset
-
-    spec = get_preset(variant.preset)
-    layers = list(variant.layers if variant.layers is not None else spec.layers)
-    if variant.input_scaling == "raw":
-        layers.insert(0, {"type": "Rescaling", "scale": 255.0})
-    elif variant.input_scaling == "standardize":
-        mean, std = standardize
-        layers.insert(0, {"type": "Rescaling", "scale": 1 / std, "offset": -mean / std})
-    train = {**variant.train}
-    batch = budget.fit_samples if variant.full_batch else train.get("batch_size", 32)
-    train["batch_size"] = batch
-    if policy == "linear" and batch != definition.reference_batch:
-        optimizer = train.get("optimizer", spec.train.optimizer)
-        rate = train.get("learning_rate", spec.train.learning_rate) or _default_rate(optimizer)
-        train["learning_rate"] = rate * batch / definition.reference_batch
-    train.update(
-        epochs=budget.epochs,
-        train_samples=budget.train_samples,
-        validation_split=budget.validation_split,
-        seed=seed,
-    )
-    description = variant.description or spec.description
-    return spec.replace(
-        name=variant.name, layers=layers, train=train, description=description[:2000]
-    )
-
-
-# ---------------------------------------------------------------------------------- folders
-def experiments_dir(runs_dir: str | Path | None = None) -> Path:
-    return Path(runs_dir if runs_dir is not None else default_runs_dir()) / EXPERIMENTS_FOLDER
-
-
-def read_record(folder: str | Path) -> ExperimentRecord:
-    """A folder's `experiment.json`.
-
-    Raises:
-        RunError: missing, unreadable or not an experiment record.
-    """
-    import json
-
-    path = Path(folder) / RECORD_FILE
-    data = read_capped(path, MAX_JSON_BYTES, RunError)
-    try:
-        parsed = json.loads(data)
-    except (ValueError, RecursionError) as exc:
-        raise RunError(f"{path} is not valid JSON: {exc}") from None
-    return validate(ExperimentRecord, parsed, str(path), error=RunError)
-
-
-def find_experiment(ref: str | Path, name: str | None, runs_dir: str | Path | None) -> Path:
-    """An experiment folder: a path, a folder name in RUNS_DIR/experiments, or "latest"
-    (the newest folder of experiment `name`).
-
-    Raises:
-        RunError: nothing matches.
-    """
-    parent = experiments_dir(runs_dir)
-    if str(ref) == "latest":
-        found = [
-            path
-            for path, record in list_experiments(runs_dir)
-            if name is None or record.name == name
-        ]
-        if not found:
-            raise RunError(
-                f"no {name or ''} experiment to resume in {parent}; run it without --resume first"
-            )
-        return found[-1]
-    for candidate in (Path(ref), parent / str(ref)):
-        if (candidate / RECORD_FILE).is_file():
-            return candidate
-    raise RunError(f"experiment folder '{ref}' not found (looked in . and {parent})")
-
-
-# ---------------------------------------------------------------------------------- results
-def _updates(spec: Spec, budget: Budget, epochs: int) -> int:
-    return math.ceil(budget.fit_samples / spec.train.batch_size) * epochs
-
-
-@dataclass
-class _Done:
-    """A finished run and what the experiment measured around it."""
-
-    run: Run
-    train_loss: float | None  # inference-mode loss on the training digits at the end
-    activations: dict[str, dict[str, list[float]]] = field(default_factory=dict)
-
-
-def steady_seconds(epoch_seconds: list[float] | tuple[float, ...]) -> list[float]:
-    """Each epoch's time with the compilation left out: the first epoch also compiles the
-    epoch's program (a second or two), so every epoch counts as the median of the others."""
-    seconds = list(epoch_seconds)
-    if len(seconds) < 2:
-        return seconds
-    steady = float(np.median(seconds[1:]))
-    return [steady] * len(seconds)
-
-
-def _variant_results(
-    definition: Definition,
-    budget: Budget,
-    specs: dict[str, Spec],
-    done: dict[tuple[str, int], _Done],
-    seeds: list[int],
-    diverged: set[tuple[str, int]] = frozenset(),
-) -> list[dict[str, Any]]:
-    results = []
-    for variant in definition.variants:
-        runs = [done[(variant.name, s)] for s in seeds if (variant.name, s) in done]
-        complete = [d for d in runs if d.run.status == "complete"]
-        spec = specs[variant.name]
-
-        def last(d: _Done, key: str) -> float | None:
-            values = d.run.history.get(key) or [None]
-            return values[-1]
-
-        train_loss = [
-            d.train_loss if d.train_loss is not None else last(d, "loss") for d in complete
-        ]
-        val_loss = [last(d, "val_loss") for d in complete]
-        gaps = [v - t for v, t in zip(val_loss, train_loss, strict=True) if None not in (v, t)]
-        results.append(
-            {
-                "name": variant.name,
-                "description": variant.description,
-                "spec": variant.model_dump(exclude={"name", "description"}, exclude_defaults=True),
-                "runs": [d.run.name for d in runs],
-                "seeds": [d.run.spec.train.seed for d in runs],
-                "batch_size": spec.train.batch_size,
-                "learning_rate": spec.train.learning_rate,
-                "test_accuracy": conclusions.summarize(
-                    [d.run.metrics.test_accuracy for d in complete]
-                ),
-                "final_train_loss": conclusions.summarize(train_loss),
-                "final_val_loss": conclusions.summarize(val_loss),
-                "generalization_gap": conclusions.summarize(gaps),
-                "seconds": conclusions.summarize([d.run.metrics.train_seconds for d in complete]),
-                "updates": _updates(spec, budget, budget.epochs),
-                "diverged_seeds": sorted(s for name, s in diverged if name == variant.name),
-                "activations": {d.run.name: d.activations for d in runs if d.activations},
-            }
-        )
-    return results
-
-
-def _conclusion(
-    definition: Definition, variants: list[dict[str, Any]], curves: dict[str, list[dict]]
-) -> list[str]:
-    by_name = {
-        v["name"]: {
-            "test_accuracy": v["test_accuracy"]["values"],
-            "generalization_gap": v["generalization_gap"]["values"],
-        }
-        for v in variants
-        if v["test_accuracy"]["values"]
-    }
-    lines = [
-        f"{v['name']} diverged (the loss became NaN) with seed"
-        f"{'s' * (len(v['diverged_seeds']) > 1)} {', '.join(map(str, v['diverged_seeds']))}; "
-        "its figures cover only the seeds that trained."
-        for v in variants
-        if v["diverged_seeds"]
-    ]
-    if not by_name:
-        return [*lines, "No finished runs to compare yet."]
-    lines += conclusions.conclude(by_name, definition.baseline_name, definition.pairs)
-    if "updates" in definition.plots or "seconds" in definition.plots:
-        lines += _speed_sentences(variants, curves)
-    if definition.activation_stats:
-        lines += _saturation_sentences(variants)
-    return lines
-
-
-def _speed_sentences(variants: list[dict[str, Any]], curves: dict[str, list[dict]]) -> list[str]:
-    """Epochs, updates and seconds each variant took to reach a validation accuracy target:
-    90% of the best final mean validation accuracy of any variant."""
-    finals = {
-        name: float(np.mean([c["val_accuracy"][-1] for c in runs]))
-        for name, runs in curves.items()
-        if runs and all(c.get("val_accuracy") for c in runs)
-    }
-    if not finals:
-        return []
-    target = round(0.9 * max(finals.values()), 3)
-    parts = []
-    for variant in variants:
-        runs = curves.get(variant["name"]) or []
-        if not runs:
-            continue
-        curve = np.mean([c["val_accuracy"] for c in runs], axis=0)
-        seconds = np.mean([np.cumsum(c["epoch_seconds"]) for c in runs], axis=0)  # steady
-        index = conclusions.first_reaching(list(curve), target)
-        per_epoch = variant["updates"] // max(len(curve), 1)
-        if index is None:
-            parts.append(f"{variant['name']} not within {len(curve)} epochs")
-        else:
-            parts.append(
-                f"{variant['name']} after {index + 1} epoch{'s' * (index > 0)}, "
-                f"{per_epoch * (index + 1):,} updates, {seconds[index]:.1f} s"
-            )
-    return [
-        f"Reaching {target:.1%} validation accuracy (mean over seeds): " + "; ".join(parts) + "."
-    ]
-
-
-def _saturation_sentences(variants: list[dict[str, Any]]) -> list[str]:
-    """The first hidden layer's saturated (or dead) fraction at the end, per variant."""
-    parts = []
-    for variant in variants:
-        first: list[float] = []
-        label = ""
-        for layers in variant["activations"].values():
-            if not layers:
-                continue
-            name, stats = next(iter(layers.items()))
-            key = "saturated" if "saturated" in stats else "dead" if "dead" in stats else None
-            if key:
-                first.append(stats[key][-1])
-                label = f"{'saturated' if key == 'saturated' else 'dead'} ({name.split()[-1]})"
-        if first:
-            parts.append(f"{variant['name']} {np.mean(first):.0%} {label}")
-    if not parts:
-        return []
-    return ["First hidden layer at the end, on 500 validation digits: " + "; ".join(parts) + "."]
-
-
-# -------------------------------------------------------------------------------- the runner
-class _Progress:
-    """A Rich progress bar over all epochs of all runs (ETA) on a terminal; otherwise one
-    line per finished run."""
-
-    def __init__(self, console, total_epochs: int, total_runs: int, live: bool | None):
-        from rich.console import Console
-
-        self.console = console or Console(stderr=True)
-        self.live = self.console.is_terminal if live is None else live
-        self.total_runs, self.finished = total_runs, 0
-        self.bar = None
-        if self.live:
-            from rich.progress import (
-                BarColumn,
-                MofNCompleteColumn,
-                Progress,
-                TextColumn,
-                TimeElapsedColumn,
-                TimeRemainingColumn,
-            )
-
-            self.bar = Progress(
-                TextColumn("{task.description}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TextColumn("epochs"),
-                TimeElapsedColumn(),
-                TextColumn("ETA"),
-                TimeRemainingColumn(),
-                console=self.console,
-            )
-            self.task = self.bar.add_task("experiment", total=total_epochs)
-
-    def __enter__(self):
-        if self.bar is not None:
-            self.bar.start()
-        return self
-
-    def __exit__(self, *exc):
-        if self.bar is not None:
-            self.bar.stop()
-
-    def starting(self, label: str) -> None:
-        if self.bar is not None:
-            self.bar.update(
-                self.task, description=f"[{self.finished + 1}/{self.total_runs}] {label}"
-            )
-
-    def advance(self) -> None:
-        if self.bar is not None:
-            self.bar.advance(self.task)
-
-    def diverged(self, label: str) -> None:
-        self.finished += 1
-        text = f"[{self.finished}/{self.total_runs}] {label}: diverged (the loss became NaN)"
-        if self.bar is not None:
-            self.bar.console.print(text, highlight=False, markup=False)
-        else:
-            print(text, file=sys.stderr if self.console.stderr else sys.stdout, flush=True)
-
-    def finished_run(self, label: str, run: Run) -> None:
-        self.finished += 1
-        accuracy = run.metrics.test_accuracy
-        text = (
-            f"[{self.finished}/{self.total_runs}] {label}: "
-            + (f"test accuracy {accuracy:.2%}" if accuracy is not None else run.status)
-            + f", {run.metrics.train_seconds:.1f} s ({run.name})"
-        )
-        if self.bar is not None:
-            self.bar.console.print(text, highlight=False, markup=False)
-        else:
-            print(text, file=sys.stderr if self.console.stderr else sys.stdout, flush=True)
-
-
 def _standardize(budget: Budget, data_dir) -> tuple[float, float]:
     """One mean and one deviation of the pixels /255 over the training digits fit sees."""
     from digitlab.data import load_dataset
@@ -390,25 +76,6 @@ def _standardize(budget: Budget, data_dir) -> tuple[float, float]:
     (x, _), _ = load_dataset("mnist", data_dir=data_dir)
     pixels = x[: budget.fit_samples].astype(np.float32) / 255.0
     return float(pixels.mean()), float(pixels.std())
-
-
-def _existing_runs(folder: Path) -> dict[tuple[str, int], Run]:
-    """The runs already in an experiment's runs/ folder, by (variant, seed): a complete run
-    wins over an interrupted one of the same key."""
-    found: dict[tuple[str, int], Run] = {}
-    for run in scan_runs(folder / RUNS_FOLDER):
-        if not isinstance(run, Run):
-            continue
-        key = (run.spec.name, run.spec.train.seed)
-        if key not in found or (run.status == "complete" and found[key].status != "complete"):
-            found[key] = run
-    return found
-
-
-def _budget(definition: Definition, quick: bool, **overrides: int | None) -> Budget:
-    base = definition.quick if quick else definition.budget
-    given = {key: value for key, value in overrides.items() if value is not None}
-    return validate(Budget, {**base.model_dump(), **given}, f"experiment {definition.name}")
 
 
 def run_experiment(
@@ -622,17 +289,6 @@ def _stop_on_signals() -> Iterator[threading.Event]:
             signal.signal(sig, handler)
 
 
-def _recorded_train_loss(previous: ExperimentRecord | None, run_name: str) -> float | None:
-    """A finished run's inference-mode training loss, from the record being resumed."""
-    if previous is None:
-        return None
-    for variant in previous.variants:
-        for name, loss in zip(variant.runs, variant.final_train_loss.values, strict=False):
-            if name == run_name:
-                return loss
-    return None
-
-
 def _train_one(
     spec, folder, variant, seed, previous: _Done | None, callbacks, data_dir, quick: bool
 ) -> Run:
@@ -650,26 +306,6 @@ def _train_one(
         pictures=not quick,  # ~3 s a run; a report draws curves and confusion matrix itself
         calibrate=False,  # confidence thresholds: longer than the fit, and not compared here
     )
-
-
-def _curves(
-    definition: Definition, done: dict[tuple[str, int], _Done], budget: Budget
-) -> dict[str, list[dict]]:
-    """Per variant (in the definition's order), per finished run: its per-epoch history,
-    seconds and updates per epoch."""
-    curves: dict[str, list[dict]] = {v.name: [] for v in definition.variants}
-    for (variant, _seed), d in sorted(done.items(), key=lambda item: item[0][1]):
-        if d.run.status != "complete":
-            continue
-        history = {k: list(v) for k, v in d.run.history.items()}
-        curves.setdefault(variant, []).append(
-            {
-                **history,
-                "epoch_seconds": steady_seconds(d.run.metrics.epoch_seconds),
-                "updates_per_epoch": math.ceil(budget.fit_samples / d.run.spec.train.batch_size),
-            }
-        )
-    return curves
 
 
 def _write_record(
@@ -734,15 +370,3 @@ def write_report(folder: Path) -> Path:
     from digitlab.report import write_experiment_report
 
     return write_experiment_report(folder, runs_dir=folder / RUNS_FOLDER)
-
-
-def list_experiments(runs_dir: str | Path | None = None) -> list[tuple[Path, ExperimentRecord]]:
-    """The experiment folders under RUNS_DIR/experiments with a readable record, oldest first."""
-    parent = experiments_dir(runs_dir)
-    found = []
-    for path in sorted(parent.iterdir()) if parent.is_dir() else ():
-        try:
-            found.append((path, read_record(path)))
-        except (RunError, SpecError):
-            continue
-    return found

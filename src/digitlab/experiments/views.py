@@ -35,7 +35,7 @@ def print_definitions(console, runs_dir: str | Path | None = None) -> None:
     from rich.markup import escape
     from rich.table import Table
 
-    from digitlab.experiments.runner import list_experiments
+    from digitlab.experiments.record import list_experiments
 
     table = Table("experiment", "question", "variants", "default budget")
     for d in BUILT_IN.values():

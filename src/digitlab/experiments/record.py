@@ -1,0 +1,88 @@
+"""The one reader and writer of `experiment.json`, and where experiment folders are found.
+
+An experiment's folder is `RUNS_DIR/experiments/<timestamp>-<name>/`, its runs in `runs/`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from digitlab.errors import RunError, SpecError
+from digitlab.experiments.schema import ExperimentRecord
+from digitlab.files import MAX_JSON_BYTES, read_capped
+from digitlab.runs import Run, default_runs_dir, scan_runs
+from digitlab.schema import validate
+
+RECORD_FILE = "experiment.json"
+RUNS_FOLDER = "runs"
+EXPERIMENTS_FOLDER = "experiments"
+
+
+def experiments_dir(runs_dir: str | Path | None = None) -> Path:
+    return Path(runs_dir if runs_dir is not None else default_runs_dir()) / EXPERIMENTS_FOLDER
+
+
+def read_record(folder: str | Path) -> ExperimentRecord:
+    """A folder's `experiment.json`.
+
+    Raises:
+        RunError: missing, unreadable or not an experiment record.
+    """
+    path = Path(folder) / RECORD_FILE
+    data = read_capped(path, MAX_JSON_BYTES, RunError)
+    try:
+        parsed = json.loads(data)
+    except (ValueError, RecursionError) as exc:
+        raise RunError(f"{path} is not valid JSON: {exc}") from None
+    return validate(ExperimentRecord, parsed, str(path), error=RunError)
+
+
+def find_experiment(ref: str | Path, name: str | None, runs_dir: str | Path | None) -> Path:
+    """An experiment folder: a path, a folder name in RUNS_DIR/experiments, or "latest"
+    (the newest folder of experiment `name`).
+
+    Raises:
+        RunError: nothing matches.
+    """
+    parent = experiments_dir(runs_dir)
+    if str(ref) == "latest":
+        found = [
+            path
+            for path, record in list_experiments(runs_dir)
+            if name is None or record.name == name
+        ]
+        if not found:
+            raise RunError(
+                f"no {name or ''} experiment to resume in {parent}; run it without --resume first"
+            )
+        return found[-1]
+    for candidate in (Path(ref), parent / str(ref)):
+        if (candidate / RECORD_FILE).is_file():
+            return candidate
+    raise RunError(f"experiment folder '{ref}' not found (looked in . and {parent})")
+
+
+def list_experiments(runs_dir: str | Path | None = None) -> list[tuple[Path, ExperimentRecord]]:
+    """The experiment folders under RUNS_DIR/experiments with a readable record, oldest first."""
+    parent = experiments_dir(runs_dir)
+    found = []
+    for path in sorted(parent.iterdir()) if parent.is_dir() else ():
+        try:
+            found.append((path, read_record(path)))
+        except (RunError, SpecError):
+            continue
+    return found
+
+
+def _existing_runs(folder: Path) -> dict[tuple[str, int], Run]:
+    """The runs already in an experiment's runs/ folder, by (variant, seed): a complete run
+    wins over an interrupted one of the same key."""
+    found: dict[tuple[str, int], Run] = {}
+    for run in scan_runs(folder / RUNS_FOLDER):
+        if not isinstance(run, Run):
+            continue
+        key = (run.spec.name, run.spec.train.seed)
+        if key not in found or (run.status == "complete" and found[key].status != "complete"):
+            found[key] = run
+    return found
