@@ -8,10 +8,15 @@ import sys
 
 import numpy as np
 import pytest
+import typer
+import typer.main
 from PIL import Image
 from typer.testing import CliRunner
 
 from digitlab.cli import app
+from digitlab.cli.options import train_flag_names
+from digitlab.errors import DigitlabError
+from digitlab.schema import TrainConfig
 
 runner = CliRunner()
 
@@ -173,3 +178,79 @@ def test_the_installed_command_prints_errors_without_traceback(tmp_path):
     assert result.returncode == 2
     assert result.stderr.count("\n") <= 2 and "unknown loss 'hinge'" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+# ------------------------------------------------------------------ training flags from the schema
+def _flag_value(field: str) -> str:
+    """A value the field's flag parses (the resume guard refuses it before it is validated)."""
+    default = TrainConfig.model_fields[field].default
+    if default is None:
+        return "1"
+    return ",".join(default) if isinstance(default, tuple) else str(default)
+
+
+def test_every_train_config_field_is_a_train_flag_with_its_description():
+    help_text = " ".join(invoke("train", "--help", env={"COLUMNS": "200"}).output.split())
+    train = typer.main.get_command(app).commands["train"]
+    options = {param.name: param for param in train.params}
+    for field, info in TrainConfig.model_fields.items():
+        long = "--" + field.replace("_", "-")
+        assert options[field].opts[0] == long, field
+        assert options[field].help == info.description, field
+        assert long in help_text and info.description in help_text, field
+
+
+def test_every_train_config_field_but_epochs_is_refused_with_resume(tmp_path):
+    fields = [field for field in TrainConfig.model_fields if field != "epochs"]
+    args = [arg for field in fields for arg in ("--" + field.replace("_", "-"), _flag_value(field))]
+    result = invoke("train", "--resume", "latest", "--epochs", "3", *args, "--runs-dir", tmp_path)
+    assert result.exit_code == 2, result.output
+    refused = result.output.split("so ", 1)[1].split(" can't")[0].split(", ")
+    in_help_order = [field for field in train_flag_names() if field != "epochs"]
+    assert refused == ["--" + field.replace("_", "-") for field in in_help_order]
+    assert "--epochs" not in refused and "(only --epochs extends a run)" in result.output
+
+
+def test_a_field_added_to_train_config_becomes_a_flag_the_resume_guard_refuses(monkeypatch):
+    from pydantic import Field
+
+    from digitlab.cli import options, training
+
+    class Smoothed(TrainConfig):
+        label_smoothing: float | None = Field(None, description="Soften the one-hot targets.")
+
+    monkeypatch.setattr(options, "TrainConfig", Smoothed)
+    seen = {}
+
+    @options.with_train_flags
+    def command(spec_file: str | None = None, **flags) -> None:
+        seen.update(flags)
+
+    made = typer.Typer()
+    made.command()(command)
+    made.command("other")(lambda: None)  # two commands: Typer keeps the command's name
+    help_text = runner.invoke(made, ["command", "--help"], env={"COLUMNS": "200"}).output
+    assert "--label-smoothing" in help_text and "Soften the one-hot targets." in help_text
+    assert runner.invoke(made, ["command", "--label-smoothing", "0.1"]).exit_code == 0
+    assert seen["label_smoothing"] == 0.1 and seen["epochs"] is None
+    with pytest.raises(DigitlabError, match=r"so --label-smoothing can't be changed"):
+        training._refuse_with_resume(None, None, None, {**seen, "epochs": 5})
+
+
+def test_train_flags_reach_the_spec_as_typed_training_options(monkeypatch):
+    from digitlab import training
+
+    trained = []
+
+    def fake_train(spec, **kwargs):
+        trained.append(spec)
+        raise typer.Exit(0)
+
+    monkeypatch.setattr(training, "train", fake_train)
+    args = ["-e", "2", "-b", "64", "--lr", "0.01", "--metrics", "accuracy, recall"]
+    result = invoke("train", *args, "-d", "fashion-mnist", "--ema-momentum", "0.99")
+    assert result.exit_code == 0, result.output
+    train = trained[0].train
+    assert (train.epochs, train.batch_size, train.learning_rate) == (2, 64, 0.01)
+    assert train.metrics == ("accuracy", "recall") and train.dataset == "fashion-mnist"
+    assert train.ema_momentum == 0.99 and train.optimizer == "adam"  # the preset's own

@@ -227,25 +227,89 @@ class _Strict(BaseModel):
 
 
 class TrainConfig(_Strict):
-    """How to compile and fit. Names are Keras's own (`batch_size`, `validation_split`, ...)."""
+    """How to compile and fit. Names are Keras's own (`batch_size`, `validation_split`, ...).
 
-    optimizer: Literal[tuple(OPTIMIZERS)] = "adam"  # the notebook's choice
+    Every field is a `digitlab train` flag (`--batch-size` for `batch_size`): its `description`
+    is the flag's help; `json_schema_extra` may add `flags` (aliases), a `metavar`, and
+    `summary="fit"` (`digitlab summary` shows it in its fit part, when set).
+    """
+
+    optimizer: Literal[tuple(OPTIMIZERS)] = Field(
+        "adam",  # the notebook's choice
+        description=f"{', '.join(tuple(OPTIMIZERS)[:-1])} or {tuple(OPTIMIZERS)[-1]}.",
+    )
     # None: the optimizer's Keras default (adam: 0.001)
-    learning_rate: float | None = Field(None, gt=0, le=100)
-    learning_rate_schedule: Literal[LEARNING_RATE_SCHEDULES] = "constant"  # the notebook's
-    loss: Literal[LOSSES] = "sparse_categorical_crossentropy"  # integer labels, no one-hot copy
-    metrics: tuple[Literal[METRICS], ...] = Field(("accuracy",), strict=False)
-    batch_size: int = Field(32, ge=1, le=1 << 20)  # Keras's default and the notebook's
-    epochs: int = Field(10, ge=1, le=100_000)  # the notebook's
+    learning_rate: float | None = Field(
+        None,
+        gt=0,
+        le=100,
+        description="The optimizer's step size, e.g. 0.001 [default: the optimizer's own].",
+        json_schema_extra={"flags": ["--lr"]},
+    )
+    learning_rate_schedule: Literal[LEARNING_RATE_SCHEDULES] = Field(
+        "constant",  # the notebook's
+        description="constant, or cosine (decays to 0 by the end).",
+    )
+    loss: Literal[LOSSES] = Field(
+        "sparse_categorical_crossentropy",  # integer labels, no one-hot copy
+        description="A Keras loss by name; the choices are listed above.",
+    )
+    metrics: tuple[Literal[METRICS], ...] = Field(
+        ("accuracy",), strict=False, description=f"Comma-separated: {', '.join(METRICS)}."
+    )
+    batch_size: int = Field(
+        32,  # Keras's default and the notebook's
+        ge=1,
+        le=1 << 20,
+        description="Mini-batch size.",
+        json_schema_extra={"flags": ["-b"], "summary": "fit"},
+    )
+    epochs: int = Field(
+        10,  # the notebook's
+        ge=1,
+        le=100_000,
+        description="Passes over the data.",
+        json_schema_extra={"flags": ["-e"], "summary": "fit"},
+    )
     # 0: the notebook trains on all 60,000; curves then show training figures only
-    validation_split: float = Field(0.0, ge=0.0, lt=1.0)
-    early_stopping: int | None = Field(None, ge=1)  # patience in epochs on val_loss
+    validation_split: float = Field(
+        0.0,
+        ge=0.0,
+        lt=1.0,
+        description="Fraction of training data held out, e.g. 0.1.",
+        json_schema_extra={"summary": "fit"},
+    )
+    early_stopping: int | None = Field(
+        None,  # patience in epochs on val_loss
+        ge=1,
+        description="Stop after PATIENCE epochs without a better validation loss "
+        "(needs --validation-split).",
+        json_schema_extra={"metavar": "PATIENCE"},
+    )
     # An exponential moving average of the weights (Keras's `use_ema`), e.g. 0.999: the run
     # keeps the average at the end of the fit. None: the last weights, as the notebook.
-    ema_momentum: float | None = Field(None, gt=0, lt=1)
-    seed: int = Field(0, ge=0, lt=MAX_SEED)  # same seed, same weights and accuracy on CPU
-    dataset: Literal[DATASETS] = "mnist"
-    train_samples: int | None = Field(None, ge=1)  # only the first N training digits
+    ema_momentum: float | None = Field(
+        None,
+        gt=0,
+        lt=1,
+        description="Keep a moving average of the weights with this momentum, e.g. 0.999, "
+        "and save the average.",
+        json_schema_extra={"summary": "fit"},
+    )
+    seed: int = Field(
+        0,  # same seed, same weights and accuracy on CPU
+        ge=0,
+        lt=MAX_SEED,
+        description="Same seed, same weights and accuracy.",
+    )
+    dataset: Literal[DATASETS] = Field(
+        "mnist",
+        description=f"{' or '.join(DATASETS)}.",
+        json_schema_extra={"flags": ["-d"], "metavar": "NAME"},
+    )
+    train_samples: int | None = Field(
+        None, ge=1, description="Use only the first N training digits (quick trials)."
+    )
 
     @field_validator("loss", mode="before")
     @classmethod

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import typer
@@ -10,14 +11,18 @@ import typer
 from digitlab.cli.app import app, console, count, err_console, print_json
 from digitlab.cli.options import (
     DataDirOption,
-    Dataset,
     JsonOption,
     PresetOption,
     RunArgument,
     RunsDirOption,
     SpecOption,
+    flag,
+    train_flag_names,
+    train_overrides,
+    with_train_flags,
 )
 from digitlab.errors import DigitlabError
+from digitlab.schema import TrainConfig
 
 
 @app.command("summary")
@@ -34,73 +39,46 @@ def summary(preset: str | None = PresetOption, spec_file: Path | None = SpecOpti
     from digitlab.model import build_model
 
     spec = resolve_spec(preset, spec_file)
-    train = spec.train
-    model = build_model(spec, num_classes=len(class_names(train.dataset)))
+    model = build_model(spec, num_classes=len(class_names(spec.train.dataset)))
     model.summary()
+    console.print(_compile_and_fit(spec.train))
+
+
+def _compile_and_fit(train: TrainConfig) -> str:
+    """`compile: optimizer=adam (learning_rate=default, constant), ...; fit: batch_size=32, ...`:
+    the fit part lists the fields marked `summary="fit"` in the schema, those that are set."""
     lr = train.learning_rate if train.learning_rate is not None else "default"
-    console.print(
+    fit = [
+        f"{field}={getattr(train, field)}"
+        for field, info in TrainConfig.model_fields.items()
+        if isinstance(info.json_schema_extra, dict)
+        and info.json_schema_extra.get("summary") == "fit"
+        and getattr(train, field) is not None
+    ]
+    return (
         f"compile: optimizer={train.optimizer} (learning_rate={lr}, "
         f"{train.learning_rate_schedule}), loss={train.loss}, "
-        f"metrics={','.join(train.metrics)}; fit: batch_size={train.batch_size}, "
-        f"epochs={train.epochs}, validation_split={train.validation_split}"
-        + (f", ema_momentum={train.ema_momentum}" if train.ema_momentum is not None else "")
+        f"metrics={','.join(train.metrics)}; fit: {', '.join(fit)}"
     )
 
 
 # --------------------------------------------------------------------------------------- train
+# What `--resume` may still change: a run continues with its own spec, for more epochs.
+RESUME_FLAGS = ("epochs",)
+
+
 @app.command("train")
+@with_train_flags
 def train(
     preset: str | None = PresetOption,
     spec_file: Path | None = SpecOption,
-    epochs: int | None = typer.Option(None, "--epochs", "-e", help="Passes over the data."),
-    batch_size: int | None = typer.Option(None, "--batch-size", "-b", help="Mini-batch size."),
-    learning_rate: float | None = typer.Option(
-        None,
-        "--learning-rate",
-        "--lr",
-        help="The optimizer's step size, e.g. 0.001 [default: the optimizer's own].",
-    ),
-    learning_rate_schedule: str | None = typer.Option(
-        None, "--learning-rate-schedule", help="constant, or cosine (decays to 0 by the end)."
-    ),
-    optimizer: str | None = typer.Option(
-        None, "--optimizer", help="adam, sgd, rmsprop, adagrad, adamw or nadam."
-    ),
-    loss: str | None = typer.Option(
-        None, "--loss", help="A Keras loss by name; the choices are listed above."
-    ),
-    metrics: str | None = typer.Option(
-        None, "--metrics", help="Comma-separated: accuracy, precision, recall."
-    ),
-    validation_split: float | None = typer.Option(
-        None, "--validation-split", help="Fraction of training data held out, e.g. 0.1."
-    ),
-    seed: int | None = typer.Option(None, "--seed", help="Same seed, same weights and accuracy."),
-    early_stopping: int | None = typer.Option(
-        None,
-        "--early-stopping",
-        metavar="PATIENCE",
-        help="Stop after PATIENCE epochs without "
-        "a better validation loss (needs --validation-split).",
-    ),
-    train_samples: int | None = typer.Option(
-        None, "--train-samples", help="Use only the first N training digits (quick trials)."
-    ),
-    ema_momentum: float | None = typer.Option(
-        None,
-        "--ema-momentum",
-        help="Keep a moving average of the weights with this momentum, e.g. 0.999, "
-        "and save the average.",
-    ),
-    dataset: Dataset | None = typer.Option(
-        None, "--dataset", "-d", metavar="NAME", help="mnist or fashion-mnist."
-    ),
     runs_dir: Path | None = RunsDirOption,
     name: str | None = typer.Option(None, "--name", help="Run name after the timestamp."),
     data_dir: Path | None = DataDirOption,
     resume: str | None = typer.Option(
         None, "--resume", metavar="RUN", help="Continue an interrupted run (path, name or latest)."
     ),
+    **flags: Any,
 ) -> None:
     """Train a network, evaluate it on the test set and write a run directory.
 
@@ -125,39 +103,11 @@ def train(
     from digitlab.config import resolve_spec
 
     if resume is not None:
-        given = {
-            "--preset": preset, "--spec": spec_file, "--batch-size": batch_size,
-            "--learning-rate": learning_rate, "--learning-rate-schedule": learning_rate_schedule,
-            "--optimizer": optimizer, "--loss": loss, "--metrics": metrics,
-            "--validation-split": validation_split, "--seed": seed,
-            "--early-stopping": early_stopping, "--train-samples": train_samples,
-            "--ema-momentum": ema_momentum, "--dataset": dataset, "--name": name,
-        }  # fmt: skip
-        ignored = [flag for flag, value in given.items() if value is not None]
-        if ignored:
-            raise DigitlabError(
-                f"--resume continues the run with its own spec, so {', '.join(ignored)} "
-                "can't be changed; leave them out (only --epochs extends a run)"
-            )
+        _refuse_with_resume(preset, spec_file, name, flags)
+        epochs = flags["epochs"]
         run = training.resume(resume, epochs=epochs, runs_dir=runs_dir, data_dir=data_dir)
     else:
-        spec = resolve_spec(
-            preset,
-            spec_file,
-            epochs=epochs,
-            batch_size=batch_size,
-            learning_rate=learning_rate,
-            learning_rate_schedule=learning_rate_schedule,
-            optimizer=optimizer,
-            loss=loss,
-            metrics=[m.strip() for m in metrics.split(",")] if metrics else None,
-            validation_split=validation_split,
-            seed=seed,
-            early_stopping=early_stopping,
-            train_samples=train_samples,
-            ema_momentum=ema_momentum,
-            dataset=dataset.value if dataset else None,
-        )
+        spec = resolve_spec(preset, spec_file, **train_overrides(flags))
         run = training.train(spec, runs_dir=runs_dir, name=name, data_dir=data_dir)
     if run.status == "interrupted":
         err_console.print(
@@ -172,6 +122,24 @@ def train(
         f"{run.metrics.train_seconds:.1f} s of training"
     )
     console.print(f"run: {run.path}")
+
+
+def _refuse_with_resume(preset, spec_file, name, flags: dict[str, Any]) -> None:
+    """A resumed run keeps its spec: every flag given but `RESUME_FLAGS` is refused, by name."""
+    given = {
+        "preset": preset,
+        "spec": spec_file,
+        **{field: flags[field] for field in train_flag_names()},
+        "name": name,
+    }
+    refused = [
+        flag(key) for key, value in given.items() if value is not None and key not in RESUME_FLAGS
+    ]
+    if refused:
+        raise DigitlabError(
+            f"--resume continues the run with its own spec, so {', '.join(refused)} "
+            "can't be changed; leave them out (only --epochs extends a run)"
+        )
 
 
 # ------------------------------------------------------------------------------------ evaluate
