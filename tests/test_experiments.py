@@ -142,6 +142,21 @@ def test_variant_specs_scale_inputs_and_batches():
     assert scaled.train.learning_rate == pytest.approx(0.01 * 128 / 32)
 
 
+def test_a_variant_on_a_preset_trains_at_the_presets_batch_size_unless_it_sets_one():
+    from digitlab.experiments.plan import variant_spec
+    from digitlab.experiments.schema import Variant
+    from digitlab.presets import get_preset
+
+    definition = BUILT_IN["dropout"]
+    for preset in ("mlp", "fast", "seed"):
+        variant = Variant(name=preset, preset=preset)
+        spec = variant_spec(definition, variant, definition.budget, 0, "same")
+        assert spec.train.batch_size == get_preset(preset).train.batch_size
+    assert get_preset("mlp").train.batch_size == 128 and get_preset("fast").train.batch_size == 256
+    own = Variant(name="own", preset="mlp", train={"batch_size": 64})
+    assert variant_spec(definition, own, definition.budget, 0, "same").train.batch_size == 64
+
+
 def test_budget_overrides_are_validated():
     from digitlab.experiments.runner import _budget
 
@@ -261,6 +276,51 @@ def test_interrupted_experiment_resumes_only_what_is_missing(tmp_path, monkeypat
 
     third = run_experiment(definition, resume=first.folder, runs_dir=tmp_path, live=False)
     assert third.trained == [] and third.record.status == "complete"  # nothing missing
+
+
+_BOOM = {  # plain SGD at rate 100 on a squared error: the loss overflows in the first epoch
+    "name": "boom",
+    "train": {"optimizer": "sgd", "learning_rate": 100.0, "loss": "mean_squared_error"},
+    "layers": [
+        {"type": "Dense", "units": 100, "activation": "relu"},
+        {"type": "Dense", "units": 100, "activation": "relu"},
+        {"type": "Dense", "units": 10, "activation": "linear"},
+    ],
+}
+
+
+def test_a_diverging_cell_is_recorded_as_diverged_by_its_error_type(tmp_path, monkeypatch, mnist):
+    from digitlab import training
+    from digitlab.errors import DivergedError
+    from digitlab.experiments.runner import run_experiment
+
+    real_train, raised = training.train, []
+
+    def train(*args, **kwargs):
+        try:
+            return real_train(*args, **kwargs)
+        except Exception as exc:
+            raised.append(exc)
+            raise
+
+    monkeypatch.setattr(training, "train", train)
+    definition = validate(
+        Definition,
+        {
+            "name": "diverge",
+            "question": "Does rate 100 diverge?",
+            "budget": {"epochs": 1, "train_samples": 300, "seeds": 1},
+            "variants": [{"name": "ok"}, _BOOM],
+        },
+        "test",
+    )
+    outcome = run_experiment(definition, runs_dir=tmp_path, live=False)
+    assert [type(exc) for exc in raised] == [DivergedError]
+    assert isinstance(raised[0], SpecError)  # catchers of SpecError still catch it
+    ok, boom = outcome.record.variants
+    assert boom.diverged_seeds == (0,) and boom.runs == () and ok.diverged_seeds == ()
+    assert outcome.record.status == "complete" and len(ok.runs) == 1
+    assert outcome.record.conclusion[0].startswith("boom diverged (the loss became NaN)")
 
 
 # ---------------------------------------------------------------------------------- the CLI

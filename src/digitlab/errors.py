@@ -31,3 +31,11 @@ class WriteError(DigitlabError, OSError):
 
     It is an `OSError` too, so code that keeps work safe on any failed write still catches it.
     """
+
+
+class DivergedError(SpecError):
+    """Training diverged: the loss became NaN or infinite, so nothing was saved.
+
+    A `SpecError` (the fix is in the spec: a lower learning rate, scaled inputs), typed so an
+    experiment can record a diverged cell as a result without reading the message.
+    """

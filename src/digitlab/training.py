@@ -29,7 +29,7 @@ from digitlab.confidence import calibration_split
 from digitlab.config import with_overrides
 from digitlab.data import class_names as dataset_class_names
 from digitlab.data import load_dataset, load_dataset_files
-from digitlab.errors import RunError, SpecError
+from digitlab.errors import DivergedError, RunError, SpecError
 from digitlab.evaluation import evaluate_model, loss_targets, write_pictures
 from digitlab.events import EVENTS_DIR, EpochEvents
 from digitlab.files import write_json, write_text
@@ -146,7 +146,7 @@ def _fit(
         return "interrupted"
     if not all(math.isfinite(loss) for loss in log.history.get("loss", [])):  # TerminateOnNaN
         rate = spec.train.learning_rate or "the optimizer's default"
-        raise SpecError(
+        raise DivergedError(
             f"training diverged: the loss became NaN or infinite in epoch {log.epochs_done}; "
             f"nothing was saved. Lower the learning rate (it was {rate}) or scale the inputs"
         )

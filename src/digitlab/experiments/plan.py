@@ -42,7 +42,9 @@ def variant_spec(
         mean, std = standardize
         layers.insert(0, {"type": "Rescaling", "scale": 1 / std, "offset": -mean / std})
     train = {**variant.train}
-    batch = budget.fit_samples if variant.full_batch else train.get("batch_size", 32)
+    batch = (  # the preset's own batch size unless the variant sets one
+        budget.fit_samples if variant.full_batch else train.get("batch_size", spec.train.batch_size)
+    )
     train["batch_size"] = batch
     if policy == "linear" and batch != definition.reference_batch:
         optimizer = train.get("optimizer", spec.train.optimizer)

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from digitlab import interrupts
-from digitlab.errors import RunError, SpecError
+from digitlab.errors import DivergedError, RunError, SpecError
 from digitlab.experiments import conclusions
 from digitlab.experiments.plan import _budget, variant_spec
 from digitlab.experiments.progress import _Progress
@@ -235,13 +235,13 @@ def run_experiment(
                 run = _train_one(
                     spec, folder, variant.name, seed, previous_done, callbacks, data_dir, quick
                 )
+            except DivergedError:  # a result, not a failure
+                diverged.add((variant.name, seed))
+                progress.diverged(label)
+                if (variant, seed) != todo[-1]:
+                    write("interrupted")
+                continue
             except SpecError as exc:
-                if str(exc).startswith("training diverged"):  # a result, not a failure
-                    diverged.add((variant.name, seed))
-                    progress.diverged(label)
-                    if (variant, seed) != todo[-1]:
-                        write("interrupted")
-                    continue
                 write("interrupted", final=True)  # keep what is finished, say where
                 raise SpecError(f"{label}: {exc}. The finished runs are kept in {folder}") from None
             done[(variant.name, seed)] = _Done(
