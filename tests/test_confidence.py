@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from digitlab import confidence, ood
 from digitlab.cli import app
 from digitlab.prediction import predict
-from digitlab.runs import CONFIG_FILE, load_run
+from digitlab.runs import CONFIG_FILE, STATS_FILE, load_run
 
 
 @pytest.fixture(scope="module")
@@ -44,12 +44,41 @@ def test_judge_flags_far_images_and_close_calls():
     assert reasons == [None, "unsure", "not a digit", "not a digit"]
 
 
+def test_calibrate_run_computes_and_the_run_stores(monkeypatch, tmp_path):
+    """Calibration hands its thresholds and directions to the run; it opens no file itself."""
+    from types import SimpleNamespace
+
+    import digitlab.data
+    from digitlab.presets import get_preset
+
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(10), 60)
+    images = rng.integers(0, 256, (len(labels), 28, 28), dtype=np.uint8)
+    images[:, 0, 0] = labels  # the "network" below reads the digit from this pixel
+    split = (images, labels)
+    monkeypatch.setattr(digitlab.data, "load_dataset", lambda name, data_dir=None: (split, split))
+    stored = []
+    run = SimpleNamespace(
+        path=tmp_path,
+        dataset=SimpleNamespace(name="mnist"),
+        spec=get_preset("seed"),
+        class_names=[str(d) for d in range(10)],
+        predict_proba=lambda x: np.eye(10)[x[:, 0, 0]] * 0.9 + 0.01,
+        store_calibration=lambda thresholds, stats: stored.append((thresholds, stats)),
+    )
+    thresholds = confidence.calibrate_run(run)
+    assert stored[0][0] is thresholds and thresholds["calibration_digits"] == 300
+    assert stored[0][1]["means"].shape == (10, 784)
+    assert stored[0][1]["components"].shape == (10, confidence.COMPONENTS, 784)
+    assert list(tmp_path.iterdir()) == []  # the run, not confidence, writes its files
+
+
 @pytest.mark.slow
 def test_a_new_run_is_calibrated_on_its_validation_digits(calibrated_run, mnist):
     thresholds = calibrated_run.thresholds
     assert thresholds["calibration_digits"] == 300
     assert thresholds["flagged_correct_calibration"] <= 0.03
-    assert (calibrated_run.path / confidence.STATS_FILE).is_file()
+    assert (calibrated_run.path / STATS_FILE).is_file()
 
     (_, _), (x_test, y_test) = mnist
     result = predict(calibrated_run, x_test[:1000])
@@ -85,7 +114,7 @@ def old_run(calibrated_run, tmp_path):
     """A copy of the run as older versions wrote it: no thresholds, no confidence.npz."""
     path = tmp_path / calibrated_run.name
     shutil.copytree(calibrated_run.path, path)
-    (path / confidence.STATS_FILE).unlink()
+    (path / STATS_FILE).unlink()
     config = json.loads((path / CONFIG_FILE).read_text())
     del config["thresholds"]
     (path / CONFIG_FILE).write_text(json.dumps(config))
@@ -117,7 +146,7 @@ def test_an_old_run_predicts_with_confident_null_until_calibrated(old_run, mnist
 def test_a_damaged_stats_file_is_a_clear_error(calibrated_run, tmp_path):
     path = tmp_path / "run"
     shutil.copytree(calibrated_run.path, path)
-    (path / confidence.STATS_FILE).write_bytes(b"not numpy")
+    (path / STATS_FILE).write_bytes(b"not numpy")
     result = CliRunner().invoke(app, ["predict", str(path), "--index", "0"])
     assert result.exit_code == 2
     assert "Error:" in result.output and "digitlab calibrate" in result.output

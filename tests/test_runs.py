@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+from runfiles import config as _config
 from runfiles import fake_run as _fake_run
 
 from digitlab.errors import RunError
@@ -152,3 +153,70 @@ def test_listing_prints_a_header_the_table_and_unreadable_runs_below(tmp_path):
     empty = _console()
     listing(tmp_path / "none").print(empty)
     assert empty.file.getvalue() == "no runs yet; train one with `digitlab train`\n"
+
+
+# ------------------------------------------------------------------- one owner for each file
+def test_a_run_stores_its_calibration_and_reads_the_directions_back(tmp_path):
+    import numpy as np
+
+    from digitlab.runs import STATS_FILE, read_run
+
+    run = read_run(_fake_run(tmp_path / "run"))
+    assert run.thresholds == {}
+    stats = {"means": np.ones((10, 4), np.float32), "components": np.zeros((10, 2, 4), np.float32)}
+    run.store_calibration({"unsure_margin": 0.1}, stats)
+    assert run.thresholds == {"unsure_margin": 0.1}  # the Run in hand sees them at once
+    again = load_run(run.path)
+    assert again.thresholds == {"unsure_margin": 0.1}
+    assert again.metrics.test_accuracy == 0.9  # the rest of the run is untouched
+    assert np.array_equal(again.confidence_stats()["means"], stats["means"])
+    assert sorted(p.name for p in run.path.iterdir()) == [STATS_FILE, "config.json", "metrics.json"]
+
+
+@pytest.mark.parametrize("content", [None, b"not numpy"])
+def test_missing_or_damaged_confidence_directions_are_one_line_refusals(tmp_path, content):
+    from digitlab.runs import STATS_FILE, read_run
+
+    run = read_run(_fake_run(tmp_path / "run"))
+    if content is not None:
+        (run.path / STATS_FILE).write_bytes(content)
+    with pytest.raises(RunError, match="digitlab calibrate run") as caught:
+        run.confidence_stats()
+    assert "\n" not in str(caught.value)
+
+
+def test_the_inspect_summary_round_trips_through_the_run(tmp_path):
+    from digitlab.runs import INSPECT_DIR, read_run, write_inspect_summary
+
+    run = read_run(_fake_run(tmp_path / "run"))
+    assert run.inspect_summary() is None
+    written = write_inspect_summary(run.path / INSPECT_DIR, {"digits": 3, "layers": []})
+    assert written == run.path / "inspect" / "inspect.json"
+    assert run.inspect_summary() == {"digits": 3, "layers": []}
+    written.write_text("{")
+    with pytest.raises(RunError, match="inspect.json is not JSON"):
+        run.inspect_summary()
+
+
+def test_run_files_are_written_config_last_and_read_back_before_the_config_exists(tmp_path):
+    from digitlab.runs import read_run, write_run_files
+    from digitlab.schema import RunConfig
+
+    config = RunConfig.model_validate(_config())
+    folder = tmp_path / "staging"
+    folder.mkdir()
+    write_run_files(folder, history={"loss": [0.5, 0.25]}, metrics={"test_accuracy": 0.8})
+    assert not (folder / "config.json").exists()
+    staged = read_run(folder, config)  # a report drawn before the config is written
+    assert staged.history == {"loss": [0.5, 0.25]} and staged.metrics.test_accuracy == 0.8
+    write_run_files(folder, config=config)
+    assert load_run(folder).config == config
+
+
+def test_a_staging_folder_is_named_after_the_run_it_becomes(tmp_path):
+    from digitlab.runs import run_name
+
+    final = tmp_path / "20260101-000000-seed"
+    with staged_run(final) as staging:
+        assert staging.name != final.name and run_name(staging) == final.name
+    assert run_name(final) == final.name

@@ -23,13 +23,13 @@ Two scores, chosen by measurement (`benchmarks/bench_ood.py`, `benchmarks/RESULT
 Both thresholds are calibrated on real digits the network did not train on: the run's
 validation split when it has one, else the first half of the test split (the second half
 stays for measuring). Each flags at most 1% of the correctly classified calibration digits,
-so at most 2% in all. The thresholds live in the run's config.json (`RunConfig.thresholds`)
-and the class directions in `confidence.npz` beside it.
+so at most 2% in all. This module computes them; the run keeps them
+(`Run.store_calibration`: the thresholds in `RunConfig.thresholds`, the class directions in a
+file beside it, read back by `Run.confidence_stats`).
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -37,9 +37,7 @@ from typing import Any
 import numpy as np
 
 from digitlab.errors import RunError
-from digitlab.files import MAX_MODEL_BYTES, atomic_path, check_regular
 
-STATS_FILE = "confidence.npz"
 COMPONENTS = 20  # PCA directions per class
 FIT_PER_CLASS = 4000  # training digits per class the directions are fitted on
 FLAG_RATE = 0.01  # each score flags at most this fraction of correct calibration digits
@@ -114,7 +112,8 @@ def calibrate(
             `FLAG_RATE` of those it classifies correctly.
 
     Returns:
-        The thresholds for `RunConfig.thresholds` and the stats for `confidence.npz`.
+        The thresholds for `RunConfig.thresholds` and the class directions (`means`,
+        `components`), both for `Run.store_calibration`.
     """
     stats = fit_stats(*train, num_classes)
     images, labels = calibration
@@ -157,41 +156,6 @@ def calibration_split(
     return (x_train, y_train), (test[0][:half], test[1][:half])
 
 
-def write_stats(path: str | Path, stats: dict[str, np.ndarray]) -> Path:
-    """Save the class directions atomically (a temporary name, then a rename)."""
-    path = Path(path)
-    with atomic_path(path) as tmp, open(tmp, "wb") as out:
-        np.savez(out, **stats)
-    return path
-
-
-_CACHE: dict[tuple[str, int], dict[str, np.ndarray]] = {}
-
-
-def load_stats(run_path: str | Path) -> dict[str, np.ndarray]:
-    """A run's `confidence.npz`, read once per file version.
-
-    Raises:
-        RunError: it is missing, not a regular file, or not the arrays `fit_stats` writes.
-    """
-    path = Path(run_path) / STATS_FILE
-    fix = f"run `digitlab calibrate {Path(run_path).name}` to write it again"
-    try:
-        check_regular(path, MAX_MODEL_BYTES, RunError)
-        key = (str(path), os.stat(path).st_mtime_ns)
-        if key not in _CACHE:
-            with np.load(path, allow_pickle=False) as data:
-                stats = {"means": data["means"], "components": data["components"]}
-            if stats["means"].ndim != 2 or stats["components"].ndim != 3:
-                raise ValueError("wrong shapes")
-            _CACHE[key] = stats
-        return _CACHE[key]
-    except RunError as exc:
-        raise RunError(f"{exc}; {fix}") from None
-    except (OSError, ValueError, KeyError) as exc:
-        raise RunError(f"{path} is unreadable ({exc}); {fix}") from None
-
-
 # ------------------------------------------------------------------------------------- judge
 def judge(
     probabilities: np.ndarray,
@@ -231,7 +195,7 @@ def verdicts(run: Any, images: np.ndarray, probabilities: np.ndarray) -> list[di
     thresholds = run.thresholds
     residual = None
     if MARGIN in thresholds and RESIDUAL in thresholds:
-        stats = load_stats(run.path)
+        stats = run.confidence_stats()
         residual = residuals(stats, images, np.asarray(probabilities).argmax(axis=1))
     confidence, confident, reasons = judge(probabilities, thresholds, residual)
     return [
@@ -245,14 +209,9 @@ def verdicts(run: Any, images: np.ndarray, probabilities: np.ndarray) -> list[di
 
 
 def calibrate_run(run: Any, data_dir: str | Path | None = None) -> dict[str, float]:
-    """Calibrate a run's thresholds and rewrite its config.json and confidence.npz.
-
-    The stats file is written first and config.json last, each atomically, so a kill leaves
-    either the old run or the calibrated one. Returns the thresholds.
-    """
+    """Calibrate a run's thresholds on the digits it saw and store them with the run
+    (`Run.store_calibration`, atomically). Returns the thresholds."""
     from digitlab.data import load_dataset
-    from digitlab.files import write_text
-    from digitlab.runs import CONFIG_FILE
 
     (x_train, y_train), test = load_dataset(run.dataset.name, data_dir=data_dir)
     train_samples = run.spec.train.train_samples
@@ -260,7 +219,5 @@ def calibrate_run(run: Any, data_dir: str | Path | None = None) -> dict[str, flo
         x_train, y_train = x_train[:train_samples], y_train[:train_samples]
     train, held_out = calibration_split(x_train, y_train, test, run.spec.train.validation_split)
     thresholds, stats = calibrate(run.predict_proba, train, held_out, len(run.class_names))
-    write_stats(run.path / STATS_FILE, stats)
-    config = run.config.model_copy(update={"thresholds": thresholds})
-    write_text(run.path / CONFIG_FILE, config.model_dump_json(indent=2) + "\n")
+    run.store_calibration(thresholds, stats)
     return thresholds

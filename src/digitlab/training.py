@@ -32,15 +32,10 @@ from digitlab.data import load_dataset, load_dataset_files
 from digitlab.errors import DivergedError, RunError, SpecError
 from digitlab.evaluation import evaluate_model, loss_targets, write_pictures
 from digitlab.events import EVENTS_DIR, EpochEvents
-from digitlab.files import write_json, write_text
 from digitlab.interrupts import StopOnRequest, stop_on_signals
 from digitlab.model import PIXEL_SCALE, build_model, compile_model, probability_function
 from digitlab.report import write_run_report
 from digitlab.runs import (
-    CONFIG_FILE,
-    HISTORY_FILE,
-    METRICS_FILE,
-    MODEL_FILE,
     Run,
     check_writable,
     default_runs_dir,
@@ -48,7 +43,7 @@ from digitlab.runs import (
     new_run_path,
     read_run,
     staged_run,
-    write_history,
+    write_run_files,
 )
 from digitlab.schema import RunConfig, Spec
 
@@ -171,15 +166,54 @@ def _save_run(
 
     A finished run is also calibrated (`confidence.calibrate`) when `calibrate_on` holds the
     dataset's training (images, labels): `confidence.calibration_split` takes the digits the
-    run trained on and held out from them; the thresholds go in config.json and the class
-    directions in confidence.npz.
+    run trained on and held out from them; the run keeps the thresholds and class directions.
 
     Raises:
         RunError: the run can't be written (a full or read-only disk); the trained model is
             then saved in a rescue folder the message names.
     """
+    config = _run_config(spec, dataset, log, status, previous)
+    metrics: dict[str, Any] = {
+        "epochs": log.epochs_done,
+        "train_seconds": round(train_seconds, 3),
+        "epoch_seconds": [round(s, 4) for s in log.epoch_seconds],
+    }
+    try:
+        with staged_run(path) as staging:
+            write_run_files(staging, model=model, history=log.history)
+            if status == "complete":
+                metrics |= _evaluate(staging, model, spec, dataset, log, test, pictures)
+                if calibrate_on is not None:
+                    calibration = calibration_split(
+                        *_limited(spec, *calibrate_on), test, spec.train.validation_split
+                    )
+                    config = _calibrated(model, spec, config, calibration, staging)
+            write_run_files(staging, metrics=metrics)
+            if events is not None:  # RUN/tensorboard/: the epochs, the config, the pictures
+                events.write(
+                    staging / EVENTS_DIR,
+                    step=log.epochs_done,
+                    config_text=config.model_dump_json(indent=2),
+                    pictures=staging if status == "complete" else None,
+                    previous=path / EVENTS_DIR,
+                )
+            write_run_report(staging, config=config)  # report.html, before the run appears
+            write_run_files(staging, config=config)  # last: it marks the run complete
+    except OSError as exc:
+        rescue = _rescue(model, config)
+        raise RunError(
+            f"could not write the run {path}: {exc.strerror or exc}. "
+            f"The trained model is kept in {rescue}; free some space or pass another --runs-dir"
+        ) from None
+    return read_run(path)
+
+
+def _run_config(
+    spec: Spec, dataset: dict[str, Any], log: _EpochLog, status: str, previous: RunConfig | None
+) -> RunConfig:
+    """What the run's config records: the spec, preprocessing, dataset, seed and versions."""
     now = datetime.now()
-    config = RunConfig.model_validate(
+    return RunConfig.model_validate(
         {
             "name": spec.name,
             "created": previous.created if previous is not None else now,
@@ -197,55 +231,26 @@ def _save_run(
             "versions": _versions(),
         }
     )
-    metrics: dict[str, Any] = {
-        "epochs": log.epochs_done,
-        "train_seconds": round(train_seconds, 3),
-        "epoch_seconds": [round(s, 4) for s in log.epoch_seconds],
-    }
-    try:
-        with staged_run(path) as staging:
-            model.save(staging / MODEL_FILE)
-            write_history(staging / HISTORY_FILE, log.history)
-            if status == "complete":
-                evaluation = evaluate_model(model, spec, *test, dataset["class_names"])
-                metrics.update(evaluation.to_dict())
-                if pictures:
-                    write_pictures(staging, evaluation, log.history, test[0])
-                if calibrate_on is not None:
-                    calibration = calibration_split(
-                        *_limited(spec, *calibrate_on), test, spec.train.validation_split
-                    )
-                    config = _calibrated(model, spec, config, calibration, staging)
-            write_json(staging / METRICS_FILE, metrics)
-            if events is not None:  # RUN/tensorboard/: the epochs, the config, the pictures
-                events.write(
-                    staging / EVENTS_DIR,
-                    step=log.epochs_done,
-                    config_text=config.model_dump_json(indent=2),
-                    pictures=staging if status == "complete" else None,
-                    previous=path / EVENTS_DIR,
-                )
-            write_run_report(staging, config=config)  # report.html, before the run appears
-            write_text(staging / CONFIG_FILE, config.model_dump_json(indent=2) + "\n")  # last
-    except OSError as exc:
-        rescue = _rescue(model, config)
-        raise RunError(
-            f"could not write the run {path}: {exc.strerror or exc}. "
-            f"The trained model is kept in {rescue}; free some space or pass another --runs-dir"
-        ) from None
-    return read_run(path)
+
+
+def _evaluate(folder: Path, model, spec, dataset, log, test, pictures: bool) -> dict[str, Any]:
+    """The test figures of a finished run; its pictures drawn into `folder` if asked."""
+    evaluation = evaluate_model(model, spec, *test, dataset["class_names"])
+    if pictures:
+        write_pictures(folder, evaluation, log.history, test[0])
+    return evaluation.to_dict()
 
 
 def _calibrated(model, spec, config, calibration, folder: Path) -> RunConfig:
-    """Calibrate the confidence thresholds; write confidence.npz into `folder`."""
-    from digitlab.confidence import STATS_FILE, calibrate, write_stats
+    """Calibrate the confidence thresholds; keep the class directions in `folder`."""
+    from digitlab.confidence import calibrate
 
     classes = len(config.dataset.class_names)
     try:
         thresholds, stats = calibrate(probability_function(model, spec), *calibration, classes)
     except RunError:  # too few correct held-out digits (a tiny or weak run): still a run,
         return config  # saved without thresholds, like a run from before calibration
-    write_stats(folder / STATS_FILE, stats)
+    write_run_files(folder, stats=stats)
     return config.model_copy(update={"thresholds": thresholds})
 
 
@@ -254,8 +259,7 @@ def _rescue(model: keras.Model, config: RunConfig) -> Path | str:
     `$TMPDIR/digitlab-rescued-*` (the system's temporary folder)."""
     folder = Path(tempfile.mkdtemp(prefix=f"digitlab-rescued-{datetime.now():%Y%m%d-%H%M%S}-"))
     try:
-        model.save(folder / MODEL_FILE)
-        write_text(folder / CONFIG_FILE, config.model_dump_json(indent=2) + "\n")
+        write_run_files(folder, model=model, config=config)
     except OSError:
         shutil.rmtree(folder, ignore_errors=True)
         return "nowhere: the temporary folder is full too"

@@ -6,8 +6,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
-
 from digitlab import plots
 from digitlab.errors import DigitlabError, RunError
 from digitlab.files import MAX_JSON_BYTES, is_dir, is_file, read_capped, write_text
@@ -21,17 +19,14 @@ from digitlab.report._render import (
     render,
 )
 from digitlab.runs import (
-    CONFIG_FILE,
-    HISTORY_FILE,
-    METRICS_FILE,
-    TARGET_FILE,
     Run,
     default_runs_dir,
+    has_config,
     load_run,
-    read_history,
     read_run,
+    run_name,
 )
-from digitlab.schema import Metrics, RunConfig, one_line
+from digitlab.schema import RunConfig
 
 REPORT_FILE = "report.html"
 EXPERIMENT_FILE = "experiment.json"
@@ -63,9 +58,9 @@ def write_run_report(run: Run | str | Path, config: RunConfig | None = None) -> 
         WriteError: the page can't be written.
     """
     if not isinstance(run, Run):
-        run = _read_folder(Path(run), config)
+        run = read_run(Path(run), config)
     pictures = _run_pictures(run)
-    name = _final_name(run.path)
+    name = run_name(run.path)
     html = render(
         "run.html.j2",
         run=run,
@@ -78,19 +73,18 @@ def write_run_report(run: Run | str | Path, config: RunConfig | None = None) -> 
         classes=_class_rows(run),
         most_confused=list((run.metrics.model_extra or {}).get("most_confused") or []),
         figures=pictures,
-        inspection=_inspection(run.path),
+        inspection=_inspection(run),
     )
     return write_text(run.path / REPORT_FILE, html)
 
 
-def _inspection(folder: Path) -> dict[str, Any] | None:
-    """The per-layer table of `inspect/inspect.json` (`digitlab inspect`), if the run has a
-    readable one; None otherwise (a damaged file leaves the table out, not the report)."""
-    path = folder / "inspect" / "inspect.json"
-    if not path.is_file():
-        return None
+def _inspection(run: Run) -> dict[str, Any] | None:
+    """The per-layer table of the run's `digitlab inspect` summary, if it has a readable one;
+    None otherwise (a damaged summary leaves the table out, not the report)."""
     try:
-        data = json.loads(read_capped(path, MAX_JSON_BYTES, RunError))
+        data = run.inspect_summary()
+        if data is None:
+            return None
         share = lambda value: "–" if value is None else f"{value:.1%}"  # noqa: E731
         rows = [
             (
@@ -106,30 +100,6 @@ def _inspection(folder: Path) -> dict[str, Any] | None:
         return {"digits": int(data["digits"]), "rows": rows}
     except (RunError, ValueError, KeyError, TypeError):
         return None
-
-
-def _final_name(folder: Path) -> str:
-    """The run's name: its folder's, or for a staging folder the name it will be renamed to."""
-    try:
-        target = (folder / TARGET_FILE).read_text().strip()
-    except (OSError, UnicodeDecodeError):
-        return folder.name
-    return target if target and "/" not in target else folder.name
-
-
-def _read_folder(path: Path, config: RunConfig | None) -> Run:
-    if config is None:
-        return read_run(path)
-    history = read_history(path / HISTORY_FILE) if (path / HISTORY_FILE).exists() else {}
-    metrics = Metrics()
-    if (path / METRICS_FILE).exists():
-        try:
-            metrics = Metrics.model_validate_json(
-                read_capped(path / METRICS_FILE, MAX_JSON_BYTES, RunError)
-            )
-        except ValidationError as exc:
-            raise RunError(one_line(exc, str(path / METRICS_FILE))) from None
-    return Run(path=path, config=config, history=history, metrics=metrics)
 
 
 def _settings(run: Run) -> list[tuple[str, Any]]:
@@ -335,7 +305,7 @@ def _run_link(ref: Any, folder: Path, roots: list[Path]) -> dict[str, str | None
     ref = str(ref)
     candidates = [Path(ref)] if Path(ref).is_absolute() else [root / ref for root in roots]
     for path in candidates:
-        if not (path / CONFIG_FILE).is_file():
+        if not has_config(path):
             continue
         report = path / REPORT_FILE
         if not report.exists():

@@ -15,20 +15,28 @@ clear `RunError` naming the file and the field, never a traceback:
   the next write in that folder finishes or undoes a swap that a kill interrupted.
 """
 
-from digitlab.runs.run import (
+from digitlab.runs.folder import (
     CONFIG_FILE,
     HISTORY_FILE,
+    INSPECT_DIR,
+    INSPECT_FILE,
     METRICS_FILE,
     MODEL_FILE,
+    STATS_FILE,
+    has_config,
+    read_history,
+    write_history,
+    write_inspect_summary,
+    write_run_files,
+)
+from digitlab.runs.run import (
     Run,
     UnreadableRun,
     default_runs_dir,
     list_runs,
     load_run,
-    read_history,
     read_run,
     scan_runs,
-    write_history,
 )
 from digitlab.runs.staging import (
     CRASH_ENV,
@@ -38,6 +46,7 @@ from digitlab.runs.staging import (
     check_writable,
     new_run_path,
     recover,
+    run_name,
     staged_run,
 )
 from digitlab.runs.table import RunsListing, listing
@@ -46,16 +55,20 @@ __all__ = [
     "CONFIG_FILE",
     "CRASH_ENV",
     "HISTORY_FILE",
+    "INSPECT_DIR",
+    "INSPECT_FILE",
     "METRICS_FILE",
     "MODEL_FILE",
     "REPLACED_PREFIX",
     "STAGING_PREFIX",
+    "STATS_FILE",
     "TARGET_FILE",
     "Run",
     "RunsListing",
     "UnreadableRun",
     "check_writable",
     "default_runs_dir",
+    "has_config",
     "list_runs",
     "listing",
     "load_run",
@@ -63,7 +76,10 @@ __all__ = [
     "read_history",
     "read_run",
     "recover",
+    "run_name",
     "scan_runs",
     "staged_run",
     "write_history",
+    "write_inspect_summary",
+    "write_run_files",
 ]

@@ -7,38 +7,28 @@ naming the file and the field, never a traceback (see the package docstring).
 
 from __future__ import annotations
 
-import csv
-import io
 import os
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from digitlab.errors import RunError
-from digitlab.files import (
-    MAX_JSON_BYTES,
-    MAX_MODEL_BYTES,
-    check_regular,
-    is_dir,
-    read_capped,
-    write_text,
+from digitlab.files import MAX_MODEL_BYTES, check_regular, is_dir
+from digitlab.runs.folder import (
+    MODEL_FILE,
+    has_config,
+    read_confidence_stats,
+    read_config,
+    read_folder_history,
+    read_inspect_summary,
+    read_metrics,
+    write_run_files,
 )
-from digitlab.schema import (
-    DatasetRecord,
-    Metrics,
-    Preprocessing,
-    RunConfig,
-    Spec,
-    validate,
-)
-
-MODEL_FILE = "model.keras"
-CONFIG_FILE = "config.json"
-HISTORY_FILE = "history.csv"
-METRICS_FILE = "metrics.json"
+from digitlab.schema import DatasetRecord, Metrics, Preprocessing, RunConfig, Spec
 
 
 def default_runs_dir() -> Path:
@@ -139,6 +129,33 @@ class Run:
         """
         return self._predict_proba(images)
 
+    def confidence_stats(self) -> dict[str, np.ndarray]:
+        """The class directions the "not a digit" check measures against (`confidence`).
+
+        Raises:
+            RunError: the run has none, or its file is damaged (the message says how to
+                write it again: `digitlab calibrate RUN`).
+        """
+        return read_confidence_stats(self.path)
+
+    def store_calibration(self, thresholds: dict[str, float], stats: dict[str, np.ndarray]):
+        """Keep calibrated confidence thresholds and class directions with the run.
+
+        The directions are written first and the config last, each atomically, so a kill
+        leaves either the old run or the calibrated one. `run.thresholds` returns the new ones.
+        """
+        config = self.config.model_copy(update={"thresholds": thresholds})
+        write_run_files(self.path, stats=stats, config=config)
+        self.config = config
+
+    def inspect_summary(self) -> dict[str, Any] | None:
+        """`digitlab inspect`'s summary of this run (per-layer statistics), None if it has none.
+
+        Raises:
+            RunError: the summary is there but unreadable.
+        """
+        return read_inspect_summary(self.path)
+
     def __repr__(self) -> str:
         """One line: name, dataset, test accuracy, status (the config is in `run.config`)."""
         from digitlab.display import accuracy_text
@@ -196,62 +213,23 @@ class UnreadableRun:
 
 
 # ------------------------------------------------------------------------------------ reading
-def read_history(path: Path) -> dict[str, list[float]]:
-    """Read a history.csv back into Keras's `History.history` shape.
-
-    Raises:
-        RunError: the file is not a regular file under 10 MB, or a value is not a number.
-    """
-    text = read_capped(path, MAX_JSON_BYTES, RunError).decode("utf-8", errors="replace")
-    try:
-        rows = list(csv.DictReader(io.StringIO(text)))
-        keys = [key for key in (rows[0] if rows else {}) if key and key != "epoch"]
-        return {key: [float(row[key]) for row in rows] for key in keys}
-    except (csv.Error, TypeError, ValueError):
-        raise RunError(
-            f"{path}: not a history table (a header, then one row of numbers per epoch)"
-        ) from None
-
-
-def write_history(path: Path, history: dict[str, list[float]]) -> None:
-    """Write Keras's `History.history` as CSV, one row per epoch (numbered from 1)."""
-    keys = list(history)
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(["epoch", *keys])
-    for epoch, values in enumerate(zip(*(history[k] for k in keys), strict=True), start=1):
-        writer.writerow([epoch, *(f"{v:.6g}" for v in values)])
-    write_text(path, out.getvalue())
-
-
-def _read_json(path: Path, model):
-    data = read_capped(path, MAX_JSON_BYTES, RunError)
-    return validate(model, data, str(path), RunError, json=True)
-
-
-def read_run(path: str | Path) -> Run:
+def read_run(path: str | Path, config: RunConfig | None = None) -> Run:
     """The run in folder `path`.
+
+    Args:
+        config: the run's config, for a folder that doesn't hold it yet (a run being
+            staged, whose config.json is written last); read from the folder if None.
 
     Raises:
         RunError: not a run folder, or one of its files is unreadable; the message names
             the file and the field.
     """
     path = Path(path)
-    config_path = path / CONFIG_FILE
-    if not _exists(config_path):
-        raise RunError(f"{path} is not a digitlab run (no {CONFIG_FILE}); see `digitlab runs`")
-    config = _read_json(config_path, RunConfig)
-    history = read_history(path / HISTORY_FILE) if _exists(path / HISTORY_FILE) else {}
-    metrics = _read_json(path / METRICS_FILE, Metrics) if _exists(path / METRICS_FILE) else None
-    return Run(path=path, config=config, history=history, metrics=metrics or Metrics())
-
-
-def _exists(path: Path) -> bool:
-    """Whether anything is at `path` (a dangling symlink counts: reading it says what's wrong)."""
-    try:
-        return path.is_symlink() or path.exists()
-    except (OSError, ValueError):  # a name too long, a NUL byte
-        return False
+    if config is None:
+        config = read_config(path)
+    return Run(
+        path=path, config=config, history=read_folder_history(path), metrics=read_metrics(path)
+    )
 
 
 def load_run(ref: str | Path, runs_dir: str | Path | None = None) -> Run:
@@ -292,7 +270,7 @@ def scan_runs(runs_dir: str | Path | None = None) -> list[Run | UnreadableRun]:
     except OSError as exc:
         raise RunError(f"cannot list {runs_dir}: {exc.strerror or exc}") from None
     for path in entries:
-        if path.name.startswith(".") or not is_dir(path) or not _exists(path / CONFIG_FILE):
+        if path.name.startswith(".") or not is_dir(path) or not has_config(path):
             continue
         try:
             good.append(read_run(path))

@@ -17,7 +17,7 @@ from datetime import datetime
 from pathlib import Path
 
 from digitlab.errors import RunError
-from digitlab.runs.run import CONFIG_FILE
+from digitlab.runs.folder import CONFIG_FILE
 
 STAGING_PREFIX = ".staging-"
 REPLACED_PREFIX = ".replaced-"
@@ -120,6 +120,11 @@ def recover(runs_dir: str | Path) -> None:
             shutil.rmtree(backup, ignore_errors=True)
         else:
             os.replace(backup, runs_dir / name)
+
+
+def run_name(folder: Path) -> str:
+    """A run's name: its folder's, or for a staging folder the name it will be renamed to."""
+    return _target_of(folder) or folder.name
 
 
 def _target_of(staging: Path) -> str | None:

@@ -1,0 +1,203 @@
+"""The files of a run folder: their names, and the one reader and writer of each.
+
+Nothing outside `digitlab.runs` opens these files; training hands its results to
+`write_run_files`, calibration to `Run.store_calibration`, `digitlab inspect` to
+`write_inspect_summary`, and everyone reads through a `Run`. Every write is atomic (a
+temporary name, then a rename), and every read is capped and validated, so a damaged or
+crafted file becomes one `RunError` line naming it.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from digitlab.errors import RunError
+from digitlab.files import (
+    MAX_JSON_BYTES,
+    MAX_MODEL_BYTES,
+    atomic_path,
+    check_regular,
+    read_capped,
+    write_json,
+    write_text,
+)
+from digitlab.schema import Metrics, RunConfig, validate
+
+MODEL_FILE = "model.keras"
+CONFIG_FILE = "config.json"  # written last: a folder with it is a complete run
+HISTORY_FILE = "history.csv"
+METRICS_FILE = "metrics.json"
+STATS_FILE = "confidence.npz"  # the class directions `confidence.verdicts` measures against
+INSPECT_DIR = "inspect"  # `digitlab inspect`'s pictures and summary, inside the run
+INSPECT_FILE = "inspect.json"
+
+
+def exists(path: Path) -> bool:
+    """Whether anything is at `path` (a dangling symlink counts: reading it says what's wrong)."""
+    try:
+        return path.is_symlink() or path.exists()
+    except (OSError, ValueError):  # a name too long, a NUL byte
+        return False
+
+
+def has_config(folder: Path) -> bool:
+    """Whether `folder` holds a run's config (it may still be unreadable)."""
+    return exists(Path(folder) / CONFIG_FILE)
+
+
+# ------------------------------------------------------------------------------------ reading
+def read_json(path: Path, model):
+    data = read_capped(path, MAX_JSON_BYTES, RunError)
+    return validate(model, data, str(path), RunError, json=True)
+
+
+def read_config(folder: Path) -> RunConfig:
+    """The folder's config.json, validated.
+
+    Raises:
+        RunError: it is missing, too big, not JSON, or a field is wrong (named).
+    """
+    path = Path(folder) / CONFIG_FILE
+    if not exists(path):
+        raise RunError(f"{folder} is not a digitlab run (no {CONFIG_FILE}); see `digitlab runs`")
+    return read_json(path, RunConfig)
+
+
+def read_metrics(folder: Path) -> Metrics:
+    """The folder's metrics.json, validated; empty `Metrics` if there is none yet."""
+    path = Path(folder) / METRICS_FILE
+    return read_json(path, Metrics) if exists(path) else Metrics()
+
+
+def read_history(path: Path) -> dict[str, list[float]]:
+    """Read a history.csv back into Keras's `History.history` shape.
+
+    Raises:
+        RunError: the file is not a regular file under 10 MB, or a value is not a number.
+    """
+    text = read_capped(path, MAX_JSON_BYTES, RunError).decode("utf-8", errors="replace")
+    try:
+        rows = list(csv.DictReader(io.StringIO(text)))
+        keys = [key for key in (rows[0] if rows else {}) if key and key != "epoch"]
+        return {key: [float(row[key]) for row in rows] for key in keys}
+    except (csv.Error, TypeError, ValueError):
+        raise RunError(
+            f"{path}: not a history table (a header, then one row of numbers per epoch)"
+        ) from None
+
+
+def read_folder_history(folder: Path) -> dict[str, list[float]]:
+    """The folder's history.csv; {} if there is none."""
+    path = Path(folder) / HISTORY_FILE
+    return read_history(path) if exists(path) else {}
+
+
+_STATS_CACHE: dict[tuple[str, int], dict[str, np.ndarray]] = {}
+
+
+def read_confidence_stats(folder: Path) -> dict[str, np.ndarray]:
+    """The folder's confidence.npz (`means`, `components`), read once per file version.
+
+    Raises:
+        RunError: it is missing, not a regular file, or not the arrays calibration writes.
+    """
+    path = Path(folder) / STATS_FILE
+    fix = f"run `digitlab calibrate {Path(folder).name}` to write it again"
+    try:
+        check_regular(path, MAX_MODEL_BYTES, RunError)
+        key = (str(path), os.stat(path).st_mtime_ns)
+        if key not in _STATS_CACHE:
+            with np.load(path, allow_pickle=False) as data:
+                stats = {"means": data["means"], "components": data["components"]}
+            if stats["means"].ndim != 2 or stats["components"].ndim != 3:
+                raise ValueError("wrong shapes")
+            _STATS_CACHE[key] = stats
+        return _STATS_CACHE[key]
+    except RunError as exc:
+        raise RunError(f"{exc}; {fix}") from None
+    except (OSError, ValueError, KeyError) as exc:
+        raise RunError(f"{path} is unreadable ({exc}); {fix}") from None
+
+
+def read_inspect_summary(folder: Path) -> dict[str, Any] | None:
+    """`digitlab inspect`'s summary of the run in `folder`, or None if it has none.
+
+    Raises:
+        RunError: it is there but too big or not JSON.
+    """
+    path = Path(folder) / INSPECT_DIR / INSPECT_FILE
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(read_capped(path, MAX_JSON_BYTES, RunError))
+    except ValueError:
+        raise RunError(f"{path} is not JSON; run `digitlab inspect` again") from None
+
+
+# ------------------------------------------------------------------------------------ writing
+def write_history(path: Path, history: dict[str, list[float]]) -> None:
+    """Write Keras's `History.history` as CSV, one row per epoch (numbered from 1)."""
+    keys = list(history)
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["epoch", *keys])
+    for epoch, values in enumerate(zip(*(history[k] for k in keys), strict=True), start=1):
+        writer.writerow([epoch, *(f"{v:.6g}" for v in values)])
+    write_text(path, out.getvalue())
+
+
+def write_config(folder: Path, config: RunConfig) -> Path:
+    """Write the folder's config.json (indented JSON, as people read it)."""
+    return write_text(Path(folder) / CONFIG_FILE, config.model_dump_json(indent=2) + "\n")
+
+
+def write_confidence_stats(folder: Path, stats: dict[str, np.ndarray]) -> Path:
+    """Save the class directions (`means`, `components`) as the folder's confidence.npz."""
+    path = Path(folder) / STATS_FILE
+    with atomic_path(path) as tmp, open(tmp, "wb") as out:
+        np.savez(out, **stats)
+    return path
+
+
+def write_run_files(
+    folder: str | Path,
+    *,
+    model: Any = None,
+    history: dict[str, list[float]] | None = None,
+    metrics: dict[str, Any] | None = None,
+    stats: dict[str, np.ndarray] | None = None,
+    config: RunConfig | None = None,
+) -> None:
+    """Write the given files of a run into `folder`, each atomically, config.json last.
+
+    Args:
+        model: the trained Keras model → model.keras (with its optimizer state).
+        history: Keras's `History.history` → history.csv.
+        metrics: the test figures and timings → metrics.json.
+        stats: the confidence class directions → confidence.npz.
+        config: the run's `RunConfig` → config.json. It marks a complete run, so it is
+            written after everything else passed in the same call.
+    """
+    folder = Path(folder)
+    if model is not None:
+        model.save(folder / MODEL_FILE)
+    if history is not None:
+        write_history(folder / HISTORY_FILE, history)
+    if metrics is not None:
+        write_json(folder / METRICS_FILE, metrics)
+    if stats is not None:
+        write_confidence_stats(folder, stats)
+    if config is not None:
+        write_config(folder, config)
+
+
+def write_inspect_summary(out_dir: str | Path, summary: dict[str, Any]) -> Path:
+    """Write `digitlab inspect`'s summary into `out_dir` (a run's is `RUN/inspect/`)."""
+    return write_json(Path(out_dir) / INSPECT_FILE, summary)
