@@ -254,3 +254,24 @@ def test_train_flags_reach_the_spec_as_typed_training_options(monkeypatch):
     assert (train.epochs, train.batch_size, train.learning_rate) == (2, 64, 0.01)
     assert train.metrics == ("accuracy", "recall") and train.dataset == "fashion-mnist"
     assert train.ema_momentum == 0.99 and train.optimizer == "adam"  # the preset's own
+
+
+# ---------------------------------------------------------------------------------------- ports
+@pytest.mark.parametrize("port", ["0", "-1", "65536"])
+@pytest.mark.parametrize(
+    "command", [["serve", "latest"], ["board"], ["tune", "dashboard"]], ids=" ".join
+)
+def test_a_port_outside_1_to_65535_is_one_usage_line_before_anything_loads(
+    monkeypatch, tmp_path, command, port
+):
+    import digitlab.runs
+
+    loaded = []
+    monkeypatch.setattr(digitlab.runs, "load_run", lambda *args, **kwargs: loaded.append(args))
+    result = invoke(*command, "--port", port, env={"DIGITLAB_RUNS_DIR": str(tmp_path)})
+    assert result.exit_code == 2, result.output
+    assert result.output.count("\n") == 1 and "Traceback" not in result.output
+    bound = "less than or equal to 65535" if port == "65536" else "greater than or equal to 1"
+    assert result.output.startswith("Error: Invalid value for '--port': ")
+    assert bound in result.output and "--help`)" in result.output
+    assert loaded == []

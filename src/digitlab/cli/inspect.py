@@ -8,7 +8,7 @@ import typer
 from rich.table import Table
 
 from digitlab.cli.app import app, console, print_json
-from digitlab.cli.options import DataDirOption, JsonOption, RunArgument, RunsDirOption
+from digitlab.cli.options import DataDirOption, JsonOption, RunArgument, RunsDirOption, port_option
 from digitlab.errors import DigitlabError
 
 
@@ -17,7 +17,7 @@ from digitlab.errors import DigitlabError
 def serve(
     run: str = RunArgument,
     host: str = typer.Option("127.0.0.1", "--host", help="Address to bind; loopback by default."),
-    port: int = typer.Option(8000, "--port", help="TCP port, 1–65535."),
+    port: int = port_option(8000),
     runs_dir: Path | None = RunsDirOption,
 ) -> None:
     """Serve a run over HTTP: the drawing page at /, the JSON API at /predict, docs at /docs.
@@ -27,10 +27,9 @@ def serve(
     * `digitlab serve latest` then open http://127.0.0.1:8000
     * `curl -F file=@digit.png http://127.0.0.1:8000/predict`
     """
+    from digitlab.api import run_server
     from digitlab.runs import load_run
-    from digitlab.serve import check_port, run_server
 
-    check_port(port)  # 1–65535: refused in one line before the run is loaded
     loaded = load_run(run, runs_dir)
     loaded.model  # noqa: B018  load it now: a bad model is refused here, in one line
     run_server(  # announced only once the port is bound; a taken one is one line, exit 2

@@ -52,6 +52,12 @@ PresetOption = typer.Option(
 SpecOption = typer.Option(None, "--spec", "-s", help="A TOML spec file (layers, [train]).")
 
 
+def port_option(default: int):
+    """`--port`, checked by Typer as 1–65535: a bad port is a one-line usage error (exit 2)
+    before anything is loaded. `serve`, `board` and `tune dashboard` use it."""
+    return typer.Option(default, "--port", min=1, max=65535, help="TCP port, 1–65535.")
+
+
 RunArgument = typer.Argument(..., help="A run: its path, its name in the runs folder, or latest.")
 
 

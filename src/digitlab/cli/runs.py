@@ -10,7 +10,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from digitlab.cli.app import app, console, print_json
-from digitlab.cli.options import JsonOption, RunsDirOption
+from digitlab.cli.options import JsonOption, RunsDirOption, port_option
 
 
 # ---------------------------------------------------------------------------------------- runs
@@ -163,7 +163,7 @@ def board_command(
         show_default=False,
         help="Folder of runs [default: ./runs].",
     ),
-    port: int = typer.Option(6006, "--port", min=1, max=65535, help="TCP port, 1–65535."),
+    port: int = port_option(6006),
 ) -> None:
     """Show every run in TensorBoard: scalars per epoch, weight and activation histograms,
     the confusion matrix and misclassified gallery, the config. Needs `pip install

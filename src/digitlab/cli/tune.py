@@ -15,6 +15,7 @@ from digitlab.cli.options import (
     StorageOption,
     StudyOption,
     choices,
+    port_option,
 )
 from digitlab.schema import PRUNERS
 
@@ -142,7 +143,7 @@ def tune_report(
 def tune_dashboard(
     study: str = StudyOption,
     storage: str | None = StorageOption,
-    port: int = typer.Option(8080, "--port", min=1, max=65535, help="TCP port, 1–65535."),
+    port: int = port_option(8080),
     runs_dir: Path | None = RunsDirOption,
 ) -> None:
     """Browse a study in optuna-dashboard: its trials, history, parameter importances, live
