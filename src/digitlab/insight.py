@@ -35,8 +35,10 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
+from digitlab.data import PIXEL_MAX
 from digitlab.errors import DigitlabError
-from digitlab.files import atomic_path, write_json
+from digitlab.files import write_json
+from digitlab.plots import save_figure
 from digitlab.runs import Run
 
 INSPECT_DIR = "inspect"
@@ -54,7 +56,6 @@ MAX_MAPS = 8  # conv feature maps per layer in an explanation
 MAX_MAP_SIDE = 14  # …each downsampled to at most 14×14
 MAX_TILES = 256  # first-layer units drawn in weights.png
 HISTOGRAM_BINS = 30
-_DPI = 100
 
 
 def _activation_name(layer) -> str:
@@ -311,7 +312,7 @@ def save_explanation(
 ) -> Path:
     """One PNG: the 28×28 the model sees, the saliency overlay on it, the top-3, and a strip
     per layer (Dense: one cell per unit; conv: the feature maps side by side)."""
-    return _save(_explanation_figure(np.asarray(image), explanation), path)
+    return save_figure(_explanation_figure(np.asarray(image), explanation), path)
 
 
 def _explanation_figure(image: np.ndarray, explanation: dict[str, Any]) -> Figure:
@@ -319,12 +320,12 @@ def _explanation_figure(image: np.ndarray, explanation: dict[str, Any]) -> Figur
     fig = Figure(figsize=(9, 3.2 + 0.75 * len(layers)), layout="constrained")
     grid = fig.add_gridspec(1 + len(layers), 3, height_ratios=[4] + [1] * len(layers))
     ax = fig.add_subplot(grid[0, 0])
-    ax.imshow(image, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+    ax.imshow(image, cmap="gray", vmin=0, vmax=PIXEL_MAX, interpolation="nearest")
     ax.set_title("what the model sees", fontsize=10)
     ax.set_axis_off()
     ax = fig.add_subplot(grid[0, 1])
     saliency = np.asarray(explanation["saliency"])
-    ax.imshow(image, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+    ax.imshow(image, cmap="gray", vmin=0, vmax=PIXEL_MAX, interpolation="nearest")
     ax.imshow(saliency_rgba(saliency), interpolation="nearest")
     target = explanation["target"]
     ax.set_title(f"saliency for {target} ({explanation['method']})", fontsize=10)
@@ -390,7 +391,7 @@ def save_weights(
     the others are left blank, and the colour scale spans the drawn ones."""
     if mask is not None and mask.shape == tiles.shape[1:] and mask.any():
         tiles = np.where(mask, tiles, np.nan)
-    return _save(_weights_figure(tiles, title), path)
+    return save_figure(_weights_figure(tiles, title), path)
 
 
 def _mosaic(tiles: np.ndarray, cols: int) -> np.ndarray:
@@ -454,7 +455,7 @@ def activation_stats(probe: Probe, values: list[np.ndarray]) -> list[dict[str, A
 
 
 def save_activations(stats: list[dict[str, Any]], path: str | os.PathLike) -> Path:
-    return _save(_activations_figure(stats), path)
+    return save_figure(_activations_figure(stats), path)
 
 
 def _activations_figure(stats: list[dict[str, Any]]) -> Figure:
@@ -532,7 +533,7 @@ def save_class_inputs(
     *,
     how: str,
 ) -> Path:
-    return _save(_class_inputs_figure(averages, templates, class_names, how), path)
+    return save_figure(_class_inputs_figure(averages, templates, class_names, how), path)
 
 
 def _class_inputs_figure(averages, templates, class_names, how) -> Figure:
@@ -541,7 +542,7 @@ def _class_inputs_figure(averages, templates, class_names, how) -> Figure:
     axes = fig.subplots(2, k, squeeze=False)
     for c in range(k):
         top, bottom = axes[0, c], axes[1, c]
-        top.imshow(averages[c], cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+        top.imshow(averages[c], cmap="gray", vmin=0, vmax=PIXEL_MAX, interpolation="nearest")
         top.set_title(class_names[c], fontsize=10)
         limit = float(np.nanmax(np.abs(templates[c]), initial=0)) or 1.0
         bottom.imshow(templates[c], cmap="RdBu_r", vmin=-limit, vmax=limit, interpolation="nearest")
@@ -657,9 +658,3 @@ def occlusion_drop(
         return float((base[rows, target] - after[rows, target]).mean())
 
     return drop(by_saliency), drop(by_chance)
-
-
-def _save(fig: Figure, path: str | os.PathLike) -> Path:
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=_DPI)
-    return Path(path)

@@ -23,7 +23,7 @@ from digitlab.files import atomic_path
 # in a terminal, where a character cell is about twice as tall as it is wide.
 TERMINAL_RAMP = " ░▒▓█"
 
-_DPI = 100
+DPI = 100  # every PNG digitlab draws: a figure W inches wide is 100·W pixels wide
 
 
 def save_digit(image: np.ndarray, path: str | os.PathLike, *, title: str) -> Path:
@@ -39,7 +39,7 @@ def save_digit(image: np.ndarray, path: str | os.PathLike, *, title: str) -> Pat
     """
     fig = Figure(figsize=(3, 3.2), layout="constrained")
     _draw_digit(fig.add_subplot(), image, title, fontsize=14)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def save_digit_grid(
@@ -64,7 +64,7 @@ def save_digit_grid(
     Returns:
         The path written.
     """
-    return _save(_grid_figure(images, labels, rows=rows, cols=cols, title=title), path)
+    return save_figure(_grid_figure(images, labels, rows=rows, cols=cols, title=title), path)
 
 
 def save_confusion_matrix(
@@ -85,7 +85,7 @@ def save_confusion_matrix(
     Returns:
         The path written.
     """
-    return _save(_confusion_figure(cm, class_names, title=title), path)
+    return save_figure(_confusion_figure(cm, class_names, title=title), path)
 
 
 def save_confusion_matrix_normalized(
@@ -110,7 +110,7 @@ def save_confusion_matrix_normalized(
     Returns:
         The path written.
     """
-    return _save(_normalized_confusion_figure(cm, class_names, title=title), path)
+    return save_figure(_normalized_confusion_figure(cm, class_names, title=title), path)
 
 
 def row_normalized(cm: np.ndarray) -> np.ndarray:
@@ -148,7 +148,7 @@ def save_misclassified(
     fig = _misclassified_figure(
         images, true_labels, predicted, class_names, probabilities, max_images
     )
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def save_training_curves(history: dict[str, list[float]], path: str | os.PathLike) -> Path:
@@ -162,7 +162,7 @@ def save_training_curves(history: dict[str, list[float]], path: str | os.PathLik
     Returns:
         The path written.
     """
-    return _save(_curves_figure(history), path)
+    return save_figure(_curves_figure(history), path)
 
 
 def terminal_digit(image: np.ndarray) -> str:
@@ -179,11 +179,25 @@ def terminal_digit(image: np.ndarray) -> str:
     return "\n".join("".join(row) for row in ramp[levels])
 
 
-def _save(fig: Figure, path: str | os.PathLike) -> Path:
-    """Write `fig` as a PNG to a temporary name beside `path`, then rename it into place."""
+def save_figure(fig: Figure, path: str | os.PathLike) -> Path:
+    """Write `fig` as a PNG at `DPI`, to a temporary name beside `path`, then rename it into place.
+
+    The one way a figure is saved (plots, insight, compare, tune report, experiments), so
+    every PNG has the same resolution and a kill never leaves half a picture behind.
+
+    Args:
+        fig: the figure, drawn with Agg (a `matplotlib.figure.Figure`, or a pyplot one).
+        path: where to write the PNG.
+
+    Returns:
+        The path written.
+    """
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=_DPI)
+        fig.savefig(tmp, format="png", dpi=DPI)
     return Path(path)
+
+
+_save = save_figure  # the name experiments/plots.py imports, until it calls save_figure
 
 
 def _draw_digit(ax: Axes, image: np.ndarray, title: str, *, fontsize: float) -> None:

@@ -18,7 +18,7 @@ from optuna.trial import TrialState
 from rich.table import Table
 
 from digitlab.errors import DigitlabError
-from digitlab.files import atomic_path, write_text
+from digitlab.files import write_text
 from digitlab.runs import default_runs_dir
 from digitlab.search_space import describe
 from digitlab.studies import (
@@ -115,6 +115,8 @@ def report(
     import matplotlib.pyplot as plt
     from optuna.visualization import matplotlib as views
 
+    from digitlab.plots import save_figure
+
     quiet_optuna()
     label = storage_label(storage, runs_dir)
     if "://" not in str(storage) and not journal_path(storage, runs_dir).is_file():
@@ -156,8 +158,7 @@ def report(
             figure = draw().figure
         figure.set_size_inches(11, 6)
         figure.tight_layout()
-        with atomic_path(out / name) as tmp:
-            figure.savefig(tmp, format="png", dpi=100)
+        save_figure(figure, out / name)
         plt.close(figure)
         written.append(out / name)
     written += _write_top_trials(the_study, complete, out, top, label)

@@ -13,7 +13,8 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
 from digitlab.errors import RunError
-from digitlab.files import atomic_path, write_text
+from digitlab.files import write_text
+from digitlab.plots import save_figure
 from digitlab.report._render import figure, flatten, layer_text, number, percent, relative_href
 from digitlab.report._render import render as render_page
 from digitlab.report.pages import REPORT_FILE
@@ -80,8 +81,7 @@ def compare(runs: Sequence[Run], out_dir: Path) -> Comparison:
     out_dir = Path(out_dir)
     png = out_dir / COMPARE_PNG
     fig = _curves_figure(runs, labels)
-    with atomic_path(png) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
+    save_figure(fig, png)
     links = []
     for run, label in zip(runs, labels, strict=True):
         report = run.path / REPORT_FILE
