@@ -36,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from digitlab.data import PIXEL_MAX
 from digitlab.errors import RunError
 
 COMPONENTS = 20  # PCA directions per class
@@ -93,7 +94,7 @@ def margins(probabilities: np.ndarray) -> np.ndarray:
 
 def _flat(images: np.ndarray) -> np.ndarray:
     images = np.asarray(images)
-    return images.reshape(len(images), -1).astype(np.float32) / np.float32(255.0)
+    return images.reshape(len(images), -1).astype(np.float32) / np.float32(PIXEL_MAX)
 
 
 # --------------------------------------------------------------------------------- calibrate
