@@ -109,14 +109,6 @@ def report(
     Raises:
         DigitlabError: no such study in the storage, or it has no complete trial yet.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from optuna.visualization import matplotlib as views
-
-    from digitlab.plots import save_figure
-
     quiet_optuna()
     label = storage_label(storage, runs_dir)
     if "://" not in str(storage) and not journal_path(storage, runs_dir).is_file():
@@ -136,6 +128,21 @@ def report(
         raise DigitlabError(f"study '{study}' has no complete trial yet; run `digitlab tune`")
     root = Path(runs_dir) if runs_dir is not None else default_runs_dir()
     out = Path(out_dir) if out_dir is not None else root / f"tune-report-{study}"
+    written = _write_plots(the_study, complete, out)
+    written += _write_top_trials(the_study, complete, out, top, label)
+    return written
+
+
+def _write_plots(the_study, complete, out: Path) -> list[Path]:
+    """Optuna's matplotlib views of the study, 11×6 inches each; importances once two complete
+    trials differ in value."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from optuna.visualization import matplotlib as views
+
+    from digitlab.plots import save_figure
 
     target = "validation accuracy"
     always = ["hidden_layers", "units_1", "dropout_1", "activation", "optimizer",
@@ -161,7 +168,6 @@ def report(
         save_figure(figure, out / name)
         plt.close(figure)
         written.append(out / name)
-    written += _write_top_trials(the_study, complete, out, top, label)
     return written
 
 
