@@ -6,10 +6,8 @@ import json
 from pathlib import Path
 
 import typer
-from rich.markup import escape
-from rich.table import Table
 
-from digitlab.cli.app import app, console, count, err_console, print_json
+from digitlab.cli.app import app, console, err_console, print_json
 from digitlab.cli.options import DataDirOption, JsonOption, RunsDirOption, choices
 from digitlab.errors import DigitlabError
 
@@ -63,39 +61,14 @@ def experiment_command(
     * `digitlab experiment dropout --resume` (or `--resume latest`, or `--resume FOLDER`)
     * `digitlab experiment my.toml` (variants as spec overrides; see the README)
     """
-    from digitlab.experiments.definitions import BUILT_IN, load_definition
+    from digitlab.experiments.definitions import load_definition
+    from digitlab.experiments.views import definitions_json, print_definitions, print_record
 
     if name == "list":
-        from digitlab.experiments.runner import list_experiments
-
         if as_json:
-            print_json(
-                [
-                    {
-                        "name": d.name,
-                        "question": d.question,
-                        "variants": [v.name for v in d.variants],
-                        "budget": d.budget.model_dump(),
-                    }
-                    for d in BUILT_IN.values()
-                ]
-            )
-            return
-        table = Table("experiment", "question", "variants", "default budget")
-        for d in BUILT_IN.values():
-            b = d.budget
-            table.add_row(
-                d.name,
-                escape(d.question),
-                escape(", ".join(v.name for v in d.variants)),
-                f"{count(b.epochs, 'epoch')}, {b.train_samples:,} digits, {count(b.seeds, 'seed')}",
-            )
-        console.print(table)
-        done = list_experiments(runs_dir)
-        if done:
-            console.print(f"{len(done)} experiment folder(s) in RUNS_DIR/experiments, latest:")
-            for path, record in done[-5:]:
-                console.print(f"  {path} ({record.status})", highlight=False, markup=False)
+            print_json(definitions_json())
+        else:
+            print_definitions(console, runs_dir)
         return
     if where is not None and not resume:
         raise DigitlabError(
@@ -118,29 +91,10 @@ def experiment_command(
         data_dir=data_dir,
         console=err_console,
     )
-    record = outcome.record
     if as_json:
-        print_json(json.loads(record.model_dump_json()))
+        print_json(json.loads(outcome.record.model_dump_json()))
     else:
-        table = Table(
-            "variant", "test accuracy", "train loss", "val loss", "gap", "seconds", "updates"
-        )
-        for v in record.variants:
-            acc = v.test_accuracy
-            table.add_row(
-                escape(v.name),
-                f"{acc.mean:.2%} ± {acc.std:.2%}" if acc.mean is not None else "–",
-                *(
-                    f"{s.mean:.3f}" if s.mean is not None else "–"
-                    for s in (v.final_train_loss, v.final_val_loss, v.generalization_gap)
-                ),
-                f"{v.seconds.mean:.1f}" if v.seconds.mean is not None else "–",
-                f"{v.updates:,}",
-            )
-        console.print(table)
-        for line in record.conclusion:
-            console.print(f"- {line}", highlight=False, markup=False, soft_wrap=True)
-        console.print(f"experiment: {outcome.folder}", highlight=False, markup=False)
+        print_record(console, outcome.record, outcome.folder)
     if outcome.interrupted:
         err_console.print(
             f"Interrupted; the finished runs are kept. Continue with: "

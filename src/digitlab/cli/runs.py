@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
@@ -24,77 +23,13 @@ def list_runs_command(runs_dir: Path | None = RunsDirOption, as_json: bool = Jso
 
     Example: `digitlab runs`
     """
-    from rich import box
-    from rich.measure import Measurement
+    from digitlab.runs import listing
 
-    from digitlab.runs import Run, default_runs_dir, scan_runs
-
-    rows = []
-    for run in scan_runs(runs_dir):
-        row = {"run": str(run.path), "name": run.name, "status": run.status}
-        if isinstance(run, Run):
-            history = run.history
-            row |= {
-                "network": run.spec.name,
-                "dataset": run.dataset.name,
-                "epochs": run.epochs_done,
-                "test_accuracy": run.metrics.test_accuracy,
-                "val_accuracy": (history.get("val_accuracy") or [None])[-1],
-                "val_loss": (history.get("val_loss") or [None])[-1],
-                "train_seconds": run.metrics.train_seconds,
-            }
-        else:
-            row["reason"] = run.reason
-        rows.append(row)
+    runs = listing(runs_dir)
     if as_json:
-        print_json(rows)
+        print_json(runs.rows)
         return
-    if not rows:
-        console.print("no runs yet; train one with `digitlab train`")
-        return
-
-    def fraction(value: float | None, form: str) -> str:
-        return format(value, form) if value is not None else "–"
-
-    # Fits 80 columns: the name is never cut (names tell runs apart), numbers never wrap, the
-    # status and dataset columns show only when they differ, unreadable runs go below.
-    good = [row for row in rows if row["status"] != "unreadable"]
-    show_status = any(row["status"] != "complete" for row in good)
-    datasets = sorted({row["dataset"] for row in good})
-    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1))
-    table.add_column("run", no_wrap=True, min_width=max(len(r["name"]) for r in rows))
-    if show_status:
-        table.add_column("status", no_wrap=True)
-    table.add_column("network", no_wrap=True)
-    if len(datasets) > 1:
-        table.add_column("dataset", no_wrap=True)
-    for title in ("epochs", "test\nacc", "val\nacc", "val\nloss", "train\ns"):
-        table.add_column(title, justify="right", no_wrap=True)
-    for row in good:
-        table.add_row(
-            escape(row["name"]),
-            *([row["status"]] if show_status else []),
-            escape(row["network"]),
-            *([row["dataset"]] if len(datasets) > 1 else []),
-            str(row["epochs"]),
-            fraction(row["test_accuracy"], ".2%"),
-            fraction(row["val_accuracy"], ".2%"),
-            fraction(row["val_loss"], ".4f"),
-            f"{row['train_seconds']:.1f}",
-        )
-    where = runs_dir if runs_dir is not None else default_runs_dir()
-    on = f" ({datasets[0]})" if len(datasets) == 1 else ""
-    console.print(f"runs in {escape(str(where))}/{on}, newest first", highlight=False)
-    if good:  # wider than the terminal only when names are: then no figure is cut either
-        natural = Measurement.get(console, console.options.update(width=10_000), table).maximum
-        Console(width=max(console.width, natural)).print(table)
-    for row in rows:
-        if row["status"] == "unreadable":
-            console.print(
-                f"[red]unreadable[/red] {escape(row['name'])}: {escape(row['reason'])}",
-                highlight=False,
-                soft_wrap=True,
-            )
+    runs.print(console)
 
 
 # ---------------------------------------------------------------------- report, compare (helper)
