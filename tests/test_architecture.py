@@ -347,11 +347,11 @@ def test_no_long_source_files():
 def long_functions() -> list[str]:
     found = []
     for name, tree in TREES.items():
-        for node in ast.walk(tree):
+        for qualname, node in _functions(tree):
             if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
                 length = node.end_lineno - node.lineno + 1
                 if length > LONG_FUNCTION_LINES:
-                    found.append(f"  {name}.{node.name} (line {node.lineno}): {length} lines")
+                    found.append(f"  {name}:{qualname} (line {node.lineno}): {length} lines")
     return found
 
 
