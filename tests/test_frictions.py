@@ -205,10 +205,10 @@ def test_serve_announces_the_url_only_once_the_port_is_bound(monkeypatch, tmp_pa
     import uvicorn
 
     import digitlab.api
-    import digitlab.api.app
+    import digitlab.api.server
 
     events = []
-    monkeypatch.setattr(digitlab.api.app, "create_app", lambda run: "app")
+    monkeypatch.setattr(digitlab.api.server, "create_app", lambda run: "app")
 
     class Server:
         def __init__(self, config):

@@ -25,9 +25,10 @@ from fastapi.testclient import TestClient
 from images import draw_digit, encode, png_header
 from PIL import Image
 
-from digitlab.api import MAX_BATCH, create_app, run_server
-from digitlab.api import app as serve
+import digitlab.api
+from digitlab.api import MAX_BATCH, create_app, run_server, uploads
 from digitlab.errors import DigitlabError
+from digitlab.preprocess import MAX_BYTES
 
 pytestmark = pytest.mark.slow  # every test here serves the trained run
 
@@ -362,7 +363,7 @@ def big_in_pixels(size: int = 2048) -> bytes:
 
 def test_an_upload_large_in_pixels_is_decoded_off_the_event_loop(client, monkeypatch):
     on_the_loop = []
-    real = serve.preprocess
+    real = uploads.preprocess
 
     def spy(image, *frame):
         try:
@@ -372,16 +373,16 @@ def test_an_upload_large_in_pixels_is_decoded_off_the_event_loop(client, monkeyp
             on_the_loop.append(False)
         return real(image, *frame)
 
-    monkeypatch.setattr(serve, "preprocess", spy)
+    monkeypatch.setattr(uploads, "preprocess", spy)
     data = big_in_pixels()
-    assert len(data) < serve.MAX_BYTES / 20  # small in bytes: the old rule kept it inline
+    assert len(data) < MAX_BYTES / 20  # small in bytes: the old rule kept it inline
     assert upload(client, data).status_code == 200
     assert upload(client, encode(draw_digit(3))).status_code == 200  # a canvas: 3 ms, inline
     assert on_the_loop == [False, True]
 
 
 def test_decodes_in_threads_are_bounded(trained_run, monkeypatch):
-    monkeypatch.setattr(serve, "DECODE_THREADS", 2, raising=False)  # absent before the fix
+    monkeypatch.setattr(uploads, "DECODE_THREADS", 2, raising=False)  # absent before the fix
     active, peak, lock = 0, 0, threading.Lock()
 
     def slow_preprocess(image, *frame):
@@ -394,7 +395,7 @@ def test_decodes_in_threads_are_bounded(trained_run, monkeypatch):
             active -= 1
         return np.zeros((28, 28), np.uint8)
 
-    monkeypatch.setattr(serve, "preprocess", slow_preprocess)
+    monkeypatch.setattr(uploads, "preprocess", slow_preprocess)
     app = create_app(trained_run)
     noise = np.random.default_rng(0).integers(0, 256, (600, 600), dtype=np.uint8)
     data = encode(Image.fromarray(noise))  # 360,000 pixels and ~360 KB
@@ -446,19 +447,22 @@ def test_the_openapi_schema_declares_every_error_with_its_model(client):
 
 @pytest.mark.parametrize("port", [0, -1, 65536, 70000])
 def test_a_port_outside_1_to_65535_is_refused_in_one_line(trained_run, monkeypatch, port):
+    """By the library (`ports.bind_port`) and by the CLI's `--port` bounds, before the run is
+    loaded or uvicorn started."""
     import uvicorn
     from typer.testing import CliRunner
 
     from digitlab.cli import app
 
     started = []
-    monkeypatch.setattr(uvicorn, "run", lambda *args, **kwargs: started.append(kwargs))
-    with pytest.raises(DigitlabError, match="between 1 and 65535"):
+    monkeypatch.setattr(uvicorn, "Server", lambda config: started.append(config))
+    with pytest.raises(DigitlabError, match=f"^--port must be .* between 1 and 65535, got {port}$"):
         run_server(trained_run, port=port)
-    monkeypatch.setattr(serve, "run_server", lambda *args, **kwargs: started.append(kwargs))
+    monkeypatch.setattr(digitlab.api, "run_server", lambda *args, **kwargs: started.append(kwargs))
     result = CliRunner().invoke(app, ["serve", str(trained_run.path), "--port", str(port)])
     assert result.exit_code == 2, result.output
-    assert "between 1 and 65535" in result.output and "Traceback" not in result.output
+    (line,) = result.output.strip().splitlines()
+    assert line.startswith("Error: ") and "--port" in line, line
     assert started == []
 
 

@@ -1,0 +1,156 @@
+"""What the API answers and accepts, as OpenAPI sees it: the response models, the one error
+model with each status's meaning, and the request body of the routes that take images (FastAPI
+can't infer it: `uploads.ImageReader` reads the request itself, to accept JSON or a form)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from digitlab.api.uploads import FIELDS, MAX_BATCH, MAX_REQUEST_PIXELS
+from digitlab.data import PIXEL_MAX
+
+
+class ErrorDetail(BaseModel):
+    """Every 4xx/5xx answer: one line saying what is wrong and what to do."""
+
+    detail: str = Field(examples=["no digit found: the image is blank or its ink is too faint"])
+
+
+ERRORS = {
+    400: "Malformed request: not JSON (or nested too deeply, or a number of thousands of "
+    "digits), a broken multipart form, or a bad Content-Length.",
+    413: "The body is over the upload limit (5 MiB by default), or the images hold more than "
+    f"{MAX_REQUEST_PIXELS:,} pixels in all.",
+    415: "The body is neither multipart/form-data nor application/json.",
+    422: "Not an image, a truncated one, one over 4096×4096 pixels, no digit found (a blank "
+    "canvas or all-0 pixels), wrong pixel count or values, or a bad parameter.",
+    503: "The run's test set cannot be loaded.",
+}
+
+
+def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """`responses=` for a route: each error status with its model and meaning."""
+    return {code: {"model": ErrorDetail, "description": ERRORS[code]} for code in codes}
+
+
+class Prediction(BaseModel):
+    digit: int
+    label: str
+    probabilities: list[float]
+    preprocessed: str  # base64 PNG of the 28×28 the model saw, white digit on black
+    confidence: float = Field(ge=0, le=1, description="The top class probability.")
+    confident: bool | None = Field(
+        description="False when the answer should not be trusted (see `reason`); null for a "
+        "run without calibrated thresholds (`digitlab calibrate RUN` adds them)."
+    )
+    reason: Literal["unsure", "not a digit"] | None = Field(
+        description='Why not confident: "unsure" (two classes close) or "not a digit" (far '
+        "from every training digit); null when confident or uncalibrated."
+    )
+
+
+class BatchPrediction(BaseModel):
+    predictions: list[Prediction]
+
+
+class SampleDigit(Prediction):
+    index: int
+    expected: int
+
+
+class TopClass(BaseModel):
+    digit: int
+    label: str
+    probability: float
+
+
+class LayerActivation(BaseModel):
+    """One layer's outputs for the digit: `values` (a Dense layer, one per unit) or `maps`
+    (a conv layer: the 8 most active feature maps, downsampled to at most 14×14, with
+    their `channels`)."""
+
+    name: str
+    type: str
+    activation: str
+    shape: list[int]
+    values: list[float] | None = None
+    maps: list[list[list[float]]] | None = None
+    channels: list[int] | None = None
+
+
+class Explanation(Prediction):
+    """A prediction, and why: the top 3, each layer's activations and a saliency map."""
+
+    top3: list[TopClass]
+    target: int  # the class explained: the predicted one
+    method: str  # how the saliency was computed: "integrated" gradients
+    saliency: str  # base64 PNG, 28×28 RGBA overlay: red for the class, blue against it
+    layers: list[LayerActivation]
+
+
+class ModelInfo(BaseModel):
+    run: str
+    preset: str | None
+    dataset: str | None
+    test_accuracy: float | None
+    parameters: int
+    class_names: list[str]
+
+
+def pixels_doc(shape: tuple[int, int]) -> str:
+    rows, cols = shape
+    return (
+        f"{rows * cols} numbers, or {rows} rows of {cols}, MNIST-style: white digit on black, "
+        f"already {rows}×{cols} and centred; they skip preprocessing. Whole numbers are "
+        "0–255; if any value has a decimal point (0.8, 1.0) and all lie within 0–1, they are "
+        "the notebook's x / 255 and are scaled by 255 (0.8 → 204); otherwise they are 0–255. "
+        'All 0 is a blank image: 422, "no digit found", as for an empty canvas.'
+    )
+
+
+def _pixels_schema(shape: tuple[int, int]) -> dict[str, Any]:
+    """One image's JSON pixels: flat or in rows, 0–255, and not all 0 (blank)."""
+    rows, cols = shape
+    value = {"type": "number", "minimum": 0, "maximum": PIXEL_MAX}
+    ink = {"type": "number", "exclusiveMinimum": 0}
+    row = {"type": "array", "items": value, "minItems": cols, "maxItems": cols}
+    n = rows * cols
+    flat = {"type": "array", "items": value, "minItems": n, "maxItems": n, "contains": ink}
+    grid = {
+        "type": "array",
+        "items": row,
+        "minItems": rows,
+        "maxItems": rows,
+        "contains": {"contains": ink},
+    }
+    return {"anyOf": [flat, grid]}
+
+
+def request_body(many: bool, shape: tuple[int, int]) -> dict[str, Any]:
+    """`openapi_extra=` for a route taking one image (`many=False`) or a batch: a multipart
+    upload, or JSON pixels, in `uploads.FIELDS[many]`."""
+    files_field, json_field = FIELDS[many]
+    file = {"type": "string", "format": "binary", "description": "a PNG, JPEG, BMP, GIF or WebP"}
+    upload = (
+        {"type": "array", "items": file, "minItems": 1, "maxItems": MAX_BATCH} if many else file
+    )
+    pixels = {**_pixels_schema(shape), "description": pixels_doc(shape)}
+    if many:
+        pixels = {
+            "type": "array",
+            "items": pixels,
+            "minItems": 1,
+            "maxItems": MAX_BATCH,
+            "description": f"1 to {MAX_BATCH} images, each: {pixels_doc(shape)}",
+        }
+
+    def body(field: str, schema: dict[str, Any]) -> dict[str, Any]:
+        return {"schema": {"type": "object", "properties": {field: schema}, "required": [field]}}
+
+    content = {
+        "multipart/form-data": body(files_field, upload),
+        "application/json": body(json_field, pixels),
+    }
+    return {"requestBody": {"required": True, "content": content}}
