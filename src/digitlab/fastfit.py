@@ -32,12 +32,15 @@ from __future__ import annotations
 
 import functools
 import os
+import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import keras
 import numpy as np
+
+from digitlab import interrupts
 
 VALIDATION_BATCH_SIZE = 500  # small enough for a conv net's activations, large enough to be fast
 LIVE_CHUNK_SECONDS = 0.25  # a live progress bar's update interval (verbose=1)
@@ -86,6 +89,22 @@ def _configure_jax() -> None:
 
 
 _configure_jax()  # before anything compiles: `build_model`'s initialisers come first
+
+
+class StopOnRequest(keras.callbacks.Callback):
+    """Raise KeyboardInterrupt after the batch (or compiled chunk) during which a stop came.
+
+    Args:
+        stop: the event to watch; default `interrupts.requested` (Ctrl-C or SIGTERM).
+    """
+
+    def __init__(self, stop: threading.Event = interrupts.requested):
+        super().__init__()
+        self._stop = stop
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self._stop.is_set():
+            raise KeyboardInterrupt
 
 
 def fit(

@@ -32,7 +32,7 @@ from digitlab.data import load_dataset, load_dataset_files
 from digitlab.errors import DivergedError, RunError, SpecError
 from digitlab.evaluation import evaluate_model, loss_targets, write_pictures
 from digitlab.events import EVENTS_DIR, EpochEvents
-from digitlab.interrupts import StopOnRequest, stop_on_signals
+from digitlab.interrupts import stop_on_signals
 from digitlab.model import PIXEL_SCALE, build_model, compile_model, probability_function
 from digitlab.report import write_run_report
 from digitlab.runs import (
@@ -109,7 +109,7 @@ def _fit(
     """Fit until the configured epoch, early stop or interrupt; returns the run's status."""
     callbacks: list[keras.callbacks.Callback] = [
         log,
-        StopOnRequest(),
+        fastfit.StopOnRequest(),
         keras.callbacks.TerminateOnNaN(),
         *([events] if events is not None else []),  # TensorBoard: once per epoch
         *extra,

@@ -47,7 +47,7 @@ from rich.live import Live
 
 from digitlab.data import DEFAULT_DATASET
 from digitlab.errors import DigitlabError, SpecError
-from digitlab.interrupts import requested, stop_on_signals
+from digitlab.interrupts import die_with_parent, requested, stop_on_signals
 from digitlab.runs import Run, load_run
 from digitlab.schema import PRUNERS, TrainConfig, unknown, validate
 from digitlab.search_space import (
@@ -251,13 +251,10 @@ def _die_with_parent(parent: int) -> None:
     """
     global _parent_pid
     _parent_pid = parent
-    if sys.platform.startswith("linux"):
-        import ctypes
-
-        with contextlib.suppress(OSError, AttributeError):
-            libc = ctypes.CDLL(None, use_errno=True)
-            libc.prctl(1, signal.SIGTERM, 0, 0, 0)  # 1: PR_SET_PDEATHSIG
-    if os.getppid() != parent:  # it died before prctl
+    arm = die_with_parent(parent, signal.SIGTERM, orphaned=requested.set)
+    if arm is not None:
+        arm()
+    elif os.getppid() != parent:  # it died already
         requested.set()
 
 

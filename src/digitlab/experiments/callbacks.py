@@ -3,7 +3,6 @@ training loss measured with dropout off."""
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 
 import keras
@@ -15,20 +14,14 @@ STATISTICS = ("p15", "p50", "p85", "saturated", "dead")
 
 
 class EpochProgress(keras.callbacks.Callback):
-    """Calls `advance()` after every epoch (the experiment's progress bar counts epochs), and
-    stops the fit after its running chunk once `stop` is set (Ctrl-C between two fits)."""
+    """Calls `advance()` after every epoch (the experiment's progress bar counts epochs)."""
 
-    def __init__(self, advance: Callable[[], None], stop: threading.Event | None = None):
+    def __init__(self, advance: Callable[[], None]):
         super().__init__()
         self._advance = advance
-        self._stop = stop or threading.Event()
 
     def on_epoch_end(self, epoch, logs=None):
         self._advance()
-
-    def on_train_batch_end(self, batch, logs=None):
-        if self._stop.is_set():
-            raise KeyboardInterrupt  # training.train saves the run as "interrupted"
 
 
 class TrainingLoss(keras.callbacks.Callback):

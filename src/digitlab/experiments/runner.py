@@ -16,11 +16,7 @@ interrupted experiment holds comparable variants. `resume` trains only what is m
 
 from __future__ import annotations
 
-import contextlib
-import signal
-import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -208,7 +204,10 @@ def run_experiment(
         budget.epochs - (done[(v.name, s)].run.epochs_done if (v.name, s) in done else 0)
         for v, s in todo
     )
-    with _Progress(console, total_epochs, len(todo), live) as progress, _stop_on_signals() as stop:
+    with (
+        _Progress(console, total_epochs, len(todo), live) as progress,
+        interrupts.stop_on_signals() as stop,
+    ):
         for variant, seed in todo:
             if stop.is_set():
                 status = "interrupted"
@@ -228,7 +227,9 @@ def run_experiment(
             stats_cb = ActivationStatistics(
                 x_batch, previous_done.activations if previous_done else None
             )
-            callbacks = [EpochProgress(progress.advance, stop), loss_cb]
+            from digitlab.fastfit import StopOnRequest
+
+            callbacks = [EpochProgress(progress.advance), StopOnRequest(stop), loss_cb]
             if definition.activation_stats:
                 callbacks.append(stats_cb)
             try:
@@ -259,34 +260,6 @@ def run_experiment(
                 break
     record = write(status, final=True)
     return Outcome(folder, record, trained)
-
-
-@contextlib.contextmanager
-def _stop_on_signals() -> Iterator[threading.Event]:
-    """While inside: Ctrl-C and SIGTERM set the yielded event (and `interrupts.requested`).
-
-    `training.train` installs its own handler while it fits, and clears `requested` when it
-    starts; a signal that comes between fits (loading data, evaluating, writing the record)
-    lands here, and the event, which nothing clears, stops the next fit at its first chunk
-    (`EpochProgress`) and the loop before the next run. A second Ctrl-C interrupts at once.
-    """
-    stop = threading.Event()
-
-    def ask(signum, frame):
-        stop.set()
-        interrupts.requested.set()
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-
-    try:
-        previous = {sig: signal.signal(sig, ask) for sig in (signal.SIGINT, signal.SIGTERM)}
-    except ValueError:  # not the main thread: signals are left alone
-        yield stop
-        return
-    try:
-        yield stop
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
 
 
 def _train_one(
