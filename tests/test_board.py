@@ -25,6 +25,7 @@ from test_tune import postgres_url  # noqa: F401  the throwaway PostgreSQL serve
 from typer.testing import CliRunner
 
 from digitlab.cli import app
+from digitlab.errors import DigitlabError
 from digitlab.events import EVENTS_DIR, EpochEvents, histogram_value, statistics
 
 SCALARS = ("loss", "accuracy", "val_loss", "val_accuracy")
@@ -252,6 +253,53 @@ def test_board_on_a_taken_port_names_a_free_one(tmp_path):
         port = taken.getsockname()[1]
         result = CliRunner().invoke(app, ["board", str(tmp_path), "--port", str(port)])
     assert _one_line_error(result).startswith(f"Error: port {port} is in use; try --port ")
+
+
+def test_a_taken_port_names_the_nearest_free_one_for_every_server(tmp_path):
+    """One helper (`digitlab.ports`) binds for `serve`, `board` and `tune dashboard`."""
+    from digitlab import ports
+    from digitlab.board import start_tensorboard
+
+    with socket.socket() as taken, socket.socket() as next_one:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with contextlib.suppress(OSError):  # the next port taken too, if it was free
+            next_one.bind(("127.0.0.1", port + 1))
+            next_one.listen()
+        suggestions = []
+        for start in (
+            lambda: ports.bind_port("127.0.0.1", port),
+            lambda: start_tensorboard(tmp_path, port=port),
+        ):
+            with pytest.raises(
+                DigitlabError, match=rf"^port {port} is in use; try --port \d+$"
+            ) as e:
+                start()
+            suggestions.append(int(str(e.value).rsplit(" ", 1)[1]))
+    assert suggestions[0] == suggestions[1] >= port + 2  # the next port was skipped
+    ports.bind_port("127.0.0.1", suggestions[0]).close()  # it was free
+
+
+@pytest.mark.parametrize("port", [0, -1, 65536])
+def test_launchers_refuse_a_port_outside_1_to_65535_in_one_line(tmp_path, port):
+    """Library callers too (the CLI's --port bounds it first): not an OverflowError."""
+    from digitlab.board import start_dashboard, start_tensorboard
+    from digitlab.studies import open_storage
+
+    _small_study(open_storage(runs_dir=tmp_path))
+    message = rf"^--port must be a TCP port between 1 and 65535, got {port}$"
+    with pytest.raises(DigitlabError, match=message):
+        start_tensorboard(tmp_path, port=port)
+    with pytest.raises(DigitlabError, match=message):
+        start_dashboard("small", runs_dir=tmp_path, port=port)
+
+
+def test_an_unknown_host_is_one_line_not_a_taken_port(tmp_path):
+    from digitlab.board import start_tensorboard
+
+    with pytest.raises(DigitlabError, match=r"^--host no\.such\.host\.invalid is not an address"):
+        start_tensorboard(tmp_path, host="no.such.host.invalid", port=6006)
 
 
 def test_board_on_a_missing_folder_says_so(tmp_path):

@@ -5,19 +5,19 @@ Both are the tools themselves, from optional extras: TensorBoard (`pip install
 (see `digitlab.events`); optuna-dashboard (`pip install 'digitlab[dashboard]'`) on a study's
 storage, opened as `digitlab tune` opens it (`studies.open_storage`: the journal file with
 its lock, or a database URL). Both serve on 127.0.0.1 by default; the URL is returned only
-once the port is bound, and a port in use is one clear error naming a free one.
+once the port is bound, and a port in use is one clear error naming a free one (`ports`, as
+for `digitlab serve`).
 """
 
 from __future__ import annotations
 
-import errno
 import importlib
-import socket
 import socketserver
 import time
 from pathlib import Path
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
+from digitlab import ports
 from digitlab.errors import DigitlabError
 from digitlab.runs import default_runs_dir
 
@@ -32,22 +32,6 @@ def _require(module: str, tool: str, extra: str) -> None:
         importlib.import_module(module)
     except ImportError:
         raise DigitlabError(f"{tool} is not installed; pip install 'digitlab[{extra}]'") from None
-
-
-def _port_free(host: str, port: int) -> bool:
-    with socket.socket() as probe:
-        try:
-            probe.bind((host, port))
-        except OSError:
-            return False
-    return True
-
-
-def _port_in_use(host: str, port: int) -> DigitlabError:
-    """The error for a taken port, suggesting the next free one."""
-    free = next((p for p in range(port + 1, min(port + 50, 65536)) if _port_free(host, p)), None)
-    hint = f"try --port {free}" if free is not None else "pass another --port"
-    return DigitlabError(f"port {port} is in use; {hint}")
 
 
 # ---------------------------------------------------------------------------- TensorBoard
@@ -70,14 +54,13 @@ def start_tensorboard(
         raise DigitlabError(
             f"no runs folder {runs_dir}; train a run with `digitlab train` or pass RUNS_DIR"
         )
-    if not _port_free(host, port):
-        raise _port_in_use(host, port)
+    ports.check_free(host, port)
     board = program.TensorBoard()
     board.configure(logdir=str(runs_dir.resolve()), host=host, port=port)
     try:
         return board.launch()
     except program.TensorBoardPortInUseError:  # taken between the check and the bind
-        raise _port_in_use(host, port) from None
+        raise ports.in_use(host, port) from None
     except program.TensorBoardServerException as exc:
         raise DigitlabError(f"TensorBoard could not start: {exc.msg}") from None
 
@@ -135,14 +118,13 @@ def start_dashboard(
         listed = ", ".join(names) if names else "none"
         raise DigitlabError(f"no study '{study}' in {label} (studies there: {listed})")
     app = optuna_dashboard.wsgi(opened)
+    ports.check_free(host, port)  # a port out of range, or a bad host, is one line too
     try:
         server = make_server(
             host, port, app, server_class=_ThreadingServer, handler_class=_QuietHandler
         )
-    except OSError as exc:
-        if exc.errno == errno.EADDRINUSE:
-            raise _port_in_use(host, port) from None
-        raise DigitlabError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    except OSError as exc:  # taken between the check and the bind, say
+        raise ports.listen_error(exc, host, port) from None
     study_id = opened.get_study_id_from_name(study)
     return server, f"http://{host}:{port}/dashboard/studies/{study_id}"
 

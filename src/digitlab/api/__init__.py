@@ -25,7 +25,7 @@ from digitlab.api.schemas import (
     SampleDigit,
     TopClass,
 )
-from digitlab.api.server import bind_port, check_port, run_server
+from digitlab.api.server import bind_port, run_server
 from digitlab.api.uploads import MAX_BATCH, pixels_to_image
 
 __all__ = [
@@ -40,7 +40,6 @@ __all__ = [
     "SampleDigit",
     "TopClass",
     "bind_port",
-    "check_port",
     "create_app",
     "pixels_to_image",
     "run_server",
