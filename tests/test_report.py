@@ -278,20 +278,25 @@ def test_an_experiment_report_holds_question_conclusion_table_plots_and_run_link
 
 
 def test_an_interrupted_experiment_report_says_how_to_resume(tmp_path):
-    folder = experiment_folder(tmp_path, [], status="interrupted", conclusion=None)
+    folder = experiment_folder(tmp_path, [], status="interrupted", conclusion=[])
     html = write_experiment_report(folder).read_text()
     assert "<strong>interrupted</strong>" in html and "--resume" in html
     assert "No conclusion yet." in html
 
 
-def test_an_experiment_report_renders_what_an_older_or_partial_record_has(tmp_path):
+def test_a_malformed_experiment_record_is_refused_in_one_line(tmp_path):
+    """The report renders the typed record (experiments/record.py), so a record that isn't
+    one is refused by its validation, never coerced into a page."""
     folder = tmp_path / "exp"
     folder.mkdir()
     record = {"name": "mine", "variants": [{"name": "v1", "test_accuracy": 0.9}, "v2"]}
     (folder / "experiment.json").write_text(json.dumps(record))
-    html = write_experiment_report(folder).read_text()
-    table = html.split('id="variants-table"')[1].split("</table>")[0]
-    assert "90.00%" in table and "v2" in table and "Experiment mine" in html
+    with pytest.raises(RunError, match="experiment.json") as error:
+        write_experiment_report(folder)
+    assert "\n" not in str(error.value) and not (folder / "report.html").exists()
+    result = invoke("report", folder, "--runs-dir", tmp_path)
+    assert result.exit_code == 2 and result.output.startswith("Error: ")
+    assert len(result.output.strip().splitlines()) == 1
 
 
 @pytest.mark.parametrize(

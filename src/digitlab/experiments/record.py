@@ -1,6 +1,8 @@
 """The one reader and writer of `experiment.json`, and where experiment folders are found.
 
 An experiment's folder is `RUNS_DIR/experiments/<timestamp>-<name>/`, its runs in `runs/`.
+Everything else (the runner, the report, the CLI) asks here for the typed `ExperimentRecord`;
+a malformed file is refused in one line by its validation.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from pathlib import Path
 
 from digitlab.errors import RunError, SpecError
 from digitlab.experiments.schema import ExperimentRecord
-from digitlab.files import MAX_JSON_BYTES, read_capped
+from digitlab.files import MAX_JSON_BYTES, read_capped, write_text
 from digitlab.runs import Run, default_runs_dir, scan_runs
 from digitlab.schema import validate
 
@@ -20,6 +22,7 @@ EXPERIMENTS_FOLDER = "experiments"
 
 
 def experiments_dir(runs_dir: str | Path | None = None) -> Path:
+    """Where experiment folders live: `RUNS_DIR/experiments`."""
     return Path(runs_dir if runs_dir is not None else default_runs_dir()) / EXPERIMENTS_FOLDER
 
 
@@ -34,8 +37,19 @@ def read_record(folder: str | Path) -> ExperimentRecord:
     try:
         parsed = json.loads(data)
     except (ValueError, RecursionError) as exc:
-        raise RunError(f"{path} is not valid JSON: {exc}") from None
+        raise RunError(f"{path} is not valid JSON ({exc}); run the experiment again") from None
+    if not isinstance(parsed, dict):
+        raise RunError(f"{path} must hold a JSON object with 'name' and 'variants'")
     return validate(ExperimentRecord, parsed, str(path), error=RunError)
+
+
+def write_record(folder: str | Path, record: ExperimentRecord) -> Path:
+    """Write `record` as the folder's `experiment.json` (atomically) and return its path.
+
+    Raises:
+        WriteError: the file can't be written.
+    """
+    return write_text(Path(folder) / RECORD_FILE, record.model_dump_json(indent=2) + "\n")
 
 
 def find_experiment(ref: str | Path, name: str | None, runs_dir: str | Path | None) -> Path:

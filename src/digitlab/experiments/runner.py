@@ -36,6 +36,7 @@ from digitlab.experiments.record import (
     find_experiment,
     list_experiments,  # noqa: F401  (imported from here by the CLI)
     read_record,
+    write_record,
 )
 from digitlab.experiments.results import (
     _conclusion,
@@ -45,7 +46,6 @@ from digitlab.experiments.results import (
     _variant_results,
 )
 from digitlab.experiments.schema import Budget, Definition, ExperimentRecord
-from digitlab.files import write_text
 from digitlab.runs import Run, check_writable, new_run_path
 from digitlab.schema import Spec, validate
 
@@ -332,7 +332,7 @@ def _write_record(
             "cpu_seconds": round(seconds[1], 2),
         }
     )
-    write_text(folder / RECORD_FILE, record.model_dump_json(indent=2) + "\n")
+    write_record(folder, record)
     if final and drawn:
         write_report(folder)
     return record

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from digitlab import plots
 from digitlab.errors import DigitlabError, RunError
-from digitlab.files import MAX_JSON_BYTES, is_dir, is_file, read_capped, write_text
+from digitlab.experiments.record import RECORD_FILE, RUNS_FOLDER, read_record
+from digitlab.experiments.schema import VariantResult
+from digitlab.files import is_dir, is_file, write_text
 from digitlab.report._render import (
     figure,
     flatten,
@@ -29,7 +30,6 @@ from digitlab.runs import (
 from digitlab.schema import RunConfig
 
 REPORT_FILE = "report.html"
-EXPERIMENT_FILE = "experiment.json"
 # The pictures a run folder holds: the same names as digitlab.evaluation's (which imports
 # Keras; a report must not), checked equal by tests/test_report.py.
 CURVES_PNG = "training_curves.png"
@@ -186,20 +186,8 @@ def _run_pictures(run: Run) -> list[dict[str, str]]:
 
 
 # ----------------------------------------------------------------------------- an experiment
-def read_experiment(folder: Path) -> dict[str, Any]:
-    """The experiment.json of an experiment folder, as a dict.
-
-    Raises:
-        RunError: missing, over 10 MB, not JSON, or not a JSON object.
-    """
-    path = folder / EXPERIMENT_FILE
-    try:
-        data = json.loads(read_capped(path, MAX_JSON_BYTES, RunError))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise RunError(f"{path} is not valid JSON ({exc}); run the experiment again") from None
-    if not isinstance(data, dict):
-        raise RunError(f"{path} must hold a JSON object with 'name' and 'variants'")
-    return data
+EXPERIMENT_FILE = RECORD_FILE  # report's name for experiments/record.py's file, kept importable
+read_experiment = read_record  # likewise: experiment.json as a typed ExperimentRecord
 
 
 def write_experiment_report(folder: Path, runs_dir: Path | None = None) -> Path:
@@ -211,98 +199,62 @@ def write_experiment_report(folder: Path, runs_dir: Path | None = None) -> Path:
     runs folder that holds `experiments/` (the folder's grandparent).
 
     Raises:
-        RunError: experiment.json is missing or unreadable, or a picture is unreadable.
+        RunError: experiment.json is missing, unreadable or not an experiment record
+            (`experiments.record.read_record`), or a picture is unreadable.
         WriteError: the page can't be written.
     """
     folder = Path(folder)
-    data = read_experiment(folder)
+    record = read_record(folder)
     roots = [
         folder,
-        folder / "runs",  # where `digitlab experiment` trains its runs
+        folder / RUNS_FOLDER,  # where `digitlab experiment` trains its runs
         *([Path(runs_dir)] if runs_dir is not None else []),
         folder.parent.parent,
     ]
-    variants = [_variant_row(v, folder, roots) for v in _list(data.get("variants"))]
-    budget = data.get("budget")
+    details = [
+        (label, str(value))
+        for label, value in (
+            ("baseline variant", record.baseline),
+            ("learning-rate policy", record.learning_rate_policy),
+            ("wall-clock seconds", record.wall_seconds),
+        )
+        if str(value)
+    ]
     html = render(
         "experiment.html.j2",
-        title=f"Experiment {data.get('name') or folder.name}",
-        name=str(data.get("name") or folder.name),
+        title=f"Experiment {record.name or folder.name}",
+        record=record,
         folder=folder.name,
-        question=_text(data.get("question")),
-        description=_text(data.get("description")),
-        anchor=_text(data.get("anchor")),
-        statistics=_text(data.get("statistics")),
-        details=[
-            (label, _text(data[key]))
-            for key, label in (
-                ("baseline", "baseline variant"),
-                ("learning_rate_policy", "learning-rate policy"),
-                ("wall_seconds", "wall-clock seconds"),
-            )
-            if data.get(key) not in (None, "")
-        ],
-        conclusion=[_text(s) for s in _list(data.get("conclusion"))],
-        status=str(data.get("status") or ""),
-        seeds=_text(data.get("seeds")),
-        budget=list(flatten(budget).items()) if isinstance(budget, dict) else [],
-        variants=variants,
-        figures=_experiment_pictures(folder, data),
+        details=details,
+        budget=list(flatten(record.budget).items()),
+        variants=[_variant_row(v, folder, roots) for v in record.variants],
+        figures=_experiment_pictures(folder, record.plots),
     )
     return write_text(folder / REPORT_FILE, html)
 
 
-def _list(value: Any) -> list[Any]:
-    if value is None:
-        return []
-    if isinstance(value, str):
-        return [value] if value.strip() else []
-    return list(value) if isinstance(value, list | tuple) else [value]
-
-
-def _text(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, str):
-        return value
-    if isinstance(value, list | tuple):
-        return ", ".join(map(str, value))
-    return json.dumps(value) if isinstance(value, dict) else str(value)
-
-
-def _summary_of(value: Any) -> dict[str, Any]:
-    """A figure across seeds, {"mean", "std", "values"}, from that or from a plain number."""
-    summary = value if isinstance(value, dict) else {"mean": value}
-    numbers = [v for v in _list(summary.get("values")) if isinstance(v, int | float)]
-    return {"mean": summary.get("mean"), "std": summary.get("std"), "values": numbers}
-
-
-def _variant_row(variant: Any, folder: Path, roots: list[Path]) -> dict[str, Any]:
-    if not isinstance(variant, dict):
-        variant = {"name": str(variant)}
-    spec = variant.get("spec")
+def _variant_row(variant: VariantResult, folder: Path, roots: list[Path]) -> dict[str, Any]:
+    """One row of the variants table: the record's figures, the overrides as one line, and
+    a link to each run's report."""
     return {
-        "name": str(variant.get("name", "?")),
-        "description": _text(variant.get("description")),
-        "spec": ", ".join(f"{k}={v}" for k, v in flatten(spec).items())
-        if isinstance(spec, dict)
-        else _text(spec),
-        "batch_size": variant.get("batch_size"),
-        "learning_rate": variant.get("learning_rate"),
-        "accuracy": _summary_of(variant.get("test_accuracy")),
-        "train_loss": _summary_of(variant.get("final_train_loss")),
-        "val_loss": _summary_of(variant.get("final_val_loss")),
-        "gap": _summary_of(variant.get("generalization_gap")),
-        "seconds": _summary_of(variant.get("seconds")),
-        "updates": variant.get("updates"),
-        "runs": [_run_link(ref, folder, roots) for ref in _list(variant.get("runs"))],
+        "name": variant.name,
+        "description": variant.description,
+        "spec": ", ".join(f"{k}={v}" for k, v in flatten(variant.spec).items()),
+        "batch_size": variant.batch_size,
+        "learning_rate": variant.learning_rate,
+        "accuracy": variant.test_accuracy,
+        "train_loss": variant.final_train_loss,
+        "val_loss": variant.final_val_loss,
+        "gap": variant.generalization_gap,
+        "seconds": variant.seconds,
+        "updates": variant.updates,
+        "runs": [_run_link(ref, folder, roots) for ref in variant.runs],
     }
 
 
-def _run_link(ref: Any, folder: Path, roots: list[Path]) -> dict[str, str | None]:
+def _run_link(ref: str, folder: Path, roots: list[Path]) -> dict[str, str | None]:
     """A run of the experiment: its name, and a relative link to its report.html (written
     now if the run lacks one), or None when the run can't be found or read."""
-    ref = str(ref)
     candidates = [Path(ref)] if Path(ref).is_absolute() else [root / ref for root in roots]
     for path in candidates:
         if not has_config(path):
@@ -317,25 +269,19 @@ def _run_link(ref: Any, folder: Path, roots: list[Path]) -> dict[str, str | None
     return {"name": Path(ref).name, "href": None}
 
 
-def _experiment_pictures(folder: Path, data: dict[str, Any]) -> list[dict[str, str]]:
-    """Every PNG in the folder: first those experiment.json's "plots" names (a file name, or
-    {"file", "title", "caption"}), in its order, then the rest by name."""
-    listed: list[tuple[str, str, str]] = []
-    for item in _list(data.get("plots")):
-        if isinstance(item, str):
-            listed.append((item, "", ""))
-        elif isinstance(item, dict) and isinstance(item.get("file"), str):
-            listed.append((item["file"], _text(item.get("title")), _text(item.get("caption"))))
-    names = {Path(name).name for name, _, _ in listed}
-    listed += [(p.name, "", "") for p in sorted(folder.glob("*.png")) if p.name not in names]
+def _experiment_pictures(folder: Path, plots: tuple[str, ...]) -> list[dict[str, str]]:
+    """Every PNG in the folder: first those the record's `plots` names, in its order, then
+    the rest by name."""
+    names = [Path(name).name for name in plots]  # only files inside the folder
+    names += [p.name for p in sorted(folder.glob("*.png")) if p.name not in names]
     pictures, seen = [], set()
-    for name, title, caption in listed:
-        path = folder / Path(name).name  # only files inside the folder
-        if path.name in seen or path.suffix.lower() != ".png" or not path.is_file():
+    for name in names:
+        path = folder / name
+        if name in seen or path.suffix.lower() != ".png" or not path.is_file():
             continue
-        seen.add(path.name)
-        title = title or path.stem.replace("_", " ").replace("-", " ").capitalize()
-        pictures.append(figure(path, title, caption))
+        seen.add(name)
+        title = path.stem.replace("_", " ").replace("-", " ").capitalize()
+        pictures.append(figure(path, title, ""))
     return pictures
 
 
