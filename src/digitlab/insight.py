@@ -37,12 +37,9 @@ from matplotlib.figure import Figure
 
 from digitlab.data import PIXEL_MAX
 from digitlab.errors import DigitlabError
-from digitlab.files import write_json
 from digitlab.plots import save_figure
-from digitlab.runs import Run
+from digitlab.runs import INSPECT_DIR, Run, write_inspect_summary
 
-INSPECT_DIR = "inspect"
-INSPECT_JSON = "inspect.json"
 WEIGHTS_PNG = "weights.png"
 ACTIVATIONS_PNG = "activations.png"
 CLASS_INPUTS_PNG = "class_inputs.png"
@@ -617,7 +614,7 @@ def inspect(
         "layers": stats,
         "templates": how,
     }
-    files.append(write_json(out / INSPECT_JSON, record))
+    files.append(write_inspect_summary(out, record))
     if out.resolve() == (run.path / INSPECT_DIR).resolve() and (run.path / "report.html").exists():
         from digitlab.report.pages import write_run_report
 
