@@ -138,7 +138,7 @@ class Run:
         """
         return read_confidence_stats(self.path)
 
-    def store_calibration(self, thresholds: dict[str, float], stats: dict[str, np.ndarray]):
+    def store_calibration(self, thresholds: dict[str, float], stats: dict[str, np.ndarray]) -> None:
         """Keep calibrated confidence thresholds and class directions with the run.
 
         The directions are written first and the config last, each atomically, so a kill
