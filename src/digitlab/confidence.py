@@ -222,3 +222,15 @@ def calibrate_run(run: Any, data_dir: str | Path | None = None) -> dict[str, flo
     thresholds, stats = calibrate(run.predict_proba, train, held_out, len(run.class_names))
     run.store_calibration(thresholds, stats)
     return thresholds
+
+
+def calibration_message(run_name: str, thresholds: dict[str, float]) -> str:
+    """The line `digitlab calibrate` prints: on how many digits, both thresholds, and the
+    share of correct answers they flag."""
+    flagged = thresholds["flagged_correct_calibration"]
+    return (
+        f"calibrated {run_name} on {int(thresholds['calibration_digits'])} held-out digits: "
+        f"unsure below a top-two margin of {thresholds['unsure_margin']:.3f}, not a digit "
+        f"above a reconstruction distance of {thresholds['not_a_digit_residual']:.2f}; "
+        f"{flagged:.1%} of the correctly classified ones flagged"
+    )

@@ -111,6 +111,26 @@ class Evaluation:
             **form,
         )
 
+    def print(self, console, run_dir: Path) -> None:
+        """What `digitlab evaluate` prints on a `rich.console.Console`: the run, test loss and
+        accuracy, confusion matrix, per-class report, most-confused pairs and the pictures
+        in `run_dir`. The matrix and report go out as they are (no wrapping, no markup)."""
+        console.print(f"run {run_dir}")
+        console.print(
+            f"test loss {self.loss:.4f}   test accuracy [bold]{self.accuracy:.2%}[/bold]"
+            f"   ({len(self.misclassified)} of {len(self.labels)} wrong)"
+        )
+        console.print("\nconfusion matrix (rows: true label, columns: predicted)")
+        console.out(np.array2string(self.confusion_matrix, max_line_width=200), highlight=False)
+        console.out("\n" + self.report_text(), highlight=False)
+        pairs = ", ".join(
+            f"{p['true']}→{p['predicted']} ({p['count']})" for p in self.most_confused()
+        )
+        console.print(f"most confused: {pairs or 'none'}")
+        for picture in (CONFUSION_PNG, MISCLASSIFIED_PNG, CURVES_PNG):
+            if (run_dir / picture).exists():
+                console.print(f"wrote {run_dir / picture}")
+
     def most_confused(self, top: int = 5) -> list[dict[str, Any]]:
         """The `top` (true, predicted) pairs with the most mistakes, largest first."""
         off_diagonal = self.confusion_matrix.copy()

@@ -87,6 +87,30 @@ class Prediction:
             )
         return rows
 
+    def table(self, truths: list[str | None] | None = None):
+        """The table `digitlab predict` prints: a row per input with its label, probability,
+        confidence verdict, true label (`truths`, "–" where unknown) and all probabilities."""
+        from rich.table import Table
+
+        classes = " ".join(self.class_names)
+        table = Table(
+            "input", "prediction", "probability", "verdict", "true", f"probabilities ({classes})"
+        )
+        rows = self.to_list()
+        for row, truth in zip(rows, truths or [None] * len(rows), strict=True):
+            verdict = "confident" if row["confident"] else row["reason"]
+            if row["confident"] is None:
+                verdict = "–"  # no thresholds in the run
+            table.add_row(
+                row["input"],
+                row["label"],
+                f"{row['probability']:.3f}",
+                verdict,
+                truth or "–",
+                " ".join(f"{p:.2f}" for p in row["probabilities"]),
+            )
+        return table
+
 
 def as_batch(images: np.ndarray, shape: tuple[int, int] = MNIST_SHAPE) -> np.ndarray:
     """Turn one image or many (28×28, 784, N×28×28, N×784) into a uint8 N×28×28 batch.

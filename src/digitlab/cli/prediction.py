@@ -6,7 +6,6 @@ from pathlib import Path
 
 import numpy as np
 import typer
-from rich.table import Table
 
 from digitlab.cli.app import app, console, print_json
 from digitlab.cli.options import DataDirOption, JsonOption, RunArgument, RunsDirOption
@@ -89,33 +88,14 @@ def predict(
     if not batches:
         raise DigitlabError("nothing to predict: give image files, --index N or --npy FILE")
 
-    rows = predict_images(loaded, np.concatenate(batches), sources).to_list()
+    prediction = predict_images(loaded, np.concatenate(batches), sources)
+    rows = prediction.to_list()
     if as_json:
         print_json([{**row, "true_label": truth} for row, truth in zip(rows, truths, strict=True)])
         return
-    classes = " ".join(loaded.class_names)
-    table = Table(
-        "input", "prediction", "probability", "verdict", "true", f"probabilities ({classes})"
-    )
-    for row, truth in zip(rows, truths, strict=True):
-        table.add_row(
-            row["input"],
-            row["label"],
-            f"{row['probability']:.3f}",
-            _verdict(row),
-            truth or "–",
-            " ".join(f"{p:.2f}" for p in row["probabilities"]),
-        )
-    console.print(table)
+    console.print(prediction.table(truths))
     if rows and rows[0]["confident"] is None:
         console.print(f"no confidence thresholds in this run: `digitlab calibrate {run}` adds them")
-
-
-def _verdict(row: dict) -> str:
-    """A prediction's confidence verdict in a word: confident, unsure, not a digit, or –."""
-    if row["confident"] is None:
-        return "–"
-    return "confident" if row["confident"] else row["reason"]
 
 
 # ---------------------------------------------------------------------------------- preprocess
@@ -165,7 +145,7 @@ def calibrate(
 
     Example: `digitlab calibrate latest`
     """
-    from digitlab.confidence import calibrate_run
+    from digitlab.confidence import calibrate_run, calibration_message
     from digitlab.runs import load_run
 
     loaded = load_run(run, runs_dir)
@@ -173,10 +153,4 @@ def calibrate(
     if as_json:
         print_json({"run": str(loaded.path), "thresholds": thresholds})
         return
-    flagged = thresholds["flagged_correct_calibration"]
-    console.print(
-        f"calibrated {loaded.name} on {int(thresholds['calibration_digits'])} held-out digits: "
-        f"unsure below a top-two margin of {thresholds['unsure_margin']:.3f}, not a digit "
-        f"above a reconstruction distance of {thresholds['not_a_digit_residual']:.2f}; "
-        f"{flagged:.1%} of the correctly classified ones flagged"
-    )
+    console.print(calibration_message(loaded.name, thresholds))

@@ -5,8 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-from rich.markup import escape
-from rich.table import Table
 
 from digitlab.cli.app import app, console, print_json
 from digitlab.cli.options import JsonOption, RunsDirOption, port_option
@@ -76,15 +74,7 @@ def compare_command(
 
     loaded = [load_run(ref, runs_dir) for ref in runs]
     result = compare(loaded, out or default_out_dir(runs_dir or default_runs_dir()))
-    table = Table("", *(escape(label) for label in result.labels))
-    for name, values in result.settings:
-        table.add_row(escape(name), *(escape(value) for value in values))
-    if not result.settings:
-        table.add_row("[i]same config[/i]", *("" for _ in result.labels))
-    table.add_section()
-    for name, values in result.results:
-        table.add_row(f"[b]{name}[/b]", *(escape(value) for value in values))
-    console.print(table)
+    console.print(result)  # its table: Comparison.__rich__
     console.print(f"wrote {result.png}", highlight=False, markup=False)
     console.print(f"wrote {result.html}", highlight=False, markup=False)
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import typer
 
 from digitlab.cli.app import app, console, count, err_console, print_json
@@ -159,7 +158,6 @@ def evaluate(
     * `digitlab evaluate latest`
     * `digitlab evaluate runs/20261124-231500-seed --json`
     """
-    from digitlab.evaluation import CONFUSION_PNG, CURVES_PNG, MISCLASSIFIED_PNG
     from digitlab.evaluation import evaluate as evaluate_run
     from digitlab.runs import load_run
 
@@ -168,18 +166,4 @@ def evaluate(
     if as_json:
         print_json({"run": str(loaded.path), **evaluation.to_dict()})
         return
-    console.print(f"run {loaded.path}")
-    console.print(
-        f"test loss {evaluation.loss:.4f}   test accuracy [bold]{evaluation.accuracy:.2%}[/bold]"
-        f"   ({len(evaluation.misclassified)} of {len(evaluation.labels)} wrong)"
-    )
-    console.print("\nconfusion matrix (rows: true label, columns: predicted)")
-    typer.echo(np.array2string(evaluation.confusion_matrix, max_line_width=200))
-    typer.echo("\n" + evaluation.report_text())
-    pairs = ", ".join(
-        f"{p['true']}→{p['predicted']} ({p['count']})" for p in evaluation.most_confused()
-    )
-    console.print(f"most confused: {pairs or 'none'}")
-    for picture in (CONFUSION_PNG, MISCLASSIFIED_PNG, CURVES_PNG):
-        if (loaded.path / picture).exists():
-            console.print(f"wrote {loaded.path / picture}")
+    evaluation.print(console, loaded.path)

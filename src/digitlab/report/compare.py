@@ -41,6 +41,21 @@ class Comparison:
     png: Path
     html: Path
 
+    def __rich__(self):
+        """The table `digitlab compare` prints: the differing settings, then the results."""
+        from rich.markup import escape
+        from rich.table import Table
+
+        table = Table("", *(escape(label) for label in self.labels))
+        for name, values in self.settings:
+            table.add_row(escape(name), *(escape(value) for value in values))
+        if not self.settings:
+            table.add_row("[i]same config[/i]", *("" for _ in self.labels))
+        table.add_section()
+        for name, values in self.results:
+            table.add_row(f"[b]{name}[/b]", *(escape(value) for value in values))
+        return table
+
 
 def default_out_dir(runs_dir: Path) -> Path:
     """A fresh `runs_dir/compare-<YYYYmmdd-HHMMSS>[-N]` folder name."""
