@@ -125,7 +125,7 @@ def test_unknown_experiment_suggests_one():
 
 
 def test_variant_specs_scale_inputs_and_batches():
-    from digitlab.experiments.runner import variant_spec
+    from digitlab.experiments.plan import variant_spec
 
     norm, budget = BUILT_IN["normalization"], BUILT_IN["normalization"].budget
     by_name = {v.name: v for v in norm.variants}
@@ -158,13 +158,31 @@ def test_a_variant_on_a_preset_trains_at_the_presets_batch_size_unless_it_sets_o
     assert variant_spec(definition, own, definition.budget, 0, "same").train.batch_size == 64
 
 
-def test_budget_overrides_are_validated():
-    from digitlab.experiments.runner import _budget
+def test_the_plan_lists_the_cells_still_to_train_seed_by_seed():
+    from digitlab.experiments.plan import cells_to_do, epochs_to_do, variant_spec
 
-    budget = _budget(BUILT_IN["dropout"], False, seeds=5, epochs=None, train_samples=None)
+    definition = BUILT_IN["dropout"]
+    names = [v.name for v in definition.variants]
+    cells = cells_to_do(definition, 2, {(names[0], 0)}, {(names[1], 1)})
+    assert [(v.name, s) for v, s in cells] == [
+        *((n, 0) for n in names[1:]),
+        *((n, 1) for n in names if n != names[1]),
+    ]
+    budget = definition.budget
+    assert epochs_to_do(cells, budget, {(names[1], 0): 3}) == len(cells) * budget.epochs - 3
+    # the runner builds each seed's spec from the seed-0 one
+    variant = definition.variants[1]
+    spec = variant_spec(definition, variant, budget, 0, "same")
+    assert spec.replace(train={"seed": 2}) == variant_spec(definition, variant, budget, 2, "same")
+
+
+def test_budget_overrides_are_validated():
+    from digitlab.experiments.plan import make_budget
+
+    budget = make_budget(BUILT_IN["dropout"], False, seeds=5, epochs=None, train_samples=None)
     assert budget.seeds == 5 and budget.epochs == BUILT_IN["dropout"].budget.epochs
     with pytest.raises(SpecError, match="'seeds' must be at least 1"):
-        _budget(BUILT_IN["dropout"], False, seeds=0)
+        make_budget(BUILT_IN["dropout"], False, seeds=0)
     assert Budget(epochs=1, train_samples=600, validation_split=0.2).fit_samples == 480
 
 

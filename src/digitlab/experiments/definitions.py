@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from digitlab.data import NUM_CLASSES
 from digitlab.errors import SpecError
 from digitlab.experiments.schema import Budget, Definition, Variant
 from digitlab.schema import did_you_mean, unknown, validate
@@ -26,7 +27,7 @@ def _notebook(hidden: tuple[str, str, str] = ("sigmoid", "relu", "relu"), rate: 
     layers.append(_dense(100, hidden[2]))
     if rate:
         layers.append({"type": "Dropout", "rate": rate})
-    return [*layers, _dense(10, "sigmoid")]
+    return [*layers, _dense(NUM_CLASSES, "sigmoid")]
 
 
 def _wide(rate: float) -> list[dict]:
@@ -35,7 +36,7 @@ def _wide(rate: float) -> list[dict]:
         layers.append(_dense(1024, "relu"))
         if rate:
             layers.append({"type": "Dropout", "rate": rate})
-    return [*layers, _dense(10, "sigmoid")]
+    return [*layers, _dense(NUM_CLASSES, "sigmoid")]
 
 
 def _batch_normalized(activation: str = "sigmoid") -> list[dict]:
@@ -47,7 +48,7 @@ def _batch_normalized(activation: str = "sigmoid") -> list[dict]:
             {"type": "BatchNormalization"},
             {"type": "Activation", "activation": activation},
         ]
-    return [*layers, _dense(10, "sigmoid")]
+    return [*layers, _dense(NUM_CLASSES, "sigmoid")]
 
 
 DROPOUT = {

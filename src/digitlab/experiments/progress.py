@@ -7,7 +7,7 @@ import sys
 from digitlab.runs import Run
 
 
-class _Progress:
+class Progress:
     """A Rich progress bar over all epochs of all runs (ETA) on a terminal; otherwise one
     line per finished run."""
 

@@ -89,7 +89,7 @@ def list_experiments(runs_dir: str | Path | None = None) -> list[tuple[Path, Exp
     return found
 
 
-def _existing_runs(folder: Path) -> dict[tuple[str, int], Run]:
+def existing_runs(folder: Path) -> dict[tuple[str, int], Run]:
     """The runs already in an experiment's runs/ folder, by (variant, seed): a complete run
     wins over an interrupted one of the same key."""
     found: dict[tuple[str, int], Run] = {}

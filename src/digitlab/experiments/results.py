@@ -4,19 +4,20 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import numpy as np
 
 from digitlab.experiments import conclusions
-from digitlab.experiments.plan import _updates
+from digitlab.experiments.plan import ACTIVATION_BATCH, updates_per_run
 from digitlab.experiments.schema import Budget, Definition, ExperimentRecord
 from digitlab.runs import Run
 from digitlab.schema import Spec
 
 
 @dataclass
-class _Done:
+class Done:
     """A finished run and what the experiment measured around it."""
 
     run: Run
@@ -34,11 +35,11 @@ def steady_seconds(epoch_seconds: list[float] | tuple[float, ...]) -> list[float
     return [steady] * len(seconds)
 
 
-def _variant_results(
+def variant_results(
     definition: Definition,
     budget: Budget,
     specs: dict[str, Spec],
-    done: dict[tuple[str, int], _Done],
+    done: dict[tuple[str, int], Done],
     seeds: list[int],
     diverged: set[tuple[str, int]] = frozenset(),
 ) -> list[dict[str, Any]]:
@@ -48,7 +49,7 @@ def _variant_results(
         complete = [d for d in runs if d.run.status == "complete"]
         spec = specs[variant.name]
 
-        def last(d: _Done, key: str) -> float | None:
+        def last(d: Done, key: str) -> float | None:
             values = d.run.history.get(key) or [None]
             return values[-1]
 
@@ -73,7 +74,7 @@ def _variant_results(
                 "final_val_loss": conclusions.summarize(val_loss),
                 "generalization_gap": conclusions.summarize(gaps),
                 "seconds": conclusions.summarize([d.run.metrics.train_seconds for d in complete]),
-                "updates": _updates(spec, budget, budget.epochs),
+                "updates": updates_per_run(spec, budget, budget.epochs),
                 "diverged_seeds": sorted(s for name, s in diverged if name == variant.name),
                 "activations": {d.run.name: d.activations for d in runs if d.activations},
             }
@@ -81,7 +82,7 @@ def _variant_results(
     return results
 
 
-def _conclusion(
+def conclusion_lines(
     definition: Definition, variants: list[dict[str, Any]], curves: dict[str, list[dict]]
 ) -> list[str]:
     by_name = {
@@ -159,10 +160,14 @@ def _saturation_sentences(variants: list[dict[str, Any]]) -> list[str]:
             parts.append(f"{variant['name']} {np.mean(first):.0%} {label}")
     if not parts:
         return []
-    return ["First hidden layer at the end, on 500 validation digits: " + "; ".join(parts) + "."]
+    return [
+        f"First hidden layer at the end, on {ACTIVATION_BATCH} validation digits: "
+        + "; ".join(parts)
+        + "."
+    ]
 
 
-def _recorded_train_loss(previous: ExperimentRecord | None, run_name: str) -> float | None:
+def recorded_train_loss(previous: ExperimentRecord | None, run_name: str) -> float | None:
     """A finished run's inference-mode training loss, from the record being resumed."""
     if previous is None:
         return None
@@ -173,8 +178,19 @@ def _recorded_train_loss(previous: ExperimentRecord | None, run_name: str) -> fl
     return None
 
 
-def _curves(
-    definition: Definition, done: dict[tuple[str, int], _Done], budget: Budget
+def recorded_activations(previous: ExperimentRecord | None) -> dict[str, dict]:
+    """Each run's activation statistics, by run name, from the record being resumed."""
+    if previous is None:
+        return {}
+    return {
+        run: {layer: {k: list(x) for k, x in stats.items()} for layer, stats in layers.items()}
+        for variant in previous.variants
+        for run, layers in variant.activations.items()
+    }
+
+
+def curves_of(
+    definition: Definition, done: dict[tuple[str, int], Done], budget: Budget
 ) -> dict[str, list[dict]]:
     """Per variant (in the definition's order), per finished run: its per-epoch history,
     seconds and updates per epoch."""
@@ -191,3 +207,44 @@ def _curves(
             }
         )
     return curves
+
+
+def build_record(
+    definition: Definition,
+    budget: Budget,
+    policy: str,
+    quick: bool,
+    specs: dict[str, Spec],
+    variants: list[dict[str, Any]],
+    curves: dict[str, list[dict]],
+    **fields: Any,
+) -> ExperimentRecord:
+    """The experiment's record from its figures; `fields` are the rest: status, created,
+    seeds, plots, wall_seconds, cpu_seconds."""
+    return ExperimentRecord.model_validate(
+        {
+            "name": definition.name,
+            "question": definition.question,
+            "description": definition.description,
+            "anchor": definition.anchor,
+            "status": fields["status"],
+            "created": fields["created"],
+            "updated": datetime.now(),
+            "seeds": fields["seeds"],
+            "budget": {
+                **budget.model_dump(),
+                "fit_samples": budget.fit_samples,
+                "quick": quick,
+                "batch_sizes": sorted({s.train.batch_size for s in specs.values()}),
+            },
+            "learning_rate_policy": policy,
+            "baseline": definition.baseline_name,
+            "variants": variants,
+            "conclusion": conclusion_lines(definition, variants, curves),
+            "statistics": conclusions.STATISTICS,
+            "plots": fields["plots"],
+            "definition": definition.model_dump(mode="json"),
+            "wall_seconds": round(fields["wall_seconds"], 2),
+            "cpu_seconds": round(fields["cpu_seconds"], 2),
+        }
+    )

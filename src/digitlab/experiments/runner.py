@@ -12,6 +12,10 @@ An experiment's folder is `RUNS_DIR/experiments/<timestamp>-<name>/`:
 All runs train in this one process: imports and the JAX compilation are paid once (and the
 compiled programs are cached across variants that share shapes). Runs go seed by seed, so an
 interrupted experiment holds comparable variants. `resume` trains only what is missing.
+
+The work is split: `plan` (pure: specs, budget, cells), `record` (experiment.json and the
+folders), `results` (figures and sentences), `progress` (the terminal); this module carries
+the plan out: plan → train each cell → conclude → write the record, plots and report.
 """
 
 from __future__ import annotations
@@ -24,32 +28,22 @@ from pathlib import Path
 import numpy as np
 
 from digitlab import interrupts
-from digitlab.errors import DivergedError, RunError, SpecError
-from digitlab.experiments import conclusions
-from digitlab.experiments.plan import _budget, variant_spec
-from digitlab.experiments.progress import _Progress
+from digitlab.errors import DivergedError, SpecError
+from digitlab.experiments import plan, results
+from digitlab.experiments.progress import Progress
 from digitlab.experiments.record import (
     RECORD_FILE,
     RUNS_FOLDER,
-    _existing_runs,
+    existing_runs,
     experiments_dir,
     find_experiment,
     list_experiments,  # noqa: F401  (imported from here by the CLI)
     read_record,
     write_record,
 )
-from digitlab.experiments.results import (
-    _conclusion,
-    _curves,
-    _Done,
-    _recorded_train_loss,
-    _variant_results,
-)
-from digitlab.experiments.schema import Budget, Definition, ExperimentRecord
+from digitlab.experiments.schema import Budget, Definition, ExperimentRecord, Variant
 from digitlab.runs import Run, check_writable, new_run_path
 from digitlab.schema import Spec, validate
-
-ACTIVATION_BATCH = 500  # the fixed validation digits the activation statistics are taken on
 
 
 @dataclass
@@ -63,15 +57,6 @@ class Outcome:
     @property
     def interrupted(self) -> bool:
         return self.record.status == "interrupted"
-
-
-def _standardize(budget: Budget, data_dir) -> tuple[float, float]:
-    """One mean and one deviation of the pixels /255 over the training digits fit sees."""
-    from digitlab.data import load_dataset
-
-    (x, _), _ = load_dataset("mnist", data_dir=data_dir)
-    pixels = x[: budget.fit_samples].astype(np.float32) / 255.0
-    return float(pixels.mean()), float(pixels.std())
 
 
 def run_experiment(
@@ -98,6 +83,7 @@ def run_experiment(
         runs_dir: where `experiments/` lives (default `$DIGITLAB_RUNS_DIR` or ./runs).
         resume: an experiment folder (path, name, or "latest") to complete: only runs it
             lacks are trained, with its own budget; `seeds` may add seeds.
+        data_dir: where the dataset is read from (default: as `load_dataset`).
         console: a Rich console for progress (default: stderr).
         live: force the progress bar on or off (default: on a terminal only).
 
@@ -105,237 +91,255 @@ def run_experiment(
         The `Outcome`; `outcome.interrupted` after Ctrl-C/SIGTERM, with a partial record.
 
     Raises:
-        SpecError: a bad budget or variant; training diverged.
+        SpecError: a bad budget or variant, or a run's spec fails to train.
         RunError: the folder can't be written, or the experiment to resume isn't found.
     """
-    started, cpu_started = time.perf_counter(), time.process_time()
-    if resume is not None:
-        folder = find_experiment(resume, definition.name, runs_dir)
-        previous = read_record(folder)
-        definition = validate(Definition, previous.definition, f"{folder / RECORD_FILE}")
-        old = validate(
-            Budget,
-            {key: previous.budget.get(key) for key in Budget.model_fields},
-            f"{folder / RECORD_FILE}: budget",
-            error=RunError,
-        )
-        changed = [
-            flag
-            for flag, value, was in (
-                ("--epochs", epochs, old.epochs),
-                ("--train-samples", train_samples, old.train_samples),
-            )
-            if value is not None and value != was
-        ]
-        if changed or (learning_rate_policy not in (None, previous.learning_rate_policy)):
-            raise SpecError(
-                f"--resume completes {folder.name} with its own budget, so "
-                f"{', '.join(changed) or '--lr-policy'} can't change; leave them out "
-                "(only --seeds may add seeds)"
-            )
-        budget = validate(Budget, {**old.model_dump(), "seeds": seeds or old.seeds}, "--seeds")
-        policy = previous.learning_rate_policy
-        quick = bool(previous.budget.get("quick", False))
-        created = previous.created
-        wall_before, cpu_before = previous.wall_seconds, previous.cpu_seconds
+    sizes = {"seeds": seeds, "epochs": epochs, "train_samples": train_samples}
+    if resume is None:
+        experiment = _start(definition, quick, sizes, learning_rate_policy, runs_dir, data_dir)
     else:
-        budget = _budget(definition, quick, seeds=seeds, epochs=epochs, train_samples=train_samples)
-        policy = learning_rate_policy or definition.learning_rate_policy
-        folder = new_run_path(check_writable(experiments_dir(runs_dir)), definition.name)
-        created, previous, wall_before, cpu_before = datetime.now(), None, 0.0, 0.0
-    check_writable(folder / RUNS_FOLDER)
-    seed_list = list(range(budget.seeds))
-
-    standardize = (0.0, 1.0)
-    if any(v.input_scaling == "standardize" for v in definition.variants):
-        standardize = _standardize(budget, data_dir)
-    specs = {
-        v.name: variant_spec(definition, v, budget, 0, policy, standardize)
-        for v in definition.variants
-    }
-    old_activations: dict[str, dict] = {}
-    if previous is not None:
-        for v in previous.variants:
-            old_activations.update(
-                {
-                    run: {k: {s: list(x) for s, x in st.items()} for k, st in layers.items()}
-                    for run, layers in v.activations.items()
-                }
-            )
-
-    from digitlab.data import load_dataset
-    from digitlab.evaluation import loss_targets
-
-    (x_all, y_all), _ = load_dataset("mnist", data_dir=data_dir)
-    fit = budget.fit_samples
-    x_fit = x_all[:fit].reshape(fit, -1).astype(np.float32) / 255.0
-    val_end = budget.train_samples
-    x_batch = x_all[max(fit, val_end - ACTIVATION_BATCH) : val_end].reshape(-1, 784)
-    x_batch = x_batch.astype(np.float32) / 255.0
-
-    done: dict[tuple[str, int], _Done] = {}
-    trained: list[str] = []
-    for key, run in _existing_runs(folder).items():
-        if key[1] in seed_list and key[0] in specs:
-            done[key] = _Done(run, None, old_activations.get(run.name, {}))
-            if run.status == "complete":
-                done[key].train_loss = _recorded_train_loss(previous, run.name)
-
-    def write(status: str, final: bool = False) -> ExperimentRecord:
-        return _write_record(
-            folder, definition, budget, policy, specs, done, diverged, seed_list, status, created,
-            (wall_before + time.perf_counter() - started,
-             cpu_before + time.process_time() - cpu_started), final=final, quick=quick,
-        )  # fmt: skip
-
-    diverged: set[tuple[str, int]] = set()
-    if previous is not None:
-        diverged = {(v.name, s) for v in previous.variants for s in v.diverged_seeds}
-    todo = [
-        (v, s)
-        for s in seed_list
-        for v in definition.variants
-        if ((v.name, s) not in done or done[(v.name, s)].run.status != "complete")
-        and (v.name, s) not in diverged
-    ]
-    record = write("interrupted")  # the folder is an experiment from now on, resumable
-    status = "complete"
-    total_epochs = sum(
-        budget.epochs - (done[(v.name, s)].run.epochs_done if (v.name, s) in done else 0)
-        for v, s in todo
+        experiment = _resume(
+            resume, definition.name, sizes, learning_rate_policy, runs_dir, data_dir
+        )
+    cells = plan.cells_to_do(
+        experiment.definition,
+        experiment.budget.seeds,
+        {key for key, done in experiment.done.items() if done.run.status == "complete"},
+        experiment.diverged,
     )
+    experiment.write("interrupted")  # the folder is an experiment from now on, resumable
+    status = _train_cells(experiment, cells, console, live)
+    record = experiment.write(status, final=True)
+    return Outcome(experiment.folder, record, experiment.trained)
+
+
+# ------------------------------------------------------------------------------ the experiment
+class _Inputs:
+    """The digits an experiment measures its runs on, loaded once per dataset and shape: the
+    training digits fit sees (the final training loss, in inference mode) and the activation
+    batch (`plan.ACTIVATION_BATCH` validation digits just before the test-free end)."""
+
+    def __init__(self, budget: Budget, data_dir: str | Path | None):
+        self.budget, self.data_dir = budget, data_dir
+        self._train: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        self._arrays: dict[tuple, np.ndarray] = {}
+
+    def _training_digits(self, dataset: str) -> tuple[np.ndarray, np.ndarray]:
+        from digitlab.data import load_dataset
+
+        if dataset not in self._train:
+            self._train[dataset] = load_dataset(dataset, data_dir=self.data_dir)[0]
+        return self._train[dataset]
+
+    def standardize(self, dataset: str) -> tuple[float, float]:
+        """One mean and one deviation of the scaled pixels over the training digits fit sees."""
+        from digitlab.model import prepare_inputs
+
+        x, _ = self._training_digits(dataset)
+        pixels = prepare_inputs(x[: self.budget.fit_samples])
+        return float(pixels.mean()), float(pixels.std())
+
+    def for_spec(self, spec: Spec) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(fit images, their loss targets, the activation batch), as `spec`'s network takes
+        them."""
+        from digitlab.data import class_names
+        from digitlab.evaluation import loss_targets
+        from digitlab.model import prepare_inputs
+
+        dataset, shape = spec.train.dataset, spec.input_shape
+        fit, end = self.budget.fit_samples, self.budget.train_samples
+        start = max(fit, end - plan.ACTIVATION_BATCH)
+        x, y = self._training_digits(dataset)
+        classes = len(class_names(dataset))
+        return (
+            self._cached((dataset, shape, "fit"), lambda: prepare_inputs(x[:fit], shape)),
+            self._cached(
+                (dataset, spec.train.one_hot), lambda: loss_targets(y[:fit], spec, classes)
+            ),
+            self._cached((dataset, shape, "batch"), lambda: prepare_inputs(x[start:end], shape)),
+        )
+
+    def _cached(self, key: tuple, make) -> np.ndarray:
+        if key not in self._arrays:
+            self._arrays[key] = make()
+        return self._arrays[key]
+
+
+@dataclass
+class _Experiment:
+    """One experiment while it runs: what it is, where, and what is done so far."""
+
+    folder: Path
+    definition: Definition
+    budget: Budget
+    policy: str
+    quick: bool
+    created: datetime
+    inputs: _Inputs
+    data_dir: str | Path | None
+    specs: dict[str, Spec] = field(default_factory=dict)  # each variant's, at seed 0
+    done: dict[tuple[str, int], results.Done] = field(default_factory=dict)
+    diverged: set[tuple[str, int]] = field(default_factory=set)
+    trained: list[str] = field(default_factory=list)
+    seconds_before: tuple[float, float] = (0.0, 0.0)  # wall and CPU of earlier sessions
+    started: tuple[float, float] = field(
+        default_factory=lambda: (time.perf_counter(), time.process_time())
+    )
+
+    def write(self, status: str, final: bool = False) -> ExperimentRecord:
+        """Compute the figures and the conclusion, write experiment.json; once `final`, draw
+        the plots and write the report too."""
+        from digitlab.experiments import plots
+
+        seeds = list(range(self.budget.seeds))
+        variants = results.variant_results(
+            self.definition, self.budget, self.specs, self.done, seeds, self.diverged
+        )
+        curves = results.curves_of(self.definition, self.done, self.budget)
+        drawn: list[str] = []
+        if final and any(curves.values()):
+            drawn = [p.name for p in plots.draw(self.folder, self.definition, variants, curves)]
+        record = results.build_record(
+            self.definition, self.budget, self.policy, self.quick, self.specs, variants, curves,
+            status=status, created=self.created, seeds=seeds, plots=drawn,
+            wall_seconds=self.seconds_before[0] + time.perf_counter() - self.started[0],
+            cpu_seconds=self.seconds_before[1] + time.process_time() - self.started[1],
+        )  # fmt: skip
+        write_record(self.folder, record)
+        if final and drawn:
+            write_report(self.folder)
+        return record
+
+
+def _start(definition, quick, sizes, policy, runs_dir, data_dir) -> _Experiment:
+    """A new experiment folder, its budget and specs."""
+    budget = plan.make_budget(definition, quick, **sizes)
+    folder = new_run_path(check_writable(experiments_dir(runs_dir)), definition.name)
+    check_writable(folder / RUNS_FOLDER)
+    experiment = _Experiment(
+        folder, definition, budget, policy or definition.learning_rate_policy, quick,
+        datetime.now(), _Inputs(budget, data_dir), data_dir,
+    )  # fmt: skip
+    experiment.specs = _specs(experiment)
+    return experiment
+
+
+def _resume(ref, name, sizes, policy, runs_dir, data_dir) -> _Experiment:
+    """An experiment folder to complete, with its own definition and budget, and its runs."""
+    folder = find_experiment(ref, name, runs_dir)
+    previous = read_record(folder)
+    definition = validate(Definition, previous.definition, f"{folder / RECORD_FILE}")
+    budget = plan.resumed_budget(previous, folder, policy=policy, **sizes)
+    check_writable(folder / RUNS_FOLDER)
+    experiment = _Experiment(
+        folder, definition, budget, previous.learning_rate_policy,
+        bool(previous.budget.get("quick", False)), previous.created, _Inputs(budget, data_dir),
+        data_dir, seconds_before=(previous.wall_seconds, previous.cpu_seconds),
+        diverged={(v.name, s) for v in previous.variants for s in v.diverged_seeds},
+    )  # fmt: skip
+    experiment.specs = _specs(experiment)
+    activations = results.recorded_activations(previous)
+    for key, run in existing_runs(folder).items():
+        if key[1] < budget.seeds and key[0] in experiment.specs:
+            complete = run.status == "complete"
+            loss = results.recorded_train_loss(previous, run.name) if complete else None
+            experiment.done[key] = results.Done(run, loss, activations.get(run.name, {}))
+    return experiment
+
+
+def _specs(experiment: _Experiment) -> dict[str, Spec]:
+    """Each variant's spec at seed 0; standardised inputs use their dataset's statistics."""
+    specs = {}
+    for variant in experiment.definition.variants:
+        spec = _variant_spec(experiment, variant, 0)
+        if variant.input_scaling == "standardize":
+            stats = experiment.inputs.standardize(spec.train.dataset)
+            spec = _variant_spec(experiment, variant, 0, stats)
+        specs[variant.name] = spec
+    return specs
+
+
+def _variant_spec(experiment, variant: Variant, seed: int, standardize=(0.0, 1.0)) -> Spec:
+    return plan.variant_spec(
+        experiment.definition, variant, experiment.budget, seed, experiment.policy, standardize
+    )
+
+
+# ------------------------------------------------------------------------------------ training
+def _train_cells(experiment: _Experiment, cells: list[plan.Cell], console, live) -> str:
+    """Train the cells in order, the record rewritten after each; returns the status."""
+    epochs_done = {key: done.run.epochs_done for key, done in experiment.done.items()}
+    total = plan.epochs_to_do(cells, experiment.budget, epochs_done)
     with (
-        _Progress(console, total_epochs, len(todo), live) as progress,
+        Progress(console, total, len(cells), live) as progress,
         interrupts.stop_on_signals() as stop,
     ):
-        for variant, seed in todo:
-            if stop.is_set():
-                status = "interrupted"
-                break
-            label = f"{definition.name} {variant.name} seed {seed}"
-            progress.starting(label)
-            spec = variant_spec(definition, variant, budget, seed, policy, standardize)
-            from digitlab.experiments.callbacks import (
-                ActivationStatistics,
-                EpochProgress,
-                TrainingLoss,
-            )
-
-            y_fit = loss_targets(y_all[:fit], spec, 10)
-            loss_cb = TrainingLoss(x_fit, y_fit)
-            previous_done = done.get((variant.name, seed))
-            stats_cb = ActivationStatistics(
-                x_batch, previous_done.activations if previous_done else None
-            )
-            from digitlab.fastfit import StopOnRequest
-
-            callbacks = [EpochProgress(progress.advance), StopOnRequest(stop), loss_cb]
-            if definition.activation_stats:
-                callbacks.append(stats_cb)
-            try:
-                run = _train_one(
-                    spec, folder, variant.name, seed, previous_done, callbacks, data_dir, quick
-                )
-            except DivergedError:  # a result, not a failure
-                diverged.add((variant.name, seed))
-                progress.diverged(label)
-                if (variant, seed) != todo[-1]:
-                    write("interrupted")
-                continue
-            except SpecError as exc:
-                write("interrupted", final=True)  # keep what is finished, say where
-                raise SpecError(f"{label}: {exc}. The finished runs are kept in {folder}") from None
-            done[(variant.name, seed)] = _Done(
-                run, loss_cb.loss, stats_cb.values if definition.activation_stats else {}
-            )
-            trained.append(run.name)
-            progress.finished_run(label, run)
-            if run.status != "complete":
-                status = "interrupted"
-                break
-            if (variant, seed) != todo[-1]:
-                write("interrupted")  # a kill from here on loses no finished run
-            if stop.is_set() and (variant, seed) != todo[-1]:
-                status = "interrupted"
-                break
-    record = write(status, final=True)
-    return Outcome(folder, record, trained)
+        for index, (variant, seed) in enumerate(cells):
+            if stop.is_set():  # a signal between two fits
+                return "interrupted"
+            run = _train_cell(experiment, variant, seed, progress, stop)
+            if run is not None and run.status != "complete":  # a signal during the fit
+                return "interrupted"
+            if index < len(cells) - 1:
+                experiment.write("interrupted")  # a kill from here on loses no finished run
+    return "complete"
 
 
-def _train_one(
-    spec, folder, variant, seed, previous: _Done | None, callbacks, data_dir, quick: bool
-) -> Run:
+def _train_cell(experiment: _Experiment, variant: Variant, seed: int, progress, stop) -> Run | None:
+    """Train (or continue) one (variant, seed) as an ordinary run; None if it diverged,
+    which is recorded as a result, not a failure.
+
+    Raises:
+        SpecError: the run's spec fails to train (the record is written first).
+    """
+    from digitlab.experiments.callbacks import ActivationStatistics, EpochProgress, TrainingLoss
+    from digitlab.fastfit import StopOnRequest
+
+    definition, key = experiment.definition, (variant.name, seed)
+    label = f"{definition.name} {variant.name} seed {seed}"
+    progress.starting(label)
+    spec = experiment.specs[variant.name].replace(train={"seed": seed})
+    x_fit, y_fit, x_batch = experiment.inputs.for_spec(spec)
+    previous = experiment.done.get(key)
+    loss = TrainingLoss(x_fit, y_fit)
+    stats = ActivationStatistics(x_batch, previous.activations if previous else None)
+    callbacks = [EpochProgress(progress.advance), StopOnRequest(stop), loss]
+    if definition.activation_stats:
+        callbacks.append(stats)
+    try:
+        run = _train_one(spec, experiment, variant.name, seed, previous, callbacks)
+    except DivergedError:
+        experiment.diverged.add(key)
+        progress.diverged(label)
+        return None
+    except SpecError as exc:
+        experiment.write("interrupted", final=True)  # keep what is finished, say where
+        raise SpecError(
+            f"{label}: {exc}. The finished runs are kept in {experiment.folder}"
+        ) from None
+    activations = stats.values if definition.activation_stats else {}
+    experiment.done[key] = results.Done(run, loss.loss, activations)
+    experiment.trained.append(run.name)
+    progress.finished_run(label, run)
+    return run
+
+
+def _train_one(spec, experiment: _Experiment, variant, seed, previous, callbacks) -> Run:
     from digitlab import training
 
+    data_dir = experiment.data_dir
     if previous is not None and previous.run.status == "interrupted":
         return training.resume(previous.run, data_dir=data_dir, verbose=0, callbacks=callbacks)
     return training.train(
         spec,
-        runs_dir=folder / RUNS_FOLDER,
+        runs_dir=experiment.folder / RUNS_FOLDER,
         name=f"{variant}-seed{seed}",
         data_dir=data_dir,
         verbose=0,
         callbacks=callbacks,
-        pictures=not quick,  # ~3 s a run; a report draws curves and confusion matrix itself
+        pictures=not experiment.quick,  # ~3 s a run; a report draws curves and matrix itself
         calibrate=False,  # confidence thresholds: longer than the fit, and not compared here
     )
-
-
-def _write_record(
-    folder: Path,
-    definition: Definition,
-    budget: Budget,
-    policy: str,
-    specs: dict[str, Spec],
-    done: dict[tuple[str, int], _Done],
-    diverged: set[tuple[str, int]],
-    seeds: list[int],
-    status: str,
-    created: datetime,
-    seconds: tuple[float, float],
-    final: bool,
-    quick: bool = False,
-) -> ExperimentRecord:
-    """Compute the figures and the conclusion, draw the plots, write experiment.json (and the
-    report, once complete)."""
-    from digitlab.experiments import plots
-
-    variants = _variant_results(definition, budget, specs, done, seeds, diverged)
-    curves = _curves(definition, done, budget)
-    drawn: list[str] = []
-    if final and any(curves.values()):
-        drawn = [p.name for p in plots.draw(folder, definition, variants, curves)]
-    record = ExperimentRecord.model_validate(
-        {
-            "name": definition.name,
-            "question": definition.question,
-            "description": definition.description,
-            "anchor": definition.anchor,
-            "status": status,
-            "created": created,
-            "updated": datetime.now(),
-            "seeds": seeds,
-            "budget": {
-                **budget.model_dump(),
-                "fit_samples": budget.fit_samples,
-                "quick": quick,
-                "batch_sizes": sorted({s.train.batch_size for s in specs.values()}),
-            },
-            "learning_rate_policy": policy,
-            "baseline": definition.baseline_name,
-            "variants": variants,
-            "conclusion": _conclusion(definition, variants, curves),
-            "statistics": conclusions.STATISTICS,
-            "plots": drawn,
-            "definition": definition.model_dump(mode="json"),
-            "wall_seconds": round(seconds[0], 2),
-            "cpu_seconds": round(seconds[1], 2),
-        }
-    )
-    write_record(folder, record)
-    if final and drawn:
-        write_report(folder)
-    return record
 
 
 def write_report(folder: Path) -> Path:
