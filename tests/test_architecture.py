@@ -62,7 +62,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "digitlab.events",  # a training callback writing TensorBoard files
             "digitlab.plots",
             "digitlab.display",
-            "digitlab.report._render",  # the Jinja2 environment display.py shares with reports
+            "digitlab.html",  # the Jinja2 environment display.py shares with reports
         ),
     ),
     (
@@ -71,6 +71,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
         (
             "digitlab.runs",
             "digitlab.runs.*",
+            "digitlab.experiments",  # its __init__ only re-exports lazily: records stay cheap
             "digitlab.experiments.schema",
             "digitlab.experiments.record",
             "digitlab.experiments.conclusions",
@@ -199,6 +200,18 @@ def imports(name: str) -> Iterator[tuple[str, int]]:
             resolved = _resolve(target) if target.split(".")[0] == "digitlab" else None
             if resolved and resolved != name:
                 yield resolved, node.lineno
+                yield from ((parent, node.lineno) for parent in _parents_run(resolved, name))
+
+
+def _parents_run(target: str, importer: str) -> Iterator[str]:
+    """The packages whose `__init__` importing `target` runs too: `import digitlab.report.x`
+    runs `digitlab/report/__init__.py`, so it depends on all that file imports. The top
+    package and the importer's own packages (already running) are left out."""
+    parts = target.split(".")
+    for depth in range(2, len(parts)):
+        parent = ".".join(parts[:depth])
+        if parent in MODULES and not (importer + ".").startswith(parent + "."):
+            yield parent
 
 
 GRAPH: dict[str, dict[str, int]] = {}
@@ -490,3 +503,12 @@ def test_dataset_shape_scale_classes_and_names_come_from_the_constants():
 
 if __name__ == "__main__":  # pragma: no cover - the to-do list without pytest's truncation
     pytest.main([__file__, "-q", "-p", "no:cacheprovider", "-vv"])
+
+
+def test_importing_a_submodule_counts_its_package_init():
+    """`import digitlab.report.pages` runs `digitlab/report/__init__.py` first (which imports
+    compare and pages): an edge the loop test must see. A module's own package is already
+    running and is not an edge, nor is the top package."""
+    assert list(_parents_run("digitlab.report.pages", "digitlab.display")) == ["digitlab.report"]
+    assert list(_parents_run("digitlab.report.pages", "digitlab.report.compare")) == []
+    assert list(_parents_run("digitlab.errors", "digitlab.display")) == []

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from digitlab.report._render import data_uri, number, percent, render
+from digitlab.html import data_uri, number, percent, render
 
 
 def card(

@@ -15,8 +15,8 @@ from matplotlib.ticker import MaxNLocator
 from digitlab.errors import RunError
 from digitlab.files import write_text
 from digitlab.plots import save_figure
-from digitlab.report._render import figure, flatten, layer_text, number, percent, relative_href
-from digitlab.report._render import render as render_page
+from digitlab.html import figure, flatten, layer_text, number, percent, relative_href
+from digitlab.html import render as render_page
 from digitlab.report.pages import REPORT_FILE
 from digitlab.runs import Run
 

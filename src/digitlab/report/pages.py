@@ -10,7 +10,7 @@ from digitlab.errors import DigitlabError, RunError
 from digitlab.experiments.record import RECORD_FILE, RUNS_FOLDER, read_record
 from digitlab.experiments.schema import VariantResult
 from digitlab.files import is_dir, is_file, write_text
-from digitlab.report._render import (
+from digitlab.html import (
     figure,
     flatten,
     layer_text,

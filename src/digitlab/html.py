@@ -1,4 +1,9 @@
-"""What every report page shares: the Jinja2 environment, inlined images and number formats."""
+"""What every HTML page shares (reports, comparisons, a run's notebook view): the Jinja2
+environment over `digitlab/report/templates`, inlined images and number formats.
+
+It sits below `runs` (a run shows itself in a notebook with it), so it loads the templates
+from their folder rather than through the `digitlab.report` package, whose pages read runs.
+"""
 
 from __future__ import annotations
 
@@ -9,12 +14,13 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from jinja2 import Environment, PackageLoader, StrictUndefined
+from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 from digitlab._version import __version__
 from digitlab.errors import RunError
 from digitlab.files import read_capped
 
+TEMPLATES_DIR = Path(__file__).parent / "report" / "templates"
 MAX_IMAGE_BYTES = 20 << 20  # a PNG inlined into a page; ours are 20–300 kB
 
 _env: Environment | None = None
@@ -26,7 +32,7 @@ def environment() -> Environment:
     global _env
     if _env is None:
         _env = Environment(
-            loader=PackageLoader("digitlab.report", "templates"),
+            loader=FileSystemLoader(TEMPLATES_DIR),
             autoescape=True,
             undefined=StrictUndefined,
             trim_blocks=True,
