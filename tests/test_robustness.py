@@ -400,7 +400,7 @@ def test_unexpected_errors_are_one_line_unless_debug(monkeypatch, tmp_path):
     def bug(*args, **kwargs):
         raise ZeroDivisionError("division by zero")
 
-    monkeypatch.setattr(digitlab.runs, "scan_runs", bug)
+    monkeypatch.setattr(digitlab.runs, "listing", bug)  # what `digitlab runs` calls
     line = one_line_error(invoke("runs", "--runs-dir", tmp_path), code=1)
     assert "ZeroDivisionError" in line and "--debug" in line
     monkeypatch.setenv("DIGITLAB_DEBUG", "1")
