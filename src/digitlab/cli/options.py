@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 import typer
 
+from digitlab.data import DEFAULT_DATASET
 from digitlab.presets import preset_names
 from digitlab.schema import DATASETS, TrainConfig
 
@@ -28,7 +29,7 @@ Dataset = choices("Dataset", DATASETS)
 
 
 DatasetOption = typer.Option(
-    Dataset("mnist"),
+    Dataset(DEFAULT_DATASET),
     "--dataset",
     "-d",
     metavar="NAME",
