@@ -31,8 +31,8 @@ def throughput(workers: int, args, runs_dir: Path) -> dict:
 
     from digitlab.config import TrainConfig
     from digitlab.search_space import SearchSpace, spec_for_trial
-    from digitlab.studies import open_storage
     from digitlab.tune import tune
+    from digitlab.tune.storages import open_storage
 
     space = SearchSpace(epochs=args.epochs)
     study = optuna.create_study(

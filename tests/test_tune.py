@@ -26,9 +26,9 @@ from optuna.trial import FixedTrial, TrialState
 from digitlab.errors import DigitlabError, SpecError
 from digitlab.presets import get_preset
 from digitlab.search_space import SearchSpace, load_space, preset_point, spec_for_trial
-from digitlab.studies import FAILURE_ATTR, FINISHED, open_storage
 from digitlab.tune import TEST_KILL_ENV, WORKER_ATTR, parse_duration, tune
-from digitlab.tune_report import TOP_TRIALS_CSV, TOP_TRIALS_MD, report
+from digitlab.tune.report import TOP_TRIALS_CSV, TOP_TRIALS_MD, report
+from digitlab.tune.storages import FAILURE_ATTR, FINISHED, open_storage
 
 # Narrow ranges keep the networks small; what is tested is the bookkeeping, not the search.
 TINY = SearchSpace(hidden_layers=(1, 2), units=(16, 64), batch_size=(128, 256), epochs=1)

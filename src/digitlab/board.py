@@ -102,7 +102,7 @@ def start_dashboard(
     _require("optuna_dashboard", "optuna-dashboard", "dashboard")
     import optuna_dashboard
 
-    from digitlab.studies import journal_path, open_storage, storage_label
+    from digitlab.tune.storages import journal_path, open_storage, storage_label
 
     label = storage_label(storage, runs_dir)
     if (storage is None or "://" not in str(storage)) and not journal_path(

@@ -133,7 +133,7 @@ def tune_report(
 
     Example: `digitlab tune report --study wide`
     """
-    from digitlab.tune_report import report
+    from digitlab.tune.report import report
 
     for path in report(study, storage=storage, runs_dir=runs_dir, out_dir=out, top=top):
         console.print(f"wrote {path}")
