@@ -18,6 +18,8 @@ from typer.testing import CliRunner
 
 from digitlab import insight
 from digitlab.cli import app
+from digitlab.insight.explanation import _layer_values
+from digitlab.insight.inspection import _stats_of
 
 runner = CliRunner()
 
@@ -129,14 +131,14 @@ def test_first_layer_weights_of_a_trained_run_are_not_the_initialisation(small_r
 def test_stats_count_dead_relus_and_saturated_sigmoids():
     relu = insight.LayerInfo(0, "h", "Dense", "relu", (4,))
     values = np.array([[0.0, 1.0, 0.0, 2.0], [0.0, 0.0, 0.5, 0.0]])
-    stats = insight._stats_of(relu, values)
+    stats = _stats_of(relu, values)
     assert stats["dead_fraction"] == 0.25  # only unit 0 is zero on every digit
     assert stats["saturated_fraction"] is None
     assert stats["mean_per_unit_sorted"] == [1.0, 0.5, 0.25, 0.0]
     assert sum(stats["histogram"]["counts"]) == 8
     sigmoid = insight.LayerInfo(0, "s", "Dense", "sigmoid", (4,))
     values = np.array([[0.005, 0.5, 0.995, 0.98], [0.0, 0.2, 1.0, 0.011]])
-    stats = insight._stats_of(sigmoid, values)
+    stats = _stats_of(sigmoid, values)
     assert stats["saturated_fraction"] == 4 / 8  # 0.005, 0.995, 0.0, 1.0
     assert stats["dead_fraction"] is None
 
@@ -221,7 +223,7 @@ def test_explain_gives_layers_top3_and_saliency(small_run, test_digits):
 def test_conv_layers_are_capped_to_eight_small_maps():
     info = insight.LayerInfo(0, "c", "Conv2D", "relu", (24, 24, 16))
     value = np.random.default_rng(0).random((24, 24, 16))
-    entry = insight._layer_values(info, value)
+    entry = _layer_values(info, value)
     maps = np.asarray(entry["maps"])
     assert maps.shape == (8, 12, 12)
     assert "values" not in entry

@@ -1,0 +1,202 @@
+"""Why a run answered what it did for one digit (`explain`): every shown layer's
+activations, the top-3 classes and a saliency map; the map as an RGBA overlay, PNG or base64;
+the explanation's picture; and the occlusion check that keeps saliency honest.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from digitlab.data import PIXEL_MAX
+from digitlab.errors import DigitlabError
+from digitlab.insight.probe import IG_STEPS, METHODS, LayerInfo, Probe
+from digitlab.plots import save_figure
+from digitlab.runs import Run
+
+MAX_MAPS = 8  # conv feature maps per layer in an explanation
+MAX_MAP_SIDE = 14  # …each downsampled to at most 14×14
+
+
+def _downsample(maps: np.ndarray, side: int = MAX_MAP_SIDE) -> np.ndarray:
+    """H×W×C maps average-pooled by a whole factor so each side is at most `side`."""
+    h, w = maps.shape[:2]
+    f = max(1, math.ceil(max(h, w) / side))
+    hh, ww = h // f, w // f
+    return maps[: hh * f, : ww * f].reshape(hh, f, ww, f, -1).mean(axis=(1, 3))
+
+
+def _layer_values(info: LayerInfo, value: np.ndarray) -> dict[str, Any]:
+    entry: dict[str, Any] = {
+        "name": info.name,
+        "type": info.type,
+        "activation": info.activation,
+        "shape": list(info.shape),
+    }
+    if value.ndim == 3:  # conv feature maps: the most active MAX_MAPS, downsampled
+        order = np.argsort(-value.mean(axis=(0, 1)), kind="stable")[:MAX_MAPS]
+        small = _downsample(value[..., order])
+        entry["maps"] = [np.round(small[..., k], 4).tolist() for k in range(small.shape[-1])]
+        entry["channels"] = [int(c) for c in order]
+    else:
+        entry["values"] = [round(float(v), 4) for v in value.reshape(-1)]
+    return entry
+
+
+def explain(
+    run: Run, image: np.ndarray, *, target: int | None = None, method: str = "integrated"
+) -> dict[str, Any]:
+    """Why `run` answers what it does for one uint8 28×28 `image`.
+
+    Returns:
+        {"digit", "label", "probabilities", "top3": [{"digit", "label", "probability"}],
+        "target": the class explained (default the predicted one), "method",
+        "saliency": 28×28 list of floats, "layers": [{"name", "type", "activation",
+        "shape", "values" (Dense: one per unit) or "maps" (conv: at most 8, at most 14×14)
+        with "channels"}]}. The output layer is the last entry.
+    """
+    probe = Probe.of(run)
+    if method not in METHODS:
+        raise DigitlabError(f"--method must be one of {', '.join(METHODS)}, got '{method}'")
+    if target is not None and not 0 <= target < len(run.class_names):
+        raise DigitlabError(f"--target must be 0–{len(run.class_names) - 1}, got {target}")
+    x = probe.inputs(np.asarray(image)[None])
+    steps = IG_STEPS if method == "integrated" else 0
+    values, logits, chosen, saliency = probe._explain(
+        x, np.array([-1 if target is None else target], np.int32), steps
+    )
+    probs = probe.probabilities(np.asarray(logits))[0]
+    names = run.class_names
+    best = int(probs.argmax())
+    top = np.argsort(-probs, kind="stable")[:3]
+    return {
+        "digit": best,
+        "label": names[best],
+        "probabilities": [round(float(p), 6) for p in probs],
+        "top3": [
+            {"digit": int(k), "label": names[k], "probability": round(float(probs[k]), 6)}
+            for k in top
+        ],
+        "target": int(np.asarray(chosen)[0]),
+        "method": method,
+        "saliency": np.asarray(saliency).reshape(probe.image_shape).astype(float).tolist(),
+        "layers": [
+            _layer_values(info, np.asarray(v)[0])
+            for info, v in zip(probe.layers, values, strict=True)
+        ],
+    }
+
+
+def saliency_rgba(saliency: np.ndarray) -> np.ndarray:
+    """A saliency map as an RGBA overlay: red where a pixel's ink speaks for the class, blue
+    against it, opacity by magnitude (scaled to the map's largest absolute value)."""
+    s = np.asarray(saliency, np.float64)
+    peak = float(np.abs(s).max()) or 1.0
+    norm = s / peak
+    rgba = np.zeros((*s.shape, 4), np.uint8)
+    rgba[..., 0] = np.where(norm > 0, 230, 30)
+    rgba[..., 1] = 40
+    rgba[..., 2] = np.where(norm > 0, 30, 230)
+    rgba[..., 3] = np.rint(np.clip(np.abs(norm), 0, 1) ** 0.7 * 255).astype(np.uint8)
+    return rgba
+
+
+def saliency_png(saliency: np.ndarray) -> bytes:
+    """`saliency_rgba` as PNG bytes (a 28×28 transparent overlay)."""
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(saliency_rgba(saliency), "RGBA").save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def saliency_base64(saliency: np.ndarray) -> str:
+    return base64.b64encode(saliency_png(saliency)).decode("ascii")
+
+
+def save_explanation(
+    image: np.ndarray, explanation: dict[str, Any], path: str | os.PathLike
+) -> Path:
+    """One PNG: the 28×28 the model sees, the saliency overlay on it, the top-3, and a strip
+    per layer (Dense: one cell per unit; conv: the feature maps side by side)."""
+    return save_figure(_explanation_figure(np.asarray(image), explanation), path)
+
+
+def _explanation_figure(image: np.ndarray, explanation: dict[str, Any]) -> Figure:
+    layers = explanation["layers"]
+    fig = Figure(figsize=(9, 3.2 + 0.75 * len(layers)), layout="constrained")
+    grid = fig.add_gridspec(1 + len(layers), 3, height_ratios=[4] + [1] * len(layers))
+    ax = fig.add_subplot(grid[0, 0])
+    ax.imshow(image, cmap="gray", vmin=0, vmax=PIXEL_MAX, interpolation="nearest")
+    ax.set_title("what the model sees", fontsize=10)
+    ax.set_axis_off()
+    ax = fig.add_subplot(grid[0, 1])
+    saliency = np.asarray(explanation["saliency"])
+    ax.imshow(image, cmap="gray", vmin=0, vmax=PIXEL_MAX, interpolation="nearest")
+    ax.imshow(saliency_rgba(saliency), interpolation="nearest")
+    target = explanation["target"]
+    ax.set_title(f"saliency for {target} ({explanation['method']})", fontsize=10)
+    ax.set_axis_off()
+    ax = fig.add_subplot(grid[0, 2])
+    top = explanation["top3"][::-1]
+    ax.barh([t["label"] for t in top], [t["probability"] for t in top], color="tab:blue")
+    ax.set_xlim(0, 1)
+    ax.set_title("top 3", fontsize=10)
+    for i, t in enumerate(top):
+        ax.text(0.02, i, f"{t['probability']:.1%}", va="center", color="white", fontsize=9)
+    for row, layer in enumerate(layers, start=1):
+        ax = fig.add_subplot(grid[row, :])
+        label = f"{layer['name']} ({layer['type']}, {layer['activation']})"
+        if "maps" in layer:
+            maps = np.asarray(layer["maps"])
+            gap = np.full((maps.shape[1], 1), np.nan)
+            strip = np.concatenate([p for m in maps for p in (m, gap)][:-1], axis=1)
+            ax.imshow(strip, cmap="viridis", interpolation="nearest", aspect="equal")
+        else:
+            values = np.asarray(layer["values"])[None]
+            ax.imshow(values, cmap="viridis", interpolation="nearest", aspect="auto")
+        ax.set_title(label, fontsize=8, loc="left")
+        ax.set_axis_off()
+    return fig
+
+
+# ---------------------------------------------------------------------------- sanity measures
+def occlusion_drop(
+    run: Run,
+    images: np.ndarray,
+    *,
+    method: str = "integrated",
+    fraction: float = 0.05,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """Mean drop of the predicted class's probability when the top `fraction` of pixels by
+    saliency are set to 0 (black), and when as many random ink pixels are.
+
+    A saliency map that reflects the model makes the first drop the larger one."""
+    probe = Probe.of(run)
+    images = np.asarray(images, np.uint8)
+    flat = images.reshape(len(images), -1)
+    n = max(1, round(fraction * flat.shape[1]))
+    base = run.predict_proba(images)
+    target = base.argmax(axis=1)
+    saliency = probe.saliency(images, target, method=method).reshape(len(images), -1)
+    rng = np.random.default_rng(seed)
+    by_saliency, by_chance = flat.copy(), flat.copy()
+    for i in range(len(flat)):
+        by_saliency[i, np.argsort(-saliency[i], kind="stable")[:n]] = 0
+        ink = np.flatnonzero(flat[i])
+        by_chance[i, rng.choice(ink, size=min(n, len(ink)), replace=False)] = 0
+    rows = np.arange(len(images))
+
+    def drop(occluded: np.ndarray) -> float:
+        after = run.predict_proba(occluded.reshape(images.shape))
+        return float((base[rows, target] - after[rows, target]).mean())
+
+    return drop(by_saliency), drop(by_chance)
