@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 from PIL import Image
 
-from digitlab.errors import DataError, ImageError
-from digitlab.prediction import as_batch, load_image_files, load_npy, predict, to_pixels
+from digitlab.errors import DataError, DigitlabError, ImageError
+from digitlab.prediction import (
+    as_batch,
+    gather_inputs,
+    load_image_files,
+    load_npy,
+    parse_indices,
+    predict,
+    to_pixels,
+)
 
 
 def test_single_images_and_batches_become_uint8_batches():
@@ -90,6 +100,55 @@ def test_raw_image_files_are_resized_only(tmp_path):
 def test_missing_image_is_named(tmp_path):
     with pytest.raises(ImageError, match="nope.png not found"):
         load_image_files([tmp_path / "nope.png"])
+
+
+def test_indices_are_read_as_predict_takes_them():
+    assert parse_indices(["0-2", "5,7", " 9 ", 4]) == [0, 1, 2, 5, 7, 9, 4]
+    assert parse_indices(["-1"]) == [-1]  # a number, refused later as out of range
+    with pytest.raises(DigitlabError, match=r"--index takes numbers like 0, .*got '0-3,x'"):
+        parse_indices(["0-3,x"])
+
+
+# What gather_inputs reads of a run: its dataset, image shape and class names.
+MNIST_RUN = SimpleNamespace(
+    dataset=SimpleNamespace(name="mnist"),
+    image_shape=(28, 28),
+    class_names=[str(digit) for digit in range(10)],
+)
+
+
+def test_inputs_are_gathered_in_order_with_their_names_and_true_labels(tmp_path, mnist):
+    _, (x_test, y_test) = mnist
+    np.save(tmp_path / "two.npy", x_test[5:7].reshape(2, 784))
+    Image.fromarray(x_test[9]).save(tmp_path / "nine.png")
+    inputs = gather_inputs(
+        MNIST_RUN, [tmp_path / "nine.png"], ["0-1", "3"], npy=tmp_path / "two.npy", raw=True
+    )
+    assert inputs.sources == [
+        "test[0]",
+        "test[1]",
+        "test[3]",
+        "two.npy[0]",
+        "two.npy[1]",
+        str(tmp_path / "nine.png"),
+    ]
+    assert inputs.truths == [str(y_test[0]), str(y_test[1]), str(y_test[3]), None, None, None]
+    assert inputs.images.shape == (6, 28, 28) and inputs.images.dtype == np.uint8
+    np.testing.assert_array_equal(inputs.images[:3], x_test[[0, 1, 3]])
+    np.testing.assert_array_equal(inputs.images[3:5], x_test[5:7])
+    np.testing.assert_array_equal(inputs.images[5], x_test[9])  # raw: only resized, to 28×28
+
+
+@pytest.mark.parametrize("index", ["10000", "-1", "3,10000"])
+def test_an_index_outside_the_test_split_is_refused_by_name(mnist, index):
+    wanted = index.split(",")[-1]
+    with pytest.raises(DigitlabError, match=rf"^--index {wanted} is out of range: .* has 10000$"):
+        gather_inputs(MNIST_RUN, indices=[index])
+
+
+def test_nothing_to_predict_says_what_to_give():
+    with pytest.raises(DigitlabError, match="nothing to predict: give image files, --index N"):
+        gather_inputs(MNIST_RUN)
 
 
 @pytest.mark.slow

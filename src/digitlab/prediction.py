@@ -8,6 +8,7 @@ turned into one uint8 batch before the run's own preprocessing is applied.
 from __future__ import annotations
 
 import io
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from digitlab.data import IMAGE_SHAPE, PIXEL_MAX
-from digitlab.errors import DataError, ImageError
+from digitlab.errors import DataError, DigitlabError, ImageError
 from digitlab.files import read_capped
 from digitlab.runs import Run, load_run
 
@@ -223,6 +224,84 @@ def load_image_files(
         except ImageError as exc:
             raise ImageError(f"{path}: {exc}") from None
     return np.stack(batch)
+
+
+@dataclass
+class Inputs:
+    """What to predict, gathered from several places: a uint8 N×H×W batch, each image's
+    name (`test[3]`, `batch.npy[0]`, a file's path) and its true label where known."""
+
+    images: np.ndarray
+    sources: list[str]
+    truths: list[str | None]
+
+
+def parse_indices(values: Sequence[str | int]) -> list[int]:
+    """Test-split indices written as `digitlab predict --index` takes them: `0`, `0,1,2`,
+    `0-9` (inclusive), each value one of these or a comma-separated mix.
+
+    Raises:
+        DigitlabError: a value is not numbers like these.
+    """
+    indices = []
+    for value in values:
+        for part in str(value).replace(" ", "").split(","):
+            try:
+                if "-" in part[1:]:
+                    start, stop = (int(p) for p in part.split("-", 1))
+                    indices.extend(range(start, stop + 1))
+                elif part:
+                    indices.append(int(part))
+            except ValueError:
+                raise DigitlabError(
+                    f"--index takes numbers like 0, 0,1,2 or 0-9; got '{value}'"
+                ) from None
+    return indices
+
+
+def gather_inputs(
+    run: Run,
+    images: Sequence[str | Path] | None = None,
+    indices: Sequence[str | int] | None = None,
+    npy: str | Path | None = None,
+    raw: bool = False,
+    data_dir: str | Path | None = None,
+) -> Inputs:
+    """Everything `digitlab predict` is asked about, as one batch in the run's image shape:
+    digits of the run's test split (`indices`, as `parse_indices` reads them, with their
+    true labels), then a .npy array's images, then image files (`raw`: see
+    `load_image_files`).
+
+    Raises:
+        DigitlabError: nothing to predict, an index out of the test split or badly written,
+            an unreadable .npy file or image.
+    """
+    batches, sources, truths = [], [], []
+    if indices:
+        from digitlab.data import load_dataset
+
+        wanted = parse_indices(indices)
+        _, (x_test, y_test) = load_dataset(run.dataset.name, data_dir=data_dir)
+        bad = [i for i in wanted if not 0 <= i < len(x_test)]
+        if bad:
+            raise DigitlabError(
+                f"--index {bad[0]} is out of range: the test split has {len(x_test)}"
+            )
+        batches.append(x_test[wanted])
+        sources += [f"test[{i}]" for i in wanted]
+        truths += [run.class_names[y_test[i]] for i in wanted]
+    if npy is not None:
+        array = load_npy(npy, run.image_shape)
+        batches.append(array)
+        sources += [f"{Path(npy).name}[{i}]" for i in range(len(array))]
+        truths += [None] * len(array)
+    if images:
+        batches.append(load_image_files(list(images), raw=raw, shape=run.image_shape))
+        sources += [str(path) for path in images]
+        truths += [None] * len(images)
+    if not batches:
+        raise DigitlabError("nothing to predict: give image files, --index N or --npy FILE")
+    return Inputs(np.concatenate(batches), sources, truths)
 
 
 def predict(

@@ -4,32 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import typer
 
 from digitlab.cli.app import app, console, print_json
 from digitlab.cli.options import DataDirOption, JsonOption, RunArgument, RunsDirOption
-from digitlab.errors import DigitlabError
 
 
 # ------------------------------------------------------------------------------------- predict
-def _parse_indices(values: list[str]) -> list[int]:
-    indices = []
-    for value in values:
-        for part in value.replace(" ", "").split(","):
-            try:
-                if "-" in part[1:]:
-                    start, stop = (int(p) for p in part.split("-", 1))
-                    indices.extend(range(start, stop + 1))
-                elif part:
-                    indices.append(int(part))
-            except ValueError:
-                raise DigitlabError(
-                    f"--index takes numbers like 0, 0,1,2 or 0-9; got '{value}'"
-                ) from None
-    return indices
-
-
 @app.command("predict")
 def predict(
     run: str = RunArgument,
@@ -57,43 +38,19 @@ def predict(
     * `digitlab predict latest my_digit.png`
     * `digitlab predict latest --npy batch.npy`
     """
-    from digitlab.prediction import load_image_files, load_npy
+    from digitlab.prediction import gather_inputs
     from digitlab.prediction import predict as predict_images
     from digitlab.runs import load_run
 
     loaded = load_run(run, runs_dir)
-    batches, sources, truths = [], [], []
-    if index:
-        from digitlab.data import load_dataset
-
-        wanted = _parse_indices(index)
-        _, (x_test, y_test) = load_dataset(loaded.dataset.name, data_dir=data_dir)
-        bad = [i for i in wanted if not 0 <= i < len(x_test)]
-        if bad:
-            raise DigitlabError(
-                f"--index {bad[0]} is out of range: the test split has {len(x_test)}"
-            )
-        batches.append(x_test[wanted])
-        sources += [f"test[{i}]" for i in wanted]
-        truths += [loaded.class_names[y_test[i]] for i in wanted]
-    if npy is not None:
-        array = load_npy(npy, loaded.image_shape)
-        batches.append(array)
-        sources += [f"{npy.name}[{i}]" for i in range(len(array))]
-        truths += [None] * len(array)
-    if images:
-        batches.append(load_image_files(images, raw=raw, shape=loaded.image_shape))
-        sources += [str(path) for path in images]
-        truths += [None] * len(images)
-    if not batches:
-        raise DigitlabError("nothing to predict: give image files, --index N or --npy FILE")
-
-    prediction = predict_images(loaded, np.concatenate(batches), sources)
+    inputs = gather_inputs(loaded, images, index, npy=npy, raw=raw, data_dir=data_dir)
+    prediction = predict_images(loaded, inputs.images, inputs.sources)
     rows = prediction.to_list()
     if as_json:
+        truths = inputs.truths
         print_json([{**row, "true_label": truth} for row, truth in zip(rows, truths, strict=True)])
         return
-    console.print(prediction.table(truths))
+    console.print(prediction.table(inputs.truths))
     if rows and rows[0]["confident"] is None:
         console.print(f"no confidence thresholds in this run: `digitlab calibrate {run}` adds them")
 
