@@ -14,35 +14,44 @@ from digitlab.errors import DigitlabError
 # -------------------------------------------------------------------------- experiment (helper)
 LearningRatePolicy = choices("LearningRatePolicy", ("same", "linear"))
 
+NameArgument = typer.Argument(
+    ..., metavar="NAME", help="dropout, batch-size, normalization, a TOML file, or `list`."
+)
+FolderArgument = typer.Argument(
+    None, metavar="[FOLDER]", help="With --resume: the experiment folder [default: latest]."
+)
+SeedsOption = typer.Option(None, "--seeds", help="Seeds per variant (0, 1, ...).")
+EpochsOption = typer.Option(None, "--epochs", "-e", help="Epochs of every run.")
+TrainSamplesOption = typer.Option(
+    None, "--train-samples", help="The first N training digits, validation included."
+)
+QuickOption = typer.Option(
+    False, "--quick", help="A tiny budget (1 epoch, 600 digits, 1 seed): seconds."
+)
+LearningRatePolicyOption = typer.Option(
+    None,
+    "--lr-policy",
+    help="same: one learning rate for every batch size; linear: scaled with the batch "
+    "size (Goyal et al. 2017) [default: the experiment's].",
+)
+ResumeOption = typer.Option(
+    False, "--resume", help="Complete an interrupted experiment: train only what is missing."
+)
+
 
 @app.command(
     "experiment",
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 def experiment_command(
-    name: str = typer.Argument(
-        ..., metavar="NAME", help="dropout, batch-size, normalization, a TOML file, or `list`."
-    ),
-    where: str | None = typer.Argument(
-        None, metavar="[FOLDER]", help="With --resume: the experiment folder [default: latest]."
-    ),
-    seeds: int | None = typer.Option(None, "--seeds", help="Seeds per variant (0, 1, ...)."),
-    epochs: int | None = typer.Option(None, "--epochs", "-e", help="Epochs of every run."),
-    train_samples: int | None = typer.Option(
-        None, "--train-samples", help="The first N training digits, validation included."
-    ),
-    quick: bool = typer.Option(
-        False, "--quick", help="A tiny budget (1 epoch, 600 digits, 1 seed): seconds."
-    ),
-    lr_policy: LearningRatePolicy | None = typer.Option(
-        None,
-        "--lr-policy",
-        help="same: one learning rate for every batch size; linear: scaled with the batch "
-        "size (Goyal et al. 2017) [default: the experiment's].",
-    ),
-    resume: bool = typer.Option(
-        False, "--resume", help="Complete an interrupted experiment: train only what is missing."
-    ),
+    name: str = NameArgument,
+    where: str | None = FolderArgument,
+    seeds: int | None = SeedsOption,
+    epochs: int | None = EpochsOption,
+    train_samples: int | None = TrainSamplesOption,
+    quick: bool = QuickOption,
+    lr_policy: LearningRatePolicy | None = LearningRatePolicyOption,
+    resume: bool = ResumeOption,
     runs_dir: Path | None = RunsDirOption,
     data_dir: Path | None = DataDirOption,
     as_json: bool = JsonOption,
@@ -61,22 +70,11 @@ def experiment_command(
     * `digitlab experiment dropout --resume` (or `--resume latest`, or `--resume FOLDER`)
     * `digitlab experiment my.toml` (variants as spec overrides; see the README)
     """
-    from digitlab.experiments.definitions import load_definition
-    from digitlab.experiments.views import definitions_json, print_definitions, print_record
-
     if name == "list":
-        if as_json:
-            print_json(definitions_json())
-        else:
-            print_definitions(console, runs_dir)
+        _list_definitions(runs_dir, as_json)
         return
-    if where is not None and not resume:
-        raise DigitlabError(
-            f"unexpected argument '{where}'; only --resume takes a folder, e.g. "
-            f"`digitlab experiment {name} --resume latest`"
-        )
-    if resume and quick:
-        raise DigitlabError("--resume continues with the experiment's own budget; drop --quick")
+    resume_from = _resume_from(name, where, resume=resume, quick=quick)
+    from digitlab.experiments.definitions import load_definition
     from digitlab.experiments.runner import run_experiment
 
     outcome = run_experiment(
@@ -87,10 +85,41 @@ def experiment_command(
         quick=quick,
         learning_rate_policy=lr_policy.value if lr_policy else None,
         runs_dir=runs_dir,
-        resume=(where or "latest") if resume else None,
+        resume=resume_from,
         data_dir=data_dir,
         console=err_console,
     )
+    _print_outcome(name, outcome, as_json)
+
+
+def _list_definitions(runs_dir: Path | None, as_json: bool) -> None:
+    """`digitlab experiment list`: the built-in experiments, as a table or as JSON."""
+    from digitlab.experiments.views import definitions_json, print_definitions
+
+    if as_json:
+        print_json(definitions_json())
+    else:
+        print_definitions(console, runs_dir)
+
+
+def _resume_from(name: str, where: str | None, *, resume: bool, quick: bool) -> str | None:
+    """The experiment `--resume` continues (FOLDER, or latest), None without `--resume`; a
+    FOLDER without `--resume`, and `--quick` with it, are refused."""
+    if where is not None and not resume:
+        raise DigitlabError(
+            f"unexpected argument '{where}'; only --resume takes a folder, e.g. "
+            f"`digitlab experiment {name} --resume latest`"
+        )
+    if resume and quick:
+        raise DigitlabError("--resume continues with the experiment's own budget; drop --quick")
+    return (where or "latest") if resume else None
+
+
+def _print_outcome(name: str, outcome, as_json: bool) -> None:
+    """The experiment's record (table or JSON); an interrupted one also says how to go on,
+    on stderr, and exits with 130."""
+    from digitlab.experiments.views import print_record
+
     if as_json:
         print_json(json.loads(outcome.record.model_dump_json()))
     else:
