@@ -1,0 +1,74 @@
+"""Experiments at their edges (issue 19): trained work is saved, bad input is refused in one
+line before anything trains, and an experiment folder is validated and locked when resumed."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from digitlab.experiments.schema import Definition
+from digitlab.schema import validate
+
+TINY = {"epochs": 1, "train_samples": 300, "seeds": 1}
+
+
+def _definition(*variants: dict, budget: dict | None = None, **extra) -> Definition:
+    data = {"name": "edge", "question": "?", "budget": budget or TINY, "variants": list(variants)}
+    return validate(Definition, {**data, **extra}, "test")
+
+
+def _run(definition: Definition, runs_dir, **kwargs):
+    from digitlab.experiments.runner import run_experiment
+
+    return run_experiment(definition, runs_dir=runs_dir, live=False, **kwargs)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc)
+    assert "\n" not in text and "Traceback" not in text
+    return text
+
+
+@pytest.fixture
+def no_training(monkeypatch):
+    """Fails the test if any cell starts to train."""
+    from digitlab import training
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a cell trained before the experiment was checked")
+
+    monkeypatch.setattr(training, "train", refuse)
+    monkeypatch.setattr(training, "resume", refuse)
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory, mnist):
+    """One finished tiny experiment (one variant 'a', one seed), copied by each test."""
+    runs_dir = tmp_path_factory.mktemp("finished")
+    outcome = _run(_definition({"name": "a"}), runs_dir)
+    assert outcome.record.status == "complete"
+    return outcome.folder
+
+
+@pytest.fixture
+def experiment(finished, tmp_path):
+    folder = tmp_path / "experiments" / finished.name
+    shutil.copytree(finished, folder)
+    return folder
+
+
+def _edit_record(folder, change) -> None:
+    path = folder / "experiment.json"
+    record = json.loads(path.read_text())
+    change(record)
+    path.write_text(json.dumps(record))
+
+
+# ------------------------------------------------------------ trained work is saved (3, 4)
+def test_image_input_presets_train_and_are_measured_in_an_experiment(tmp_path, mnist):
+    outcome = _run(_definition({"name": "fast", "preset": "fast"}), tmp_path)
+    (fast,) = outcome.record.variants
+    assert outcome.record.status == "complete" and len(fast.runs) == 1
+    assert fast.final_train_loss.values[0] > 0  # measured on 28×28 images, as it trained
