@@ -127,6 +127,20 @@ def space_from_dict(data: Any, where: str = "the search space") -> SearchSpace:
     return validate(SearchSpace, data, where, SpecError)
 
 
+def space_from_options(path: str | Path | None, epochs: int | None) -> SearchSpace | None:
+    """`tune --space FILE --epochs N`: the file's space (or the default one) with its budget
+    set to `epochs`; None when neither is given (`tune`'s default space).
+
+    Raises:
+        SpecError: as for `load_space`, or `epochs` below 1.
+    """
+    space = load_space(path) if path is not None else None
+    if epochs is not None:  # checked by the space's own schema: a whole number ≥ 1
+        base = (space or SearchSpace()).to_dict()
+        space = space_from_dict({**base, "epochs": epochs}, where="--epochs")
+    return space
+
+
 def spec_for_trial(
     trial: optuna.trial.BaseTrial,
     space: SearchSpace,

@@ -26,45 +26,56 @@ app.add_typer(tune_app, name="tune")
 
 Pruner = choices("Pruner", PRUNERS)
 
+SpaceOption = typer.Option(
+    None, "--space", help="A TOML file of ranges replacing the default ones."
+)
+TrialsOption = typer.Option(
+    50, "--trials", "-n", help="Finished trials the study should hold; a re-run tops up."
+)
+EpochsOption = typer.Option(
+    None,
+    "--epochs",
+    "-e",
+    help="Epochs per trial: the space's budget, without a space file [default: 10].",
+)
+TimeoutOption = typer.Option(
+    None, "--timeout", help="Start no new trial after this long, e.g. 30m or 2h."
+)
+WorkersOption = typer.Option(1, "--workers", "-w", help="Worker processes on this machine.")
+TrainSamplesOption = typer.Option(
+    None, "--train-samples", help="Use only the first N training digits (quick searches)."
+)
+ValidationSplitOption = typer.Option(
+    0.1, "--validation-split", help="Fraction of the training digits that scores trials."
+)
+SeedOption = typer.Option(0, "--seed", help="Seed of every trial's weights and the sampler.")
+PrunerOption = typer.Option(
+    Pruner("median"),
+    "--pruner",
+    metavar="NAME",
+    help=f"How poor trials stop early: {', '.join(PRUNERS)}.",
+)
+WarmStartOption = typer.Option(
+    True, help="Make a new study's first trial the mlp preset's network (if in the space)."
+)
+
 
 @tune_app.callback(invoke_without_command=True)
 def tune_command(
     ctx: typer.Context,
-    space_file: Path | None = typer.Option(
-        None, "--space", help="A TOML file of ranges replacing the default ones."
-    ),
-    trials: int = typer.Option(
-        50, "--trials", "-n", help="Finished trials the study should hold; a re-run tops up."
-    ),
-    epochs: int | None = typer.Option(
-        None,
-        "--epochs",
-        "-e",
-        help="Epochs per trial: the space's budget, without a space file [default: 10].",
-    ),
-    timeout: str | None = typer.Option(
-        None, "--timeout", help="Start no new trial after this long, e.g. 30m or 2h."
-    ),
+    space_file: Path | None = SpaceOption,
+    trials: int = TrialsOption,
+    epochs: int | None = EpochsOption,
+    timeout: str | None = TimeoutOption,
     study: str = StudyOption,
     storage: str | None = StorageOption,
-    workers: int = typer.Option(1, "--workers", "-w", help="Worker processes on this machine."),
+    workers: int = WorkersOption,
     dataset: Dataset = DatasetOption,
-    train_samples: int | None = typer.Option(
-        None, "--train-samples", help="Use only the first N training digits (quick searches)."
-    ),
-    validation_split: float = typer.Option(
-        0.1, "--validation-split", help="Fraction of the training digits that scores trials."
-    ),
-    seed: int = typer.Option(0, "--seed", help="Seed of every trial's weights and the sampler."),
-    pruner: Pruner = typer.Option(
-        Pruner("median"),
-        "--pruner",
-        metavar="NAME",
-        help=f"How poor trials stop early: {', '.join(PRUNERS)}.",
-    ),
-    warm_start: bool = typer.Option(
-        True, help="Make a new study's first trial the mlp preset's network (if in the space)."
-    ),
+    train_samples: int | None = TrainSamplesOption,
+    validation_split: float = ValidationSplitOption,
+    seed: int = SeedOption,
+    pruner: Pruner = PrunerOption,
+    warm_start: bool = WarmStartOption,
     runs_dir: Path | None = RunsDirOption,
     data_dir: Path | None = DataDirOption,
 ) -> None:
@@ -88,30 +99,16 @@ def tune_command(
     """
     if ctx.invoked_subcommand is not None:
         return
-    from digitlab.search_space import SearchSpace, load_space, space_from_dict
+    from digitlab.search_space import space_from_options
     from digitlab.tune import parse_duration, tune
 
-    space = load_space(space_file) if space_file is not None else None
-    if epochs is not None:  # checked by the space's own schema: a whole number ≥ 1
-        base = (space or SearchSpace()).to_dict()
-        space = space_from_dict({**base, "epochs": epochs}, where="--epochs")
     result = tune(
-        study,
-        space=space,
-        trials=trials,
-        timeout=parse_duration(timeout) if timeout is not None else None,
-        workers=workers,
-        storage=storage,
-        dataset=dataset.value,
-        train_samples=train_samples,
-        validation_split=validation_split,
-        seed=seed,
-        pruner=pruner.value,
-        warm_start=warm_start,
-        runs_dir=runs_dir,
-        data_dir=data_dir,
-        console=console,
-    )
+        study, space=space_from_options(space_file, epochs), trials=trials,
+        timeout=parse_duration(timeout) if timeout is not None else None, workers=workers,
+        storage=storage, dataset=dataset.value, train_samples=train_samples,
+        validation_split=validation_split, seed=seed, pruner=pruner.value,
+        warm_start=warm_start, runs_dir=runs_dir, data_dir=data_dir, console=console,
+    )  # fmt: skip
     for line in result.summary():
         console.print(line, highlight=False, markup=False)  # names and params hold [ ]
     if result.interrupted:

@@ -14,7 +14,7 @@ from datetime import datetime
 from pathlib import Path
 
 import optuna
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 from rich.table import Table
 
 from digitlab.errors import DigitlabError
@@ -39,6 +39,12 @@ def format_duration(seconds: float) -> str:
     return f"{minutes}m{secs:02d}s" if minutes < 60 else f"{minutes // 60}h{minutes % 60:02d}m"
 
 
+def best_trial(trials: list[FrozenTrial]) -> FrozenTrial | None:
+    """The complete trial of highest value (the first of equals), or None before one."""
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    return max(complete, key=lambda t: (t.value, -t.number)) if complete else None
+
+
 class TrialsView:
     """A Rich renderable of a study's trials, read from the storage each time it is drawn.
 
@@ -51,8 +57,7 @@ class TrialsView:
 
     def __rich__(self) -> Table:
         trials = self.study.get_trials(deepcopy=False)
-        complete = [t for t in trials if t.state == TrialState.COMPLETE]
-        best = max(complete, key=lambda t: (t.value, -t.number)) if complete else None
+        best = best_trial(trials)
         counts = {s: sum(t.state == s for t in trials) for s in TrialState}
         title = (
             f"study {self.study.study_name}: {counts[TrialState.COMPLETE]} complete · "

@@ -28,7 +28,7 @@ from digitlab.interrupts import stop_on_signals
 from digitlab.runs import Run
 from digitlab.schema import PRUNERS, TrainConfig, unknown, validate
 from digitlab.search_space import SearchSpace, describe, preset_point
-from digitlab.tune.report import TrialsView, format_duration
+from digitlab.tune.report import TrialsView, best_trial, format_duration
 from digitlab.tune.storages import (
     DEFAULT_STUDY,
     FINISHED,
@@ -81,6 +81,24 @@ class TuneResult:
     new_trials: int
     counts: dict[str, int] = field(default_factory=dict)
 
+    @classmethod
+    def of(
+        cls, study: optuna.Study, storage: str, trials: list[FrozenTrial], best: FrozenTrial | None,
+        run: Run | None, interrupted: bool, seconds: float, finished_before: int,
+    ) -> TuneResult:  # fmt: skip
+        """The result of a search of `study` that found `finished_before` trials finished."""
+        return cls(
+            study=study.study_name,
+            storage=storage,
+            trials=trials,
+            best=best,
+            run=run,
+            interrupted=interrupted,
+            seconds=seconds,
+            new_trials=len([t for t in trials if t.state in FINISHED]) - finished_before,
+            counts={s.name: sum(t.state == s for t in trials) for s in TrialState},
+        )
+
     def summary(self) -> list[str]:
         """Lines for a person: counts, the best trial and its run, how to go on."""
         words = {"COMPLETE": "complete", "PRUNED": "pruned", "FAIL": "failed"}
@@ -108,24 +126,13 @@ class TuneResult:
 
 
 def tune(
-    study: str = DEFAULT_STUDY,
-    *,
-    space: SearchSpace | None = None,
-    trials: int | None = 50,
-    timeout: float | None = None,
-    workers: int = 1,
-    storage: str | Path | None = None,
-    dataset: str = DEFAULT_DATASET,
-    train_samples: int | None = None,
-    validation_split: float = 0.1,
-    seed: int = 0,
-    pruner: str = "median",
-    warm_start: bool = True,
-    save_best: bool = True,
-    runs_dir: str | Path | None = None,
-    data_dir: str | Path | None = None,
-    console: Console | None = None,
-) -> TuneResult:
+    study: str = DEFAULT_STUDY, *, space: SearchSpace | None = None, trials: int | None = 50,
+    timeout: float | None = None, workers: int = 1, storage: str | Path | None = None,
+    dataset: str = DEFAULT_DATASET, train_samples: int | None = None,
+    validation_split: float = 0.1, seed: int = 0, pruner: str = "median",
+    warm_start: bool = True, save_best: bool = True, runs_dir: str | Path | None = None,
+    data_dir: str | Path | None = None, console: Console | None = None,
+) -> TuneResult:  # fmt: skip
     """Search networks for the highest validation accuracy; save the best as a run.
 
     With `workers` > 1 the workers are spawned processes that import the caller's main
@@ -158,12 +165,38 @@ def tune(
     Raises:
         SpecError: bad space, options, a study started with other settings, or a storage
             file that is not an Optuna journal.
-        DigitlabError: the storage cannot be opened, or a worker died or failed; the
-            message says how (e.g. killed by signal 9) and which of its trials, left
-            running, were marked failed. Trials that killed processes of this host left
-            running are marked failed when a study is opened.
+        DigitlabError: the storage cannot be opened, or a worker died or failed; the message
+            says how (e.g. killed by signal 9) and which of its running trials were failed.
     """
-    from digitlab.data import class_names, fetch_dataset
+    job = _job(study, space=space, trials=trials, timeout=timeout, workers=workers,
+               storage=storage, runs_dir=runs_dir, data_dir=data_dir, pruner=pruner,
+               dataset=dataset, train_samples=train_samples, validation_split=validation_split,
+               seed=seed)  # fmt: skip
+    label, the_study = storage_label(storage, runs_dir), _open(job, warm_start)
+    before = len(the_study.get_trials(deepcopy=False, states=FINISHED))
+    start = time.perf_counter()
+    interrupted = _search_the_rest(job, the_study, before, console)
+    seconds, trials_now = time.perf_counter() - start, the_study.get_trials()
+    best, run = best_trial(trials_now), None
+    if best is not None and save_best and not interrupted:
+        run = save_best_run(the_study, best, job.space, job.train, runs_dir, data_dir)
+        interrupted = run.status != "complete"
+    return TuneResult.of(the_study, label, trials_now, best, run, interrupted, seconds, before)
+
+
+def _job(
+    study: str, *, space: SearchSpace | None, trials: int | None, timeout: float | None,
+    workers: int, storage: str | Path | None, runs_dir: str | Path | None,
+    data_dir: str | Path | None, pruner: str, dataset: str, train_samples: int | None,
+    validation_split: float, seed: int,
+) -> Job:  # fmt: skip
+    """`tune`'s options checked, as the job its workers share.
+
+    Raises:
+        SpecError: an option out of range, or an unknown pruner or dataset; before the
+            study is touched.
+    """
+    from digitlab.data import class_names
 
     space = space if space is not None else SearchSpace()  # validated when it was made
     if trials is not None and trials < 1:
@@ -183,51 +216,40 @@ def tune(
         "tuning options",
     )  # fmt: skip
     class_names(dataset)  # an unknown dataset is refused before the study is touched
+    return Job(study, _str(storage), _str(runs_dir), space, train, pruner, trials, timeout,
+               _str(data_dir), workers)  # fmt: skip
+
+
+def _open(job: Job, warm_start: bool) -> optuna.Study:
+    """The study, ready to search: orphaned trials failed, the data fetched, the warm start
+    enqueued in a new study."""
+    from digitlab.data import fetch_dataset
+
     quiet_optuna()
-    label = storage_label(storage, runs_dir)
-    the_study = open_study(study, open_storage(storage, runs_dir), space, train, pruner)
-    fail_orphaned_trials(the_study)  # trials of killed processes: failed, not left RUNNING
-    fetch_dataset(dataset, data_dir=data_dir)  # once, here, rather than racing in each worker
-    start_point = preset_point(space) if warm_start else None
-    if start_point is not None and not the_study.get_trials(deepcopy=False):
+    storage = open_storage(job.storage, job.runs_dir)
+    study = open_study(job.study, storage, job.space, job.train, job.pruner)
+    fail_orphaned_trials(study)  # trials of killed processes: failed, not left RUNNING
+    fetch_dataset(job.train.dataset, data_dir=job.data_dir)  # here, not racing in each worker
+    start_point = preset_point(job.space) if warm_start else None
+    if start_point is not None and not study.get_trials(deepcopy=False):
         # skip_if_exists: another machine starting the same study at once enqueues it too
-        the_study.enqueue_trial(start_point, skip_if_exists=True)
+        study.enqueue_trial(start_point, skip_if_exists=True)
+    return study
 
-    before = len(the_study.get_trials(deepcopy=False, states=FINISHED))
-    remaining = None if trials is None else max(trials - before, 0)
-    start = time.perf_counter()
-    interrupted = False
-    if remaining != 0:
-        job = Job(study, _str(storage), _str(runs_dir), space, train, pruner, trials, timeout,
-                   _str(data_dir), workers)  # fmt: skip
-        with _live(the_study, console), stop_on_signals():
-            if workers == 1:
-                try:
-                    interrupted = search(job, 0, remaining)
-                except KeyboardInterrupt:  # a second Ctrl-C, while the first was handled
-                    interrupted = True
-            else:
-                interrupted = run_workers(job, workers, remaining, the_study)
-    seconds = time.perf_counter() - start
 
-    all_trials = the_study.get_trials()
-    complete = [t for t in all_trials if t.state == TrialState.COMPLETE]
-    best = max(complete, key=lambda t: (t.value, -t.number)) if complete else None
-    run = None
-    if best is not None and save_best and not interrupted:
-        run = save_best_run(the_study, best, space, train, runs_dir, data_dir)
-        interrupted = run.status != "complete"
-    return TuneResult(
-        study=study,
-        storage=label,
-        trials=all_trials,
-        best=best,
-        run=run,
-        interrupted=interrupted,
-        seconds=seconds,
-        new_trials=len([t for t in all_trials if t.state in FINISHED]) - before,
-        counts={s.name: sum(t.state == s for t in all_trials) for s in TrialState},
-    )
+def _search_the_rest(job: Job, study: optuna.Study, before: int, console: Console | None) -> bool:
+    """The trials the study lacks of its target (`before` are finished), searched here or by
+    worker processes under a live table; True if Ctrl-C or SIGTERM stopped them."""
+    remaining = None if job.target is None else max(job.target - before, 0)
+    if remaining == 0:
+        return False
+    with _live(study, console), stop_on_signals():
+        if job.workers > 1:
+            return run_workers(job, job.workers, remaining, study)
+        try:
+            return search(job, 0, remaining)
+        except KeyboardInterrupt:  # a second Ctrl-C, while the first was handled
+            return True
 
 
 def _str(path: str | Path | None) -> str | None:
