@@ -72,3 +72,14 @@ def test_image_input_presets_train_and_are_measured_in_an_experiment(tmp_path, m
     (fast,) = outcome.record.variants
     assert outcome.record.status == "complete" and len(fast.runs) == 1
     assert fast.final_train_loss.values[0] > 0  # measured on 28×28 images, as it trained
+
+
+def test_an_ema_variant_is_saved(tmp_path, mnist):
+    outcome = _run(_definition({"name": "ema", "train": {"ema_momentum": 0.99}}), tmp_path)
+    (ema,) = outcome.record.variants
+    assert outcome.record.status == "complete" and len(ema.runs) == 1
+    assert ema.final_train_loss.values[0] > 0
+    from digitlab.runs import load_run
+
+    run = load_run(outcome.folder / "runs" / ema.runs[0])
+    assert run.model.count_params() > 0  # the saved model loads back

@@ -191,9 +191,22 @@ def fit(
         callback_list.on_epoch_end(epoch, logs)
         if model.stop_training:
             break
-    model.optimizer.finalize_variable_values(model.trainable_weights)
+    _finalize_weights(model)
     callback_list.on_train_end(logs)
     return history.history
+
+
+def _finalize_weights(model: keras.Model) -> None:
+    """The optimizer's last word on the weights, as after `fit`: with `use_ema`, the moving
+    averages. Keras assigns the averages' own buffers to the weights, and a later
+    `model.evaluate` or `predict` donates (frees) the weights' buffers: the optimizer's
+    averages would go with them, and saving the model fail. The weights get copies."""
+    import jax
+
+    model.optimizer.finalize_variable_values(model.trainable_weights)
+    if getattr(model.optimizer, "use_ema", False):
+        for variable in model.trainable_weights:
+            variable.assign(jax.numpy.array(variable.value, copy=True))
 
 
 def _has_convolutions(model: keras.Model) -> bool:
