@@ -18,19 +18,92 @@ from typing import Any
 from digitlab.errors import DigitlabError, WriteError
 
 
+def kind_of(mode: int) -> str:
+    """What a `stat` mode says a path is, in a user's words: "a folder", "a device", ..."""
+    if stat.S_ISREG(mode):
+        return "a file"
+    if stat.S_ISDIR(mode):
+        return "a folder"
+    if stat.S_ISFIFO(mode):
+        return "a named pipe (FIFO)"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    return "a socket" if stat.S_ISSOCK(mode) else "a special file"
+
+
+def what_is(path: str | Path, mode: int) -> str:
+    """`path` and what it is: "x is a folder", "x is a symlink to /dev/zero, a device"."""
+    try:
+        if os.path.islink(path):
+            return f"{path} is a symlink to {os.readlink(path)}, {kind_of(mode)}"
+    except (OSError, ValueError):
+        pass
+    return f"{path} is {kind_of(mode)}"
+
+
+def _stat(path: Path, error: type[Exception]) -> os.stat_result | None:
+    """`path`'s stat, following symlinks; None if nothing is there (a dangling link included)
+    or it can't be looked at (the write that follows then says why, e.g. a name too long)."""
+    try:
+        return os.stat(path)
+    except OSError:
+        return None
+    except ValueError as exc:  # a NUL byte
+        raise error(f"cannot write {path}: {exc}") from None
+
+
+def check_output_folder(folder: str | Path, error: type[Exception] = WriteError) -> Path:
+    """Make sure files can be written into `folder`: it and what exists of its parents are
+    folders (missing ones are created when written into).
+
+    Raises:
+        error: `folder`, or a parent of it, is a file, a FIFO, a device or a socket; one line.
+    """
+    folder = Path(folder)
+    for place in (folder, *folder.parents):
+        info = _stat(place, error)
+        if info is None:
+            continue
+        if not stat.S_ISDIR(info.st_mode):
+            raise error(f"{what_is(place, info.st_mode)}, not a folder; pass a folder")
+        break
+    return folder
+
+
+def check_output(path: str | Path, error: type[Exception] = WriteError) -> Path:
+    """The one check every output path goes through before digitlab writes it.
+
+    Only a regular file (or nothing) may be replaced. A folder, a device (`/dev/null`), a
+    named pipe or a socket is refused, a symlink to one too: the atomic rename would put a
+    regular file in its place, and a device node replaced as root breaks the machine.
+
+    Raises:
+        error: what is at `path`, or above it, is not a regular file or a folder; one line.
+    """
+    path = Path(path)
+    info = _stat(path, error)
+    if info is None:
+        check_output_folder(path.parent, error)
+    elif stat.S_ISDIR(info.st_mode):
+        raise error(f"{path} is a folder; pass a file name, e.g. {path / 'out.png'}")
+    elif not stat.S_ISREG(info.st_mode):
+        raise error(f"{what_is(path, info.st_mode)}, not a file; refusing to replace it")
+    return path
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside `path`; rename it onto `path` if the block succeeds.
 
-    If the block raises, the temporary file is removed and `path` is left as it was.
+    If the block raises, the temporary file is removed and `path` is left as it was. Only a
+    regular file is ever replaced (`check_output`, before the block and again before the
+    rename).
 
     Raises:
-        WriteError: `path` is a folder, or it can't be written (a full disk, no permission);
-            one line naming the path.
+        WriteError: `path` is a folder, a device, a FIFO or a socket, or it can't be written
+            (a full disk, no permission); one line naming the path.
     """
-    path = Path(path)
-    if path.is_dir():
-        raise WriteError(f"{path} is a folder; pass a file name, e.g. {path / 'out.png'}")
+    path = check_output(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -41,6 +114,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     try:
         os.chmod(tmp_path, 0o644)  # mkstemp makes 0600; results are meant to be read by others
         yield tmp_path
+        check_output(path)  # something else may have appeared there while we worked
         os.replace(tmp_path, path)
     except WriteError:
         raise

@@ -13,10 +13,10 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
 from digitlab.errors import RunError
-from digitlab.files import write_text
-from digitlab.plots import save_figure
+from digitlab.files import check_output_folder, write_text
 from digitlab.html import figure, flatten, layer_text, number, percent, relative_href
 from digitlab.html import render as render_page
+from digitlab.plots import save_figure
 from digitlab.report.pages import REPORT_FILE
 from digitlab.runs import Run
 
@@ -85,6 +85,7 @@ def compare(runs: Sequence[Run], out_dir: Path) -> Comparison:
     """
     runs = list(runs)
     _check_comparable(runs)
+    out_dir = check_output_folder(out_dir)  # a FIFO or a device there: refused before drawing
     labels = _labels(runs)
     settings = _differing_settings(runs)
     results = [
@@ -93,7 +94,6 @@ def compare(runs: Sequence[Run], out_dir: Path) -> Comparison:
         ("train seconds", [f"{run.metrics.train_seconds:.1f}" for run in runs]),
         ("epochs", [_epochs(run) for run in runs]),
     ]
-    out_dir = Path(out_dir)
     png = out_dir / COMPARE_PNG
     fig = _curves_figure(runs, labels)
     save_figure(fig, png)

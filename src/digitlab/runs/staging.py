@@ -17,6 +17,7 @@ from datetime import datetime
 from pathlib import Path
 
 from digitlab.errors import RunError
+from digitlab.files import check_output_folder
 from digitlab.runs.folder import CONFIG_FILE
 
 STAGING_PREFIX = ".staging-"
@@ -44,7 +45,7 @@ def check_writable(runs_dir: str | Path) -> Path:
     Raises:
         RunError: it is a file, or it can't be created or written to.
     """
-    runs_dir = Path(runs_dir)
+    runs_dir = check_output_folder(runs_dir, RunError)  # a FIFO or a device: named as such
     try:
         runs_dir.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=runs_dir):
