@@ -47,6 +47,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
         (
             "digitlab.data",
             "digitlab.data.*",
+            "digitlab.choices",  # the one lists schema.py builds its choices from
             "digitlab.schema",
             "digitlab.config",
             "digitlab.presets",

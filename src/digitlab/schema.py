@@ -4,7 +4,8 @@ Whatever a user or another program hands digitlab — a flag, a TOML file, a Pyt
 run's `config.json` or `metrics.json` — is checked here, once, by the same models:
 
 - unknown keys are refused (`extra="forbid"`), with a did-you-mean suggestion;
-- choices are `Literal`s built from the one list of each (optimizers, losses, metrics, ...);
+- choices are `Literal`s built from the one list of each (`digitlab.choices`: optimizers,
+  losses, metrics, ...);
 - numbers carry their bounds (`epochs ≥ 1`, `0 ≤ seed < 2**32`, finite positive rates);
 - types are strict: `epochs = "ten"`, `epochs = 2.5` and `metrics = "accuracy"` are errors,
   not guesses;
@@ -32,42 +33,23 @@ from pydantic import (
     model_validator,
 )
 
-from digitlab.data import dataset_names, image_shape
+from digitlab.choices import (
+    DATASETS,
+    INPUTS,
+    LEARNING_RATE_SCHEDULES,
+    LOSS_ALIASES,
+    LOSSES,
+    MAX_FILTERS,
+    MAX_SEED,
+    MAX_UNITS,
+    METRICS,
+    OPTIMIZERS,
+    PRUNERS,
+    RUN_STATUSES,
+)
+from digitlab.data import image_shape
 from digitlab.data import split_sizes as dataset_split_sizes
 from digitlab.errors import SpecError
-
-# ----------------------------------------------------------------------------- the one lists
-# The four losses of the notebook's two paths: integer labels with sparse cross-entropy, or
-# one-hot labels with anything else. Keras's short aliases are accepted and normalised.
-LOSSES = (
-    "sparse_categorical_crossentropy",
-    "categorical_crossentropy",
-    "mean_squared_error",
-    "mean_absolute_error",
-)
-LOSS_ALIASES = {"mse": "mean_squared_error", "mae": "mean_absolute_error"}
-# Optimizer name -> its class in `keras.optimizers` (model.py builds them from this table).
-OPTIMIZERS = {
-    "adam": "Adam",
-    "sgd": "SGD",
-    "rmsprop": "RMSprop",
-    "adagrad": "Adagrad",
-    "adamw": "AdamW",
-    "nadam": "Nadam",
-}
-METRICS = ("accuracy", "precision", "recall")
-INPUTS = ("flat", "image")
-# "constant" keeps the learning rate fixed, as the notebook does; "cosine" decays it to zero
-# over the whole fit along half a cosine (Loshchilov & Hutter 2017,
-# https://arxiv.org/abs/1608.03983), which settles the last epochs without a tuned drop.
-LEARNING_RATE_SCHEDULES = ("constant", "cosine")
-PRUNERS = ("median", "hyperband", "none")
-DATASETS = dataset_names()
-RUN_STATUSES = ("complete", "interrupted")
-
-MAX_UNITS = 16_384  # per Dense layer: 16,384² float32 weights are already 1 GiB
-MAX_FILTERS = 4_096  # per Conv2D layer
-MAX_SEED = 2**32  # numpy's and JAX's seeds are 32-bit
 
 # Choice fields: what one value is called in a message, its plural, and the valid values.
 _CHOICES: dict[str, tuple[str, str, tuple[str, ...]]] = {

@@ -1,0 +1,43 @@
+"""The one lists: every name a spec, a flag or a run file may choose, and the bounds of numbers.
+
+`digitlab.schema` builds its `Literal` choices and its bounds from these (and re-exports them:
+`from digitlab.schema import OPTIMIZERS` still works); `model.py` builds optimizers from
+`OPTIMIZERS`, the tuner's search space draws from the same lists. A new optimizer, loss or
+schedule is one entry here.
+"""
+
+from __future__ import annotations
+
+from digitlab.data import dataset_names
+
+# The four losses of the notebook's two paths: integer labels with sparse cross-entropy, or
+# one-hot labels with anything else. Keras's short aliases are accepted and normalised.
+LOSSES = (
+    "sparse_categorical_crossentropy",
+    "categorical_crossentropy",
+    "mean_squared_error",
+    "mean_absolute_error",
+)
+LOSS_ALIASES = {"mse": "mean_squared_error", "mae": "mean_absolute_error"}
+# Optimizer name -> its class in `keras.optimizers` (model.py builds them from this table).
+OPTIMIZERS = {
+    "adam": "Adam",
+    "sgd": "SGD",
+    "rmsprop": "RMSprop",
+    "adagrad": "Adagrad",
+    "adamw": "AdamW",
+    "nadam": "Nadam",
+}
+METRICS = ("accuracy", "precision", "recall")
+INPUTS = ("flat", "image")
+# "constant" keeps the learning rate fixed, as the notebook does; "cosine" decays it to zero
+# over the whole fit along half a cosine (Loshchilov & Hutter 2017,
+# https://arxiv.org/abs/1608.03983), which settles the last epochs without a tuned drop.
+LEARNING_RATE_SCHEDULES = ("constant", "cosine")
+PRUNERS = ("median", "hyperband", "none")
+DATASETS = dataset_names()
+RUN_STATUSES = ("complete", "interrupted")
+
+MAX_UNITS = 16_384  # per Dense layer: 16,384² float32 weights are already 1 GiB
+MAX_FILTERS = 4_096  # per Conv2D layer
+MAX_SEED = 2**32  # numpy's and JAX's seeds are 32-bit
