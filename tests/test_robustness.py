@@ -339,13 +339,15 @@ def test_unwritable_runs_dir_is_refused_before_training(tmp_path, where):
 
 
 def test_a_failed_save_keeps_the_trained_model_and_says_where(tmp_path, monkeypatch, mnist):
+    import digitlab.runs.folder
     import digitlab.training as training
     from digitlab.config import with_overrides
 
     def disk_full(*args, **kwargs):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(training, "write_history", disk_full)
+    # history.csv is written by runs/folder.py, the one writer of a run's files
+    monkeypatch.setattr(digitlab.runs.folder, "write_history", disk_full)
     monkeypatch.setenv("TMPDIR", str(tmp_path / "tmp"))
     (tmp_path / "tmp").mkdir()
     import tempfile
