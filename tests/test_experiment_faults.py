@@ -8,6 +8,7 @@ import shutil
 
 import pytest
 
+from digitlab.errors import SpecError
 from digitlab.experiments.schema import Definition
 from digitlab.schema import validate
 
@@ -83,3 +84,20 @@ def test_an_ema_variant_is_saved(tmp_path, mnist):
 
     run = load_run(outcome.folder / "runs" / ema.runs[0])
     assert run.model.count_params() > 0  # the saved model loads back
+
+
+# ------------------------------------------------------ refused before anything trains (5, 13)
+@pytest.mark.parametrize(
+    ("budget", "variant", "message"),
+    [
+        ({**TINY, "validation_split": 0.9999}, {"name": "a"}, "leaves 0 digits to train on"),
+        (TINY, {"name": "a", "train": {"batch_size": 512}}, "batch size 512"),
+    ],
+)
+def test_a_budget_too_small_for_a_variant_is_refused_before_training(
+    tmp_path, no_training, budget, variant, message
+):
+    with pytest.raises(SpecError) as caught:  # on reading the definition, or before a cell
+        _run(_definition({"name": "ok"}, variant, budget=budget), tmp_path)
+    assert message in _one_line(caught.value)
+    assert list(tmp_path.rglob("*")) == []  # no experiment folder, not even experiments/

@@ -219,7 +219,8 @@ def _check_folder(outcome, definition):
     for key in ("name", "question", "seeds", "budget", "variants", "conclusion", "statistics"):
         assert key in data
     assert data["status"] == "complete" and data["seeds"] == [0]
-    assert data["budget"]["epochs"] == 1 and data["budget"]["train_samples"] == 600
+    assert data["budget"]["epochs"] == 1
+    assert data["budget"]["train_samples"] == definition.quick.train_samples
     assert len(data["variants"]) == len(definition.variants)
     from digitlab.runs import read_run
 

@@ -121,6 +121,23 @@ def resumed_budget(
     return validate(Budget, {**old.model_dump(), "seeds": seeds or old.seeds}, "--seeds")
 
 
+def check_budget(budget: Budget, specs: dict[str, Spec]) -> None:
+    """Refuse a budget some variant can't train on: each epoch must hold at least one batch.
+
+    Raises:
+        SpecError: a variant's batch is larger than the digits each epoch trains on.
+    """
+    for name, spec in specs.items():
+        batch = spec.train.batch_size
+        if batch > budget.fit_samples:
+            raise SpecError(
+                f"variant '{name}': batch size {batch} is larger than the "
+                f"{budget.fit_samples} digits each epoch trains on (train_samples = "
+                f"{budget.train_samples} less the validation split); lower its batch_size "
+                "or raise train_samples"
+            )
+
+
 def cells_to_do(
     definition: Definition, seeds: int, complete: set[tuple[str, int]], diverged: set
 ) -> list[Cell]:

@@ -212,16 +212,17 @@ class _Experiment:
 
 
 def _start(definition, quick, sizes, policy, runs_dir, data_dir) -> _Experiment:
-    """A new experiment folder, its budget and specs."""
+    """A new experiment: its budget and every variant checked, then its folder made."""
     budget = plan.make_budget(definition, quick, **sizes)
+    policy = policy or definition.learning_rate_policy
+    inputs = _Inputs(budget, data_dir)
+    specs = _specs(definition, budget, policy, inputs)
+    plan.check_budget(budget, specs)
     folder = new_run_path(check_writable(experiments_dir(runs_dir)), definition.name)
     check_writable(folder / RUNS_FOLDER)
-    experiment = _Experiment(
-        folder, definition, budget, policy or definition.learning_rate_policy, quick,
-        datetime.now(), _Inputs(budget, data_dir), data_dir,
-    )  # fmt: skip
-    experiment.specs = _specs(experiment)
-    return experiment
+    return _Experiment(
+        folder, definition, budget, policy, quick, datetime.now(), inputs, data_dir, specs
+    )
 
 
 def _resume(ref, name, sizes, policy, runs_dir, data_dir) -> _Experiment:
@@ -230,14 +231,16 @@ def _resume(ref, name, sizes, policy, runs_dir, data_dir) -> _Experiment:
     previous = read_record(folder)
     definition = validate(Definition, previous.definition, f"{folder / RECORD_FILE}")
     budget = plan.resumed_budget(previous, folder, policy=policy, **sizes)
+    inputs = _Inputs(budget, data_dir)
+    specs = _specs(definition, budget, previous.learning_rate_policy, inputs)
+    plan.check_budget(budget, specs)
     check_writable(folder / RUNS_FOLDER)
     experiment = _Experiment(
         folder, definition, budget, previous.learning_rate_policy,
-        bool(previous.budget.get("quick", False)), previous.created, _Inputs(budget, data_dir),
-        data_dir, seconds_before=(previous.wall_seconds, previous.cpu_seconds),
+        bool(previous.budget.get("quick", False)), previous.created, inputs, data_dir, specs,
+        seconds_before=(previous.wall_seconds, previous.cpu_seconds),
         diverged={(v.name, s) for v in previous.variants for s in v.diverged_seeds},
     )  # fmt: skip
-    experiment.specs = _specs(experiment)
     activations = results.recorded_activations(previous)
     for key, run in existing_runs(folder).items():
         if key[1] < budget.seeds and key[0] in experiment.specs:
@@ -247,22 +250,16 @@ def _resume(ref, name, sizes, policy, runs_dir, data_dir) -> _Experiment:
     return experiment
 
 
-def _specs(experiment: _Experiment) -> dict[str, Spec]:
+def _specs(definition: Definition, budget: Budget, policy: str, inputs: _Inputs) -> dict[str, Spec]:
     """Each variant's spec at seed 0; standardised inputs use their dataset's statistics."""
     specs = {}
-    for variant in experiment.definition.variants:
-        spec = _variant_spec(experiment, variant, 0)
+    for variant in definition.variants:
+        spec = plan.variant_spec(definition, variant, budget, 0, policy)
         if variant.input_scaling == "standardize":
-            stats = experiment.inputs.standardize(spec.train.dataset)
-            spec = _variant_spec(experiment, variant, 0, stats)
+            stats = inputs.standardize(spec.train.dataset)
+            spec = plan.variant_spec(definition, variant, budget, 0, policy, stats)
         specs[variant.name] = spec
     return specs
-
-
-def _variant_spec(experiment, variant: Variant, seed: int, standardize=(0.0, 1.0)) -> Spec:
-    return plan.variant_spec(
-        experiment.definition, variant, experiment.budget, seed, experiment.policy, standardize
-    )
 
 
 # ------------------------------------------------------------------------------------ training

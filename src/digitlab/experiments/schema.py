@@ -39,6 +39,18 @@ class Budget(_Strict):
 
         return math.floor(self.train_samples * (1.0 - self.validation_split))
 
+    @model_validator(mode="after")
+    def _leaves_digits(self) -> Budget:
+        fit = self.fit_samples
+        if not 1 <= fit < self.train_samples:
+            raise ValueError(
+                f"train_samples = {self.train_samples} with validation_split = "
+                f"{self.validation_split:g} leaves {fit} digits to train on and "
+                f"{self.train_samples - fit} to validate on; each needs at least one: "
+                "raise train_samples or change validation_split"
+            )
+        return self
+
 
 class Variant(_Strict):
     """One arm of an experiment: a preset, its layers replaced if given, training overrides."""
