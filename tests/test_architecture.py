@@ -133,7 +133,7 @@ DATASET_NAME_HOMES = (*CONSTANT_HOMES, "digitlab.schema")
 
 # 255 that is not the dataset's pixel scale: (module, function) -> why.
 ALLOWED_255: dict[tuple[str, str], str] = {
-    ("digitlab.insight.explanation", "saliency_rgba"): "the alpha channel of an RGBA heat-map overlay",
+    ("digitlab.insight.explanation", "saliency_rgba"): "the alpha of an RGBA heat-map overlay",
     ("digitlab.preprocess", "_flatten_transparency"): "alpha and paper of an RGBA upload",
 }
 

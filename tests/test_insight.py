@@ -14,10 +14,12 @@ import json
 import numpy as np
 import pytest
 from PIL import Image
+from rich.console import Console
 from typer.testing import CliRunner
 
 from digitlab import insight
 from digitlab.cli import app
+from digitlab.errors import DigitlabError
 from digitlab.insight.explanation import _layer_values
 from digitlab.insight.inspection import _stats_of
 
@@ -177,6 +179,19 @@ def test_inspect_writes_pictures_and_statistics(small_run, tmp_path, mnist):
     )
     for png in result.files[:3]:
         assert Image.open(png).size[0] > 100
+    # what `inspect --json` prints, and the table it prints without
+    assert result.to_dict() == {
+        "run": str(small_run.path),
+        "out": str(tmp_path / "out"),
+        "layers": record["layers"],
+    }
+    console = Console(record=True, width=300)
+    result.print(console)
+    lines = console.export_text().splitlines()
+    assert lines[0] == f"run {small_run.path}: 200 test digits at most"
+    rows = [line for line in lines if line.startswith("│")]
+    assert [row.split("│")[2].strip() for row in rows] == ["sigmoid", "relu", "relu"]
+    assert lines[-4:] == [f"wrote {path}" for path in result.files]
 
 
 def test_inspect_adds_its_table_to_the_run_report(small_run):
@@ -207,17 +222,58 @@ def test_explain_gives_layers_top3_and_saliency(small_run, test_digits):
     image = test_digits[0][0]
     result = insight.explain(small_run, image)
     probs = small_run.predict_proba(image[None])[0]
-    assert result["digit"] == int(probs.argmax()) == result["target"]
-    np.testing.assert_allclose(result["probabilities"], probs, atol=1e-4)
-    top = [row["digit"] for row in result["top3"]]
+    assert result.digit == int(probs.argmax()) == result.target
+    np.testing.assert_allclose(result.probabilities, probs, atol=1e-4)
+    top = [row["digit"] for row in result.top3]
     assert top == list(np.argsort(-probs)[:3])
-    assert [len(layer["values"]) for layer in result["layers"]] == [100, 100, 100, 10]
-    saliency = np.asarray(result["saliency"])
+    assert [len(layer["values"]) for layer in result.layers] == [100, 100, 100, 10]
+    saliency = np.asarray(result.saliency)
     assert saliency.shape == (28, 28)
     assert not saliency[image == 0].any()  # integrated gradients: no ink, no attribution
     other = insight.explain(small_run, image, target=3, method="gradient")
-    assert other["target"] == 3 and other["method"] == "gradient"
-    assert not np.allclose(other["saliency"], result["saliency"])
+    assert other.target == 3 and other.method == "gradient"
+    assert not np.allclose(other.saliency, result.saliency)
+
+
+def test_an_explanation_as_json_keeps_its_keys_in_order(small_run, test_digits):
+    """`explain --json` prints the run and the picture, then the explanation's fields in the
+    order they always had; each value is the field's own."""
+    result = insight.explain(small_run, test_digits[0][0])
+    data = result.to_dict()
+    keys = ["digit", "label", "probabilities", "top3", "target", "method", "saliency", "layers"]
+    assert list(data) == keys
+    assert data["top3"] is result.top3 and data["layers"] is result.layers
+    shown = insight.ExplainedDigit(small_run.path, small_run.path / "x.png", result).to_dict()
+    assert list(shown) == ["run", "png", *keys]
+    assert shown["png"] == str(small_run.path / "x.png") and shown["run"] == str(small_run.path)
+
+
+def test_the_digit_to_explain_is_an_image_or_a_test_index(small_run, mnist, tmp_path):
+    for image, index in ((None, None), ("a.png", 0)):
+        with pytest.raises(DigitlabError, match="give one image file or --index N"):
+            insight.DigitChoice(image, index)
+    digit, name = insight.DigitChoice(index=7).load(small_run)
+    np.testing.assert_array_equal(digit, mnist[1][0][7])
+    assert name == "test7"
+    with pytest.raises(DigitlabError, match="out of range: the test split has 10000"):
+        insight.DigitChoice(index=10_000).load(small_run)
+    path = tmp_path / "seven.png"
+    Image.fromarray(mnist[1][0][7]).save(path)
+    digit, name = insight.DigitChoice(path, raw=True).load(small_run)
+    np.testing.assert_array_equal(digit, mnist[1][0][7])  # raw: only resized, 28×28 already
+    assert name == "seven"
+
+
+def test_explain_digit_draws_the_picture_where_asked(small_run, tmp_path):
+    explained = insight.explain_digit(small_run, insight.DigitChoice(index=3), method="gradient")
+    assert explained.png == small_run.path / "inspect" / "explain-test3.png"
+    assert Image.open(explained.png).size[0] > 100
+    assert explained.explanation.method == "gradient"
+    elsewhere = insight.explain_digit(
+        small_run, insight.DigitChoice(index=3), out=tmp_path / "a.png"
+    )
+    assert elsewhere.png == tmp_path / "a.png" and elsewhere.png.is_file()
+    assert elsewhere.explanation.method == "integrated"
 
 
 def test_conv_layers_are_capped_to_eight_small_maps():

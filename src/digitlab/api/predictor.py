@@ -59,11 +59,11 @@ class Predictor:
         why = explain(self.run, image)
         return Explanation(
             **prediction.model_dump(),
-            top3=why["top3"],
-            target=why["target"],
-            method=why["method"],
-            saliency=saliency_base64(np.asarray(why["saliency"])),
-            layers=why["layers"],
+            top3=why.top3,
+            target=why.target,
+            method=why.method,
+            saliency=saliency_base64(np.asarray(why.saliency)),
+            layers=why.layers,
         )
 
     def _prediction(

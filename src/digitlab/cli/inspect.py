@@ -5,11 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-from rich.table import Table
 
 from digitlab.cli.app import app, console, print_json
 from digitlab.cli.options import DataDirOption, JsonOption, RunArgument, RunsDirOption, port_option
-from digitlab.errors import DigitlabError
 
 
 # --------------------------------------------------------------------------------------- serve
@@ -40,7 +38,7 @@ def serve(
     )
 
 
-# ------------------------------------------------------------ inspect, explain, calibrate (helper)
+# ---------------------------------------------------------------------------- inspect, explain
 @app.command("inspect")
 def inspect_command(
     run: str = RunArgument,
@@ -64,18 +62,11 @@ def inspect_command(
     from digitlab.insight import inspect as inspect_run
     from digitlab.runs import load_run
 
-    loaded = load_run(run, runs_dir)
-    result = inspect_run(loaded, out, count=count, data_dir=data_dir)
+    result = inspect_run(load_run(run, runs_dir), out, count=count, data_dir=data_dir)
     if as_json:
-        print_json({"run": str(loaded.path), "out": str(result.out_dir), "layers": result.stats})
+        print_json(result.to_dict())
         return
-    table = Table("layer", "activation", "units", "mean", "saturated", "dead ReLU")
-    for row in result.table_rows():
-        table.add_row(*row)
-    console.print(f"run {loaded.path}: {count:,} test digits at most")
-    console.print(table)
-    for path in result.files:
-        console.print(f"wrote {path}")
+    result.print(console)
 
 
 @app.command("explain")
@@ -107,35 +98,15 @@ def explain(
     * `digitlab explain latest --index 0`
     * `digitlab explain latest my_digit.png --json`
     """
-    from digitlab.insight import INSPECT_DIR, save_explanation
-    from digitlab.insight import explain as explain_digit
+    from digitlab.insight import DigitChoice, explain_digit
     from digitlab.runs import load_run
 
-    if (image is None) == (index is None):
-        raise DigitlabError("give one image file or --index N (a test-split digit)")
+    choice = DigitChoice(image, index, raw=raw)  # one image file or --index, else one line
     loaded = load_run(run, runs_dir)
-    if index is not None:
-        from digitlab.data import load_dataset
-
-        _, (x_test, _) = load_dataset(loaded.dataset.name, data_dir=data_dir)
-        if not 0 <= index < len(x_test):
-            raise DigitlabError(
-                f"--index {index} is out of range: the test split has {len(x_test)}"
-            )
-        digit, name = x_test[index], f"test{index}"
-    else:
-        from digitlab.prediction import load_image_files
-
-        (digit,) = load_image_files([image], raw=raw, shape=loaded.image_shape)
-        name = image.stem
-    result = explain_digit(loaded, digit, target=target, method=method)
-    path = out or loaded.path / INSPECT_DIR / f"explain-{name}.png"
-    save_explanation(digit, result, path)
+    explained = explain_digit(
+        loaded, choice, target=target, method=method, out=out, data_dir=data_dir
+    )
     if as_json:
-        print_json({"run": str(loaded.path), "png": str(path), **result})
+        print_json(explained.to_dict())
         return
-    table = Table("class", "probability")
-    for row in result["top3"]:
-        table.add_row(row["label"], f"{row['probability']:.3f}")
-    console.print(table)
-    console.print(f"wrote {path}")
+    explained.print(console)

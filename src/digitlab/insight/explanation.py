@@ -9,6 +9,7 @@ import base64
 import io
 import math
 import os
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ from digitlab.data import PIXEL_MAX
 from digitlab.errors import DigitlabError
 from digitlab.insight.probe import IG_STEPS, METHODS, LayerInfo, Probe
 from digitlab.plots import save_figure
-from digitlab.runs import Run
+from digitlab.runs import INSPECT_DIR, Run
 
 MAX_MAPS = 8  # conv feature maps per layer in an explanation
 MAX_MAP_SIDE = 14  # …each downsampled to at most 14×14
@@ -50,17 +51,47 @@ def _layer_values(info: LayerInfo, value: np.ndarray) -> dict[str, Any]:
     return entry
 
 
+@dataclass(frozen=True)
+class Explanation:
+    """Why a run answered what it did for one digit (`explain`'s result).
+
+    `top3`: [{"digit", "label", "probability"}]; `target`: the class explained (default the
+    predicted one); `saliency`: 28×28 list of floats; `layers`: [{"name", "type",
+    "activation", "shape", "values" (Dense: one per unit) or "maps" (conv: at most 8, at
+    most 14×14) with "channels"}], the output layer last.
+    """
+
+    digit: int
+    label: str
+    probabilities: list[float]
+    top3: list[dict[str, Any]]
+    target: int
+    method: str
+    saliency: list[list[float]]
+    layers: list[dict[str, Any]]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The fields by name, in order: what `explain --json` prints after the run and png."""
+        return {field.name: getattr(self, field.name) for field in fields(self)}
+
+    def table(self):
+        """The top-3 classes as `digitlab explain` prints them."""
+        from rich.table import Table
+
+        table = Table("class", "probability")
+        for row in self.top3:
+            table.add_row(row["label"], f"{row['probability']:.3f}")
+        return table
+
+
 def explain(
     run: Run, image: np.ndarray, *, target: int | None = None, method: str = "integrated"
-) -> dict[str, Any]:
-    """Why `run` answers what it does for one uint8 28×28 `image`.
+) -> Explanation:
+    """Why `run` answers what it does for one uint8 28×28 `image`: the class explained is
+    `target` (default the predicted one), the saliency by `method` (one of `METHODS`).
 
-    Returns:
-        {"digit", "label", "probabilities", "top3": [{"digit", "label", "probability"}],
-        "target": the class explained (default the predicted one), "method",
-        "saliency": 28×28 list of floats, "layers": [{"name", "type", "activation",
-        "shape", "values" (Dense: one per unit) or "maps" (conv: at most 8, at most 14×14)
-        with "channels"}]}. The output layer is the last entry.
+    Raises:
+        DigitlabError: an unknown method, or a target that is not a class of the run.
     """
     probe = Probe.of(run)
     if method not in METHODS:
@@ -76,22 +107,22 @@ def explain(
     names = run.class_names
     best = int(probs.argmax())
     top = np.argsort(-probs, kind="stable")[:3]
-    return {
-        "digit": best,
-        "label": names[best],
-        "probabilities": [round(float(p), 6) for p in probs],
-        "top3": [
+    return Explanation(
+        digit=best,
+        label=names[best],
+        probabilities=[round(float(p), 6) for p in probs],
+        top3=[
             {"digit": int(k), "label": names[k], "probability": round(float(probs[k]), 6)}
             for k in top
         ],
-        "target": int(np.asarray(chosen)[0]),
-        "method": method,
-        "saliency": np.asarray(saliency).reshape(probe.image_shape).astype(float).tolist(),
-        "layers": [
+        target=int(np.asarray(chosen)[0]),
+        method=method,
+        saliency=np.asarray(saliency).reshape(probe.image_shape).astype(float).tolist(),
+        layers=[
             _layer_values(info, np.asarray(v)[0])
             for info, v in zip(probe.layers, values, strict=True)
         ],
-    }
+    )
 
 
 def saliency_rgba(saliency: np.ndarray) -> np.ndarray:
@@ -122,10 +153,12 @@ def saliency_base64(saliency: np.ndarray) -> str:
 
 
 def save_explanation(
-    image: np.ndarray, explanation: dict[str, Any], path: str | os.PathLike
+    image: np.ndarray, explanation: Explanation | dict[str, Any], path: str | os.PathLike
 ) -> Path:
     """One PNG: the 28×28 the model sees, the saliency overlay on it, the top-3, and a strip
     per layer (Dense: one cell per unit; conv: the feature maps side by side)."""
+    if isinstance(explanation, Explanation):
+        explanation = explanation.to_dict()
     return save_figure(_explanation_figure(np.asarray(image), explanation), path)
 
 
@@ -165,6 +198,83 @@ def _explanation_figure(image: np.ndarray, explanation: dict[str, Any]) -> Figur
         ax.set_title(label, fontsize=8, loc="left")
         ax.set_axis_off()
     return fig
+
+
+# ------------------------------------------------------------------------ `digitlab explain`
+@dataclass(frozen=True)
+class DigitChoice:
+    """The digit to explain: an image file (preprocessed like `predict`'s unless `raw`), or
+    the test split's digit number `index`; exactly one of the two.
+
+    Raises:
+        DigitlabError: neither or both are given.
+    """
+
+    image: str | os.PathLike | None = None
+    index: int | None = None
+    raw: bool = False
+
+    def __post_init__(self) -> None:
+        if (self.image is None) == (self.index is None):
+            raise DigitlabError("give one image file or --index N (a test-split digit)")
+
+    def load(self, run: Run, data_dir: str | Path | None = None) -> tuple[np.ndarray, str]:
+        """The uint8 digit in `run`'s image shape, and its name in the picture's file name
+        (`test<index>` or the image file's stem).
+
+        Raises:
+            DigitlabError: the index is outside the test split; ImageError: the file is
+                missing or holds no digit.
+        """
+        if self.index is not None:
+            from digitlab.data import load_dataset
+
+            _, (x_test, _) = load_dataset(run.dataset.name, data_dir=data_dir)
+            if not 0 <= self.index < len(x_test):
+                raise DigitlabError(
+                    f"--index {self.index} is out of range: the test split has {len(x_test)}"
+                )
+            return x_test[self.index], f"test{self.index}"
+        from digitlab.prediction import load_image_files
+
+        (digit,) = load_image_files([self.image], raw=self.raw, shape=run.image_shape)
+        return digit, Path(self.image).stem
+
+
+@dataclass(frozen=True)
+class ExplainedDigit:
+    """What `digitlab explain` shows: the run, the picture written and the explanation."""
+
+    run_dir: Path
+    png: Path
+    explanation: Explanation
+
+    def to_dict(self) -> dict[str, Any]:
+        """`explain --json`: the run, the picture, then the explanation's fields."""
+        return {"run": str(self.run_dir), "png": str(self.png), **self.explanation.to_dict()}
+
+    def print(self, console) -> None:
+        """The top-3 table and the picture written, on a `rich.console.Console`."""
+        console.print(self.explanation.table())
+        console.print(f"wrote {self.png}")
+
+
+def explain_digit(
+    run: Run,
+    choice: DigitChoice,
+    *,
+    target: int | None = None,
+    method: str = "integrated",
+    out: str | os.PathLike | None = None,
+    data_dir: str | Path | None = None,
+) -> ExplainedDigit:
+    """`digitlab explain`: explain the chosen digit (`explain`) and draw it to `out`
+    (default RUN/inspect/explain-<name>.png, `save_explanation`)."""
+    digit, name = choice.load(run, data_dir)
+    explanation = explain(run, digit, target=target, method=method)
+    path = Path(out) if out is not None else run.path / INSPECT_DIR / f"explain-{name}.png"
+    save_explanation(digit, explanation, path)
+    return ExplainedDigit(run.path, path, explanation)
 
 
 # ---------------------------------------------------------------------------- sanity measures

@@ -230,9 +230,35 @@ def _class_inputs_figure(averages, templates, class_names, how) -> Figure:
 
 @dataclass
 class Inspection:
+    """What `inspect` measured and wrote: the folder, the statistics per hidden layer
+    (`activation_stats`), the files written, the run and the digits asked for."""
+
     out_dir: Path
     stats: list[dict[str, Any]]
     files: list[Path]
+    run_dir: Path
+    count: int
+
+    def to_dict(self) -> dict[str, Any]:
+        """`inspect --json`: the run, the folder and the statistics."""
+        return {"run": str(self.run_dir), "out": str(self.out_dir), "layers": self.stats}
+
+    def table(self):
+        """The statistics as a `rich` table, one row per hidden layer."""
+        from rich.table import Table
+
+        table = Table("layer", "activation", "units", "mean", "saturated", "dead ReLU")
+        for row in self.table_rows():
+            table.add_row(*row)
+        return table
+
+    def print(self, console) -> None:
+        """What `digitlab inspect` prints on a `rich.console.Console`: the run, the table and
+        the files written."""
+        console.print(f"run {self.run_dir}: {self.count:,} test digits at most")
+        console.print(self.table())
+        for path in self.files:
+            console.print(f"wrote {path}")
 
     def table_rows(self) -> list[tuple[str, str, str, str, str, str]]:
         """(layer, activation, units, mean, saturated, dead) as text, one row per layer."""
@@ -298,4 +324,4 @@ def inspect(
         from digitlab.report.pages import write_run_report
 
         files.append(write_run_report(run))  # now with the statistics table
-    return Inspection(out, stats, files)
+    return Inspection(out, stats, files, run.path, count)

@@ -31,21 +31,70 @@ class LayerInfo:
     activation: str
     shape: tuple[int, ...]  # one digit's output shape
 
+    @classmethod
+    def of(cls, index: int, layer) -> LayerInfo:
+        """The description of Keras layer `layer`, number `index` in its model."""
+        shape = tuple(int(d) for d in layer.output.shape[1:])
+        return cls(index, layer.name, type(layer).__name__, _activation_name(layer), shape)
+
+
+def _keras_on_jax():
+    """Keras, configured for JAX; refused in one line on another backend."""
+    import keras
+
+    from digitlab.fastfit import _configure_jax
+
+    _configure_jax()
+    if keras.backend.backend() != "jax":
+        raise DigitlabError("inspect and explain need the JAX backend (KERAS_BACKEND=jax)")
+    return keras
+
+
+def _compile(graph, last):
+    """The jitted functions of a probe: `forward` (the shown layers' outputs and the logits:
+    `graph`'s last output is the input of the output layer `last`, whose activation is left
+    out), `gradient` (d logit of the target class / d input) and `explain` (all at once,
+    with the saliency: integrated gradients over `steps` steps, or the gradient if 0)."""
+    import jax
+    import jax.numpy as jnp
+
+    trainable = [jnp.array(v.value, copy=True) for v in graph.trainable_variables]
+    non_trainable = [jnp.array(v.value, copy=True) for v in graph.non_trainable_variables]
+    kernel = jnp.array(last.kernel.value, copy=True)
+    bias = jnp.array(last.bias.value, copy=True) if last.use_bias else 0.0
+
+    def forward(x):
+        values = graph.stateless_call(trainable, non_trainable, x, training=False)[0]
+        logits = values[-1].reshape(values[-1].shape[0], -1) @ kernel + bias
+        return values[:-1], logits
+
+    def score(x, target):
+        logits = forward(x)[1]
+        return jnp.take_along_axis(logits, target[:, None], axis=1).sum()
+
+    gradient = jax.grad(score)
+
+    def integrated(x, target, steps):
+        alphas = (jnp.arange(steps, dtype=jnp.float32) + 0.5) / steps
+        scaled = alphas.reshape(-1, *([1] * x.ndim)) * x[None]
+        grads = jax.vmap(lambda xs: gradient(xs, target))(scaled)
+        return grads.mean(axis=0) * x
+
+    def explain(x, target, steps):
+        values, logits = forward(x)
+        target = jnp.where(target < 0, jnp.argmax(logits, axis=1), target)
+        saliency = integrated(x, target, steps) if steps else gradient(x, target)
+        return values, logits, target, saliency
+
+    return jax.jit(forward), jax.jit(gradient), jax.jit(explain, static_argnums=2)
+
 
 class Probe:
     """One run's model as compiled JAX functions: every shown layer's output, the logits,
     and the gradients of a class logit with respect to the input."""
 
     def __init__(self, run: Run):
-        import jax
-        import jax.numpy as jnp
-        import keras
-
-        from digitlab.fastfit import _configure_jax
-
-        _configure_jax()
-        if keras.backend.backend() != "jax":
-            raise DigitlabError("inspect and explain need the JAX backend (KERAS_BACKEND=jax)")
+        keras = _keras_on_jax()
         self.run = run
         model = run.model
         self.input_shape = tuple(run.spec.input_shape)
@@ -55,51 +104,11 @@ class Probe:
             for i, layer in enumerate(model.layers)
             if type(layer).__name__ in SHOWN_LAYERS
         ]
-        self.layers = [
-            LayerInfo(
-                i,
-                layer.name,
-                type(layer).__name__,
-                _activation_name(layer),
-                tuple(int(d) for d in layer.output.shape[1:]),
-            )
-            for i, layer in shown
-        ]
+        self.layers = [LayerInfo.of(i, layer) for i, layer in shown]
         last = model.layers[-1]
         outputs = [layer.output for _, layer in shown] + [last.input]
         self._graph = keras.Model(model.inputs, outputs)
-        trainable = [jnp.array(v.value, copy=True) for v in self._graph.trainable_variables]
-        non_trainable = [jnp.array(v.value, copy=True) for v in self._graph.non_trainable_variables]
-        kernel = jnp.array(last.kernel.value, copy=True)
-        bias = jnp.array(last.bias.value, copy=True) if last.use_bias else 0.0
-        graph = self._graph
-
-        def forward(x):
-            values = graph.stateless_call(trainable, non_trainable, x, training=False)[0]
-            logits = values[-1].reshape(values[-1].shape[0], -1) @ kernel + bias
-            return values[:-1], logits
-
-        def score(x, target):
-            logits = forward(x)[1]
-            return jnp.take_along_axis(logits, target[:, None], axis=1).sum()
-
-        gradient = jax.grad(score)
-
-        def integrated(x, target, steps):
-            alphas = (jnp.arange(steps, dtype=jnp.float32) + 0.5) / steps
-            scaled = alphas.reshape(-1, *([1] * x.ndim)) * x[None]
-            grads = jax.vmap(lambda xs: gradient(xs, target))(scaled)
-            return grads.mean(axis=0) * x
-
-        def explain(x, target, steps):
-            values, logits = forward(x)
-            target = jnp.where(target < 0, jnp.argmax(logits, axis=1), target)
-            saliency = integrated(x, target, steps) if steps else gradient(x, target)
-            return values, logits, target, saliency
-
-        self.forward = jax.jit(forward)
-        self.gradient = jax.jit(gradient)
-        self._explain = jax.jit(explain, static_argnums=2)
+        self.forward, self.gradient, self._explain = _compile(self._graph, last)
         self.output_activation = _activation_name(last)
 
     @classmethod
