@@ -32,3 +32,23 @@ def fake_run(path: Path, created: str = "2026-01-01T00:00:00", accuracy: float =
     (path / "metrics.json").write_text(json.dumps({"test_accuracy": accuracy}))
     (path / "config.json").write_text(json.dumps(config(created)))
     return path
+
+
+def model_run(path: Path) -> Path:
+    """A run folder that opens: an untrained seed model (built in a second), config.json,
+    metrics.json with a 10 × 10 confusion matrix, and a one-epoch history.csv."""
+    from digitlab.model import build_model, compile_model
+    from digitlab.runs import write_history
+
+    path.mkdir(parents=True)
+    spec = get_preset("seed")
+    model = build_model(spec)
+    compile_model(model, spec)
+    model.save(path / "model.keras")
+    (path / "config.json").write_text(json.dumps(config()))
+    matrix = [[10 * (i == j) for j in range(10)] for i in range(10)]
+    metrics = {"test_accuracy": 0.5, "test_loss": 1.0, "train_seconds": 1.0, "epochs": 1}
+    metrics["confusion_matrix"] = matrix
+    (path / "metrics.json").write_text(json.dumps(metrics))
+    write_history(path / "history.csv", {"loss": [0.5], "accuracy": [0.8]})
+    return path

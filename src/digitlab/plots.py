@@ -321,6 +321,17 @@ def _misclassified_figure(
     )
 
 
+# The largest float32: no loss or metric Keras records is larger, and a larger one (a
+# crafted 1e308) makes Matplotlib's tick locator overflow ("arange: cannot compute length").
+_LARGEST_METRIC = 3.4028234663852886e38
+
+
+def curve_values(values: Sequence[float]) -> list[float]:
+    """A history's values as a curve draws them: inf, NaN and values beyond float32 (which
+    training can't record) become gaps, so a damaged history.csv is drawn, not a crash."""
+    return [v if math.isfinite(v) and abs(v) <= _LARGEST_METRIC else math.nan for v in values]
+
+
 def _curves_figure(history: dict[str, list[float]]) -> Figure:
     metrics = list(dict.fromkeys(key.removeprefix("val_") for key in history))
     metrics.sort(key=lambda name: {"loss": 0, "accuracy": 1}.get(name, 2))  # stable: rest in order
@@ -336,7 +347,7 @@ def _curves_figure(history: dict[str, list[float]]) -> Figure:
     for ax, name in zip(axes, metrics, strict=False):
         for key, label in ((name, "train"), (f"val_{name}", "validation")):
             if key in history:
-                values = history[key]
+                values = curve_values(history[key])
                 # Markers so that a one-epoch run, a single point, still shows up.
                 ax.plot(range(1, len(values) + 1), values, marker="o", label=label)
         ax.set_title(name)

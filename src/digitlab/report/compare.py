@@ -16,7 +16,7 @@ from digitlab.errors import RunError
 from digitlab.files import check_output_folder, write_text
 from digitlab.html import figure, flatten, layer_text, number, percent, relative_href
 from digitlab.html import render as render_page
-from digitlab.plots import save_figure
+from digitlab.plots import curve_values, save_figure
 from digitlab.report.pages import REPORT_FILE
 from digitlab.runs import Run
 
@@ -197,7 +197,7 @@ def _curves_figure(runs: list[Run], labels: list[str]) -> Figure:
         longest = 1
         for run, colour in zip(runs, colours, strict=True):
             for key, style in ((name, "-"), (f"val_{name}", "--")):
-                values = run.history.get(key)
+                values = curve_values(run.history.get(key, []))
                 if values:
                     longest = max(longest, len(values))
                     epochs = range(1, len(values) + 1)

@@ -1,0 +1,60 @@
+"""Issue 19's cases: crafted run files (a history of inf, a ragged confusion matrix, a folder
+where confidence.npz goes), images that are not files, runs TensorBoard can't read, and a
+client that never finishes its headers. Each is one line (exit 2) or correct behaviour."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from runfiles import model_run
+from typer.testing import CliRunner
+
+from digitlab.cli import app
+
+runner = CliRunner()
+RUN = "20260101-000000-seed"
+OTHER = "20260101-000001-seed"
+
+
+def invoke(*args):
+    return runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
+
+
+def one_line_error(result) -> str:
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("Error: "), result.output
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def base_run(tmp_path_factory) -> Path:
+    return model_run(tmp_path_factory.mktemp("robust19") / RUN)
+
+
+@pytest.fixture
+def runs(tmp_path, base_run) -> Path:
+    folder = tmp_path / "runs"
+    shutil.copytree(base_run, folder / RUN)
+    shutil.copytree(base_run, folder / OTHER)
+    return folder
+
+
+# ----------------------------------------------------------- 7: a history of inf or 1e308
+@pytest.mark.parametrize(
+    "first, second",
+    [("inf", "inf"), ("0.5", "inf"), ("1e308", "1e308"), ("-1e308", "1e308"), ("nan", "1e308")],
+)
+def test_compare_draws_runs_whose_history_holds_inf_or_huge_values(runs, first, second):
+    rows = [f"{epoch},{value},0.8,{value},{value}" for epoch, value in ((1, first), (2, second))]
+    history = "epoch,loss,accuracy,val_loss,mae\n" + "\n".join(rows) + "\n"  # mae: alone
+    (runs / RUN / "history.csv").write_text(history)
+    (runs / OTHER / "history.csv").write_text("epoch,loss\n1,0.5\n2,0.4\n")
+    result = invoke("compare", RUN, OTHER, "--runs-dir", runs, "--out", runs / "cmp")
+    assert result.exit_code == 0, result.output
+    assert (runs / "cmp" / "compare.png").read_bytes().startswith(b"\x89PNG")
+    result = invoke("report", RUN, "--runs-dir", runs)  # its training curves: the same values
+    assert result.exit_code == 0, result.output
