@@ -4,7 +4,6 @@ node made here, and must refuse in one line (exit 2) and leave both as they were
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import socket
@@ -13,14 +12,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from runfiles import config as run_config
+from runfiles import model_run
 from typer.testing import CliRunner
 
 from digitlab.cli import app
 from digitlab.errors import WriteError
 from digitlab.files import check_output, write_text
-from digitlab.presets import get_preset
-from digitlab.runs import write_history
 
 runner = CliRunner()
 
@@ -60,21 +57,7 @@ def assert_untouched(path: Path, kind: str) -> None:
 # ---------------------------------------------------------------------------- a run to point at
 @pytest.fixture(scope="module")
 def base_run(tmp_path_factory) -> Path:
-    """A complete-looking run: an untrained seed model, config, metrics, history, confidence."""
-    from digitlab.model import build_model, compile_model
-
-    path = tmp_path_factory.mktemp("outputs") / "20260101-000000-seed"
-    path.mkdir()
-    spec = get_preset("seed")
-    model = build_model(spec)
-    compile_model(model, spec)
-    model.save(path / "model.keras")
-    (path / "config.json").write_text(json.dumps(run_config()))
-    cm = np.diag([10] * 10).tolist()
-    metrics = {"test_accuracy": 0.5, "test_loss": 1.0, "train_seconds": 1.0, "epochs": 1}
-    (path / "metrics.json").write_text(json.dumps(metrics | {"confusion_matrix": cm}))
-    write_history(path / "history.csv", {"loss": [0.5], "accuracy": [0.8]})
-    return path
+    return model_run(tmp_path_factory.mktemp("outputs") / "20260101-000000-seed")
 
 
 @pytest.fixture
