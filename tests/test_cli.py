@@ -275,3 +275,32 @@ def test_a_port_outside_1_to_65535_is_one_usage_line_before_anything_loads(
     assert result.output.startswith("Error: Invalid value for '--port': ")
     assert bound in result.output and "--help`)" in result.output
     assert loaded == []
+
+
+# ----------------------------------------------------------------------------------- experiment
+def test_experiment_passes_its_options_and_an_interrupted_one_says_how_to_go_on(
+    monkeypatch, tmp_path
+):
+    from types import SimpleNamespace
+
+    from digitlab.experiments import runner
+
+    calls = []
+
+    def fake_run_experiment(definition, **kwargs):
+        calls.append((definition.name, kwargs))
+        record = SimpleNamespace(model_dump_json=lambda: '{"status": "interrupted"}')
+        return SimpleNamespace(record=record, folder=tmp_path / "exp", interrupted=True)
+
+    monkeypatch.setattr(runner, "run_experiment", fake_run_experiment)
+    args = ["--seeds", "2", "-e", "3", "--lr-policy", "linear", "--resume", "--json"]
+    result = invoke("experiment", "dropout", "here", *args, "--runs-dir", tmp_path)
+    assert result.exit_code == 130
+    (name, kwargs), *_ = calls
+    assert name == "dropout" and kwargs["resume"] == "here" and kwargs["runs_dir"] == tmp_path
+    assert (kwargs["seeds"], kwargs["epochs"], kwargs["learning_rate_policy"]) == (2, 3, "linear")
+    assert json.loads(result.stdout) == {"status": "interrupted"}
+    said = "Interrupted; the finished runs are kept. Continue with: digitlab experiment dropout"
+    assert result.stderr.split() == [*said.split(), "--resume", str(tmp_path / "exp")]
+    invoke("experiment", "dropout", "--resume", "--runs-dir", tmp_path)
+    assert calls[1][1]["resume"] == "latest" and calls[1][1]["quick"] is False
