@@ -4,9 +4,11 @@ client that never finishes its headers. Each is one line (exit 2) or correct beh
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 from runfiles import model_run
 from typer.testing import CliRunner
@@ -58,3 +60,25 @@ def test_compare_draws_runs_whose_history_holds_inf_or_huge_values(runs, first, 
     assert (runs / "cmp" / "compare.png").read_bytes().startswith(b"\x89PNG")
     result = invoke("report", RUN, "--runs-dir", runs)  # its training curves: the same values
     assert result.exit_code == 0, result.output
+
+
+# ------------------------------------------------------------ 8: a ragged confusion matrix
+@pytest.mark.parametrize(
+    "matrix", [[[1, 2], [3]], [[1, 2], [3, 4]], [[1] * 10] * 9, [[1] * 9] * 10]
+)
+def test_a_confusion_matrix_that_is_not_classes_by_classes_is_one_line(runs, matrix):
+    metrics = json.loads((runs / RUN / "metrics.json").read_text())
+    (runs / RUN / "metrics.json").write_text(json.dumps(metrics | {"confusion_matrix": matrix}))
+    for command in (["report", RUN], ["inspect", RUN, "--count", "10"], ["calibrate", RUN]):
+        line = one_line_error(invoke(*command, "--runs-dir", runs))
+        assert "metrics.json" in line and "'confusion_matrix'" in line, command
+        assert "classes × classes" in line, line
+        square = all(len(row) == len(matrix) for row in matrix)
+        assert ("must be 10 × 10" if square else "must be square") in line, line
+
+
+def test_a_square_confusion_matrix_of_the_run_s_classes_is_read(runs):
+    from digitlab.runs import load_run
+
+    run = load_run(runs / RUN)
+    assert np.asarray(run.metrics.confusion_matrix).shape == (10, 10)

@@ -474,6 +474,18 @@ class Metrics(_Record):
     test_errors: int | None = Field(None, ge=0)
     confusion_matrix: tuple[tuple[int, ...], ...] | None = Field(None, strict=False)
 
+    @field_validator("confusion_matrix")
+    @classmethod
+    def _square(cls, matrix: tuple[tuple[int, ...], ...] | None) -> Any:
+        """Rows are true classes, columns predicted ones: classes × classes (the run's config
+        knows how many; `runs.read_metrics` checks that)."""
+        if matrix is not None and any(len(row) != len(matrix) for row in matrix):
+            lengths = ", ".join(str(n) for n in sorted({len(row) for row in matrix}))
+            raise ValueError(
+                f"must be square, classes × classes; it has {len(matrix)} rows of {lengths} entries"
+            )
+        return matrix
+
 
 _MODELS: dict[str, type[BaseModel]] = {
     model.__name__: model

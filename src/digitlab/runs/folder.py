@@ -70,10 +70,24 @@ def read_config(folder: Path) -> RunConfig:
     return read_json(path, RunConfig)
 
 
-def read_metrics(folder: Path) -> Metrics:
-    """The folder's metrics.json, validated; empty `Metrics` if there is none yet."""
+def read_metrics(folder: Path, classes: int | None = None) -> Metrics:
+    """The folder's metrics.json, validated; empty `Metrics` if there is none yet.
+
+    Args:
+        classes: the run's number of classes; its confusion matrix must be that square.
+
+    Raises:
+        RunError: it is unreadable, a field is wrong, or the matrix is not classes × classes.
+    """
     path = Path(folder) / METRICS_FILE
-    return read_json(path, Metrics) if exists(path) else Metrics()
+    metrics = read_json(path, Metrics) if exists(path) else Metrics()
+    matrix = metrics.confusion_matrix
+    if classes is not None and matrix is not None and len(matrix) != classes:
+        raise RunError(
+            f"{path}: 'confusion_matrix' must be {classes} × {classes}, classes × classes; "
+            f"it is {len(matrix)} × {len(matrix)}"
+        )
+    return metrics
 
 
 def read_history(path: Path) -> dict[str, list[float]]:

@@ -227,9 +227,9 @@ def read_run(path: str | Path, config: RunConfig | None = None) -> Run:
     path = Path(path)
     if config is None:
         config = read_config(path)
-    return Run(
-        path=path, config=config, history=read_folder_history(path), metrics=read_metrics(path)
-    )
+    classes = len(config.dataset.class_names)
+    history, metrics = read_folder_history(path), read_metrics(path, classes)
+    return Run(path=path, config=config, history=history, metrics=metrics)
 
 
 def load_run(ref: str | Path, runs_dir: str | Path | None = None) -> Run:
