@@ -101,3 +101,31 @@ def test_a_budget_too_small_for_a_variant_is_refused_before_training(
         _run(_definition({"name": "ok"}, variant, budget=budget), tmp_path)
     assert message in _one_line(caught.value)
     assert list(tmp_path.rglob("*")) == []  # no experiment folder, not even experiments/
+
+
+@pytest.mark.parametrize(
+    ("variant", "message"),
+    [
+        ({"name": "bad", "layers": [{"type": "Densee", "units": 10}]}, "Densee"),
+        (
+            {
+                "name": "bad",
+                "layers": [
+                    {"type": "Conv2D", "filters": 4, "kernel_size": 3},
+                    {"type": "Flatten"},
+                    {"type": "Dense", "units": 10},
+                ],
+            },
+            "conv2d",
+        ),
+        ({"name": "bad", "train": {"batch_size": 0}}, "batch_size"),
+    ],
+)
+def test_a_bad_variant_is_refused_before_the_first_cell_and_leaves_nothing(
+    tmp_path, no_training, variant, message
+):
+    with pytest.raises(SpecError) as caught:
+        _run(_definition({"name": "ok"}, variant), tmp_path)
+    text = _one_line(caught.value)
+    assert message in text and "bad" in text
+    assert list(tmp_path.rglob("*")) == []

@@ -218,6 +218,7 @@ def _start(definition, quick, sizes, policy, runs_dir, data_dir) -> _Experiment:
     inputs = _Inputs(budget, data_dir)
     specs = _specs(definition, budget, policy, inputs)
     plan.check_budget(budget, specs)
+    _build_each(specs)
     folder = new_run_path(check_writable(experiments_dir(runs_dir)), definition.name)
     check_writable(folder / RUNS_FOLDER)
     return _Experiment(
@@ -234,6 +235,7 @@ def _resume(ref, name, sizes, policy, runs_dir, data_dir) -> _Experiment:
     inputs = _Inputs(budget, data_dir)
     specs = _specs(definition, budget, previous.learning_rate_policy, inputs)
     plan.check_budget(budget, specs)
+    _build_each(specs)
     check_writable(folder / RUNS_FOLDER)
     experiment = _Experiment(
         folder, definition, budget, previous.learning_rate_policy,
@@ -260,6 +262,24 @@ def _specs(definition: Definition, budget: Budget, policy: str, inputs: _Inputs)
             spec = plan.variant_spec(definition, variant, budget, 0, policy, stats)
         specs[variant.name] = spec
     return specs
+
+
+def _build_each(specs: dict[str, Spec]) -> None:
+    """Build and compile every variant's network once, as its runs will, so a layer, loss or
+    optimizer that doesn't fit is refused before the first cell trains.
+
+    Raises:
+        SpecError: naming the variant.
+    """
+    from digitlab.data import class_names
+    from digitlab.model import build_model, compile_model
+
+    for name, spec in specs.items():
+        classes = len(class_names(spec.train.dataset))
+        try:
+            compile_model(build_model(spec, num_classes=classes), spec, num_classes=classes)
+        except SpecError as exc:
+            raise SpecError(f"variant '{name}': {exc}") from None
 
 
 # ------------------------------------------------------------------------------------ training
