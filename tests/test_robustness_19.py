@@ -5,6 +5,7 @@ client that never finishes its headers. Each is one line (exit 2) or correct beh
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -82,3 +83,30 @@ def test_a_square_confusion_matrix_of_the_run_s_classes_is_read(runs):
 
     run = load_run(runs / RUN)
     assert np.asarray(run.metrics.confusion_matrix).shape == (10, 10)
+
+
+# -------------------------------------------------------- 15: an image that is not a file
+def _not_an_image(tmp_path: Path, kind: str) -> Path:
+    path = tmp_path / "x.png"
+    if kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "folder":
+        path.mkdir()
+    else:
+        path.symlink_to("/dev/zero")
+    return path
+
+
+@pytest.mark.parametrize(
+    "kind, said",
+    [("fifo", "a named pipe (FIFO)"), ("folder", "a folder"), ("devzero", "/dev/zero, a device")],
+)
+def test_explain_says_what_an_image_path_is_when_it_is_not_a_file(runs, tmp_path, kind, said):
+    image = _not_an_image(tmp_path, kind)
+    line = one_line_error(invoke("explain", RUN, image, "--runs-dir", runs))
+    assert f"{image} is " in line and said in line and "not found" not in line
+
+
+def test_a_missing_image_is_still_not_found(runs, tmp_path):
+    line = one_line_error(invoke("explain", RUN, tmp_path / "gone.png", "--runs-dir", runs))
+    assert "gone.png not found" in line

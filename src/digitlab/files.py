@@ -41,6 +41,18 @@ def what_is(path: str | Path, mode: int) -> str:
     return f"{path} is {kind_of(mode)}"
 
 
+def not_a_file(path: str | Path) -> str:
+    """Why `path` is not a file to read, in one line: "x not found", "x is a folder, not a
+    file", "x is a symlink to /dev/zero, a device, not a file"."""
+    try:
+        info = os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return f"{path} not found"
+    except (OSError, ValueError) as exc:
+        return f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}"
+    return f"{what_is(path, info.st_mode)}, not a file"
+
+
 def _stat(path: Path, error: type[Exception]) -> os.stat_result | None:
     """`path`'s stat, following symlinks; None if nothing is there (a dangling link included)
     or it can't be looked at (the write that follows then says why, e.g. a name too long)."""

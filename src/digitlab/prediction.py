@@ -17,7 +17,7 @@ import numpy as np
 
 from digitlab.data import IMAGE_SHAPE, PIXEL_MAX
 from digitlab.errors import DataError, DigitlabError, ImageError
-from digitlab.files import read_capped
+from digitlab.files import is_file, not_a_file, read_capped
 from digitlab.runs import Run, load_run
 
 MNIST_SHAPE = IMAGE_SHAPE  # the default frame: MNIST's (28, 28)
@@ -211,8 +211,8 @@ def load_image_files(
     batch = []
     for path in paths:
         path = Path(path)
-        if not path.is_file():
-            raise ImageError(f"{path} not found; pass the path of a PNG or JPEG image")
+        if not is_file(path):  # a FIFO, a folder, a link to /dev/zero: say which
+            raise ImageError(f"{not_a_file(path)}; pass the path of a PNG or JPEG image")
         try:
             image = load_image(path)
             if raw:
