@@ -9,6 +9,7 @@ import shutil
 import pytest
 
 from digitlab.errors import SpecError
+from digitlab.experiments.definitions import load_definition
 from digitlab.experiments.schema import Definition
 from digitlab.schema import validate
 
@@ -129,3 +130,22 @@ def test_a_bad_variant_is_refused_before_the_first_cell_and_leaves_nothing(
     text = _one_line(caught.value)
     assert message in text and "bad" in text
     assert list(tmp_path.rglob("*")) == []
+
+
+# ------------------------------------------------------------------------- one dataset (12)
+def test_variants_on_different_datasets_are_refused(tmp_path):
+    path = tmp_path / "mixed.toml"
+    path.write_text(
+        'question = "?"\n[budget]\nepochs = 1\ntrain_samples = 300\n'
+        '[[variants]]\nname = "digits"\n'
+        '[[variants]]\nname = "clothes"\ntrain = { dataset = "fashion-mnist" }\n'
+    )
+    with pytest.raises(SpecError) as caught:
+        load_definition(path)
+    text = _one_line(caught.value)
+    assert "one dataset" in text and "clothes" in text and "fashion-mnist" in text
+    every = _definition(
+        {"name": "a", "train": {"dataset": "fashion-mnist"}},
+        {"name": "b", "train": {"dataset": "fashion-mnist", "learning_rate": 0.01}},
+    )  # all on one dataset: fine, and measured on it
+    assert {v.train["dataset"] for v in every.variants} == {"fashion-mnist"}

@@ -85,6 +85,13 @@ class Variant(_Strict):
             raise ValueError(unknown("preset", value, preset_names()))
         return value
 
+    @property
+    def dataset(self) -> str:
+        """The dataset the variant trains on: its own `train.dataset`, else its preset's."""
+        from digitlab.presets import get_preset
+
+        return str(self.train.get("dataset") or get_preset(self.preset).train.dataset)
+
     @model_validator(mode="after")
     def _fits_together(self) -> Variant:
         if self.full_batch and "batch_size" in self.train:
@@ -125,6 +132,15 @@ class Definition(_Strict):
         twice = sorted({name for name in names if names.count(name) > 1})
         if twice:
             raise ValueError(f"variant names must differ; repeated: {', '.join(twice)}")
+        datasets = {variant.name: variant.dataset for variant in self.variants}
+        first = self.variants[0]
+        other = next((n for n, d in datasets.items() if d != first.dataset), None)
+        if other is not None:
+            raise ValueError(
+                "every variant of an experiment trains on one dataset, so that their figures "
+                f"compare: '{other}' trains on {datasets[other]}, '{first.name}' on "
+                f"{first.dataset}; run them as two experiments"
+            )
         if self.baseline is not None and self.baseline not in names:
             raise ValueError(f"baseline: {unknown('variant', self.baseline, names)}")
         for pair in self.comparisons:
