@@ -4,6 +4,7 @@ client that never finishes its headers. Each is one line (exit 2) or correct beh
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -110,3 +111,29 @@ def test_explain_says_what_an_image_path_is_when_it_is_not_a_file(runs, tmp_path
 def test_a_missing_image_is_still_not_found(runs, tmp_path):
     line = one_line_error(invoke("explain", RUN, tmp_path / "gone.png", "--runs-dir", runs))
     assert "gone.png not found" in line
+
+
+# ------------------------------------------------ 16: confidence.npz a folder, before the work
+@pytest.mark.parametrize("kind", ["folder", "fifo"])
+def test_calibrate_names_a_confidence_file_it_cannot_replace_before_any_work(
+    runs, monkeypatch, kind
+):
+    import digitlab.confidence
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("calibration ran although its result could not be stored")
+
+    monkeypatch.setattr(digitlab.confidence, "calibrate", no_work)
+    target = runs / RUN / "confidence.npz"
+    with contextlib.suppress(FileNotFoundError):
+        target.unlink()
+    if kind == "folder":
+        target.mkdir()
+        (target / "keep").write_text("mine")
+    else:
+        os.mkfifo(target)
+    line = one_line_error(invoke("calibrate", RUN, "--runs-dir", runs))
+    said = "a folder" if kind == "folder" else "a named pipe (FIFO)"
+    assert f"{target} is {said}" in line and "calibrat" in line
+    assert "pass a file name" not in line
+    assert (target / "keep").read_text() == "mine" if kind == "folder" else target.is_fifo()

@@ -211,9 +211,16 @@ def verdicts(run: Any, images: np.ndarray, probabilities: np.ndarray) -> list[di
 
 def calibrate_run(run: Any, data_dir: str | Path | None = None) -> dict[str, float]:
     """Calibrate a run's thresholds on the digits it saw and store them with the run
-    (`Run.store_calibration`, atomically). Returns the thresholds."""
-    from digitlab.data import load_dataset
+    (`Run.store_calibration`, atomically). Returns the thresholds.
 
+    Raises:
+        RunError: confidence.npz or config.json can't be replaced (a folder, a FIFO), said
+            before any work.
+    """
+    from digitlab.data import load_dataset
+    from digitlab.runs.folder import CONFIG_FILE, STATS_FILE, check_replaceable
+
+    check_replaceable(run.path, STATS_FILE, CONFIG_FILE, doing="calibration")
     (x_train, y_train), test = load_dataset(run.dataset.name, data_dir=data_dir)
     train_samples = run.spec.train.train_samples
     if train_samples is not None:

@@ -13,6 +13,7 @@ import csv
 import io
 import json
 import os
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ from digitlab.files import (
     atomic_path,
     check_regular,
     read_capped,
+    what_is,
     write_json,
     write_text,
 )
@@ -156,6 +158,26 @@ def read_inspect_summary(folder: Path) -> dict[str, Any] | None:
 
 
 # ------------------------------------------------------------------------------------ writing
+def check_replaceable(folder: Path, *names: str, doing: str) -> None:
+    """Before long work that ends by writing these files of the run: each must be a regular
+    file or absent, so the work is not done for nothing.
+
+    Raises:
+        RunError: one is a folder, a FIFO, a device or a socket; named, with what to do.
+    """
+    for name in names:
+        path = Path(folder) / name
+        try:
+            info = os.stat(path)
+        except OSError:
+            continue  # absent, or unreadable: the write says why
+        if not stat.S_ISREG(info.st_mode):
+            raise RunError(
+                f"{what_is(path, info.st_mode)}, not a file, so {doing} can't store the "
+                f"run's {name} there; move it out of the way and try again"
+            )
+
+
 def write_history(path: Path, history: dict[str, list[float]]) -> None:
     """Write Keras's `History.history` as CSV, one row per epoch (numbered from 1)."""
     keys = list(history)
