@@ -8,7 +8,7 @@ import shutil
 
 import pytest
 
-from digitlab.errors import SpecError
+from digitlab.errors import RunError, SpecError
 from digitlab.experiments.definitions import load_definition
 from digitlab.experiments.schema import Definition
 from digitlab.schema import validate
@@ -149,3 +149,25 @@ def test_variants_on_different_datasets_are_refused(tmp_path):
         {"name": "b", "train": {"dataset": "fashion-mnist", "learning_rate": 0.01}},
     )  # all on one dataset: fine, and measured on it
     assert {v.train["dataset"] for v in every.variants} == {"fashion-mnist"}
+
+
+# --------------------------------------------------------------- the folder on --resume (14, 17)
+def test_a_record_edited_to_a_bad_policy_is_refused_on_resume(experiment, no_training):
+    _edit_record(experiment, lambda r: r.update(learning_rate_policy="cubic"))
+    with pytest.raises(RunError) as caught:
+        _run(_definition({"name": "a"}), None, resume=experiment)
+    assert "learning_rate_policy" in _one_line(caught.value)
+
+
+def test_an_unknown_policy_is_refused_before_anything_trains(tmp_path, no_training):
+    with pytest.raises(SpecError, match="learning_rate_policy must be one of same, linear"):
+        _run(_definition({"name": "a"}), tmp_path, learning_rate_policy="cubic")
+    assert list(tmp_path.rglob("*")) == []
+
+
+def test_a_run_of_a_variant_renamed_in_the_record_is_refused_on_resume(experiment, no_training):
+    _edit_record(experiment, lambda r: r["definition"]["variants"][0].update(name="renamed"))
+    with pytest.raises(RunError) as caught:
+        _run(_definition({"name": "a"}), None, resume=experiment)
+    text = _one_line(caught.value)
+    assert "'a'" in text and "renamed" in text and "runs/" in text

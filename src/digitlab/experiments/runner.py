@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from digitlab import interrupts
-from digitlab.errors import DivergedError, SpecError
+from digitlab.errors import DivergedError, RunError, SpecError
 from digitlab.experiments import plan, results
 from digitlab.experiments.progress import Progress
 from digitlab.experiments.record import (
@@ -41,7 +41,13 @@ from digitlab.experiments.record import (
     read_record,
     write_record,
 )
-from digitlab.experiments.schema import Budget, Definition, ExperimentRecord, Variant
+from digitlab.experiments.schema import (
+    LEARNING_RATE_POLICIES,
+    Budget,
+    Definition,
+    ExperimentRecord,
+    Variant,
+)
 from digitlab.runs import Run, check_writable, new_run_path
 from digitlab.schema import Spec, validate
 
@@ -94,6 +100,11 @@ def run_experiment(
         SpecError: a bad budget or variant, or a run's spec fails to train.
         RunError: the folder can't be written, or the experiment to resume isn't found.
     """
+    if learning_rate_policy not in (None, *LEARNING_RATE_POLICIES):
+        raise SpecError(
+            f"learning_rate_policy must be one of {', '.join(LEARNING_RATE_POLICIES)}, "
+            f"got {learning_rate_policy!r}"
+        )
     sizes = {"seeds": seeds, "epochs": epochs, "train_samples": train_samples}
     if resume is None:
         experiment = _start(definition, quick, sizes, learning_rate_policy, runs_dir, data_dir)
@@ -244,12 +255,30 @@ def _resume(ref, name, sizes, policy, runs_dir, data_dir) -> _Experiment:
         diverged={(v.name, s) for v in previous.variants for s in v.diverged_seeds},
     )  # fmt: skip
     activations = results.recorded_activations(previous)
-    for key, run in existing_runs(folder).items():
+    for key, run in _runs_of(folder, experiment.specs).items():
         if key[1] < budget.seeds and key[0] in experiment.specs:
             complete = run.status == "complete"
             loss = results.recorded_train_loss(previous, run.name) if complete else None
             experiment.done[key] = results.Done(run, loss, activations.get(run.name, {}))
     return experiment
+
+
+def _runs_of(folder: Path, specs: dict[str, Spec]) -> dict[tuple[str, int], Run]:
+    """The runs in the folder's runs/, by (variant, seed); each must be of a variant of the
+    definition (one renamed in experiment.json would train again and leave its runs out).
+
+    Raises:
+        RunError: a run's variant is not in the definition.
+    """
+    runs = existing_runs(folder)
+    for (variant, _seed), run in runs.items():
+        if variant not in specs:
+            raise RunError(
+                f"{folder / RUNS_FOLDER / run.name} is a run of variant '{variant}', which the "
+                f"definition in {RECORD_FILE} does not have (its variants: {', '.join(specs)}); "
+                "restore the definition, or move the run out of runs/"
+            )
+    return runs
 
 
 def _specs(definition: Definition, budget: Budget, policy: str, inputs: _Inputs) -> dict[str, Spec]:

@@ -200,7 +200,7 @@ class ExperimentRecord(_Record):
     updated: datetime = Field(strict=False)
     seeds: tuple[int, ...] = Field(strict=False)
     budget: dict[str, Any]
-    learning_rate_policy: str
+    learning_rate_policy: Literal[LEARNING_RATE_POLICIES]
     baseline: str
     variants: tuple[VariantResult, ...] = Field(strict=False)
     conclusion: tuple[str, ...] = Field(strict=False)
