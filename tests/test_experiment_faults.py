@@ -171,3 +171,18 @@ def test_a_run_of_a_variant_renamed_in_the_record_is_refused_on_resume(experimen
         _run(_definition({"name": "a"}), None, resume=experiment)
     text = _one_line(caught.value)
     assert "'a'" in text and "renamed" in text and "runs/" in text
+
+
+def test_resume_of_a_folder_without_its_record_says_so(experiment, no_training):
+    (experiment / "experiment.json").unlink()
+    with pytest.raises(RunError) as caught:
+        _run(_definition({"name": "a"}), None, resume=experiment)
+    text = _one_line(caught.value)
+    assert "experiment.json" in text and "not found" not in text
+
+
+def test_a_comparison_that_is_not_a_pair_says_what_is_wrong():
+    with pytest.raises(SpecError) as caught:
+        _definition({"name": "a"}, {"name": "b"}, comparisons=[["a"]])
+    text = _one_line(caught.value)
+    assert "is missing" not in text and "two variant names" in text and "['a']" in text

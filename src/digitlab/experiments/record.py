@@ -71,9 +71,19 @@ def find_experiment(ref: str | Path, name: str | None, runs_dir: str | Path | No
                 f"no {name or ''} experiment to resume in {parent}; run it without --resume first"
             )
         return found[-1]
-    for candidate in (Path(ref), parent / str(ref)):
+    candidates = [Path(ref), parent / str(ref)]
+    for candidate in candidates:
         if (candidate / RECORD_FILE).is_file():
             return candidate
+    for candidate in candidates:
+        record = candidate / RECORD_FILE
+        if record.exists() or record.is_symlink():
+            raise RunError(f"{record} is not a regular file; an experiment's record is a file")
+        if candidate.is_dir():
+            raise RunError(
+                f"{candidate} has no {RECORD_FILE}, so it is not an experiment folder (or its "
+                "record was removed); pass the folder an experiment wrote, or run it anew"
+            )
     raise RunError(f"experiment folder '{ref}' not found (looked in . and {parent})")
 
 

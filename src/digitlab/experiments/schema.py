@@ -123,6 +123,13 @@ class Definition(_Strict):
     @classmethod
     def _pairs(cls, value: Any) -> Any:
         if isinstance(value, list | tuple):
+            for pair in value:
+                if not isinstance(pair, list | tuple) or len(pair) != 2:
+                    shown = list(pair) if isinstance(pair, tuple) else pair
+                    raise ValueError(
+                        "each comparison is a [variant, reference] pair of two variant names, "
+                        f"got {shown!r}"
+                    )
             return tuple(tuple(p) if isinstance(p, list) else p for p in value)
         return value
 
