@@ -542,6 +542,7 @@ def path_cases(ctx: Context) -> list[tuple[str, list[str], str]]:
             "error",
         )
     )
+    cases += _tune_storage_cases(folder, special)
     for flag, value in (
         ("--trials", "-1"),
         ("--workers", "0"),
@@ -579,6 +580,55 @@ def path_cases(ctx: Context) -> list[tuple[str, list[str], str]]:
         ("resume already done", ["--resume", ctx.good, "--epochs", "1"]),
     ):
         cases.append((what, ["train", *args, "--runs-dir", good_runs], "error"))
+    return cases
+
+
+def _cut_off_journal(path: Path, tail: bytes) -> Path:
+    """Study 'cut' with one complete trial, then `tail` without a newline: what a kill in the
+    middle of Optuna's append leaves (issue 19, item 6)."""
+    import optuna
+
+    from digitlab.config import TrainConfig
+    from digitlab.search_space import SearchSpace, spec_for_trial
+    from digitlab.tune.storages import open_storage, quiet_optuna
+
+    quiet_optuna()
+    study = optuna.create_study(study_name="cut", storage=open_storage(path), direction="maximize")
+    trial = study.ask()
+    spec_for_trial(trial, SearchSpace(epochs=1), TrainConfig())  # as `tune --epochs 1` draws
+    study.tell(trial, 0.5)
+    with path.open("ab") as handle:
+        handle.write(tail)
+    return path
+
+
+def _tune_storage_cases(folder: Path, special: dict[str, Path]) -> list[tuple[str, list[str], str]]:
+    """`--storage` at a FIFO, a folder or /dev/zero is refused by every command that takes it,
+    before opening it (item 9: `tune` waited on a FIFO for ever); a journal whose last line a
+    kill cut off is read on, and one ending in something else is refused (6)."""
+    out = folder / "tune-storage"
+    out.mkdir()
+    commands = {
+        "tune": ["tune", "--trials", "1", "--train-samples", "200", "--runs-dir", out / "runs"],
+        "tune report": ["tune", "report", "--out", out / "report"],
+        "tune dashboard": ["tune", "dashboard", "--port", str(_free_port())],
+    }
+    cases = []
+    for what in ("a FIFO", "a folder", "a symlink to /dev/zero"):
+        for name, args in commands.items():
+            case = [*args, "--storage", special[what]]
+            cases.append((f"{name} --storage {what}", case, "error"))
+    torn = b'{"op_code":8,"worker_id":"w","trial_id":0,"user_attr":{"fail'
+    for name, args in commands.items():
+        if name == "tune dashboard":
+            continue  # it would serve (until killed) once the journal reads
+        journal = _cut_off_journal(out / f"cut-{name.replace(' ', '-')}.journal", torn)
+        extra = ["--epochs", "1"] if name == "tune" else []
+        case = [*args, *extra, "--study", "cut", "--storage", journal]
+        cases.append((f"{name} on a cut-off journal", case, "ok"))
+        journal = _cut_off_journal(out / f"notes-{name.replace(' ', '-')}.journal", b"my notes")
+        case = [*args, "--study", "cut", "--storage", journal]
+        cases.append((f"{name} on a journal ending in notes", case, "error"))
     return cases
 
 

@@ -13,6 +13,7 @@ import re
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import tempfile
@@ -263,6 +264,131 @@ def test_garbage_journal_file_gets_one_line_naming_it_and_stays_untouched(tmp_pa
     with pytest.raises(SpecError, match="is not an Optuna journal file"):
         report("garbage", storage=path, out_dir=tmp_path / "report")
     assert path.read_bytes() == content  # nothing appended to someone else's file
+
+
+# What a kill in the middle of Optuna's append leaves at the end of a journal: a cut-off line.
+TORN_TAIL = b'{"op_code":8,"worker_id":"w","trial_id":1,"user_attr":{"fail'
+
+
+def _journal_cut_off(path: Path, tail: bytes = TORN_TAIL) -> bytes:
+    """Study 'cut' in the journal `path`: a complete trial and a RUNNING one of a process that
+    died, then `tail` without a newline. Returns the complete lines."""
+    from digitlab.config import TrainConfig
+
+    study = optuna.create_study(study_name="cut", storage=open_storage(path), direction="maximize")
+    trial = study.ask()
+    spec_for_trial(trial, TINY, TrainConfig())  # draws the params a tuning trial has
+    study.tell(trial, 0.9)
+    ended = subprocess.Popen(["true"])
+    ended.wait()
+    _running_trial(study, f"{socket.gethostname()}:{ended.pid}", datetime.datetime.now())
+    complete = path.read_bytes()
+    path.write_bytes(complete + tail)
+    return complete
+
+
+def test_tune_recovers_a_journal_whose_last_line_a_kill_cut_off(tmp_path):
+    path = tmp_path / "cut.journal"
+    complete = _journal_cut_off(path)
+    # The study holds its target already: tune only fails the dead trial (two appends)
+    result = tune("cut", trials=1, save_best=False, storage=path, runs_dir=tmp_path)
+    assert result.counts["COMPLETE"] == 1 and result.counts["FAIL"] == 1
+    assert [t.state for t in _recorded("cut", storage=path)] == [TrialState.COMPLETE,
+                                                                 TrialState.FAIL]  # fmt: skip
+    content = path.read_bytes()
+    assert content.startswith(complete) and content.endswith(b"\n")
+    assert TORN_TAIL not in content  # dropped, not glued to the next entry
+    tune("cut", trials=1, save_best=False, storage=path, runs_dir=tmp_path)  # reads on
+
+
+@pytest.mark.parametrize("command", ["report", "dashboard"])
+def test_report_and_dashboard_recover_a_cut_off_journal_as_tune_does(tmp_path, command):
+    from digitlab.board import start_dashboard
+
+    path = tmp_path / "cut.journal"
+    complete = _journal_cut_off(path)
+    if command == "report":
+        report("cut", storage=path, out_dir=tmp_path / "report")
+    else:
+        server, _ = start_dashboard("cut", storage=path, runs_dir=tmp_path, port=_free_port())
+        server.server_close()
+    assert path.read_bytes() == complete  # the cut-off line dropped, the rest kept
+    states = [t.state for t in _recorded("cut", storage=path)]
+    assert states == [TrialState.COMPLETE, TrialState.RUNNING]
+
+
+def test_a_journal_ending_in_something_else_than_a_cut_off_entry_is_refused(tmp_path):
+    path = tmp_path / "cut.journal"
+    complete = _journal_cut_off(path, tail=b"my notes")
+    for call in (
+        lambda: tune("cut", trials=1, save_best=False, storage=path, runs_dir=tmp_path),
+        lambda: report("cut", storage=path, out_dir=tmp_path / "report"),
+    ):
+        with pytest.raises(SpecError) as error:
+            call()
+        message = str(error.value)
+        assert message.startswith(f"{path} is not an Optuna journal file: its last line")
+        assert "\n" not in message
+    assert path.read_bytes() == complete + b"my notes"  # someone's file: left as it was
+
+
+@contextlib.contextmanager
+def _no_hang(seconds: int = 60):
+    """A hang (reading a FIFO waits for a writer) becomes a failure, not a stuck suite."""
+
+    def hung(signum, frame):
+        raise AssertionError(f"still waiting after {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def _special_file(path: Path, kind: str) -> contextlib.AbstractContextManager:
+    """Make a FIFO, a folder, a socket or (as root) a device with /dev/null's numbers."""
+    if kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "folder":
+        path.mkdir()
+    elif kind == "device":
+        if os.geteuid() != 0:
+            pytest.skip("mknod needs root")
+        os.mknod(path, 0o600 | stat.S_IFCHR, os.makedev(1, 3))
+    else:
+        listener = socket.socket(socket.AF_UNIX)
+        listener.bind(str(path))
+        return contextlib.closing(listener)
+    return contextlib.nullcontext()
+
+
+@pytest.mark.parametrize("kind", ["fifo", "folder", "socket", "device"])
+@pytest.mark.parametrize("command", [[], ["report"], ["dashboard", "--port", str(_free_port())]])
+def test_storage_that_is_not_a_file_is_refused_in_one_line_before_it_is_opened(
+    tmp_path, kind, command
+):
+    from typer.testing import CliRunner
+
+    from digitlab.cli import app
+
+    path = tmp_path / "study.journal"
+    expected = {"fifo": "a named pipe (FIFO)", "folder": "a folder", "socket": "a socket",
+                "device": "a device"}[kind]  # fmt: skip
+    with _special_file(path, kind), _no_hang():
+        mode = path.stat().st_mode
+        result = CliRunner().invoke(
+            app, ["tune", *command, "--storage", str(path), "--runs-dir", str(tmp_path)]
+        )
+        assert result.exit_code == 2, result.output
+        assert result.output.strip() == (
+            f"Error: {path} is {expected}, not an Optuna journal file; "
+            "pass another --storage or move it away"
+        )
+        assert path.stat().st_mode == mode  # left as it was
+    assert not path.with_name(path.name + ".lock").exists()
 
 
 def _running_trial(study, worker: str, started: datetime.datetime) -> int:

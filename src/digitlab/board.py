@@ -102,12 +102,10 @@ def start_dashboard(
     _require("optuna_dashboard", "optuna-dashboard", "dashboard")
     import optuna_dashboard
 
-    from digitlab.tune.storages import journal_path, open_storage, storage_label
+    from digitlab.tune.storages import journal_exists, journal_path, open_storage, storage_label
 
     label = storage_label(storage, runs_dir)
-    if (storage is None or "://" not in str(storage)) and not journal_path(
-        storage, runs_dir
-    ).is_file():
+    if "://" not in str(storage) and not journal_exists(journal_path(storage, runs_dir)):
         raise DigitlabError(
             f"no study storage at {label}; run `digitlab tune --study {study}` first, "
             "or pass the --storage it used"

@@ -24,6 +24,7 @@ from digitlab.search_space import describe
 from digitlab.tune.storages import (
     DEFAULT_STUDY,
     FINISHED,
+    journal_exists,
     journal_path,
     open_storage,
     quiet_optuna,
@@ -116,7 +117,7 @@ def report(
     """
     quiet_optuna()
     label = storage_label(storage, runs_dir)
-    if "://" not in str(storage) and not journal_path(storage, runs_dir).is_file():
+    if "://" not in str(storage) and not journal_exists(journal_path(storage, runs_dir)):
         raise DigitlabError(f"no studies in {label} yet; start one with `digitlab tune`")
     if top < 1:
         raise DigitlabError(f"--top must be at least 1, got {top}")

@@ -14,19 +14,24 @@ stopped beating for `HEARTBEAT_GRACE_S`.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
 import socket
+import stat
 import warnings
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import optuna
+from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock, JournalStorage
 from optuna.trial import TrialState
 
 from digitlab.errors import DigitlabError, SpecError
+from digitlab.files import what_is
 from digitlab.runs import default_runs_dir
 
 DEFAULT_STUDY = "digitlab"
@@ -126,10 +131,33 @@ def open_storage(
         ) from None
 
 
+def journal_exists(path: Path) -> bool:
+    """Whether a journal file is at `path` (False: nothing yet), looked at without opening it.
+
+    Raises:
+        SpecError: a folder, a FIFO, a device or a socket is there (or a link to one); reading
+            a FIFO would wait for ever for a writer.
+    """
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return False
+    except OSError:  # e.g. no permission: opening it says why
+        return True
+    except ValueError:  # a NUL byte: no such file
+        return False
+    if not stat.S_ISREG(mode):
+        raise SpecError(
+            f"{what_is(path, mode)}, not an Optuna journal file; "
+            "pass another --storage or move it away"
+        )
+    return True
+
+
 def _open_journal(path: Path) -> optuna.storages.BaseStorage:
     """A journal file, checked before anything is appended to it: a file that is not a
-    journal (a typo in --storage, a SQLite file) is refused, not written into."""
-    from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock, JournalStorage
+    journal (a typo in --storage, a SQLite file) is refused, not written into, and a last line
+    that a kill cut off is dropped."""
 
     def refuse(reason: str) -> SpecError:
         return SpecError(
@@ -138,21 +166,10 @@ def _open_journal(path: Path) -> optuna.storages.BaseStorage:
         )
 
     try:
+        if journal_exists(path):
+            _check_first_line(path, refuse)
+            _drop_cut_off_line(path, JournalFileOpenLock(str(path)), refuse)
         path.parent.mkdir(parents=True, exist_ok=True)
-        if path.is_file():
-            with path.open("rb") as file:
-                first = file.readline(1 << 20)
-            # Every log line is a JSON object with an op_code; the first one may still be
-            # being written by another process, so only a complete line is parsed.
-            if first and not first.lstrip().startswith(b"{"):
-                raise refuse("its first line is not a JSON log entry")
-            if first.endswith(b"\n"):
-                try:
-                    entry = json.loads(first)
-                except ValueError:  # JSONDecodeError, or bytes that are not UTF-8
-                    raise refuse("its first line is not JSON") from None
-                if not isinstance(entry, dict) or "op_code" not in entry:
-                    raise refuse("its first line has no op_code")
         # An O_EXCL lock file next to the journal: safe for processes on one machine and
         # on NFSv3+; a lock left by a killed process is broken after 30 s.
         backend = JournalFileBackend(str(path), lock_obj=JournalFileOpenLock(str(path)))
@@ -166,6 +183,74 @@ def _open_journal(path: Path) -> optuna.storages.BaseStorage:
         # what Optuna's replay raises on a line it cannot read
         detail = " ".join(str(exc).split())[:120]
         raise refuse(f"a log entry it cannot read ({type(exc).__name__} {detail})") from None
+
+
+def _check_first_line(path: Path, refuse: Callable[[str], SpecError]) -> None:
+    """Every log line is a JSON object with an op_code; the first one may still be being
+    written by another process, so only a complete line is parsed."""
+    with path.open("rb") as file:
+        first = file.readline(1 << 20)
+    if first and not first.lstrip().startswith(b"{"):
+        raise refuse("its first line is not a JSON log entry")
+    if first.endswith(b"\n"):
+        try:
+            entry = json.loads(first)
+        except ValueError:  # JSONDecodeError, or bytes that are not UTF-8
+            raise refuse("its first line is not JSON") from None
+        if not isinstance(entry, dict) or "op_code" not in entry:
+            raise refuse("its first line has no op_code")
+
+
+def _drop_cut_off_line(
+    path: Path, lock: JournalFileOpenLock, refuse: Callable[[str], SpecError]
+) -> None:
+    """Drop the journal's last line if a kill cut it off in the middle of a write.
+
+    Optuna writes each entry with its newline while it holds the journal's lock, so a last
+    line without one was cut off. Optuna's reader skips it, but the next entry would be
+    appended to it, and that line, unreadable, would fail every later read. It is cut off
+    here, under the same lock so as not to race a writer; every complete line is kept. A
+    read-only journal is left as it is (it is read the same, and nothing is appended).
+    """
+    with path.open("rb") as file:
+        if _cut_off_line(file) is None:
+            return
+    try:
+        file = path.open("r+b")
+    except OSError as exc:
+        if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+            return
+        raise
+    with file:
+        lock.acquire()
+        try:
+            start = _cut_off_line(file)  # again: under the lock
+            if start is None:
+                return
+            file.seek(start)
+            if file.read(1) != b"{":
+                raise refuse("its last line, without a newline, is not a JSON log entry")
+            file.truncate(start)
+            file.flush()
+            os.fsync(file.fileno())
+        finally:
+            lock.release()
+
+
+def _cut_off_line(file: BinaryIO) -> int | None:
+    """Where the file's last line starts if it ends without a newline; None if it does."""
+    end = position = file.seek(0, os.SEEK_END)
+    while position > 0:
+        size = min(1 << 16, position)
+        file.seek(position - size)
+        block = file.read(size)
+        newline = block.rfind(b"\n")
+        if position == end and newline == size - 1:
+            return None
+        if newline >= 0:
+            return position - size + newline + 1
+        position -= size
+    return 0 if end else None
 
 
 def fail_dead_trials(study: optuna.Study, worker: str, reason: str) -> list[int]:
