@@ -48,6 +48,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "digitlab.data",
             "digitlab.data.*",
             "digitlab.choices",  # the one lists schema.py builds its choices from
+            "digitlab.validation",  # schema's checking and its one-line messages
             "digitlab.schema",
             "digitlab.config",
             "digitlab.presets",

@@ -12,15 +12,14 @@ run's `config.json` or `metrics.json` — is checked here, once, by the same mod
 - a model validator holds the rules that tie fields together.
 
 A `ValidationError` never reaches a user: `one_line(exc, where)` turns its first problem
-into the one-line message the CLI prints after `Error:` (exit 2) and the API returns as 4xx.
+into the one-line message the CLI prints after `Error:` (exit 2) and the API returns as 4xx
+(`digitlab.validation`; `validate`, `one_line`, `unknown`, `did_you_mean` and `register` are
+importable from here too, as are the lists of `digitlab.choices`).
 """
 
 from __future__ import annotations
 
-import contextvars
-import difflib
 import math
-from collections.abc import Iterable
 from datetime import datetime
 from typing import Any, Literal
 
@@ -44,145 +43,15 @@ from digitlab.choices import (
     MAX_UNITS,
     METRICS,
     OPTIMIZERS,
-    PRUNERS,
     RUN_STATUSES,
 )
+from digitlab.choices import PRUNERS as PRUNERS
 from digitlab.data import image_shape
 from digitlab.data import split_sizes as dataset_split_sizes
 from digitlab.errors import SpecError
-
-# Choice fields: what one value is called in a message, its plural, and the valid values.
-_CHOICES: dict[str, tuple[str, str, tuple[str, ...]]] = {
-    "optimizer": ("optimizer", "optimizers", tuple(OPTIMIZERS)),
-    "loss": ("loss", "losses", LOSSES),
-    "metrics": ("metric", "metrics", METRICS),
-    "input": ("input", "inputs", INPUTS),
-    "learning_rate_schedule": ("schedule", "schedules", LEARNING_RATE_SCHEDULES),
-    "dataset": ("dataset", "datasets", DATASETS),
-    "status": ("status", "statuses", RUN_STATUSES),
-    "pruner": ("pruner", "pruners", PRUNERS),
-}
-
-
-# True while a model is being validated by `validate` or inside an outer model.
-_building: contextvars.ContextVar[bool] = contextvars.ContextVar("building", default=False)
-
-
-# ---------------------------------------------------------------------------------- messages
-def did_you_mean(name: object, valid: Iterable[str]) -> str:
-    """` (did you mean 'x'?)` for the closest valid name, or "" when none is close."""
-    match = difflib.get_close_matches(str(name), list(valid), n=1)
-    return f" (did you mean '{match[0]}'?)" if match else ""
-
-
-def unknown(kind: str, name: object, valid: Iterable[str], plural: str | None = None) -> str:
-    """The one message for a name that isn't one of `valid`:
-    `unknown optimizer 'adm' (did you mean 'adam'?); valid optimizers: adam, sgd, ...`."""
-    valid = list(valid)
-    return (
-        f"unknown {kind} '{name}'{did_you_mean(name, valid)}; "
-        f"valid {plural or kind + 's'}: {', '.join(map(str, valid))}"
-    )
-
-
-def _field(loc: tuple) -> str:
-    """The dotted name of the field a Pydantic error points at, list positions left out."""
-    names = [str(part) for part in loc if not isinstance(part, int)]
-    return ".".join(names) or "the value"
-
-
-def _describe(error: dict[str, Any], model: type[BaseModel] | None) -> str:
-    kind, loc, ctx = error["type"], error["loc"], error.get("ctx") or {}
-    name = _field(loc)
-    last = next((str(p) for p in reversed(loc) if not isinstance(p, int)), name)
-    given = error.get("input")
-    if kind == "extra_forbidden":
-        parent = _model_at(model, loc[:-1])
-        valid = sorted(parent.model_fields) if parent is not None else []
-        key = str(loc[-1])
-        where = f" in [{_field(loc[:-1])}]" if _field(loc[:-1]) != "the value" else ""
-        return f"unknown key '{key}'{where}{did_you_mean(key, valid)}" + (
-            f"; valid keys: {', '.join(valid)}" if valid else ""
-        )
-    if kind == "literal_error" and last in _CHOICES:
-        singular, plural, valid = _CHOICES[last]
-        return unknown(singular, given, valid, plural)
-    if kind == "missing":
-        return f"'{name}' is missing"
-    needs = {
-        "int_type": "a whole number",
-        "int_from_float": "a whole number",
-        "int_parsing": "a whole number",
-        "float_type": "a number",
-        "float_parsing": "a number",
-        "finite_number": "a finite number",
-        "string_type": "text",
-        "bool_type": "true or false",
-        "dict_type": "a table",
-        "model_type": "a table",
-        "model_attributes_type": "a table",
-        "tuple_type": "a list",
-        "list_type": "a list",
-        "datetime_type": "a timestamp",
-        "datetime_parsing": "a timestamp",
-        "datetime_from_date_parsing": "a timestamp",
-        "greater_than": f"greater than {ctx.get('gt')}",
-        "greater_than_equal": f"at least {ctx.get('ge')}",
-        "less_than": f"less than {ctx.get('lt')}",
-        "less_than_equal": f"at most {ctx.get('le')}",
-        "too_short": f"a list of at least {ctx.get('min_length')}",
-        "too_long": f"a list of at most {ctx.get('max_length')}",
-        "string_too_short": "non-empty text",
-    }
-    if kind in needs:
-        return f"'{name}' must be {needs[kind]}, got {_shown(given)}"
-    message = str(ctx.get("error") or error.get("msg", "is invalid"))
-    message = message.removeprefix("Value error, ").removeprefix("Assertion failed, ")
-    return message if loc == () else f"'{name}': {message}"
-
-
-def _shown(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-def _model_at(model: type[BaseModel] | None, loc: tuple) -> type[BaseModel] | None:
-    """The nested model class a location points into (for listing its valid keys)."""
-    for part in loc:
-        if model is None or isinstance(part, int):
-            continue
-        field = model.model_fields.get(str(part))
-        if field is None:
-            return None
-        annotation = field.annotation
-        candidates = [annotation, *getattr(annotation, "__args__", ())]
-        model = next(
-            (c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None
-        )
-    return model
-
-
-def one_line(exc: ValidationError, where: str) -> str:
-    """A ValidationError as the one line a user reads: `where: what is wrong[ (+N more)]`."""
-    errors = exc.errors(include_url=False)
-    model = exc.title and _MODELS.get(exc.title)
-    first = _describe(errors[0], model or None)
-    more = (
-        f" (and {len(errors) - 1} more problem{'s' * (len(errors) > 2)})" if len(errors) > 1 else ""
-    )
-    return f"{where}: {first}{more}"
-
-
-def validate(model: type[BaseModel], data: Any, where: str, error=SpecError, *, json=False):
-    """`model.model_validate(data)` (or `model_validate_json` for JSON text), or `error`
-    with `one_line`'s message."""
-    token = _building.set(True)  # models report here, with `where`, not in their __init__
-    try:
-        return model.model_validate_json(data) if json else model.model_validate(data)
-    except ValidationError as exc:
-        raise error(one_line(exc, where)) from None
-    finally:
-        _building.reset(token)
+from digitlab.validation import building, one_line, register, shown, validate
+from digitlab.validation import did_you_mean as did_you_mean
+from digitlab.validation import unknown as unknown
 
 
 # ------------------------------------------------------------------------------------ specs
@@ -196,16 +65,16 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
 
     def __init__(self, **data: Any) -> None:
-        if _building.get():  # a nested model: the outer one reports, with the full location
+        if building.get():  # a nested model: the outer one reports, with the full location
             super().__init__(**data)
             return
-        token = _building.set(True)
+        token = building.set(True)
         try:
             super().__init__(**data)
         except ValidationError as exc:
             raise SpecError(one_line(exc, type(self).__name__)) from None
         finally:
-            _building.reset(token)
+            building.reset(token)
 
 
 class TrainConfig(_Strict):
@@ -328,7 +197,7 @@ def _check_layer(index: int, layer: Any) -> dict[str, Any]:
     is a message, not an out-of-memory kill. Keras checks the rest when it builds the layer."""
     where = f"layer {index + 1}"
     if not isinstance(layer, dict):
-        raise ValueError(f"{where} must be a table with a 'type', got {_shown(layer)}")
+        raise ValueError(f"{where} must be a table with a 'type', got {shown(layer)}")
     if not all(isinstance(key, str) for key in layer):
         raise ValueError(f"{where}: argument names must be text")
     if not isinstance(layer.get("type"), str):
@@ -339,7 +208,7 @@ def _check_layer(index: int, layer: Any) -> dict[str, Any]:
             if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= cap:
                 raise ValueError(
                     f"{where} ({layer['type']}): '{key}' must be a whole number from 1 to "
-                    f"{cap:,}, got {_shown(value)}"
+                    f"{cap:,}, got {shown(value)}"
                 )
     for key, value in layer.items():
         if isinstance(value, float) and not math.isfinite(value):
@@ -487,13 +356,5 @@ class Metrics(_Record):
         return matrix
 
 
-_MODELS: dict[str, type[BaseModel]] = {
-    model.__name__: model
-    for model in (TrainConfig, Spec, Preprocessing, DatasetRecord, RunConfig, Metrics)
-}
-
-
-def register(model: type[BaseModel]) -> type[BaseModel]:
-    """Let `one_line` list a model's valid keys (a class decorator for models elsewhere)."""
-    _MODELS[model.__name__] = model
-    return model
+for _model in (TrainConfig, Spec, Preprocessing, DatasetRecord, RunConfig, Metrics):
+    register(_model)
