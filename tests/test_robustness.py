@@ -430,6 +430,27 @@ SPACE_KEYS = ["units", "hidden_layers", "dropout", "learning_rate", "optimizer",
               "batch_size", "epochs", "learning_rate_schedule", "unit"]  # fmt: skip
 
 
+@pytest.mark.parametrize(
+    ("train", "shown"),
+    [
+        ({"optimizer": "\n"}, "unknown optimizer '\\n'; valid optimizers: adam,"),
+        ({"metrics": ["é\r\tx"]}, "unknown metric 'é\\r\\tx'; valid metrics:"),
+        (
+            {"opt\nimizer": "adam"},
+            "unknown key 'opt\\nimizer' in [train] (did you mean 'optimizer'?)",
+        ),
+    ],
+)
+def test_a_name_with_a_line_break_is_shown_escaped_on_one_line(train, shown):
+    from digitlab.config import Spec, validate
+
+    base = get_preset("seed").model_dump()
+    with pytest.raises(SpecError) as error:
+        validate(Spec, {**base, "train": {**base["train"], **train}}, "spec file x")
+    assert str(error.value).startswith(f"spec file x: {shown}")
+    assert str(error.value).isprintable()  # no line break, tab or other control character
+
+
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.dictionaries(st.sampled_from(TRAIN_KEYS), toml_values, max_size=4),
        top=st.dictionaries(st.sampled_from(["name", "input", "layers", "description"]),

@@ -52,19 +52,25 @@ def did_you_mean(name: object, valid: Iterable[str]) -> str:
     return f" (did you mean '{match[0]}'?)" if match else ""
 
 
+def printable(name: object) -> str:
+    """`name` as a one-line message can show it: a line break, tab or other control
+    character in it is escaped (`a\\nb`), the rest is kept."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(name))
+
+
 def unknown(kind: str, name: object, valid: Iterable[str], plural: str | None = None) -> str:
     """The one message for a name that isn't one of `valid`:
     `unknown optimizer 'adm' (did you mean 'adam'?); valid optimizers: adam, sgd, ...`."""
     valid = list(valid)
     return (
-        f"unknown {kind} '{name}'{did_you_mean(name, valid)}; "
+        f"unknown {kind} '{printable(name)}'{did_you_mean(name, valid)}; "
         f"valid {plural or kind + 's'}: {', '.join(map(str, valid))}"
     )
 
 
 def _field(loc: tuple) -> str:
     """The dotted name of the field a Pydantic error points at, list positions left out."""
-    names = [str(part) for part in loc if not isinstance(part, int)]
+    names = [printable(part) for part in loc if not isinstance(part, int)]
     return ".".join(names) or "the value"
 
 
@@ -78,7 +84,7 @@ def _describe(error: dict[str, Any], model: type[BaseModel] | None) -> str:
         valid = sorted(parent.model_fields) if parent is not None else []
         key = str(loc[-1])
         where = f" in [{_field(loc[:-1])}]" if _field(loc[:-1]) != "the value" else ""
-        return f"unknown key '{key}'{where}{did_you_mean(key, valid)}" + (
+        return f"unknown key '{printable(key)}'{where}{did_you_mean(key, valid)}" + (
             f"; valid keys: {', '.join(valid)}" if valid else ""
         )
     if kind == "literal_error" and last in _CHOICES:
