@@ -137,3 +137,39 @@ def test_calibrate_names_a_confidence_file_it_cannot_replace_before_any_work(
     assert f"{target} is {said}" in line and "calibrat" in line
     assert "pass a file name" not in line
     assert (target / "keep").read_text() == "mine" if kind == "folder" else target.is_fifo()
+
+
+# -------------------------------------------------- 18: board names the runs it cannot show
+@pytest.mark.parametrize("kind", ["file", "fifo"])
+def test_board_names_the_runs_whose_tensorboard_is_not_a_folder(runs, kind, monkeypatch):
+    from digitlab import board
+
+    events = runs / RUN / "tensorboard"
+    if kind == "file":
+        events.write_text("not events")
+    else:
+        os.mkfifo(events)
+    (runs / OTHER / "tensorboard").mkdir()
+    said: list[str] = []
+    assert board.skipped_runs(runs) == [(runs / RUN, events)]
+    monkeypatch.setattr(board.ports, "check_free", lambda host, port: None)
+    launched = []
+
+    class FakeBoard:  # TensorBoard itself is tested in test_board.py; here only what we say
+        def configure(self, **kwargs):
+            launched.append(kwargs)
+
+        def launch(self):
+            return "http://127.0.0.1:1/"
+
+    import tensorboard.program
+
+    monkeypatch.setattr(tensorboard.program, "TensorBoard", FakeBoard)
+    board.start_tensorboard(runs, port=1, on_skipped=said.append)
+    assert len(said) == 1 and RUN in said[0] and "tensorboard" in said[0]
+    assert ("named pipe (FIFO)" if kind == "fifo" else "a file") in said[0]
+    assert OTHER not in said[0]
+    monkeypatch.setattr(board, "wait_for_interrupt", lambda: None)
+    result = invoke("board", runs, "--port", "1")  # the command prints the line
+    assert result.exit_code == 0 and result.output.startswith(said[0] + "\n"), result.output
+    assert launched[-1]["logdir"] == str(runs.resolve())

@@ -11,14 +11,19 @@ for `digitlab serve`).
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import os
 import socketserver
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from digitlab import ports
 from digitlab.errors import DigitlabError
+from digitlab.files import kind_of
 from digitlab.runs import default_runs_dir
 
 DEFAULT_HOST = "127.0.0.1"
@@ -35,12 +40,34 @@ def _require(module: str, tool: str, extra: str) -> None:
 
 
 # ---------------------------------------------------------------------------- TensorBoard
+def skipped_runs(runs_dir: str | Path) -> list[tuple[Path, Path]]:
+    """The runs under `runs_dir` TensorBoard can't show, each as (run folder, its
+    `tensorboard` entry): that entry is a file, a FIFO or a socket, not a folder of event
+    files. TensorBoard itself passes over them without a word."""
+    from digitlab.events import EVENTS_DIR  # here: digitlab.events imports Keras
+
+    skipped = []
+    for folder, subfolders, files in os.walk(runs_dir):
+        subfolders[:] = sorted(d for d in subfolders if d != EVENTS_DIR and not d.startswith("."))
+        if EVENTS_DIR in files:  # os.walk lists everything that is not a folder as a file
+            skipped.append((Path(folder), Path(folder) / EVENTS_DIR))
+    return sorted(skipped)
+
+
 def start_tensorboard(
-    runs_dir: str | Path | None = None, *, host: str = DEFAULT_HOST, port: int = TENSORBOARD_PORT
+    runs_dir: str | Path | None = None,
+    *,
+    host: str = DEFAULT_HOST,
+    port: int = TENSORBOARD_PORT,
+    on_skipped: Callable[[str], Any] | None = None,
 ) -> str:
     """Start TensorBoard on `runs_dir` in this process (it serves from background threads)
     and return its URL, once it listens. Every run folder with a `tensorboard/` folder is a
     run in its run selector; TensorBoard rescans the folder every few seconds.
+
+    Args:
+        on_skipped: called with one line per run TensorBoard can't show (`skipped_runs`),
+            before it starts; `digitlab board` prints them.
 
     Raises:
         DigitlabError: TensorBoard is not installed, `runs_dir` is not a folder, or the port
@@ -55,6 +82,11 @@ def start_tensorboard(
             f"no runs folder {runs_dir}; train a run with `digitlab train` or pass RUNS_DIR"
         )
     ports.check_free(host, port)
+    for run, events in skipped_runs(runs_dir) if on_skipped is not None else ():
+        with contextlib.suppress(OSError):  # gone since the walk: nothing to say
+            kind = kind_of(os.stat(events).st_mode)
+            name = run.relative_to(runs_dir)
+            on_skipped(f"skipped {name}: its {events.name} is {kind}, not a folder of event files")
     board = program.TensorBoard()
     board.configure(logdir=str(runs_dir.resolve()), host=host, port=port)
     try:

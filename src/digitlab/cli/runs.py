@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from digitlab.cli.app import app, console, print_json
+from digitlab.cli.app import app, console, err_console, print_json
 from digitlab.cli.options import JsonOption, RunsDirOption, port_option
 
 
@@ -98,6 +98,7 @@ def board_command(
     """
     from digitlab.board import start_tensorboard, wait_for_interrupt
 
-    url = start_tensorboard(runs_dir, port=port)
+    say = lambda line: err_console.print(line, highlight=False, markup=False, soft_wrap=True)  # noqa: E731
+    url = start_tensorboard(runs_dir, port=port, on_skipped=say)  # runs it can't show, named
     console.print(f"TensorBoard on {url}  (Ctrl-C stops)", highlight=False, markup=False)
     wait_for_interrupt()
