@@ -3,12 +3,13 @@ line before anything trains, and an experiment folder is validated and locked wh
 
 from __future__ import annotations
 
+import fcntl
 import json
 import shutil
 
 import pytest
 
-from digitlab.errors import RunError, SpecError
+from digitlab.errors import DigitlabError, RunError, SpecError
 from digitlab.experiments.definitions import load_definition
 from digitlab.experiments.schema import Definition
 from digitlab.schema import validate
@@ -70,7 +71,8 @@ def _edit_record(folder, change) -> None:
 
 # ------------------------------------------------------------ trained work is saved (3, 4)
 def test_image_input_presets_train_and_are_measured_in_an_experiment(tmp_path, mnist):
-    outcome = _run(_definition({"name": "fast", "preset": "fast"}), tmp_path)
+    budget = {**TINY, "train_samples": 400}  # 320 to fit: a batch of 256 (fast's) fits
+    outcome = _run(_definition({"name": "fast", "preset": "fast"}, budget=budget), tmp_path)
     (fast,) = outcome.record.variants
     assert outcome.record.status == "complete" and len(fast.runs) == 1
     assert fast.final_train_loss.values[0] > 0  # measured on 28×28 images, as it trained
@@ -186,3 +188,17 @@ def test_a_comparison_that_is_not_a_pair_says_what_is_wrong():
         _definition({"name": "a"}, {"name": "b"}, comparisons=[["a"]])
     text = _one_line(caught.value)
     assert "is missing" not in text and "two variant names" in text and "['a']" in text
+
+
+# -------------------------------------------------------------------- one writer at a time (2)
+def test_an_experiment_being_run_is_refused_to_a_second_process(experiment, no_training):
+    with (experiment / ".lock").open("w") as held:  # as the first process holds it
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        held.write("12345\n")
+        held.flush()
+        with pytest.raises(DigitlabError) as caught:
+            _run(_definition({"name": "a"}), None, resume=experiment, seeds=2)
+    text = _one_line(caught.value)
+    assert "being run by another process" in text and "12345" in text
+    record = json.loads((experiment / "experiment.json").read_text())
+    assert record["seeds"] == [0]  # untouched

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -12,7 +13,15 @@ from runfiles import fake_run as _fake_run
 
 from digitlab.errors import RunError
 from digitlab.files import atomic_path
-from digitlab.runs import list_runs, load_run, new_run_path, read_history, staged_run, write_history
+from digitlab.runs import (
+    claim_run_path,
+    list_runs,
+    load_run,
+    read_history,
+    recover,
+    staged_run,
+    write_history,
+)
 
 
 def test_staged_run_appears_only_when_complete(tmp_path):
@@ -76,11 +85,89 @@ def test_missing_runs_give_clear_errors(tmp_path):
         load_run(broken)
 
 
-def test_new_run_path_never_reuses_a_name(tmp_path):
-    first = new_run_path(tmp_path, "my run/1")
-    first.mkdir()
-    second = new_run_path(tmp_path, "my run/1")
-    assert first.name.endswith("-my-run-1") and second != first and not second.exists()
+def test_a_claimed_run_path_is_made_at_once_and_never_reused(tmp_path):
+    first = claim_run_path(tmp_path, "my run/1")
+    second = claim_run_path(tmp_path, "my run/1")
+    assert first.name.endswith("-my-run-1") and second != first
+    assert first.is_dir() and second.is_dir()  # each claimed with its own mkdir
+    with pytest.raises(RuntimeError), staged_run(first, claimed=True):
+        raise RuntimeError("killed")
+    assert not first.exists()  # a failed run gives its claim back
+
+
+def test_a_new_run_never_replaces_a_folder_it_did_not_claim(tmp_path):
+    final = claim_run_path(tmp_path, "x")
+    (final / "notes.txt").write_text("mine")  # something else filled the claim meanwhile
+    with (
+        pytest.raises(RunError, match="was filled by something else.*kept as .*x-2"),
+        staged_run(final, claimed=True) as staging,
+    ):
+        (staging / "config.json").write_text('{"new": true}')
+    assert [p.name for p in final.iterdir()] == ["notes.txt"]  # untouched
+    assert (tmp_path / f"{final.name}-2" / "config.json").read_text() == '{"new": true}'
+
+
+CLAIMER = """
+import sys
+from pathlib import Path
+from digitlab.runs import staged_run
+final, complete = Path(sys.argv[1]), sys.argv[2] == "1"
+with staged_run(final, claimed=True) as staging:
+    if complete:
+        (staging / "config.json").write_text("{}")
+    else:
+        import os, signal
+        os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+@pytest.mark.parametrize("complete", [True, False])
+def test_a_kill_while_a_new_run_is_written_leaves_the_run_or_nothing(tmp_path, complete):
+    final = claim_run_path(tmp_path, "seed")
+    env = {**os.environ, "DIGITLAB_TEST_CRASH_AT": "before-swap"}
+    args = [sys.executable, "-c", CLAIMER, str(final), str(int(complete))]
+    assert subprocess.run(args, env=env, check=False).returncode == -9
+    recover(tmp_path)  # what the next write in this folder does first
+    if complete:  # the finished run goes onto its own claim
+        assert [p.name for p in tmp_path.iterdir()] == [final.name]
+        assert sorted(p.name for p in final.iterdir()) == ["config.json"]
+    else:  # half a run: nothing of it is left, not even the empty claim
+        assert list(tmp_path.iterdir()) == []
+
+
+def test_two_runs_named_alike_finishing_in_the_same_second_are_both_kept(
+    tmp_path, monkeypatch, mnist
+):
+    """A second `train --name same` finishes while the first is being written, within the
+    same second: each keeps its own folder (one used to replace the other)."""
+    from datetime import datetime
+
+    from digitlab import training
+    from digitlab.presets import get_preset
+    from digitlab.runs import staging
+
+    class Frozen(datetime):
+        @classmethod
+        def now(cls, tz=None):
+            return cls(2026, 1, 1, 12, 0, 0)
+
+    monkeypatch.setattr(staging, "datetime", Frozen)
+    spec = get_preset("seed").replace(train={"train_samples": 300, "epochs": 1})
+    options = {"runs_dir": tmp_path, "name": "same", "verbose": 0, "pictures": False}
+    real_report, second = training.write_run_report, []
+
+    def report_while_another_finishes(folder, **kwargs):
+        if not second:
+            second.append(None)
+            second[0] = training.train(spec, calibrate=False, **options)
+        return real_report(folder, **kwargs)
+
+    monkeypatch.setattr(training, "write_run_report", report_while_another_finishes)
+    first = training.train(spec, calibrate=False, **options)
+    names = sorted(run.name for run in list_runs(tmp_path))
+    assert names == ["20260101-120000-same", "20260101-120000-same-2"]
+    assert {first.name, second[0].name} == set(names)
+    assert sorted(p.name for p in tmp_path.iterdir()) == names  # nothing else left
 
 
 def test_history_round_trips(tmp_path):

@@ -38,9 +38,9 @@ from digitlab.report import write_run_report
 from digitlab.runs import (
     Run,
     check_writable,
+    claim_run_path,
     default_runs_dir,
     load_run,
-    new_run_path,
     read_run,
     staged_run,
     write_run_files,
@@ -161,12 +161,14 @@ def _save_run(
     pictures: bool = True,
     events: EpochEvents | None = None,
     calibrate_on: tuple[np.ndarray, np.ndarray] | None = None,
+    claimed: bool = False,
 ) -> Run:
     """Write the run directory atomically; evaluate and draw pictures if training finished.
 
     A finished run is also calibrated (`confidence.calibrate`) when `calibrate_on` holds the
     dataset's training (images, labels): `confidence.calibration_split` takes the digits the
     run trained on and held out from them; the run keeps the thresholds and class directions.
+    With `claimed`, `path` is the empty folder `claim_run_path` made for a new run.
 
     Raises:
         RunError: the run can't be written (a full or read-only disk); the trained model is
@@ -179,7 +181,7 @@ def _save_run(
         "epoch_seconds": [round(s, 4) for s in log.epoch_seconds],
     }
     try:
-        with staged_run(path) as staging:
+        with staged_run(path, claimed=claimed) as staging:
             write_run_files(staging, model=model, history=log.history)
             if status == "complete":
                 metrics |= _evaluate(staging, model, spec, dataset, log, test, pictures)
@@ -364,7 +366,7 @@ def train(
     log, events = _EpochLog(), EpochEvents(x, input_scale=PIXEL_SCALE)
     start = time.perf_counter()
     status = _fit(model, spec, x, y, log, verbose, tuple(callbacks), events)
-    path = new_run_path(runs_dir, name or spec.name)
+    path = claim_run_path(runs_dir, name or spec.name)  # one mkdir: no other writer gets it
     seconds = time.perf_counter() - start
     return _save_run(
         path,
@@ -378,6 +380,7 @@ def train(
         pictures=pictures,
         events=events,
         calibrate_on=(x_train, y_train) if calibrate else None,
+        claimed=True,
     )
 
 

@@ -7,7 +7,12 @@ a malformed file is refused in one line by its validation.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
+import os
+import stat
+from collections.abc import Iterator
 from pathlib import Path
 
 from digitlab.errors import RunError, SpecError
@@ -19,6 +24,7 @@ from digitlab.schema import validate
 RECORD_FILE = "experiment.json"
 RUNS_FOLDER = "runs"
 EXPERIMENTS_FOLDER = "experiments"
+LOCK_FILE = ".lock"  # flock'ed by the process running the experiment; holds its pid
 
 
 def experiments_dir(runs_dir: str | Path | None = None) -> Path:
@@ -50,6 +56,44 @@ def write_record(folder: str | Path, record: ExperimentRecord) -> Path:
         WriteError: the file can't be written.
     """
     return write_text(Path(folder) / RECORD_FILE, record.model_dump_json(indent=2) + "\n")
+
+
+@contextlib.contextmanager
+def locked(folder: Path) -> Iterator[None]:
+    """Hold the experiment folder for this process while it is written: an exclusive
+    `flock` on its `.lock` file (which holds the pid), released by the kernel however the
+    process ends, kill -9 included, so no stale lock is ever left behind.
+
+    Raises:
+        RunError: another process holds it (its pid is named), or the lock can't be taken.
+    """
+    path = Path(folder) / LOCK_FILE
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK, 0o644)
+    except OSError as exc:
+        raise RunError(f"cannot lock the experiment {folder}: {exc.strerror or exc}") from None
+    try:
+        _take(fd, folder, path)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _take(fd: int, folder: Path, path: Path) -> None:
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        raise RunError(f"{path} is not a regular file; move it away to run the experiment")
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
+        raise RunError(
+            f"experiment {folder} is being run by another process "
+            f"(pid {holder if holder.isdigit() else 'unknown'}); wait for it to finish"
+        ) from None
+    except OSError as exc:
+        raise RunError(f"cannot lock the experiment {folder}: {exc.strerror or exc}") from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
 
 
 def find_experiment(ref: str | Path, name: str | None, runs_dir: str | Path | None) -> Path:

@@ -20,6 +20,7 @@ the plan out: plan → train each cell → conclude → write the record, plots 
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -38,6 +39,7 @@ from digitlab.experiments.record import (
     experiments_dir,
     find_experiment,
     list_experiments,  # noqa: F401  (imported from here by the CLI)
+    locked,
     read_record,
     write_record,
 )
@@ -48,7 +50,7 @@ from digitlab.experiments.schema import (
     ExperimentRecord,
     Variant,
 )
-from digitlab.runs import Run, check_writable, new_run_path
+from digitlab.runs import Run, check_writable, claim_run_path
 from digitlab.schema import Spec, validate
 
 
@@ -106,21 +108,21 @@ def run_experiment(
             f"got {learning_rate_policy!r}"
         )
     sizes = {"seeds": seeds, "epochs": epochs, "train_samples": train_samples}
-    if resume is None:
-        experiment = _start(definition, quick, sizes, learning_rate_policy, runs_dir, data_dir)
-    else:
-        experiment = _resume(
-            resume, definition.name, sizes, learning_rate_policy, runs_dir, data_dir
+    policy = learning_rate_policy
+    with contextlib.ExitStack() as held:  # the folder's lock, until the record is final
+        if resume is None:
+            experiment = _start(definition, quick, sizes, policy, runs_dir, data_dir, held)
+        else:
+            experiment = _resume(resume, definition.name, sizes, policy, runs_dir, data_dir, held)
+        cells = plan.cells_to_do(
+            experiment.definition,
+            experiment.budget.seeds,
+            {key for key, done in experiment.done.items() if done.run.status == "complete"},
+            experiment.diverged,
         )
-    cells = plan.cells_to_do(
-        experiment.definition,
-        experiment.budget.seeds,
-        {key for key, done in experiment.done.items() if done.run.status == "complete"},
-        experiment.diverged,
-    )
-    experiment.write("interrupted")  # the folder is an experiment from now on, resumable
-    status = _train_cells(experiment, cells, console, live)
-    record = experiment.write(status, final=True)
+        experiment.write("interrupted")  # the folder is an experiment from now on, resumable
+        status = _train_cells(experiment, cells, console, live)
+        record = experiment.write(status, final=True)
     return Outcome(experiment.folder, record, experiment.trained)
 
 
@@ -222,24 +224,28 @@ class _Experiment:
         return record
 
 
-def _start(definition, quick, sizes, policy, runs_dir, data_dir) -> _Experiment:
-    """A new experiment: its budget and every variant checked, then its folder made."""
+def _start(definition, quick, sizes, policy, runs_dir, data_dir, held) -> _Experiment:
+    """A new experiment: its budget and every variant checked, then its folder claimed (one
+    `mkdir`: no other process gets it) and locked in `held`."""
     budget = plan.make_budget(definition, quick, **sizes)
     policy = policy or definition.learning_rate_policy
     inputs = _Inputs(budget, data_dir)
     specs = _specs(definition, budget, policy, inputs)
     plan.check_budget(budget, specs)
     _build_each(specs)
-    folder = new_run_path(check_writable(experiments_dir(runs_dir)), definition.name)
+    folder = claim_run_path(check_writable(experiments_dir(runs_dir)), definition.name)
+    held.enter_context(locked(folder))
     check_writable(folder / RUNS_FOLDER)
     return _Experiment(
         folder, definition, budget, policy, quick, datetime.now(), inputs, data_dir, specs
     )
 
 
-def _resume(ref, name, sizes, policy, runs_dir, data_dir) -> _Experiment:
-    """An experiment folder to complete, with its own definition and budget, and its runs."""
+def _resume(ref, name, sizes, policy, runs_dir, data_dir, held) -> _Experiment:
+    """An experiment folder to complete, with its own definition and budget, and its runs;
+    locked in `held` before its record is read (a second process is refused)."""
     folder = find_experiment(ref, name, runs_dir)
+    held.enter_context(locked(folder))
     previous = read_record(folder)
     definition = validate(Definition, previous.definition, f"{folder / RECORD_FILE}")
     budget = plan.resumed_budget(previous, folder, policy=policy, **sizes)

@@ -10,9 +10,10 @@ clear `RunError` naming the file and the field, never a traceback:
   it is a regular file of at most 2 GB (a symlink to `/dev/zero`, a FIFO or a folder is
   refused), and the model is loaded in Keras's safe mode.
 - A run directory is built under a hidden staging name and renamed when complete, so a
-  killed process never leaves half a run where `digitlab runs` looks. Replacing a run (a
-  resume) keeps the old one under a hidden `.replaced-` name until the new one is in place;
-  the next write in that folder finishes or undoes a swap that a kill interrupted.
+  killed process never leaves half a run where `digitlab runs` looks; a new run's folder
+  is claimed with one `mkdir` first, so two writers never share (or replace) one. Replacing
+  a run (a resume) keeps the old one under a hidden `.replaced-` name until the new one is
+  in place; the next write in that folder finishes or undoes a swap that a kill interrupted.
 """
 
 from digitlab.runs.folder import (
@@ -44,7 +45,7 @@ from digitlab.runs.staging import (
     STAGING_PREFIX,
     TARGET_FILE,
     check_writable,
-    new_run_path,
+    claim_run_path,
     recover,
     run_name,
     staged_run,
@@ -67,12 +68,12 @@ __all__ = [
     "RunsListing",
     "UnreadableRun",
     "check_writable",
+    "claim_run_path",
     "default_runs_dir",
     "has_config",
     "list_runs",
     "listing",
     "load_run",
-    "new_run_path",
     "read_history",
     "read_run",
     "recover",

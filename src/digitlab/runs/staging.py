@@ -1,13 +1,17 @@
 """Building a run directory safely: a hidden staging folder renamed when complete.
 
-A killed process never leaves half a run where `digitlab runs` looks. Replacing a run (a
-resume) keeps the old one under a hidden `.replaced-` name until the new one is in place;
-the next write in that folder finishes or undoes a swap that a kill interrupted.
+A killed process never leaves half a run where `digitlab runs` looks. A new run's folder is
+claimed first with one `mkdir` (`claim_run_path`), which fails if the name is taken, so two
+writers finishing in the same second get two folders; the finished run is renamed onto its
+own empty claim, and never onto a folder holding anything. Replacing a run (a resume) keeps
+the old one under a hidden `.replaced-` name until the new one is in place; the next write
+in that folder finishes or undoes a swap that a kill interrupted.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
 import signal
@@ -23,20 +27,33 @@ from digitlab.runs.folder import CONFIG_FILE
 STAGING_PREFIX = ".staging-"
 REPLACED_PREFIX = ".replaced-"
 TARGET_FILE = ".target"  # inside a staging folder: the name it will be renamed to
+REPLACES_FILE = ".replaces"  # inside a staging folder: it replaces the run at its target
+MAX_CLAIMS = 1000  # names tried for one new run: NAME, NAME-2, … NAME-1000
 # Tests set this to a step name to have the process SIGKILL itself there (see `_crash_point`).
 CRASH_ENV = "DIGITLAB_TEST_CRASH_AT"
 
 
-def new_run_path(runs_dir: str | Path, name: str) -> Path:
-    """A fresh `runs_dir/<YYYYmmdd-HHMMSS>-<name>` that doesn't exist yet."""
-    runs_dir = Path(runs_dir)
+def claim_run_path(runs_dir: str | Path, name: str) -> Path:
+    """Claim a fresh `runs_dir/<YYYYmmdd-HHMMSS>-<name>`: an empty folder made with one
+    `mkdir`, which fails if the name exists, so no other writer can get it (the next free
+    `-2`, `-3`, … is taken instead). Fill it with `staged_run(path, claimed=True)`.
+
+    Raises:
+        RunError: no free name (after many tries).
+    """
     safe = "".join(c if c.isalnum() or c in "-_." else "-" for c in name).strip(".-") or "run"
-    stem = f"{datetime.now():%Y%m%d-%H%M%S}-{safe[:80]}"
-    path, n = runs_dir / stem, 1
-    while path.exists():
-        n += 1
-        path = runs_dir / f"{stem}-{n}"
-    return path
+    return _claim(Path(runs_dir), f"{datetime.now():%Y%m%d-%H%M%S}-{safe[:80]}")
+
+
+def _claim(parent: Path, stem: str) -> Path:
+    for n in range(1, MAX_CLAIMS + 1):
+        path = parent / (stem if n == 1 else f"{stem}-{n}")
+        try:
+            path.mkdir()
+        except FileExistsError:
+            continue
+        return path
+    raise RunError(f"no free folder name for {stem} in {parent}; move some runs away")
 
 
 def check_writable(runs_dir: str | Path) -> Path:
@@ -90,15 +107,41 @@ def _swap_in(staging: Path, final: Path) -> None:
         _crash_point("between-renames")
         os.replace(staging, final)
         shutil.rmtree(backup, ignore_errors=True)
-    (final / TARGET_FILE).unlink(missing_ok=True)
+    _unmark(final)
+
+
+def _move_in(staging: Path, final: Path) -> Path:
+    """Rename a complete `staging` folder onto `final`, the empty folder claimed for it (or
+    a missing one): a rename replaces an empty folder and fails on one holding anything,
+    which is never replaced: the run then goes to the next free name beside it.
+
+    Returns:
+        Where the run is.
+    """
+    try:
+        os.replace(staging, final)
+    except OSError as exc:
+        if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+            raise
+        final = _claim(final.parent, final.name)
+        os.replace(staging, final)
+    _unmark(final)
+    return final
+
+
+def _unmark(run: Path) -> None:
+    (run / TARGET_FILE).unlink(missing_ok=True)
+    (run / REPLACES_FILE).unlink(missing_ok=True)
 
 
 def recover(runs_dir: str | Path) -> None:
     """Finish or undo what killed processes left in `runs_dir`; never delete a complete run.
 
     - a staging folder holding a complete run (its config.json is written last) is renamed
-      to the run it was going to become, replacing the older copy safely;
-    - an incomplete staging folder is removed (it holds no finished work);
+      to the run it was going to become: onto its empty claim, or replacing the older copy
+      safely where it was a resume (never a folder it did not claim or replace);
+    - an incomplete staging folder is removed (it holds no finished work), and so is the
+      empty folder claimed for it;
     - an old run kept aside during a swap is put back if the new one never arrived, else
       removed.
 
@@ -110,9 +153,15 @@ def recover(runs_dir: str | Path) -> None:
             continue
         target = _target_of(staging)
         if target is not None and (staging / CONFIG_FILE).is_file():
-            _swap_in(staging, runs_dir / target)
-        else:
-            shutil.rmtree(staging, ignore_errors=True)
+            if (staging / REPLACES_FILE).exists():
+                _swap_in(staging, runs_dir / target)
+            else:
+                _move_in(staging, runs_dir / target)
+            continue
+        shutil.rmtree(staging, ignore_errors=True)
+        if target is not None and not (staging / REPLACES_FILE).exists():
+            with contextlib.suppress(OSError):  # only an empty folder: the claim
+                (runs_dir / target).rmdir()
     for backup in sorted(runs_dir.glob(f"{REPLACED_PREFIX}*")):
         if _pid_alive(backup.name, REPLACED_PREFIX):
             continue
@@ -137,20 +186,44 @@ def _target_of(staging: Path) -> str | None:
 
 
 @contextlib.contextmanager
-def staged_run(final: Path) -> Iterator[Path]:
+def staged_run(final: Path, *, claimed: bool = False) -> Iterator[Path]:
     """Yield a hidden staging folder; on success it becomes `final` in one rename.
 
-    If `final` already exists (a resumed run), it is replaced only after the new one is
-    complete, and is never the only copy lost: see `_swap_in` and `recover`. If the block
-    raises, the staging folder is removed and `final` is untouched.
+    Args:
+        final: the run's folder. With `claimed`, the empty folder `claim_run_path` made for
+            a new run: the run is renamed onto it, and a folder holding anything is never
+            replaced. Without, the run being continued (a resume), or a missing folder: an
+            existing `final` is replaced only after the new one is complete, and is never
+            the only copy lost (see `_swap_in` and `recover`).
+
+    If the block raises, the staging folder (and an empty claim) is removed and an existing
+    `final` is untouched.
+
+    Raises:
+        RunError: with `claimed`, `final` was filled by something else meanwhile; the run is
+            kept beside it, under the name the message gives.
     """
     final.parent.mkdir(parents=True, exist_ok=True)
     recover(final.parent)
     staging = Path(tempfile.mkdtemp(dir=final.parent, prefix=f"{STAGING_PREFIX}{os.getpid()}-"))
+    landed = None
     try:
         (staging / TARGET_FILE).write_text(final.name)
+        if not claimed:
+            (staging / REPLACES_FILE).touch()
         yield staging
         _crash_point("before-swap")
-        _swap_in(staging, final)
+        if claimed:
+            landed = _move_in(staging, final)
+        else:
+            _swap_in(staging, final)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+        if claimed and landed is None:
+            with contextlib.suppress(OSError):  # only if still empty
+                final.rmdir()
+    if landed is not None and landed != final:
+        raise RunError(
+            f"{final} was filled by something else while the run was written; "
+            f"the run is kept as {landed}"
+        )
