@@ -100,8 +100,6 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "digitlab.experiments.*",
             "digitlab.tune",
             "digitlab.tune.*",
-            "digitlab.tune_report",  # re-exports tune.report under its former name
-            "digitlab.studies",  # re-exports tune.storages under its former name
             "digitlab.search_space",
             "digitlab.board",
         ),

@@ -285,7 +285,7 @@ def test_a_taken_port_names_the_nearest_free_one_for_every_server(tmp_path):
 def test_launchers_refuse_a_port_outside_1_to_65535_in_one_line(tmp_path, port):
     """Library callers too (the CLI's --port bounds it first): not an OverflowError."""
     from digitlab.board import start_dashboard, start_tensorboard
-    from digitlab.studies import open_storage
+    from digitlab.tune.storages import open_storage
 
     _small_study(open_storage(runs_dir=tmp_path))
     message = rf"^--port must be a TCP port between 1 and 65535, got {port}$"
@@ -314,7 +314,7 @@ def _small_study(storage, name: str = "small") -> None:
 
 
 def test_tune_dashboard_serves_the_study_of_the_journal_file(tmp_path):
-    from digitlab.studies import open_storage
+    from digitlab.tune.storages import open_storage
 
     _small_study(open_storage(runs_dir=tmp_path))  # RUNS_DIR/tune.journal, as `tune` writes
     port = _free_port()
@@ -329,7 +329,7 @@ def test_tune_dashboard_serves_the_study_of_the_journal_file(tmp_path):
 
 
 def test_tune_dashboard_of_an_unknown_study_lists_the_known_ones(tmp_path):
-    from digitlab.studies import open_storage
+    from digitlab.tune.storages import open_storage
 
     _small_study(open_storage(runs_dir=tmp_path))
     result = CliRunner().invoke(
@@ -353,7 +353,7 @@ def test_tune_dashboard_without_optuna_dashboard_says_how_to_install_it(tmp_path
 
 
 def test_tune_dashboard_serves_a_study_on_postgresql(postgres_url):  # noqa: F811
-    from digitlab.studies import open_storage
+    from digitlab.tune.storages import open_storage
 
     _small_study(open_storage(postgres_url), name="on-postgres")
     port = _free_port()
