@@ -8,6 +8,8 @@ import contextlib
 import json
 import os
 import shutil
+import socket
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -173,3 +175,53 @@ def test_board_names_the_runs_whose_tensorboard_is_not_a_folder(runs, kind, monk
     result = invoke("board", runs, "--port", "1")  # the command prints the line
     assert result.exit_code == 0 and result.output.startswith(said[0] + "\n"), result.output
     assert launched[-1]["logdir"] == str(runs.resolve())
+
+
+# ------------------------------------------------ 10: a client that never finishes its headers
+@contextlib.contextmanager
+def _server(run_path: Path, monkeypatch, http: str):
+    import uvicorn
+
+    from digitlab.api import server
+
+    monkeypatch.setattr(server, "HEADER_TIMEOUT", 0.5)  # seconds; the default is 10
+    from digitlab.api.app import create_app
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    config = server.server_config(create_app(run_path), "127.0.0.1", 0, "warning", http=http)
+    serving = uvicorn.Server(config)
+    thread = threading.Thread(target=serving.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        for _ in range(600):
+            if serving.started:
+                break
+            threading.Event().wait(0.05)
+        assert serving.started
+        yield sock.getsockname()[1]
+    finally:
+        serving.should_exit = True
+        thread.join(timeout=30)
+        sock.close()
+
+
+def _closed_by_server(port: int, sent: bytes) -> bytes:
+    """Send `sent`, then read until the server closes; raises TimeoutError if it never does."""
+    with socket.create_connection(("127.0.0.1", port)) as client:
+        client.settimeout(60)  # far above the bound: reaching it means "never closed"
+        client.sendall(sent)
+        received = b""
+        while chunk := client.recv(4096):
+            received += chunk
+        return received
+
+
+@pytest.mark.parametrize("http", ["httptools", "h11"])
+def test_a_client_that_never_finishes_its_headers_is_disconnected(base_run, monkeypatch, http):
+    pytest.importorskip(http)
+    with _server(base_run, monkeypatch, http) as port:
+        assert _closed_by_server(port, b"GET /health HTTP/1.1\r\nHost: x\r\nX-Slow: ") == b""
+        # after a complete request, a second one that never ends is disconnected too
+        answer = _closed_by_server(port, b"GET /health HTTP/1.1\r\nHost: x\r\n\r\nGET /hea")
+        assert answer.startswith(b"HTTP/1.1 200") and answer.count(b"HTTP/1.1") == 1
