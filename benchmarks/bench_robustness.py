@@ -1428,6 +1428,151 @@ COLUMNS = (
 )
 
 
+# ---------------------------------------------------- experiments and two writers (issue 19)
+EXPERIMENT_HEAD = 'question = "?"\n[budget]\nepochs = 1\ntrain_samples = {n}\nseeds = 1\n{extra}'
+VARIANT = '[[variants]]\nname = "{}"\n{}\n'
+EXPERIMENT_VARIANTS = {  # name: (budget lines, variants after one plain "ok", expected)
+    "a fast (image-input) variant": ("", VARIANT.format("f", 'preset = "fast"'), "ok"),
+    "an ema_momentum variant": ("", VARIANT.format("e", "train = {ema_momentum = 0.99}"), "ok"),
+    "a split leaving nothing to fit": ("validation_split = 0.9999\n", "", "error"),
+    "a batch larger than the digits": ("", VARIANT.format("b", "train.batch_size = 512"), "error"),
+    "a Densee layer": ("", VARIANT.format("d", 'layers = [{type = "Densee"}]'), "error"),
+    "a Conv2D on flat input": (
+        "",
+        VARIANT.format(
+            "c",
+            'layers = [{type = "Conv2D", filters = 4, kernel_size = 3}, {type = "Flatten"}, '
+            '{type = "Dense", units = 10}]',
+        ),
+        "error",
+    ),
+    "batch_size = 0": ("", VARIANT.format("z", "train = {batch_size = 0}"), "error"),
+    "two datasets": ("", VARIANT.format("m", 'train = {dataset = "fashion-mnist"}'), "error"),
+    "comparisons = [['ok']]": ("", 'comparisons = [["ok"]]\n', "error"),
+}
+
+
+def _experiment_file(folder: Path, name: str, budget: str, variants: str) -> Path:
+    path = folder / f"{re.sub(r'[^a-z0-9]+', '-', name.lower()).strip('-')}.toml"
+    head = EXPERIMENT_HEAD.format(n=400, extra=budget)
+    if variants.startswith("comparisons"):
+        head, variants = variants + head, '[[variants]]\nname = "b"\n'
+    path.write_text(head + '[[variants]]\nname = "ok"\n' + variants)
+    return path
+
+
+def experiment_cases(ctx: Context) -> list[Outcome]:
+    """Experiment files the second campaign broke (issue 19, items 3, 4, 5, 12, 13, 17): each
+    trains and saves, or is refused in one line, leaving no experiment folder behind."""
+    folder = ctx.root / "experiments-19"
+    folder.mkdir(exist_ok=True)
+    outcomes = []
+    for name, (budget, variants, expect) in EXPERIMENT_VARIANTS.items():
+        runs = folder / f"runs-{len(outcomes)}"
+        path = _experiment_file(folder, name, budget, variants)
+        args = ["experiment", path, "--runs-dir", runs]
+        outcome, _ = run_cli("cli", f"experiment with {name}", args, ctx, expect, 300)
+        left = sorted(p.name for p in (runs / "experiments").glob("*"))
+        if expect == "error" and left:
+            outcome.wrong = f"refused, but left experiment folders behind: {left}"
+        outcomes.append(outcome)
+    return outcomes
+
+
+def _edited_copy(base: Path, into: Path, edit) -> Path:
+    folder = into / base.name
+    shutil.copytree(base, folder)
+    edit(folder)
+    return folder
+
+
+def _edit_json(path: Path, change) -> None:
+    record = json.loads(path.read_text())
+    change(record)
+    path.write_text(json.dumps(record))
+
+
+def experiment_resume_cases(ctx: Context) -> list[Outcome]:
+    """--resume on an edited experiment folder is refused in one line (items 14, 17), and two
+    `--resume` of one folder at once never train the same cells twice (item 2)."""
+    folder = ctx.root / "experiments-19-resume"
+    folder.mkdir()
+    toml = folder / "base.toml"
+    toml.write_text(EXPERIMENT_HEAD.format(n=300, extra="") + '[[variants]]\nname = "a"\n')
+    args = ["experiment", toml, "--runs-dir", folder / "base"]
+    first, _ = run_cli("cli", "experiment base", args, ctx, "ok", 300)
+    found = sorted((folder / "base" / "experiments").glob("*"))
+    if first.rc != 0 or not found:
+        return [first]
+    base = found[0]
+    edits = {
+        "experiment.json removed": lambda f: (f / "experiment.json").unlink(),
+        "learning_rate_policy cubic": lambda f: _edit_json(
+            f / "experiment.json", lambda r: r.update(learning_rate_policy="cubic")
+        ),
+        "a variant renamed": lambda f: _edit_json(
+            f / "experiment.json", lambda r: r["definition"]["variants"][0].update(name="b")
+        ),
+    }
+    outcomes = [first]
+    for i, (name, edit) in enumerate(edits.items()):
+        edited = _edited_copy(base, folder / f"edit-{i}", edit)
+        args = ["experiment", toml, "--resume", edited]
+        outcomes.append(run_cli("cli", f"experiment --resume, {name}", args, ctx, "error")[0])
+    outcomes.append(_two_resumes(ctx, toml, base))
+    return outcomes
+
+
+def _two_resumes(ctx: Context, toml: Path, base: Path) -> Outcome:
+    """Two `experiment --resume FOLDER --seeds 3` at once: one trains seeds 1 and 2, the other
+    is refused (or, had they not overlapped, finds nothing to do); every run listed once."""
+    outcome = Outcome("data-loss", "two experiment --resume of one folder at once", f"{toml} x2")
+    args = [DIGITLAB, "experiment", str(toml), "--resume", str(base), "--seeds", "3"]
+    procs = [
+        subprocess.Popen(_capped(args), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                         stdin=subprocess.DEVNULL, cwd=ctx.root, env=ctx.env)
+        for _ in range(2)
+    ]  # fmt: skip
+    outputs = [p.communicate(timeout=600)[0].decode("utf-8", "replace") for p in procs]
+    outcome.rc = max(p.returncode for p in procs)
+    runs = sorted(p.name for p in (base / "runs").iterdir() if not p.name.startswith("."))
+    variants = json.loads((base / "experiment.json").read_text())["variants"]
+    listed = [run for variant in variants for run in variant["runs"]]
+    if TRACEBACK in "".join(outputs) or any(p.returncode not in OK_EXITS for p in procs):
+        outcome.traceback = TRACEBACK in "".join(outputs)
+        outcome.bad_exit = True
+        outcome.first_line = " | ".join(o.strip().splitlines()[-1][:120] for o in outputs if o)
+    elif len(runs) != 3 or sorted(listed) != runs:
+        outcome.data_loss = True
+        outcome.first_line = f"runs/ holds {runs}, the record lists {listed}"
+    return outcome
+
+
+def two_writers_case(ctx: Context) -> list[Outcome]:
+    """Two `train --name same` started together in one folder: both runs are kept (item 2:
+    the folder name was chosen check-then-create, and the swap replaced an existing one)."""
+    runs_dir = ctx.root / "two-writers"
+    outcome = Outcome("data-loss", "two train --name same at once", f"train x2 in {runs_dir}")
+    args = [DIGITLAB, "train", "--name", "same", "--train-samples", "300", "--epochs", "1",
+            "--runs-dir", str(runs_dir)]  # fmt: skip
+    procs = [
+        subprocess.Popen(_capped(args), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                         stdin=subprocess.DEVNULL, cwd=ctx.root, env=ctx.env)
+        for _ in range(2)
+    ]  # fmt: skip
+    for proc in procs:
+        proc.communicate(timeout=600)
+    outcome.rc = max(p.returncode for p in procs)
+    kept = sorted(p.name for p in runs_dir.iterdir() if (p / "config.json").is_file())
+    if outcome.rc != 0:
+        outcome.bad_exit = True
+        outcome.first_line = f"exit statuses {[p.returncode for p in procs]}"
+    elif len(kept) != 2:
+        outcome.data_loss = True
+        outcome.first_line = f"two runs trained, {len(kept)} kept: {kept}"
+    return [outcome]
+
+
 def summarize(outcomes: list[Outcome]) -> dict[str, dict[str, int]]:
     table: dict[str, dict[str, int]] = {}
     for o in outcomes:
@@ -1502,6 +1647,8 @@ def main() -> None:
     for i, (name, how, full) in enumerate(crafted):
         jobs.append(lambda i=i, n=name, h=how, f=full: crafted_run_case(ctx, i, n, h, f))
     jobs.append(lambda: all_broken_in_one_folder(ctx, crafted))
+    jobs += [lambda: experiment_cases(ctx), lambda: experiment_resume_cases(ctx)]  # issue 19
+    jobs.append(lambda: two_writers_case(ctx))
     slow = [lambda s=step: resume_crash_case(ctx, s) for step in ("before-swap", "between-renames")]
     for step in ("mid-write", "before-swap", "between-renames", "none"):
         for repeat in range(options.repeats):
