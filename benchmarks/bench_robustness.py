@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures as futures
+import contextlib
 import io
 import json
 import os
@@ -1573,6 +1574,224 @@ def two_writers_case(ctx: Context) -> list[Outcome]:
     return [outcome]
 
 
+# ------------------------------------------ outputs, crafted run files, board, serve (issue 19)
+def _make_node(path: Path, kind: str) -> bool:
+    """A FIFO, or a character device with /dev/null's numbers; False where mknod is refused."""
+    import stat
+
+    if kind == "a FIFO":
+        os.mkfifo(path)
+        return True
+    try:
+        os.mknod(path, 0o666 | stat.S_IFCHR, os.makedev(1, 3))
+    except PermissionError:
+        return False
+    return True
+
+
+def _node_kept(path: Path, kind: str) -> bool:
+    import stat
+
+    mode = os.lstat(path).st_mode
+    return stat.S_ISFIFO(mode) if kind == "a FIFO" else stat.S_ISCHR(mode)
+
+
+def _writers(folder: Path, runs: Path) -> dict[str, tuple[list, Path]]:
+    """Every command that writes, as (arguments, the path it writes), in `folder`; `runs`
+    holds two copies of the base run, "a" and "b" (item 1)."""
+    image, journal, x = folder / "digit.png", folder / "study.journal", folder / "x"
+    return {
+        "show --out": (["show", "0", "--out", x], x),
+        "show --grid --out": (["show", "--grid", "2x2", "--out", x], x),
+        "preprocess --out": (["preprocess", image, "--out", x], x),
+        "explain --out": (["explain", "a", image, "--runs-dir", runs, "--out", x], x),
+        "explain (its default PNG)": (
+            ["explain", "a", image, "--runs-dir", runs],
+            runs / "a" / "inspect" / "explain-digit.png",
+        ),
+        "inspect --out": (["inspect", "a", "--count", "10", "--runs-dir", runs, "--out", x], x),
+        "compare --out": (["compare", "a", "b", "--runs-dir", runs, "--out", x], x),
+        "report (report.html)": (["report", "a", "--runs-dir", runs], runs / "a" / "report.html"),
+        "evaluate (its pictures)": (
+            ["evaluate", "a", "--runs-dir", runs],
+            runs / "a" / "confusion_matrix.png",
+        ),
+        "calibrate (confidence.npz)": (
+            ["calibrate", "a", "--runs-dir", runs],
+            runs / "a" / "confidence.npz",
+        ),
+        "train --runs-dir": (
+            ["train", "--train-samples", "200", "--epochs", "1", "--runs-dir", x],
+            x,
+        ),
+        "tune report --out": (
+            ["tune", "report", "--study", "cut", "--storage", journal, "--out", x],
+            x,
+        ),
+    }
+
+
+def output_case(ctx: Context, index: int, name: str, kind: str) -> list[Outcome]:
+    """A command that writes, pointed at a FIFO or a device node: refused in one line, and
+    the node is still there, untouched (item 1: the atomic rename replaced it)."""
+    folder = ctx.root / "outputs-19" / f"{index:02d}"
+    runs = folder / "runs"
+    for copy in ("a", "b"):
+        shutil.copytree(ctx.good, runs / copy)
+    _png(28, 28, folder / "digit.png")
+    if name.startswith("tune report"):
+        _cut_off_journal(folder / "study.journal", b"")  # one complete trial, whole
+    args, target = _writers(folder, runs)[name]
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(FileNotFoundError):
+        target.unlink()
+    if not _make_node(target, kind):
+        return []  # mknod needs root; the FIFO case still runs
+    outcome, _ = run_cli("cli", f"{name} at {kind}", args, ctx, "error", 180)
+    if not _node_kept(target, kind):
+        outcome.data_loss = True
+        outcome.first_line = f"{target} ({kind}) was replaced"
+    shutil.rmtree(folder, ignore_errors=True)
+    return [outcome]
+
+
+def crafted_file_cases(ctx: Context) -> list[Outcome]:
+    """Run files and images the second campaign crafted (items 7, 8, 15, 16): a history of inf
+    or 1e308 is drawn; a ragged confusion matrix is one line for report, inspect and
+    calibrate; an image or confidence.npz that is not a file is named for what it is."""
+    folder = ctx.root / "crafted-19"
+    outcomes = []
+    for i, value in enumerate(("inf", "1e308", "-1e308")):
+        runs = folder / f"history-{i}"
+        for copy in ("a", "b"):
+            shutil.copytree(ctx.good, runs / copy)
+        rows = "\n".join(f"{e},{value},0.5,{value},{value}" for e in (1, 2))
+        (runs / "a" / "history.csv").write_text(f"epoch,loss,accuracy,val_loss,mae\n{rows}\n")
+        for args in (["compare", "a", "b", "--out", runs / "cmp"], ["report", "a"]):
+            name = f"{args[0]} on a history of {value}"
+            outcomes.append(run_cli("cli", name, [*args, "--runs-dir", runs], ctx, "ok")[0])
+    runs = folder / "ragged"
+    shutil.copytree(ctx.good, runs / "a")
+    metrics = json.loads((runs / "a" / "metrics.json").read_text())
+    metrics["confusion_matrix"] = [[1, 2], [3]]
+    (runs / "a" / "metrics.json").write_text(json.dumps(metrics))
+    for command in (["report", "a"], ["inspect", "a", "--count", "10"], ["calibrate", "a"]):
+        name = f"{command[0]} on a ragged confusion matrix"
+        outcomes.append(run_cli("cli", name, [*command, "--runs-dir", runs], ctx, "error")[0])
+    images = special_paths(folder / "images")
+    for what in ("a FIFO", "a folder", "a symlink to /dev/zero"):
+        outcome, text = run_cli(
+            "cli", f"explain an image that is {what}", ["explain", ctx.good, images[what]], ctx
+        )
+        if not outcome.failed and "not found" in text:
+            outcome.wrong = "said 'not found' for a path that is there"
+        outcomes.append(outcome)
+    runs = folder / "npz-folder"
+    shutil.copytree(ctx.good, runs / "a")
+    with contextlib.suppress(FileNotFoundError):
+        (runs / "a" / "confidence.npz").unlink()
+    (runs / "a" / "confidence.npz").mkdir()
+    outcome, text = run_cli(
+        "cli", "calibrate, confidence.npz a folder", ["calibrate", "a", "--runs-dir", runs], ctx
+    )
+    if not outcome.failed and "pass a file name" in text:
+        outcome.wrong = "told to pass a file name, not that confidence.npz is a folder"
+    outcomes.append(outcome)
+    shutil.rmtree(folder, ignore_errors=True)
+    return outcomes
+
+
+def _until_url(proc: subprocess.Popen, seconds: float) -> tuple[str, str]:
+    """Read `proc`'s output until it prints a URL (returned, with all it printed), or not."""
+    seen, deadline = "", time.monotonic() + seconds
+    os.set_blocking(proc.stdout.fileno(), False)
+    while time.monotonic() < deadline and proc.poll() is None:
+        chunk = proc.stdout.read() or b""
+        seen += chunk.decode("utf-8", "replace")
+        if match := re.search(r"http://\S+", seen):
+            return match.group(0), seen
+        time.sleep(0.2)
+    return "", seen
+
+
+def board_case(ctx: Context) -> list[Outcome]:
+    """`digitlab board DIR` where runs' tensorboard/ is a file or a FIFO names them (item 18)."""
+    runs = ctx.root / "board-19"
+    for name in ("a-file", "a-fifo", "good"):
+        (runs / name).mkdir(parents=True)
+    (runs / "a-file" / "tensorboard").write_text("x")
+    os.mkfifo(runs / "a-fifo" / "tensorboard")
+    (runs / "good" / "tensorboard").mkdir()
+    args = ["board", str(runs), "--port", str(_free_port())]
+    start = time.monotonic()
+    outcome = Outcome(
+        "cli", "board with a tensorboard/ file and FIFO", "digitlab " + " ".join(args)
+    )
+    proc = subprocess.Popen(_capped([DIGITLAB, *args]), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=ctx.root,
+                            env=ctx.env, start_new_session=True)  # fmt: skip
+    url, seen = _until_url(proc, 90)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    outcome.seconds = time.monotonic() - start
+    outcome.rc = 0 if url else proc.returncode
+    if not url:
+        return [classify(outcome, seen, "ok")]
+    skipped = [line for line in seen.splitlines() if line.startswith("skipped ")]
+    if sorted(line.split(":")[0] for line in skipped) != ["skipped a-fifo", "skipped a-file"]:
+        outcome.wrong = f"served without naming both runs it skipped: {skipped}"
+    return [outcome]
+
+
+def slow_headers_case(ctx: Context) -> list[Outcome]:
+    """`digitlab serve`: a client that never finishes its headers is disconnected (item 10;
+    the bound is 2 × api.server.HEADER_TIMEOUT, 20 s: not closed in 60 s is a hang)."""
+    port = _free_port()
+    args = ["serve", str(ctx.good), "--port", str(port)]
+    start = time.monotonic()
+    outcome = Outcome(
+        "http", "serve: a client that never finishes its headers", "digitlab " + " ".join(args)
+    )
+    proc = subprocess.Popen(_capped([DIGITLAB, *args]), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=ctx.root,
+                            env=ctx.env, start_new_session=True)  # fmt: skip
+    try:
+        url, seen = _until_url(proc, 90)
+        if not url:
+            outcome.rc = proc.returncode
+            return [classify(outcome, seen, "ok")]
+        time.sleep(1)  # announced when bound; the app loads its model right after
+        outcome.rc = 0
+        with socket.create_connection(("127.0.0.1", port)) as client:
+            client.settimeout(60)
+            client.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+            try:
+                while client.recv(4096):
+                    pass
+            except TimeoutError:
+                outcome.hang = True
+                outcome.first_line = "a connection with half its headers open after 60 s"
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        outcome.seconds = time.monotonic() - start
+    return [outcome]
+
+
+def issue19_output_jobs(ctx: Context) -> list:
+    """This section's jobs: one per command that writes and kind of node, then the others."""
+    names = list(_writers(Path("folder"), Path("runs")))
+    kinds = ("a FIFO", "a device node")
+    jobs = [
+        lambda i=i, n=name, k=kind: output_case(ctx, i, n, k)
+        for i, (name, kind) in enumerate((n, k) for n in names for k in kinds)
+    ]
+    return [*jobs, lambda: crafted_file_cases(ctx), lambda: board_case(ctx),
+            lambda: slow_headers_case(ctx)]  # fmt: skip
+
+
 def summarize(outcomes: list[Outcome]) -> dict[str, dict[str, int]]:
     table: dict[str, dict[str, int]] = {}
     for o in outcomes:
@@ -1649,6 +1868,7 @@ def main() -> None:
     jobs.append(lambda: all_broken_in_one_folder(ctx, crafted))
     jobs += [lambda: experiment_cases(ctx), lambda: experiment_resume_cases(ctx)]  # issue 19
     jobs.append(lambda: two_writers_case(ctx))
+    jobs += issue19_output_jobs(ctx)  # issue 19: outputs, crafted files, board, serve
     slow = [lambda s=step: resume_crash_case(ctx, s) for step in ("before-swap", "between-renames")]
     for step in ("mid-write", "before-swap", "between-renames", "none"):
         for repeat in range(options.repeats):
