@@ -121,6 +121,10 @@ WRITERS = {
     "train": lambda t, r, img, j: (["train", "--epochs", "1", "--runs-dir", t / "x"], t / "x"),
     "tune-report": lambda t, r, img, j: (
         ["tune", "report", "--study", "s", "--storage", j, "--out", t / "x"], t / "x"),
+    "tune": lambda t, r, img, j: (
+        ["tune", "--trials", "1", "--train-samples", "200", "--runs-dir", t / "x"], t / "x"),
+    "experiment": lambda t, r, img, j: (
+        ["experiment", "dropout", "--quick", "--runs-dir", t / "x"], t / "x"),
 }  # fmt: skip
 
 

@@ -31,7 +31,7 @@ from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock, Jou
 from optuna.trial import TrialState
 
 from digitlab.errors import DigitlabError, SpecError
-from digitlab.files import what_is
+from digitlab.files import check_output_folder, what_is
 from digitlab.runs import default_runs_dir
 
 DEFAULT_STUDY = "digitlab"
@@ -166,6 +166,7 @@ def _open_journal(path: Path) -> optuna.storages.BaseStorage:
         )
 
     try:
+        check_output_folder(path.parent, DigitlabError)  # a FIFO or a device there: named
         if journal_exists(path):
             _check_first_line(path, refuse)
             _drop_cut_off_line(path, JournalFileOpenLock(str(path)), refuse)
