@@ -1628,6 +1628,11 @@ def _writers(folder: Path, runs: Path) -> dict[str, tuple[list, Path]]:
             ["tune", "report", "--study", "cut", "--storage", journal, "--out", x],
             x,
         ),
+        "tune --runs-dir": (
+            ["tune", "--trials", "1", "--train-samples", "200", "--runs-dir", x],
+            x,
+        ),
+        "experiment --runs-dir": (["experiment", "dropout", "--quick", "--runs-dir", x], x),
     }
 
 
