@@ -26,7 +26,8 @@ from typer.testing import CliRunner
 
 from digitlab.cli import app
 from digitlab.errors import DigitlabError
-from digitlab.events import EVENTS_DIR, EpochEvents, histogram_value, statistics
+from digitlab.events import EpochEvents, histogram_value, statistics
+from digitlab.runs import EVENTS_DIR
 
 SCALARS = ("loss", "accuracy", "val_loss", "val_accuracy")
 

@@ -24,7 +24,7 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 from digitlab import ports
 from digitlab.errors import DigitlabError
 from digitlab.files import kind_of
-from digitlab.runs import default_runs_dir
+from digitlab.runs import EVENTS_DIR, default_runs_dir
 
 DEFAULT_HOST = "127.0.0.1"
 TENSORBOARD_PORT = 6006  # TensorBoard's own default
@@ -44,7 +44,6 @@ def skipped_runs(runs_dir: str | Path) -> list[tuple[Path, Path]]:
     """The runs under `runs_dir` TensorBoard can't show, each as (run folder, its
     `tensorboard` entry): that entry is a file, a FIFO or a socket, not a folder of event
     files. TensorBoard itself passes over them without a word."""
-    from digitlab.events import EVENTS_DIR  # here: digitlab.events imports Keras
 
     skipped = []
     for folder, subfolders, files in os.walk(runs_dir):

@@ -31,7 +31,6 @@ from pathlib import Path
 import keras
 import numpy as np
 
-EVENTS_DIR = "tensorboard"  # inside a run folder
 SAMPLE_SIZE = 256  # training digits whose activations are histogrammed every epoch
 HISTOGRAM_BINS = 30  # as tf.summary.histogram and Keras's TensorBoard callback
 IMAGE_TAGS = {  # run picture -> image tag

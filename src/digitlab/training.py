@@ -31,11 +31,12 @@ from digitlab.data import class_names as dataset_class_names
 from digitlab.data import load_dataset, load_dataset_files
 from digitlab.errors import DivergedError, RunError, SpecError
 from digitlab.evaluation import evaluate_model, loss_targets, write_pictures
-from digitlab.events import EVENTS_DIR, EpochEvents
+from digitlab.events import EpochEvents
 from digitlab.interrupts import stop_on_signals
 from digitlab.model import PIXEL_SCALE, build_model, compile_model, probability_function
 from digitlab.report import write_run_report
 from digitlab.runs import (
+    EVENTS_DIR,
     Run,
     check_writable,
     claim_run_path,

@@ -26,7 +26,7 @@ TrainSamplesOption = typer.Option(
     None, "--train-samples", help="The first N training digits, validation included."
 )
 QuickOption = typer.Option(
-    False, "--quick", help="A tiny budget (1 epoch, 600 digits, 1 seed): seconds."
+    False, "--quick", help="A tiny budget (1 epoch, 1 seed, 600 digits; batch-size 1,250): seconds."
 )
 LearningRatePolicyOption = typer.Option(
     None,

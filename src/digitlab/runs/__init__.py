@@ -18,6 +18,7 @@ clear `RunError` naming the file and the field, never a traceback:
 
 from digitlab.runs.folder import (
     CONFIG_FILE,
+    EVENTS_DIR,
     HISTORY_FILE,
     INSPECT_DIR,
     INSPECT_FILE,
@@ -55,6 +56,7 @@ from digitlab.runs.table import RunsListing, listing
 __all__ = [
     "CONFIG_FILE",
     "CRASH_ENV",
+    "EVENTS_DIR",
     "HISTORY_FILE",
     "INSPECT_DIR",
     "INSPECT_FILE",

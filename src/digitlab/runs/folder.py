@@ -39,6 +39,7 @@ METRICS_FILE = "metrics.json"
 STATS_FILE = "confidence.npz"  # the class directions `confidence.verdicts` measures against
 INSPECT_DIR = "inspect"  # `digitlab inspect`'s pictures and summary, inside the run
 INSPECT_FILE = "inspect.json"
+EVENTS_DIR = "tensorboard"  # the TensorBoard event files `digitlab.events` writes during training
 
 
 def exists(path: Path) -> bool:
