@@ -560,8 +560,8 @@ def path_cases(ctx: Context) -> list[tuple[str, list[str], str]]:
                     value,
                     "--trials",
                     "1",
-                    "--train-samples",
-                    "200",
+                    # the bad value must be the one that counts: a later flag would override it
+                    *(["--train-samples", "200"] if flag != "--train-samples" else []),
                     "--runs-dir",
                     folder / "tune-runs",
                 ],

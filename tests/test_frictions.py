@@ -225,6 +225,36 @@ def test_serve_announces_the_url_only_once_the_port_is_bound(monkeypatch, tmp_pa
     assert events == [f"http://127.0.0.1:{port}", ("config", port), ("serve", port)]
 
 
+def test_the_announced_url_takes_connections_while_the_model_loads(monkeypatch, tmp_path):
+    """A browser opened by "serving on URL" must wait for the app, not be refused: the socket
+    listens before the URL is announced, and uvicorn accepts what queued meanwhile."""
+    import uvicorn
+
+    import digitlab.api.server
+
+    connected = []
+    monkeypatch.setattr(digitlab.api.server, "create_app", lambda run: "app")
+
+    def connect(url: str) -> None:
+        host, port = url.removeprefix("http://").rsplit(":", 1)
+        with socket.create_connection((host, int(port)), timeout=5):
+            connected.append(url)  # refused (ConnectionRefusedError) if not listening yet
+
+    class Server:
+        def __init__(self, config):
+            pass
+
+        def run(self, sockets):
+            pass
+
+    monkeypatch.setattr(uvicorn, "Server", Server)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    digitlab.api.server.run_server(tmp_path, port=port, on_listening=connect)
+    assert connected == [f"http://127.0.0.1:{port}"]
+
+
 # ---------------------------------------------------------------------------------- examples
 def test_every_example_file_loads():
     from digitlab.config import load_spec_file

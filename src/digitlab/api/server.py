@@ -20,6 +20,7 @@ from digitlab.runs import Run
 HEADER_TIMEOUT = 10.0
 KEEP_ALIVE_TIMEOUT = 5  # seconds an idle connection stays open after a response
 SHUTDOWN_TIMEOUT = 10  # seconds Ctrl-C waits for requests in flight
+BACKLOG = 2048  # connections waiting to be accepted (uvicorn's own default)
 MAX_HEADER_BYTES = 16 * 1024  # h11's header limit (httptools, when installed, has its own)
 
 
@@ -43,6 +44,10 @@ def run_server(
     sock = bind_port(host, port)
     try:
         app = create_app(run_ref)
+        # Listening before the URL is announced: a client that connects at once (a browser
+        # opened by the announcement) waits in the backlog while the model loads, instead of
+        # being refused.
+        sock.listen(BACKLOG)
         if on_listening is not None:
             shown = f"[{host}]" if ":" in host else host
             on_listening(f"http://{shown}:{port}")
