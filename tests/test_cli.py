@@ -85,6 +85,36 @@ def test_summary_prints_the_keras_summary_without_training():
     assert "optimizer=adam" in result.output
 
 
+def test_summary_shows_each_layers_activation_and_the_resolved_learning_rate():
+    import keras
+
+    result = invoke("summary")
+    assert result.exit_code == 0
+    rows = [line for line in result.output.splitlines() if "Dense" in line or "Dropout" in line]
+    # the seed preset: Dense(100, sigmoid), Dense(100, relu), Dropout(0.2), Dense(100, relu),
+    # Dropout(0.2), Dense(10, sigmoid), each on its own row with its output shape and params
+    activations = [next((a for a in ("sigmoid", "relu") if a in row), None) for row in rows]
+    assert activations == ["sigmoid", "relu", None, "relu", None, "sigmoid"]
+    # (the first column is the layer's name, numbered by Keras across the process)
+    assert rows[0].split()[1:] == ["Dense", "100", "units", "sigmoid", "100", "78,500"]
+    assert rows[2].split()[1:] == ["Dropout", "rate", "0.2", "100", "0"]
+    assert rows[5].split()[1:] == ["Dense", "10", "units", "sigmoid", "10", "1,010"]
+    adam = float(keras.optimizers.get("adam").learning_rate)  # Keras's own default: 0.001
+    assert f"learning_rate={adam:g}, adam's default" in result.output
+    assert "learning_rate=default" not in result.output
+
+
+def test_summary_default_learning_rate_is_keras_own_for_every_optimizer():
+    import keras
+
+    from digitlab.model import default_learning_rate
+    from digitlab.schema import OPTIMIZERS
+
+    for name in OPTIMIZERS:
+        built = keras.optimizers.get(name)  # the optimizer Keras builds with no arguments
+        assert default_learning_rate(name) == pytest.approx(float(built.learning_rate)), name
+
+
 @pytest.mark.slow
 def test_train_runs_evaluate_predict_for_real(tmp_path, mnist):
     runs = tmp_path / "runs"

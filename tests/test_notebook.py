@@ -87,6 +87,12 @@ def test_the_notebook_runs_top_to_bottom(kernel, tmp_path, monkeypatch, mnist):
     assert any("<strong>Evaluation</strong>" in page for page in html)
     assert any("<strong>Prediction</strong>" in page for page in html)
     assert any("image/png" in out.get("data", {}) for out in outputs)  # digit 0, plotted
+    warned = [
+        out["text"]
+        for out in outputs
+        if out.get("name") == "stderr" and "Warning" in out.get("text", "")
+    ]
+    assert not warned  # e.g. tqdm's "TqdmWarning: IProgress not found" under the tune cell
     text = "".join(out.get("text", "") for out in outputs)
     assert "Epoch 10/10" in text and "\b" not in text  # one plain line per epoch, no bar
     assert "confusion matrix (rows: true label" in text and "most confused" in text
@@ -96,3 +102,29 @@ def test_the_notebook_runs_top_to_bottom(kernel, tmp_path, monkeypatch, mnist):
     runs = {run.spec.name: run for run in list_runs(tmp_path / "runs")}
     assert len(runs) == 2 and runs["seed"].epochs_done == 10  # trained, and the tuned best
     assert runs["seed"].dataset.train_samples == 6000  # the injected budget took effect
+
+
+# Imports `module` as a Jupyter kernel without ipywidgets would (tqdm.autonotebook looks for
+# ipykernel's shell module, then for ipywidgets), and prints the warnings it raised.
+IN_A_KERNEL = """
+import sys, types, warnings
+sys.modules["ipykernel.zmqshell"] = types.ModuleType("ipykernel.zmqshell")
+sys.modules["ipywidgets"] = None  # not installed
+import IPython
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    __import__(sys.argv[1])
+print("\\n".join(f"{w.category.__name__}: {w.message}" for w in caught))
+"""
+
+
+def _warnings_importing(module: str) -> str:
+    done = subprocess.run(
+        [sys.executable, "-c", IN_A_KERNEL, module], capture_output=True, text=True, check=True
+    )
+    return done.stdout
+
+
+def test_tuning_imports_optuna_in_a_kernel_without_ipywidgets_with_no_warning():
+    assert "IProgress not found" in _warnings_importing("optuna")  # what the notebook showed
+    assert "IProgress" not in _warnings_importing("digitlab.tune")

@@ -26,10 +26,19 @@ from optuna.trial import FixedTrial, TrialState
 
 from digitlab.errors import DigitlabError, SpecError
 from digitlab.presets import get_preset
+from digitlab.schema import TrainConfig
 from digitlab.search_space import SearchSpace, load_space, preset_point, spec_for_trial
-from digitlab.tune import TEST_KILL_ENV, WORKER_ATTR, parse_duration, tune
-from digitlab.tune.report import TOP_TRIALS_CSV, TOP_TRIALS_MD, report
+from digitlab.tune import TEST_KILL_ENV, WORKER_ATTR, TuneResult, parse_duration, tune
+from digitlab.tune.report import (
+    MIN_TRIALS_FOR_IMPORTANCES,
+    REPORT_PLOTS,
+    TOP_TRIALS_CSV,
+    TOP_TRIALS_MD,
+    report,
+    report_figures,
+)
 from digitlab.tune.storages import FAILURE_ATTR, FINISHED, open_storage
+from digitlab.tune.study import METRIC, open_study
 
 # Narrow ranges keep the networks small; what is tested is the bookkeeping, not the search.
 TINY = SearchSpace(hidden_layers=(1, 2), units=(16, 64), batch_size=(128, 256), epochs=1)
@@ -75,7 +84,7 @@ def test_small_search_records_trials_and_saves_the_best_as_a_run(tmp_path):
     # Chosen on validation digits only, it scores about the same on the unseen test set.
     assert abs(evaluation.accuracy - best.value) < 0.05
 
-    written = report("small", runs_dir=tmp_path, out_dir=tmp_path / "report")
+    written = report("small", runs_dir=tmp_path, out_dir=tmp_path / "report").paths
     names = {path.name for path in written}
     assert {"optimization_history.png", "parallel_coordinate.png", TOP_TRIALS_CSV} <= names
     for path in written:
@@ -85,6 +94,88 @@ def test_small_search_records_trials_and_saves_the_best_as_a_run(tmp_path):
     assert len(rows) == 1 + len(complete)
     assert rows[1].split(",")[:3] == ["1", str(best.number), f"{best.value:.4f}"]
     assert f"| 1 | {best.number} |" in (tmp_path / "report" / TOP_TRIALS_MD).read_text()
+
+
+def _scored_study(tmp_path: Path, trials: int) -> optuna.Study:
+    """A study of `trials` complete trials drawn from TINY and scored by a formula, not by
+    training: what the report draws is tested, not the search."""
+    study = open_study("scored", open_storage(runs_dir=tmp_path), TINY, TrainConfig(), "none")
+
+    def score(trial: optuna.Trial) -> float:
+        train = spec_for_trial(trial, TINY, TrainConfig()).train
+        return 0.5 + trial.params["units_1"] / 200 + 0.1 * (train.optimizer == "adam")
+
+    study.optimize(score, n_trials=trials)
+    return study
+
+
+def test_a_study_names_its_metric_so_the_dashboard_labels_its_axes(tmp_path):
+    storage = open_storage(runs_dir=tmp_path)
+    optuna.create_study(study_name="old", storage=storage, direction="maximize")  # unnamed
+    for name in ("new", "old"):
+        open_study(name, storage, TINY, TrainConfig(), "none")
+        # a fresh reader, as optuna-dashboard is: "validation accuracy", not "Objective 0"
+        assert optuna.load_study(study_name=name, storage=storage).metric_names == [METRIC]
+    assert METRIC == "validation accuracy"
+
+
+def test_importances_from_few_trials_come_with_a_warning_in_report_and_summary(tmp_path):
+    import matplotlib.pyplot as plt
+
+    _scored_study(tmp_path, 5)
+    result = report("scored", runs_dir=tmp_path, out_dir=tmp_path / "report")
+    assert result.complete == 5 and len(result.warnings) == 1
+    warning = result.warnings[0]
+    assert (
+        "only 5 complete trials" in warning
+        and f"fewer than {MIN_TRIALS_FOR_IMPORTANCES}" in warning
+    )
+    assert "chance" in warning  # why: so few points can't separate the parameters' effects
+    assert result.summary()[-1] == warning  # the terminal lines `tune report` prints
+    assert all(line.startswith("wrote ") for line in result.summary()[:-1])
+    markdown = (tmp_path / "report" / TOP_TRIALS_MD).read_text()
+    assert "**Warning: parameter importances rest on only 5 complete trials" in markdown
+    study = optuna.load_study(study_name="scored", storage=open_storage(runs_dir=tmp_path))
+    complete = study.get_trials(states=(TrialState.COMPLETE,))
+    figures = report_figures(study, complete, warning)
+    title = figures[REPORT_PLOTS[1]].get_suptitle()  # on the importances picture itself
+    assert "5 complete trials" in " ".join(title.split())
+    for figure in figures.values():
+        plt.close(figure)
+
+    summary = TuneResult.of(study, "journal", study.trials, None, None, False, 1.0, 0).summary()
+    assert "only 5 complete trials" in summary[-1]  # `tune`'s own summary says it too
+
+
+def test_importances_from_enough_trials_come_without_a_warning(tmp_path):
+    study = _scored_study(tmp_path, MIN_TRIALS_FOR_IMPORTANCES)
+    result = report("scored", runs_dir=tmp_path, out_dir=tmp_path / "report")
+    assert result.complete == MIN_TRIALS_FOR_IMPORTANCES and result.warnings == []
+    assert "parameter importances" not in (tmp_path / "report" / TOP_TRIALS_MD).read_text()
+    summary = TuneResult.of(study, "journal", study.trials, None, None, False, 1.0, 0).summary()
+    assert not any("importances" in line for line in summary)
+
+
+def test_parallel_coordinate_draws_no_trial_in_white(tmp_path):
+    import matplotlib.pyplot as plt
+    from matplotlib.collections import LineCollection
+    from matplotlib.colors import to_rgb
+
+    study = _scored_study(tmp_path, 6)
+    complete = study.get_trials(states=(TrialState.COMPLETE,))
+    figures = report_figures(study, complete)
+    figure = figures[REPORT_PLOTS[2]]
+    figure.canvas.draw()
+    (lines,) = [c for c in figure.axes[0].collections if isinstance(c, LineCollection)]
+    colours = lines.get_colors()[:, :3]
+    assert len(colours) == len(complete)
+    # every line at least 0.25 away in some channel from white and from the plot's own light
+    # grey; Optuna's own map draws the worst trial (0.97, 0.98, 1.0): 0.10 from the grey
+    for background in ((1.0, 1.0, 1.0), to_rgb(figure.axes[0].get_facecolor())):
+        assert abs(colours - background).max(axis=1).min() >= 0.25
+    assert len({tuple(colour) for colour in colours.round(3)}) > 1  # still coloured by value
+    for figure in figures.values():
+        plt.close(figure)
 
 
 def test_warm_start_is_the_mlp_preset_network_when_the_space_holds_it():

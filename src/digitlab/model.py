@@ -83,6 +83,42 @@ def build_layer(config: dict, index: int) -> keras.layers.Layer:
         raise SpecError(f"{where} ({kind}): {_one_line(exc)}") from None
 
 
+def layer_rows(model: keras.Model) -> list[dict[str, str]]:
+    """One row per layer of a built model, for a person: what `model.summary()` shows, plus
+    each layer's size and activation, which Keras's summary leaves out.
+
+    Returns:
+        Rows with the keys `name`, `type`, `size` ("100 units", "32 filters", "rate 0.2";
+        "" for other layers), `activation` ("" for layers without one), `output shape` (of
+        one digit, "24×24×16": Keras's summary adds the batch's `None`) and `params`.
+    """
+    return [
+        {
+            "name": layer.name,
+            "type": type(layer).__name__,
+            "size": _size(layer),
+            "activation": getattr(getattr(layer, "activation", None), "__name__", ""),
+            "output shape": "×".join(str(d) for d in layer.output.shape[1:]),  # one digit's
+            "params": f"{layer.count_params():,}",
+        }
+        for layer in model.layers
+    ]
+
+
+def _size(layer: keras.layers.Layer) -> str:
+    for key, form in (("units", "{:g} units"), ("filters", "{:g} filters"), ("rate", "rate {:g}")):
+        value = getattr(layer, key, None)  # Dense, Conv2D, Dropout
+        if isinstance(value, int | float):
+            return form.format(value)
+    return ""
+
+
+def default_learning_rate(optimizer: str) -> float:
+    """The learning rate Keras's `optimizer` (a name in `OPTIMIZERS`) uses when none is given,
+    read from Keras itself (adam: 0.001)."""
+    return inspect.signature(OPTIMIZER_CLASSES[optimizer]).parameters["learning_rate"].default
+
+
 def build_model(spec: Spec, num_classes: int = NUM_CLASSES) -> keras.Sequential:
     """Build (not compile) the network a spec describes.
 
@@ -140,8 +176,7 @@ def _learning_rate(train: TrainConfig, train_samples: int | None) -> float | Lea
     """The optimizer's `learning_rate`: a number, or a schedule spanning every step of the fit."""
     rate = train.learning_rate
     if rate is None:  # the optimizer's own Keras default, which a schedule starts from
-        cls = OPTIMIZER_CLASSES[train.optimizer]
-        rate = inspect.signature(cls).parameters["learning_rate"].default
+        rate = default_learning_rate(train.optimizer)
     if train.learning_rate_schedule == "constant":
         return rate
     samples = train_samples or train.train_samples or FULL_TRAINING_SET

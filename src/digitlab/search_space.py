@@ -9,9 +9,8 @@ choices are refused in one line. `spec_for_trial` turns an Optuna trial's draws 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-import optuna
 from pydantic import Field, field_validator, model_validator
 
 from digitlab.config import read_toml
@@ -29,6 +28,9 @@ from digitlab.schema import (
     unknown,
     validate,
 )
+
+if TYPE_CHECKING:  # Optuna itself is imported by digitlab.tune, quietly (see there)
+    import optuna
 
 Layers = Annotated[int, Field(ge=1, le=16)]
 Units = Annotated[int, Field(ge=1, le=MAX_UNITS)]

@@ -126,14 +126,16 @@ def tune_report(
     runs_dir: Path | None = RunsDirOption,
 ) -> None:
     """Plot a study (optimization history, parameter importances, parallel coordinates) and
-    write its top trials as Markdown and CSV.
+    write its top trials as Markdown and CSV. Below 20 complete trials the importances come
+    with a warning: so few trials can't rank the parameters reliably.
 
     Example: `digitlab tune report --study wide`
     """
     from digitlab.tune.report import report
 
-    for path in report(study, storage=storage, runs_dir=runs_dir, out_dir=out, top=top):
-        console.print(f"wrote {path}")
+    written = report(study, storage=storage, runs_dir=runs_dir, out_dir=out, top=top)
+    for line in written.summary():
+        console.print(line, highlight=False, markup=False)
 
 
 @tune_app.command("dashboard")

@@ -34,10 +34,18 @@ The package, one concern a module:
 The search space is `digitlab.search_space`; `tune dashboard` is `digitlab.board`.
 """
 
-from digitlab.tune.objective import TEST_KILL_ENV, Stopped
-from digitlab.tune.search import TuneResult, parse_duration, tune
-from digitlab.tune.storages import DEFAULT_STUDY, FAILURE_ATTR, FINISHED, WORKER_ATTR
-from digitlab.tune.study import BEST_RUN_ATTR, SETUP_ATTR
+import warnings
+
+# Optuna imports tqdm.auto for a progress bar digitlab never shows (`tune` draws its own table
+# of trials), and in a Jupyter kernel without ipywidgets that import warns "IProgress not
+# found": a warning about nothing a learner sees. Importing any module of this package runs
+# this first, so Optuna is imported here, quietly, before `tune` or `tune report` use it.
+with warnings.catch_warnings():
+    warnings.filterwarnings("ignore", message="IProgress not found")
+    from digitlab.tune.objective import TEST_KILL_ENV, Stopped
+    from digitlab.tune.search import TuneResult, parse_duration, tune
+    from digitlab.tune.storages import DEFAULT_STUDY, FAILURE_ATTR, FINISHED, WORKER_ATTR
+    from digitlab.tune.study import BEST_RUN_ATTR, SETUP_ATTR
 
 __all__ = [
     "BEST_RUN_ATTR",

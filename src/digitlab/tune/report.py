@@ -10,9 +10,12 @@ from __future__ import annotations
 import csv
 import io
 import warnings
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+import numpy as np
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 from rich.table import Table
@@ -30,6 +33,10 @@ from digitlab.tune.storages import (
     quiet_optuna,
     storage_label,
 )
+from digitlab.tune.study import METRIC
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 
 def format_duration(seconds: float) -> str:
@@ -90,6 +97,41 @@ class TrialsView:
 REPORT_PLOTS = ("optimization_history.png", "param_importances.png", "parallel_coordinate.png")
 TOP_TRIALS_CSV = "top_trials.csv"
 TOP_TRIALS_MD = "top_trials.md"
+# Below this many complete trials a ranking of parameter importances is flagged as unreliable
+# (issue 23's threshold). fANOVA fits a random forest to the complete trials only.
+MIN_TRIALS_FOR_IMPORTANCES = 20
+# The parallel-coordinate plot colours trials by value with this part of Optuna's "Blues",
+# from its light end: the full map starts at white, so the worst trial was drawn white on the
+# plot's light grey (#E5E5E5). Blues(0.4) is (0.58, 0.77, 0.87), a blue that stands out on it.
+VISIBLE_PART = (0.4, 1.0)
+
+
+def importance_warning(complete: int, parameters: int | None = None) -> str | None:
+    """Why parameter importances from `complete` trials can't be trusted yet, or None from
+    `MIN_TRIALS_FOR_IMPORTANCES` on (and with no complete trial, when there are none)."""
+    if not 0 < complete < MIN_TRIALS_FOR_IMPORTANCES:
+        return None
+    what = f"the effects of {parameters} parameters" if parameters else "each parameter's effect"
+    return (
+        f"warning: parameter importances rest on only {complete} complete "
+        f"trial{'s' if complete != 1 else ''}, fewer than {MIN_TRIALS_FOR_IMPORTANCES}: "
+        f"so few points can't separate {what} from chance, and the ranking may change with "
+        "the next trials; run more (e.g. --trials 50) before trusting it"
+    )
+
+
+@dataclass
+class TuneReport:
+    """What `report` wrote, and what a person should know before reading it."""
+
+    study: str
+    paths: list[Path]
+    complete: int  # the complete trials the plots and importances are drawn from
+    warnings: list[str] = field(default_factory=list)
+
+    def summary(self) -> list[str]:
+        """Lines for a person: each file written, then the warnings."""
+        return [f"wrote {path}" for path in self.paths] + self.warnings
 
 
 def report(
@@ -99,7 +141,7 @@ def report(
     runs_dir: str | Path | None = None,
     out_dir: str | Path | None = None,
     top: int = 10,
-) -> list[Path]:
+) -> TuneReport:
     """Write a study's plots (history, importances, parallel coordinates) and top trials.
 
     Args:
@@ -109,8 +151,10 @@ def report(
         top: how many of the best complete trials the table lists.
 
     Returns:
-        The paths written. Parameter importances need complete trials with different values
-        and are left out before that.
+        A `TuneReport`: the paths written, and a warning when the importances rest on fewer
+        than `MIN_TRIALS_FOR_IMPORTANCES` complete trials (also written in the plot and the
+        Markdown). Parameter importances need complete trials with different values and are
+        left out before that.
 
     Raises:
         DigitlabError: no such study in the storage, or it has no complete trial yet.
@@ -134,50 +178,97 @@ def report(
         raise DigitlabError(f"study '{study}' has no complete trial yet; run `digitlab tune`")
     root = Path(runs_dir) if runs_dir is not None else default_runs_dir()
     out = Path(out_dir) if out_dir is not None else root / f"tune-report-{study}"
-    written = _write_plots(the_study, complete, out)
-    written += _write_top_trials(the_study, complete, out, top, label)
-    return written
+    shared = set.intersection(*(set(trial.params) for trial in complete))  # what fANOVA ranks
+    warning = importance_warning(len(complete), len(shared))
+    written = _write_plots(report_figures(the_study, complete, warning), out)
+    written += _write_top_trials(the_study, complete, out, top, label, warning)
+    return TuneReport(study, written, len(complete), [warning] if warning else [])
 
 
-def _write_plots(the_study, complete, out: Path) -> list[Path]:
-    """Optuna's matplotlib views of the study, 11×6 inches each; importances once two complete
-    trials differ in value."""
+def report_figures(
+    the_study: optuna.Study, complete: list[FrozenTrial], warning: str | None = None
+) -> dict[str, Figure]:
+    """Optuna's matplotlib views of the study by file name, 11×6 inches each: history,
+    parallel coordinates (every trial in a visible blue), and importances once two complete
+    trials differ in value, with `warning` above them."""
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     from optuna.visualization import matplotlib as views
 
-    from digitlab.plots import save_figure
-
-    target = "validation accuracy"
     always = ["hidden_layers", "units_1", "dropout_1", "activation", "optimizer",
               "learning_rate", "learning_rate_schedule", "batch_size"]  # fmt: skip  # every trial
+    params = [p for p in always if p in complete[0].params]
+
+    def parallel_coordinate():
+        axes = views.plot_parallel_coordinate(the_study, params=params, target_name=METRIC)
+        return _visible_lines(axes)
+
+    def importances():
+        evaluator = optuna.importance.FanovaImportanceEvaluator(seed=0)
+        axes = views.plot_param_importances(the_study, evaluator=evaluator, target_name=METRIC)
+        return _warned(axes, warning)
+
     drawn = {
-        REPORT_PLOTS[0]: lambda: views.plot_optimization_history(the_study, target_name=target),
-        REPORT_PLOTS[2]: lambda: views.plot_parallel_coordinate(
-            the_study, params=[p for p in always if p in complete[0].params], target_name=target
-        ),
+        REPORT_PLOTS[0]: lambda: views.plot_optimization_history(the_study, target_name=METRIC),
+        REPORT_PLOTS[2]: parallel_coordinate,
     }
     if len({t.value for t in complete}) >= 2:  # importances explain differences in value
-        evaluator = optuna.importance.FanovaImportanceEvaluator(seed=0)
-        drawn[REPORT_PLOTS[1]] = lambda: views.plot_param_importances(
-            the_study, evaluator=evaluator, target_name=target
-        )
-    written = []
+        drawn[REPORT_PLOTS[1]] = importances
+    figures = {}
     for name, draw in drawn.items():
         with warnings.catch_warnings():  # e.g. a parameter the space fixes: a flat axis
             warnings.simplefilter("ignore", UserWarning)
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             figure = draw().figure
         figure.set_size_inches(11, 6)
         figure.tight_layout()
+        figures[name] = figure
+    return figures
+
+
+def _visible_lines(axes):
+    """Recolour the parallel-coordinate lines with `VISIBLE_PART` of their colour map, away
+    from its white end, so no trial is drawn white on the white page."""
+    from matplotlib.collections import LineCollection
+    from matplotlib.colors import ListedColormap
+
+    for lines in axes.collections:
+        if isinstance(lines, LineCollection):
+            cmap = lines.get_cmap()
+            low, high = VISIBLE_PART
+            if sum(cmap(0.0)[:3]) < sum(cmap(1.0)[:3]):  # Blues_r, when a study minimizes
+                low, high = 1 - high, 1 - low
+            span = np.linspace(low, high, 256)
+            lines.set_cmap(ListedColormap(cmap(span), name=f"{cmap.name}_visible"))
+    return axes  # the colour bar follows its lines
+
+
+def _warned(axes, warning: str | None):
+    """The importances with `warning` wrapped in red above them."""
+    if warning is not None:
+        import textwrap
+
+        axes.figure.suptitle(textwrap.fill(warning, 130), color="firebrick", fontsize=9)
+    return axes
+
+
+def _write_plots(figures: dict[str, Figure], out: Path) -> list[Path]:
+    import matplotlib.pyplot as plt
+
+    from digitlab.plots import save_figure
+
+    written = []
+    for name, figure in figures.items():
         save_figure(figure, out / name)
         plt.close(figure)
         written.append(out / name)
     return written
 
 
-def _write_top_trials(study, complete, out: Path, top: int, label: str) -> list[Path]:
+def _write_top_trials(
+    study, complete, out: Path, top: int, label: str, warning: str | None
+) -> list[Path]:
     ranked = sorted(complete, key=lambda t: (-t.value, t.number))[:top]
     header = ["rank", "trial", "val_accuracy", "hidden_layers", "units", "activation",
               "dropout", "optimizer", "learning_rate", "learning_rate_schedule", "batch_size",
@@ -201,6 +292,7 @@ def _write_top_trials(study, complete, out: Path, top: int, label: str) -> list[
         f"Storage: {label}. Trials: {counts['complete']} complete, {counts['pruned']} pruned. "
         "Validation accuracy on the held-out end of the training set; the test set is not used.",
         "",
+        *([f"**{warning[0].upper()}{warning[1:]}.**", ""] if warning else []),
         "| " + " | ".join(header) + " |",
         "|" + "---|" * len(header),
         *("| " + " | ".join(map(str, row)) + " |" for row in rows),

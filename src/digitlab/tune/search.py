@@ -28,7 +28,7 @@ from digitlab.interrupts import stop_on_signals
 from digitlab.runs import Run
 from digitlab.schema import PRUNERS, TrainConfig, unknown, validate
 from digitlab.search_space import SearchSpace, describe, preset_point
-from digitlab.tune.report import TrialsView, best_trial, format_duration
+from digitlab.tune.report import TrialsView, best_trial, format_duration, importance_warning
 from digitlab.tune.storages import (
     DEFAULT_STUDY,
     FINISHED,
@@ -100,7 +100,8 @@ class TuneResult:
         )
 
     def summary(self) -> list[str]:
-        """Lines for a person: counts, the best trial and its run, how to go on."""
+        """Lines for a person: counts, the best trial and its run, a warning when too few
+        trials are complete to rank parameter importances by, how to go on."""
         words = {"COMPLETE": "complete", "PRUNED": "pruned", "FAIL": "failed"}
         counts = ", ".join(
             f"{n} {words.get(state, state.lower())}" for state, n in self.counts.items() if n
@@ -120,6 +121,9 @@ class TuneResult:
                 f"saved as run {self.run.path}"
                 + (f" (test accuracy {accuracy:.2%})" if accuracy is not None else "")
             )
+        warning = importance_warning(self.counts.get("COMPLETE", 0))
+        if warning is not None:  # the dashboard and `tune report` rank them all the same
+            lines.append(warning)
         if self.interrupted:
             lines.append("interrupted: run the same command again to continue the study")
         return lines

@@ -9,6 +9,7 @@ through the storage.
 from __future__ import annotations
 
 import socket
+import warnings
 import zlib
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from digitlab.tune.storages import FINISHED
 
 SETUP_ATTR = "digitlab.setup"  # study user attribute: the space and data a study was made with
 BEST_RUN_ATTR = "digitlab.best_run"
+METRIC = "validation accuracy"  # what a trial's value is: named in optuna-dashboard's axes
 
 
 def _make_pruner(name: str, epochs: int) -> optuna.pruners.BasePruner:
@@ -54,7 +56,10 @@ def _setup(space: SearchSpace, train: TrainConfig) -> dict[str, Any]:
 def open_study(
     name: str, storage, space: SearchSpace, train: TrainConfig, pruner: str, worker: int = 0
 ) -> optuna.Study:
-    """Create the study, or load it and check it was made with the same space and data."""
+    """Create the study, or load it and check it was made with the same space and data.
+
+    The study's one metric is named `METRIC`, so optuna-dashboard labels its axes with it.
+    """
     study = optuna.create_study(
         study_name=name, storage=storage, direction="maximize", load_if_exists=True,
         sampler=optuna.samplers.RandomSampler(),  # replaced below, once the trials are known
@@ -75,6 +80,10 @@ def open_study(
             f"study '{name}' was started with other settings ({'; '.join(diffs)}); "
             "re-run it with the same options, or give a new --study name"
         )
+    if study.metric_names != [METRIC]:  # else the dashboard calls it "Objective 0"
+        with warnings.catch_warnings():  # experimental in Optuna 3.2 to 5 at least
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names([METRIC])  # also names a study made before this
     finished = len(study.get_trials(deepcopy=False, states=FINISHED))
     study.sampler = _sampler(train.seed, worker, finished)
     return study
