@@ -138,6 +138,8 @@ def activation_stats(probe: Probe, values: list[np.ndarray]) -> list[dict[str, A
 
 
 def save_activations(stats: list[dict[str, Any]], path: str | os.PathLike) -> Path:
+    """Write activations.png: per hidden layer (`activation_stats`), its histogram and its
+    units' mean activations, sorted."""
     return save_figure(_activations_figure(stats), path)
 
 
@@ -237,6 +239,8 @@ def save_class_inputs(
     *,
     how: str,
 ) -> Path:
+    """Write class_inputs.png: per class its average digit over its template (`class_inputs`),
+    each row with its colour bar, `how` (the templates' caption) in the title."""
     return save_figure(_class_inputs_figure(averages, templates, class_names, how), path)
 
 
