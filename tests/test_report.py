@@ -265,7 +265,8 @@ def test_an_experiment_report_holds_question_conclusion_table_plots_and_run_link
     assert "no measurable difference" in text and "Welch t-test" in text
     table = html.split('id="variants-table"')[1].split("</table>")[0]
     assert "95.12% ± 0.21%" in table and "94.91% 95.33%" in table and "3,125" in table
-    assert "0.3 ± 0.02" in table and "30.75 ± 1.5" in table  # gap and seconds across seeds
+    assert "0.3000 ± 0.0200" in table and "30.75 ± 1.5" in table  # gap (a loss) and seconds
+    assert "0.0100 ± 0.0020" in table and "0.3100 ± 0.0200" in table  # losses: 4 decimals
     assert "dropout-0.5" in table and "95.25% ± 0.30%" in table
     assert "Srivastava et al. 2014" in text and "Welch's t-test across seeds" in text
     assert "240.5" in text  # wall-clock seconds

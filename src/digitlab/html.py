@@ -40,6 +40,7 @@ def environment() -> Environment:
         )
         _env.filters["num"] = number
         _env.filters["percent"] = percent
+        _env.filters["fixed"] = fixed
     return _env
 
 
@@ -64,15 +65,16 @@ def figure(path: Path, title: str, caption: str = "") -> dict[str, str]:
 
 
 def number(value: Any, digits: int = 4) -> str:
-    """A number for a table: 4 significant digits, "–" for nothing."""
+    """A number for a table: 4 significant digits, "–" for nothing; a whole number (an int,
+    or a float such as a count read back as 10000.0) with thousands separators, never 1e+04."""
     if value is None or value == "":
         return "–"
     if isinstance(value, bool) or not isinstance(value, int | float):
         return str(value)
     if isinstance(value, float) and not math.isfinite(value):
         return str(value)
-    if isinstance(value, int):
-        return f"{value:,}"
+    if isinstance(value, int) or (value.is_integer() and abs(value) < 1e15):
+        return f"{int(value):,}"
     return f"{value:.{digits}g}"
 
 
@@ -81,6 +83,31 @@ def percent(value: Any, digits: int = 2) -> str:
     if isinstance(value, bool) or not isinstance(value, int | float):
         return "–"
     return f"{value:.{digits}%}"
+
+
+def fixed(value: Any, decimals: int = 4) -> str:
+    """A number with a fixed count of decimals (a loss: 0.0850 beside 0.0912), "–" for
+    nothing."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return "–"
+    if not math.isfinite(value):
+        return str(value)
+    return f"{value:.{decimals}f}"
+
+
+# Metrics that are shares of the digits, shown as percentages like the test accuracy.
+FRACTION_METRICS = ("accuracy", "precision", "recall", "f1", "auc")
+
+
+def metric(name: str, value: Any) -> str:
+    """A training metric by its name (`val_accuracy`, `loss`, …): shares of the digits as
+    percentages (`percent`), losses with 4 decimals (`fixed`), anything else as `number`."""
+    base = name.removeprefix("val_").removeprefix("test_").lower()
+    if base.endswith(FRACTION_METRICS) or base.endswith("f1_score"):
+        return percent(value)
+    if base.endswith("loss"):
+        return fixed(value)
+    return number(value)
 
 
 def relative_href(target: Path, page_folder: Path) -> str:

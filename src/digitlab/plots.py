@@ -200,6 +200,15 @@ def save_figure(fig: Figure, path: str | os.PathLike) -> Path:
 _save = save_figure  # the name experiments/plots.py imports, until it calls save_figure
 
 
+def label_heatmap(ax: Axes, xlabel: str, ylabel: str = "", *, fontsize: float = 8) -> None:
+    """Name a picture-like heatmap's axes (a digit, a weight map, a strip of units) without
+    its pixel ticks: the ticks go, the axis labels stay (`set_axis_off` would hide both)."""
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_xlabel(xlabel, fontsize=fontsize)
+    ax.set_ylabel(ylabel, fontsize=fontsize)
+
+
 def _draw_digit(ax: Axes, image: np.ndarray, title: str, *, fontsize: float) -> None:
     # Fixed limits so a faint digit looks faint rather than stretched to full contrast.
     ax.imshow(image, cmap="gray", vmin=0, vmax=PIXEL_MAX, interpolation="nearest")
@@ -352,6 +361,7 @@ def _curves_figure(history: dict[str, list[float]]) -> Figure:
                 ax.plot(range(1, len(values) + 1), values, marker="o", label=label)
         ax.set_title(name)
         ax.set_xlabel("epoch")
+        ax.set_ylabel(name)
         # Half an epoch either side, so a one-epoch run gets the tick "1", not 0.95 … 1.05.
         ax.set_xlim(0.5, epochs + 0.5)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))

@@ -23,6 +23,11 @@ AXES = {
 }
 
 
+# The pre-activation percentiles drawn per layer: each its own line style, so the legend
+# tells the 15th from the 85th.
+PERCENTILE_STYLES = {"p15": ":", "p50": "-", "p85": "--"}
+
+
 def _colors(n: int) -> list:
     from matplotlib import colormaps
 
@@ -166,7 +171,7 @@ def _activations_figure(variants: list[dict[str, Any]]) -> Figure:
             stats = [run[layer] for run in runs if layer in run]
             length = min(len(s["p50"]) for s in stats)
             epochs = np.arange(length)
-            for key, style in (("p15", ":"), ("p50", "-"), ("p85", ":")):
+            for key, style in PERCENTILE_STYLES.items():
                 mean = np.mean([s[key][:length] for s in stats], axis=0)
                 ax.plot(epochs, mean, style, color="#1f4e99", label=key if r == c == 0 else None)
             fraction = (

@@ -6,7 +6,8 @@
   sigmoid/tanh activations (within 0.01 of a bound), the share of dead ReLU units (zero on
   every digit), and the mean activation per unit, sorted.
 - `class_inputs`: per class, the mean of the correctly classified test digits weighted by
-  the class probability, beside the class's linear "template".
+  the class probability, beside the class's "template": that average digit's ink times
+  the mean gradient of the class logit (pixels inked by < 1% of training digits blank).
 - `explain`: for one digit, every shown layer's activations, the top-3 classes and a saliency
   map: the gradient of the class score (the output layer's pre-activation, its logit) with
   respect to the input pixels, by JAX autodiff through the model's `stateless_call`, or
@@ -44,6 +45,7 @@ from digitlab.insight.inspection import (
     BOUNDS,
     CLASS_INPUTS_PNG,
     HISTOGRAM_BINS,
+    INK_SHARE_MIN,
     MAX_TILES,
     RELU_LIKE,
     SATURATION_MARGIN,
@@ -52,6 +54,7 @@ from digitlab.insight.inspection import (
     activation_stats,
     class_inputs,
     first_layer_weights,
+    ink_share,
     inspect,
     save_activations,
     save_class_inputs,
@@ -66,6 +69,7 @@ __all__ = [
     "CLASS_INPUTS_PNG",
     "HISTOGRAM_BINS",
     "IG_STEPS",
+    "INK_SHARE_MIN",
     "INSPECT_DIR",
     "MAX_MAPS",
     "MAX_MAP_SIDE",
@@ -86,6 +90,7 @@ __all__ = [
     "explain",
     "explain_digit",
     "first_layer_weights",
+    "ink_share",
     "inspect",
     "occlusion_drop",
     "saliency_base64",

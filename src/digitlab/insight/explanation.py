@@ -9,17 +9,20 @@ import base64
 import io
 import math
 import os
-from dataclasses import dataclass, fields
+from collections.abc import Sequence
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
+from digitlab.confidence import verdicts
 from digitlab.data import PIXEL_MAX
 from digitlab.errors import DigitlabError
 from digitlab.insight.probe import IG_STEPS, METHODS, LayerInfo, Probe
-from digitlab.plots import save_figure
+from digitlab.plots import label_heatmap, save_figure
 from digitlab.runs import INSPECT_DIR, Run
 
 MAX_MAPS = 8  # conv feature maps per layer in an explanation
@@ -153,51 +156,132 @@ def saliency_base64(saliency: np.ndarray) -> str:
 
 
 def save_explanation(
-    image: np.ndarray, explanation: Explanation | dict[str, Any], path: str | os.PathLike
+    image: np.ndarray,
+    explanation: Explanation | dict[str, Any],
+    path: str | os.PathLike,
+    *,
+    class_names: Sequence[str] | None = None,
 ) -> Path:
     """One PNG: the 28×28 the model sees, the saliency overlay on it, the top-3, and a strip
-    per layer (Dense: one cell per unit; conv: the feature maps side by side)."""
+    per layer (Dense: one cell per unit; conv: the feature maps side by side), each with its
+    colour bar; the output layer's cells are labelled with `class_names` (default: the
+    class numbers, and the top 3's labels)."""
     if isinstance(explanation, Explanation):
         explanation = explanation.to_dict()
+    if class_names is not None:
+        explanation = {**explanation, "class_names": list(class_names)}
     return save_figure(_explanation_figure(np.asarray(image), explanation), path)
 
 
 def _explanation_figure(image: np.ndarray, explanation: dict[str, Any]) -> Figure:
     layers = explanation["layers"]
-    fig = Figure(figsize=(9, 3.2 + 0.75 * len(layers)), layout="constrained")
-    grid = fig.add_gridspec(1 + len(layers), 3, height_ratios=[4] + [1] * len(layers))
-    ax = fig.add_subplot(grid[0, 0])
-    ax.imshow(image, cmap="gray", vmin=0, vmax=PIXEL_MAX, interpolation="nearest")
+    fig = Figure(figsize=(10, 3.6 + 1.25 * len(layers)), layout="constrained")
+    grid = fig.add_gridspec(1 + len(layers), 3, height_ratios=[3.4] + [1] * len(layers))
+    _digit_panel(fig, fig.add_subplot(grid[0, 0]), image)
+    _saliency_panel(fig, fig.add_subplot(grid[0, 1]), image, explanation)
+    _top3_panel(fig.add_subplot(grid[0, 2]), explanation["top3"])
+    for row, layer in enumerate(layers, start=1):
+        output = row == len(layers)
+        _layer_strip(fig, fig.add_subplot(grid[row, :]), layer, explanation, output=output)
+    return fig
+
+
+def _pixel_axes(ax, image: np.ndarray) -> None:
+    rows, cols = image.shape[:2]
+    label_heatmap(ax, f"{cols} pixels", f"{rows} pixels")
+
+
+def _digit_panel(fig: Figure, ax, image: np.ndarray) -> None:
+    shown = ax.imshow(image, cmap="gray", vmin=0, vmax=PIXEL_MAX, interpolation="nearest")
     ax.set_title("what the model sees", fontsize=10)
-    ax.set_axis_off()
-    ax = fig.add_subplot(grid[0, 1])
-    saliency = np.asarray(explanation["saliency"])
+    _pixel_axes(ax, image)
+    fig.colorbar(shown, ax=ax, shrink=0.8).set_label("ink (pixel value)", fontsize=8)
+
+
+def _saliency_panel(fig: Figure, ax, image: np.ndarray, explanation: dict[str, Any]) -> None:
+    """The saliency over the digit, in `saliency_rgba`'s colours (a colour map of the same
+    ramp, from most against, blue, through clear to most for, red), with its colour bar."""
+    from matplotlib.colors import ListedColormap, Normalize
+
+    saliency = np.asarray(explanation["saliency"], np.float64)
     ax.imshow(image, cmap="gray", vmin=0, vmax=PIXEL_MAX, interpolation="nearest")
-    ax.imshow(saliency_rgba(saliency), interpolation="nearest")
+    peak = float(np.abs(saliency).max()) or 1.0
+    colours = saliency_rgba(np.linspace(-1, 1, 256)[None])[0]  # uint8 RGBA, as drawn
+    ramp = ListedColormap(colours / np.iinfo(np.uint8).max)
+    shown = ax.imshow(saliency, cmap=ramp, norm=Normalize(-peak, peak), interpolation="nearest")
     target = explanation["target"]
     ax.set_title(f"saliency for {target} ({explanation['method']})", fontsize=10)
-    ax.set_axis_off()
-    ax = fig.add_subplot(grid[0, 2])
-    top = explanation["top3"][::-1]
+    _pixel_axes(ax, image)
+    bar = fig.colorbar(shown, ax=ax, shrink=0.8)
+    bar.set_label(f"red: for {target}, blue: against", fontsize=8)
+
+
+def _top3_panel(ax, top3: list[dict[str, Any]]) -> None:
+    """The top 3 as bars, each with its probability: inside a long bar (white), after a
+    short one (dark), so no label runs off its bar or the axes."""
+    top = top3[::-1]
     ax.barh([t["label"] for t in top], [t["probability"] for t in top], color="tab:blue")
     ax.set_xlim(0, 1)
     ax.set_title("top 3", fontsize=10)
+    ax.set_xlabel("probability", fontsize=8)
+    ax.set_ylabel("class", fontsize=8)
     for i, t in enumerate(top):
-        ax.text(0.02, i, f"{t['probability']:.1%}", va="center", color="white", fontsize=9)
-    for row, layer in enumerate(layers, start=1):
-        ax = fig.add_subplot(grid[row, :])
-        label = f"{layer['name']} ({layer['type']}, {layer['activation']})"
-        if "maps" in layer:
-            maps = np.asarray(layer["maps"])
-            gap = np.full((maps.shape[1], 1), np.nan)
-            strip = np.concatenate([p for m in maps for p in (m, gap)][:-1], axis=1)
-            ax.imshow(strip, cmap="viridis", interpolation="nearest", aspect="equal")
+        p = t["probability"]
+        inside = p > 0.5
+        ax.text(
+            p - 0.02 if inside else p + 0.02,
+            i,
+            f"{p:.1%}",
+            va="center",
+            ha="right" if inside else "left",
+            color="white" if inside else "black",
+            fontsize=9,
+        )
+
+
+def _layer_strip(fig: Figure, ax, layer: dict[str, Any], explanation, *, output: bool) -> None:
+    """One layer's activations as a strip of cells with its colour bar: a Dense layer's
+    units (the output layer's labelled by class), or a conv layer's maps side by side."""
+    title = f"{layer['name']} ({layer['type']}, {layer['activation']})"
+    ax.set_title(title, fontsize=8, loc="left")
+    if "maps" in layer:
+        maps = np.asarray(layer["maps"])
+        gap = np.full((maps.shape[1], 1), np.nan)
+        strip = np.concatenate([p for m in maps for p in (m, gap)][:-1], axis=1)
+        shown = ax.imshow(strip, cmap="viridis", interpolation="nearest", aspect="equal")
+        label_heatmap(ax, "feature map (channel): the most active, averaged to at most 14×14")
+        side = maps.shape[2] + 1
+        ax.set_xticks(
+            [k * side + (side - 2) / 2 for k in range(len(maps))],
+            labels=[str(c) for c in layer["channels"]],
+            fontsize=7,
+        )
+    else:
+        values = np.asarray(layer["values"])[None]
+        shown = ax.imshow(values, cmap="viridis", interpolation="nearest", aspect="auto")
+        if output:
+            names = _class_names(explanation, values.shape[1])
+            label_heatmap(ax, "class")
+            slant = {"rotation": 20, "ha": "right"} if max(map(len, names)) > 2 else {}
+            ax.set_xticks(range(len(names)), labels=names, fontsize=8, **slant)
         else:
-            values = np.asarray(layer["values"])[None]
-            ax.imshow(values, cmap="viridis", interpolation="nearest", aspect="auto")
-        ax.set_title(label, fontsize=8, loc="left")
-        ax.set_axis_off()
-    return fig
+            label_heatmap(ax, "unit")
+            ticks = MaxNLocator(10, integer=True).tick_values(0, values.shape[1] - 1)
+            ticks = [int(t) for t in ticks if 0 <= t < values.shape[1]]
+            ax.set_xticks(ticks, labels=[str(t) for t in ticks], fontsize=7)
+    bar = fig.colorbar(shown, ax=ax, fraction=0.02, pad=0.01)
+    bar.set_label("activation", fontsize=7)
+    bar.ax.tick_params(labelsize=7)
+
+
+def _class_names(explanation: dict[str, Any], count: int) -> list[str]:
+    """The output cells' names: the run's class names, else those the top 3 name and the
+    class numbers for the rest."""
+    names = explanation.get("class_names")
+    if isinstance(names, list | tuple) and len(names) == count:
+        return [str(name) for name in names]
+    known = {int(t["digit"]): str(t["label"]) for t in explanation["top3"]}
+    return [known.get(k, str(k)) for k in range(count)]
 
 
 # ------------------------------------------------------------------------ `digitlab explain`
@@ -243,19 +327,38 @@ class DigitChoice:
 
 @dataclass(frozen=True)
 class ExplainedDigit:
-    """What `digitlab explain` shows: the run, the picture written and the explanation."""
+    """What `digitlab explain` shows: the run, the picture written, the explanation, and
+    the confidence verdict on the digit (`confidence.verdicts`: `confidence`, `confident`,
+    `reason`; empty when not judged)."""
 
     run_dir: Path
     png: Path
     explanation: Explanation
+    verdict: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        """`explain --json`: the run, the picture, then the explanation's fields."""
-        return {"run": str(self.run_dir), "png": str(self.png), **self.explanation.to_dict()}
+        """`explain --json`: the run, the picture, the explanation's fields, then the verdict
+        (`confidence`, `confident`, `reason`, as `POST /explain` gives them)."""
+        return {
+            "run": str(self.run_dir),
+            "png": str(self.png),
+            **self.explanation.to_dict(),
+            **self.verdict,
+        }
+
+    def verdict_text(self) -> str:
+        """The verdict in words: `confident`, `not confident: unsure` or `not a digit`, or
+        that the run has no thresholds to judge with."""
+        if self.verdict.get("confident") is None:
+            return "verdict: – (the run has no confidence thresholds: digitlab calibrate RUN)"
+        if self.verdict["confident"]:
+            return "verdict: confident"
+        return f"verdict: not confident ({self.verdict.get('reason')})"
 
     def print(self, console) -> None:
-        """The top-3 table and the picture written, on a `rich.console.Console`."""
+        """The top-3 table, the verdict and the picture written, on a `rich.console.Console`."""
         console.print(self.explanation.table())
+        console.print(self.verdict_text(), markup=False, highlight=False)
         console.print(f"wrote {self.png}")
 
 
@@ -268,13 +371,15 @@ def explain_digit(
     out: str | os.PathLike | None = None,
     data_dir: str | Path | None = None,
 ) -> ExplainedDigit:
-    """`digitlab explain`: explain the chosen digit (`explain`) and draw it to `out`
-    (default RUN/inspect/explain-<name>.png, `save_explanation`)."""
+    """`digitlab explain`: explain the chosen digit (`explain`), draw it to `out`
+    (default RUN/inspect/explain-<name>.png, `save_explanation`), and judge it as `predict`
+    does (`confidence.verdicts`)."""
     digit, name = choice.load(run, data_dir)
     explanation = explain(run, digit, target=target, method=method)
     path = Path(out) if out is not None else run.path / INSPECT_DIR / f"explain-{name}.png"
-    save_explanation(digit, explanation, path)
-    return ExplainedDigit(run.path, path, explanation)
+    save_explanation(digit, explanation, path, class_names=run.class_names)
+    verdict = verdicts(run, np.asarray(digit)[None], np.array([explanation.probabilities]))[0]
+    return ExplainedDigit(run.path, path, explanation, verdict)
 
 
 # ---------------------------------------------------------------------------- sanity measures

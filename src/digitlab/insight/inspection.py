@@ -12,12 +12,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 
 from digitlab.data import PIXEL_MAX
 from digitlab.errors import DigitlabError
 from digitlab.insight.probe import LayerInfo, Probe
-from digitlab.plots import save_figure
+from digitlab.plots import label_heatmap, save_figure
 from digitlab.runs import INSPECT_DIR, Run, write_inspect_summary
 
 WEIGHTS_PNG = "weights.png"
@@ -91,7 +92,13 @@ def _weights_figure(tiles: np.ndarray, title: str) -> Figure:
     ax = fig.add_subplot()
     limit = float(np.nanmax(np.abs(shown), initial=0)) or 1.0
     image = ax.imshow(mosaic, cmap="RdBu_r", vmin=-limit, vmax=limit, interpolation="nearest")
-    ax.set_axis_off()
+    h, w = shown.shape[1:]
+    label_heatmap(
+        ax,
+        f"each tile: one unit's weights on the {h}×{w} input pixels",
+        f"units, {cols} to a row, the first at the top left",
+        fontsize=9,
+    )
     if len(tiles) > len(shown):
         title += f" (first {len(shown)} of {len(tiles)})"
     ax.set_title(title)
@@ -131,6 +138,8 @@ def activation_stats(probe: Probe, values: list[np.ndarray]) -> list[dict[str, A
 
 
 def save_activations(stats: list[dict[str, Any]], path: str | os.PathLike) -> Path:
+    """Write activations.png: per hidden layer (`activation_stats`), its histogram and its
+    units' mean activations, sorted."""
     return save_figure(_activations_figure(stats), path)
 
 
@@ -158,22 +167,39 @@ def _activations_figure(stats: list[dict[str, Any]]) -> Figure:
         right.plot(range(1, len(means) + 1), means, marker=".", linestyle="none")
         right.set_title("mean activation per unit, sorted", fontsize=10)
         right.set_xlabel("unit (by rank)")
+        right.set_ylabel("mean activation")
         right.grid(alpha=0.3)
     return fig
 
 
+INK_SHARE_MIN = 0.01  # a template pixel inked by fewer of the digits than this is left blank
+
+
+def ink_share(images: np.ndarray) -> np.ndarray:
+    """The share of `images` (N×28×28 uint8) that ink each pixel (value above 0)."""
+    return (np.asarray(images) > 0).mean(axis=0)
+
+
 def class_inputs(
-    probe: Probe, images: np.ndarray, labels: np.ndarray, probs: np.ndarray
+    probe: Probe,
+    images: np.ndarray,
+    labels: np.ndarray,
+    probs: np.ndarray,
+    *,
+    ink: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, str]:
     """Per class: the mean of the correctly classified digits weighted by the class
-    probability (K×28×28, 0–255), and the class's linear template (K×28×28).
+    probability (K×28×28, 0–255), and the class's template: what that average digit's ink
+    adds to the class score (K×28×28, in logit units).
 
-    The template is the weight map of the network linearised around the digits of that
-    class: the mean gradient of the class logit with respect to the pixels. For a network
-    of one Dense layer it is exactly that layer's weights for the class. (The plain product
-    of the Dense kernels is not shown: it ignores the biases and the sigmoid's offset, and
-    is dominated by border pixels that no digit ever inks.) Returns (averages, templates,
-    a caption)."""
+    The template is the average digit's ink (scaled as the network reads it, 0–1) times
+    the mean gradient of the class logit with respect to the pixels over the class's
+    digits: the weight map of the network linearised around them, weighted by the ink a
+    digit of the class puts there. Unweighted, the gradient's largest values lie in border
+    pixels almost no digit inks, where a weight costs nothing and says nothing, and it
+    looks like noise. A pixel inked by fewer than 1% (`INK_SHARE_MIN`) of the digits (`ink`,
+    each pixel's share; default: of `images`, `inspect` passes the training digits') is left
+    blank (NaN). Returns (averages, templates, a caption saying so)."""
     k = probs.shape[1]
     shape = probe.image_shape
     correct = probs.argmax(axis=1) == labels
@@ -192,12 +218,16 @@ def class_inputs(
             for i in range(0, len(x), 500)
         ]
     ).reshape(-1, *shape)
+    share = ink_share(images) if ink is None else np.asarray(ink, np.float64).reshape(shape)
     templates = np.zeros((k, *shape))
     for c in range(k):
         if (labels == c).any():
-            templates[c] = grads[labels == c].mean(axis=0)
-    templates[:, images.max(axis=0) == 0] = np.nan  # never inked: weights never trained
-    how = "linear template (mean gradient of the class logit; blank: pixels no digit inks)"
+            templates[c] = grads[labels == c].mean(axis=0) * averages[c] / PIXEL_MAX
+    templates[:, share < INK_SHARE_MIN] = np.nan  # (almost) never inked: nothing learned
+    how = (
+        "template: the average digit's ink × the mean gradient of the class logit "
+        f"(blank: pixels inked by < {INK_SHARE_MIN:.0%} of digits)"
+    )
     return averages, templates, how
 
 
@@ -209,22 +239,36 @@ def save_class_inputs(
     *,
     how: str,
 ) -> Path:
+    """Write class_inputs.png: per class its average digit over its template (`class_inputs`),
+    each row with its colour bar, `how` (the templates' caption) in the title."""
     return save_figure(_class_inputs_figure(averages, templates, class_names, how), path)
 
 
 def _class_inputs_figure(averages, templates, class_names, how) -> Figure:
+    """Two rows of small multiples, one column per class, each row on one colour scale
+    with its colour bar: the average digits (0–255), and the templates centred at 0, each
+    divided by its own largest value so that every class shows its pattern."""
     k = len(class_names)
-    fig = Figure(figsize=(1.3 * k + 0.5, 3.3), layout="constrained")
+    fig = Figure(figsize=(1.3 * k + 1.8, 3.9), layout="constrained")
     axes = fig.subplots(2, k, squeeze=False)
+    ink_scale, weight_scale = Normalize(0, PIXEL_MAX), Normalize(-1, 1)  # one per row
     for c in range(k):
         top, bottom = axes[0, c], axes[1, c]
-        top.imshow(averages[c], cmap="gray", vmin=0, vmax=PIXEL_MAX, interpolation="nearest")
+        ink = top.imshow(averages[c], cmap="gray", norm=ink_scale, interpolation="nearest")
         top.set_title(class_names[c], fontsize=10)
-        limit = float(np.nanmax(np.abs(templates[c]), initial=0)) or 1.0
-        bottom.imshow(templates[c], cmap="RdBu_r", vmin=-limit, vmax=limit, interpolation="nearest")
-        top.set_axis_off()
-        bottom.set_axis_off()
-    fig.suptitle(f"top: average digit per class (weighted by its probability); bottom: {how}")
+        largest = float(np.nanmax(np.abs(templates[c]), initial=0)) or 1.0
+        weight = bottom.imshow(
+            templates[c] / largest, cmap="RdBu_r", norm=weight_scale, interpolation="nearest"
+        )
+        label_heatmap(top, "", "average digit" if c == 0 else "")
+        label_heatmap(bottom, "", "template" if c == 0 else "")
+    fig.colorbar(ink, ax=axes[0, :], shrink=0.9, pad=0.01).set_label("ink", fontsize=8)
+    bar = fig.colorbar(weight, ax=axes[1, :], shrink=0.9, pad=0.01)
+    bar.set_label("red: for the class\nblue: against\n(÷ the class's largest)", fontsize=8)
+    fig.suptitle(
+        f"top: average digit per class (weighted by its probability)\nbottom: {how}",
+        fontsize=10,
+    )
     return fig
 
 
@@ -294,12 +338,13 @@ def inspect(
         raise DigitlabError(f"--count must be at least 1, got {count}")
     out = Path(out_dir) if out_dir is not None else run.path / INSPECT_DIR
     probe = Probe.of(run)
-    _, (x_test, y_test) = load_dataset(run.dataset.name, data_dir=data_dir)
+    (x_train, _), (x_test, y_test) = load_dataset(run.dataset.name, data_dir=data_dir)
     images, labels = x_test[:count], np.asarray(y_test[:count])
     values, probs = probe.activations(images)
     stats = activation_stats(probe, values)
     tiles, first = first_layer_weights(run.model)
-    averages, templates, how = class_inputs(probe, images, labels, probs)
+    ink = ink_share(x_train)  # the training digits the weights learned from
+    averages, templates, how = class_inputs(probe, images, labels, probs, ink=ink)
     files = [
         save_weights(
             tiles,

@@ -14,7 +14,7 @@ from matplotlib.ticker import MaxNLocator
 
 from digitlab.errors import RunError
 from digitlab.files import check_output_folder, write_text
-from digitlab.html import figure, flatten, layer_text, number, percent, relative_href
+from digitlab.html import figure, fixed, flatten, layer_text, percent, relative_href
 from digitlab.html import render as render_page
 from digitlab.plots import curve_values, save_figure
 from digitlab.report.pages import REPORT_FILE
@@ -90,7 +90,7 @@ def compare(runs: Sequence[Run], out_dir: Path) -> Comparison:
     settings = _differing_settings(runs)
     results = [
         ("test accuracy", [percent(run.metrics.test_accuracy) for run in runs]),
-        ("test loss", [number(run.metrics.test_loss) for run in runs]),
+        ("test loss", [fixed(run.metrics.test_loss) for run in runs]),
         ("train seconds", [f"{run.metrics.train_seconds:.1f}" for run in runs]),
         ("epochs", [_epochs(run) for run in runs]),
     ]

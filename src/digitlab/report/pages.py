@@ -12,14 +12,17 @@ from digitlab.experiments.schema import VariantResult
 from digitlab.files import is_dir, is_file, write_text
 from digitlab.html import (
     figure,
+    fixed,
     flatten,
     layer_text,
+    metric,
     number,
     percent,
     relative_href,
     render,
 )
 from digitlab.runs import (
+    INSPECT_DIR,
     Run,
     default_runs_dir,
     has_config,
@@ -36,6 +39,28 @@ CURVES_PNG = "training_curves.png"
 CONFUSION_PNG = "confusion_matrix.png"
 MISCLASSIFIED_PNG = "misclassified.png"
 NORMALIZED_PNG = "confusion_matrix_normalized.png"
+# `digitlab inspect`'s pictures in RUN/inspect/: digitlab.insight's names (it imports Keras),
+# checked equal by tests/test_pictures.py; each with its title and caption in the report.
+INSPECT_PICTURES = (
+    (
+        "weights.png",
+        "First-layer weights",
+        "One tile per unit: its weight on each input pixel, red positive, blue negative; "
+        "pixels no digit inks are blank.",
+    ),
+    (
+        "activations.png",
+        "Activations per hidden layer",
+        "Histogram of each layer's activations, and each unit's mean activation, sorted.",
+    ),
+    (
+        "class_inputs.png",
+        "Average digit and template per class",
+        "Each class's template is its average digit's ink times the mean gradient of its "
+        "logit: red ink speaks for the class, blue against (blank: pixels inked by under 1% "
+        "of training digits).",
+    ),
+)
 
 
 # ------------------------------------------------------------------------------------- a run
@@ -74,6 +99,7 @@ def write_run_report(run: Run | str | Path, config: RunConfig | None = None) -> 
         most_confused=list((run.metrics.model_extra or {}).get("most_confused") or []),
         figures=pictures,
         inspection=_inspection(run),
+        inspect_figures=_inspect_pictures(run),
     )
     return write_text(run.path / REPORT_FILE, html)
 
@@ -102,6 +128,16 @@ def _inspection(run: Run) -> dict[str, Any] | None:
         return None
 
 
+def _inspect_pictures(run: Run) -> list[dict[str, str]]:
+    """The pictures `digitlab inspect` left in RUN/inspect/, inlined, in their usual order."""
+    folder = run.path / INSPECT_DIR
+    return [
+        figure(folder / name, title, caption)
+        for name, title, caption in INSPECT_PICTURES
+        if is_file(folder / name)
+    ]
+
+
 def _settings(run: Run) -> list[tuple[str, Any]]:
     """The config as (name, value) rows: training settings, data, preprocessing, versions."""
     rows = [("network", run.spec.name), ("input", run.spec.input)]
@@ -120,12 +156,14 @@ def _settings(run: Run) -> list[tuple[str, Any]]:
 
 
 def _summary(run: Run) -> list[tuple[str, str]]:
+    """The key figures, one format per quantity: accuracy and the other shares of digits as
+    percentages, losses with 4 decimals, counts as whole numbers."""
     metrics = run.metrics
     rows = [
         ("status", run.status),
         ("epochs", str(run.epochs_done)),
         ("test accuracy", percent(metrics.test_accuracy)),
-        ("test loss", number(metrics.test_loss)),
+        ("test loss", fixed(metrics.test_loss)),
         ("test errors", number(metrics.test_errors)),
         ("training time", f"{metrics.train_seconds:.1f} s"),
     ]
@@ -134,12 +172,14 @@ def _summary(run: Run) -> list[tuple[str, str]]:
         rows.append(("seconds per epoch", f"{mean:.2f} s"))
     for key in run.history:
         if run.history[key]:
-            rows.append((f"final {key}", number(run.history[key][-1])))
+            rows.append((f"final {key}", metric(key, run.history[key][-1])))
     return rows
 
 
 def _class_rows(run: Run) -> list[dict[str, Any]]:
-    """The per-class report (precision, recall, F1, support), classes first, then averages."""
+    """The per-class report, classes first, then averages: precision, recall and F1 as
+    percentages (like the accuracy), support as a whole number (sklearn's averages carry
+    it as a float)."""
     report = (run.metrics.model_extra or {}).get("classification_report")
     if not isinstance(report, dict):
         return []
@@ -151,10 +191,10 @@ def _class_rows(run: Run) -> list[dict[str, Any]]:
             {
                 "name": name,
                 "average": name not in run.class_names,
-                "precision": values.get("precision"),
-                "recall": values.get("recall"),
-                "f1": values.get("f1-score"),
-                "support": values.get("support"),
+                "precision": percent(values.get("precision")),
+                "recall": percent(values.get("recall")),
+                "f1": percent(values.get("f1-score")),
+                "support": number(values.get("support")),
             }
         )
     return rows

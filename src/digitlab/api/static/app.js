@@ -15,6 +15,8 @@ const bars = document.getElementById("bars");
 const layersPanel = document.getElementById("layers");
 const insideSeen = document.getElementById("inside-seen");
 const saliencyImage = document.getElementById("saliency");
+const seenFigure = seen.closest("figure");
+const overlayFigure = saliencyImage.closest("figure");
 const CELLS_PER_ROW = 50; // a Dense layer's units wrap into rows of this many cells
 
 let classNames = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"];
@@ -68,6 +70,8 @@ function showDoubt(result) {
 
 function showPrediction(result) {
   digitOut.textContent = result.label;
+  digitOut.classList.remove("idle");
+  seenFigure.hidden = false;
   const best = result.probabilities[result.digit];
   confidence.textContent = `${(best * 100).toFixed(1)}% sure`;
   showDoubt(result);
@@ -136,6 +140,7 @@ function showInside(result) {
   if (!Array.isArray(result.layers)) return; // an answer from /predict: nothing to show
   insideSeen.src = `data:image/png;base64,${result.preprocessed}`;
   saliencyImage.src = `data:image/png;base64,${result.saliency}`;
+  overlayFigure.hidden = false;
   result.layers.forEach((layer, i) => drawLayer(layerRow(i, layer), layer));
   while (layersPanel.children.length > result.layers.length) layersPanel.lastChild.remove();
 }
@@ -143,14 +148,17 @@ function showInside(result) {
 function resetInside() {
   insideSeen.removeAttribute("src");
   saliencyImage.removeAttribute("src");
+  overlayFigure.hidden = true;
   layersPanel.replaceChildren();
 }
 
 function resetPrediction() {
   digitOut.textContent = "–";
+  digitOut.classList.add("idle");
   confidence.textContent = "no prediction yet";
   showDoubt({});
   seen.removeAttribute("src");
+  seenFigure.hidden = true;
   bars.querySelectorAll("li").forEach((row) => {
     row.querySelector(".bar").style.width = "0%";
     row.querySelector(".value").textContent = "–";
