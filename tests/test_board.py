@@ -21,6 +21,7 @@ import keras
 import numpy as np
 import optuna
 import pytest
+from runfiles import fake_run
 from test_tune import postgres_url  # noqa: F401  the throwaway PostgreSQL server fixture
 from typer.testing import CliRunner
 
@@ -223,14 +224,19 @@ def _get_json(url: str, until, timeout: float = 60):
     pytest.fail(f"{url} never showed what was expected; last answer: {data}")
 
 
-def test_board_serves_the_runs_to_tensorboard(tmp_path):
-    run = tmp_path / "runs" / "20260101-000000-tiny"
-    _record(range(2)).write(run / EVENTS_DIR, step=2, config_text="{}")
+def test_board_serves_the_runs_to_tensorboard_by_their_run_names(tmp_path):
+    """The runs folder's own runs and the experiments' (issue 23: not 27 runs all called
+    `…/tensorboard`), each named as `digitlab runs` names it."""
+    runs = tmp_path / "runs"
+    experiment = runs / "experiments" / "20260101-000100-dropout" / "runs"
+    for run in (runs / "20260101-000000-tiny", experiment / "20260101-000101-drop-seed0"):
+        fake_run(run)
+        _record(range(2)).write(run / EVENTS_DIR, step=2, config_text="{}")
     port = _free_port()
-    with _serving("board", str(tmp_path / "runs"), "--port", str(port)) as url:
+    with _serving("board", str(runs), "--port", str(port)) as url:
         assert url.startswith(f"http://127.0.0.1:{port}")
-        runs = _get_json(f"http://127.0.0.1:{port}/data/runs", lambda data: data)
-        assert runs == ["20260101-000000-tiny/tensorboard"]
+        names = _get_json(f"http://127.0.0.1:{port}/data/runs", lambda data: len(data) == 2)
+        assert sorted(names) == ["20260101-000000-tiny", "20260101-000101-drop-seed0"]
 
 
 def _one_line_error(result) -> str:

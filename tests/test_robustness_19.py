@@ -174,7 +174,9 @@ def test_board_names_the_runs_whose_tensorboard_is_not_a_folder(runs, kind, monk
     monkeypatch.setattr(board, "wait_for_interrupt", lambda: None)
     result = invoke("board", runs, "--port", "1")  # the command prints the line
     assert result.exit_code == 0 and result.output.startswith(said[0] + "\n"), result.output
-    assert launched[-1]["logdir"] == str(runs.resolve())
+    logdir = Path(launched[-1]["logdir"])  # a link per run it shows, at the run's name
+    assert [link.name for link in logdir.iterdir()] == [OTHER]
+    assert (logdir / OTHER).resolve() == (runs / OTHER / "tensorboard").resolve()
 
 
 # ------------------------------------------------ 10: a client that never finishes its headers

@@ -214,8 +214,9 @@ def test_listing_rows_hold_a_good_runs_figures_and_a_broken_runs_reason(tmp_path
         "val_accuracy": 0.8,
         "val_loss": 0.4,
         "train_seconds": 0.0,
+        "experiment": None,  # a run of the runs folder itself, not of an experiment
     }
-    assert set(rows[1]) == {"run", "name", "status", "reason"}
+    assert set(rows[1]) == {"run", "name", "status", "reason", "experiment"}
     assert rows[1]["status"] == "unreadable" and "metrics.json" in rows[1]["reason"]
     assert listing(tmp_path / "none").rows == []
 

@@ -1,8 +1,9 @@
 """`digitlab board` and `digitlab tune dashboard`: TensorBoard and optuna-dashboard, launched.
 
 Both are the tools themselves, from optional extras: TensorBoard (`pip install
-'digitlab[board]'`) on the runs folder, whose runs each hold `tensorboard/` event files
-(see `digitlab.events`); optuna-dashboard (`pip install 'digitlab[dashboard]'`) on a study's
+'digitlab[board]'`) on the runs of a runs folder and of its experiments, each holding
+`tensorboard/` event files (see `digitlab.events`) and named as `digitlab runs` names them;
+optuna-dashboard (`pip install 'digitlab[dashboard]'`) on a study's
 storage, opened as `digitlab tune` opens it (`studies.open_storage`: the journal file with
 its lock, or a database URL). Both serve on 127.0.0.1 by default; the URL is returned only
 once the port is bound, and a port in use is one clear error naming a free one (`ports`, as
@@ -11,10 +12,13 @@ for `digitlab serve`).
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import importlib
 import os
+import shutil
 import socketserver
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -23,12 +27,20 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from digitlab import ports
 from digitlab.errors import DigitlabError
-from digitlab.files import kind_of
-from digitlab.runs import EVENTS_DIR, default_runs_dir
+from digitlab.files import is_dir, kind_of
+from digitlab.runs import (
+    EVENTS_DIR,
+    EXPERIMENT_RUNS_FOLDER,
+    default_runs_dir,
+    experiment_folders,
+    has_config,
+    run_ref,
+)
 
 DEFAULT_HOST = "127.0.0.1"
 TENSORBOARD_PORT = 6006  # TensorBoard's own default
 DASHBOARD_PORT = 8080  # optuna-dashboard's own default
+LOGDIR_PREFIX = "digitlab-board-"  # TensorBoard's logdir of links, in $TMPDIR: <prefix><pid>-*
 
 
 def _require(module: str, tool: str, extra: str) -> None:
@@ -53,6 +65,62 @@ def skipped_runs(runs_dir: str | Path) -> list[tuple[Path, Path]]:
     return sorted(skipped)
 
 
+def board_runs(runs_dir: str | Path) -> dict[str, Path]:
+    """Every run TensorBoard can show, by the name commands take (`runs.run_ref`: an
+    experiment's run by its own name, or EXPERIMENT/RUN) → its `tensorboard/` folder: the
+    runs folder's own runs, then each experiment's, in name order."""
+    runs_dir = Path(runs_dir)
+    parents = [runs_dir, *(f / EXPERIMENT_RUNS_FOLDER for f in experiment_folders(runs_dir))]
+    found = {}
+    for parent in parents:
+        try:
+            folders = sorted(parent.iterdir())
+        except OSError as exc:
+            raise DigitlabError(f"cannot list {parent}: {exc.strerror or exc}") from None
+        for run in folders:
+            events = run / EVENTS_DIR
+            if not run.name.startswith(".") and has_config(run) and is_dir(events):
+                found[run_ref(run, runs_dir)] = events
+    return found
+
+
+def link_runs(runs: dict[str, Path], folder: Path) -> list[str]:
+    """Lay out `folder` as TensorBoard's logdir: a symlink per run, at the run's name, to
+    its `tensorboard/` folder, for TensorBoard names a run by its path under the logdir.
+    (Its `--logdir_spec name:path` would call a run `name/.`: the name joined with the
+    path of the event files relative to `path`.)
+
+    Returns:
+        The names left out: one whose place is another run's link, e.g. a run named like
+        an experiment's folder when a run of that experiment is named EXPERIMENT/RUN.
+    """
+    left_out = []
+    for name, events in runs.items():
+        link = folder / name
+        try:
+            if any((folder / up).is_symlink() for up in Path(name).parents):  # never in a run
+                raise FileExistsError
+            link.parent.mkdir(parents=True, exist_ok=True)
+            link.symlink_to(events.resolve(), target_is_directory=True)
+        except (FileExistsError, NotADirectoryError):
+            left_out.append(name)
+    return left_out
+
+
+def remove_stale_logdirs() -> None:
+    """Remove the link folders (`link_runs`) of board processes that are gone: one killed
+    (SIGTERM, kill -9) runs no exit handler. Removing one removes links, never what they
+    point to."""
+    for folder in Path(tempfile.gettempdir()).glob(f"{LOGDIR_PREFIX}*-*"):
+        pid = folder.name.removeprefix(LOGDIR_PREFIX).split("-")[0]
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(folder, ignore_errors=True)
+        except (ValueError, OSError):  # not ours, or another user's process
+            continue
+
+
 def start_tensorboard(
     runs_dir: str | Path | None = None,
     *,
@@ -61,16 +129,19 @@ def start_tensorboard(
     on_skipped: Callable[[str], Any] | None = None,
 ) -> str:
     """Start TensorBoard on `runs_dir` in this process (it serves from background threads)
-    and return its URL, once it listens. Every run folder with a `tensorboard/` folder is a
-    run in its run selector; TensorBoard rescans the folder every few seconds.
+    and return its URL, once it listens. Every run with a `tensorboard/` folder, the
+    experiments' too, is a run in its run selector, by the name `digitlab runs` shows
+    (`board_runs`, laid out by `link_runs` in a temporary folder removed at exit); runs
+    trained after it starts show once it is started again.
 
     Args:
-        on_skipped: called with one line per run TensorBoard can't show (`skipped_runs`),
-            before it starts; `digitlab board` prints them.
+        on_skipped: called with one line per run TensorBoard can't show (`skipped_runs`,
+            and a name `link_runs` leaves out), before it starts; `digitlab board` prints
+            them.
 
     Raises:
-        DigitlabError: TensorBoard is not installed, `runs_dir` is not a folder, or the port
-            is in use.
+        DigitlabError: TensorBoard is not installed, `runs_dir` is not a folder or holds
+            no run to show, or the port is in use.
     """
     _require("tensorboard.program", "TensorBoard", "board")
     from tensorboard import program
@@ -81,13 +152,25 @@ def start_tensorboard(
             f"no runs folder {runs_dir}; train a run with `digitlab train` or pass RUNS_DIR"
         )
     ports.check_free(host, port)
+    say = on_skipped if on_skipped is not None else (lambda line: None)
     for run, events in skipped_runs(runs_dir) if on_skipped is not None else ():
         with contextlib.suppress(OSError):  # gone since the walk: nothing to say
             kind = kind_of(os.stat(events).st_mode)
-            name = run.relative_to(runs_dir)
-            on_skipped(f"skipped {name}: its {events.name} is {kind}, not a folder of event files")
+            name = run_ref(run, runs_dir)
+            say(f"skipped {name}: its {events.name} is {kind}, not a folder of event files")
+    runs = board_runs(runs_dir)
+    if not runs:
+        raise DigitlabError(
+            f"no runs with TensorBoard event files in {runs_dir}; train one with "
+            "`digitlab train`, then start the board"
+        )
+    remove_stale_logdirs()
+    logdir = Path(tempfile.mkdtemp(prefix=f"{LOGDIR_PREFIX}{os.getpid()}-"))
+    atexit.register(shutil.rmtree, logdir, ignore_errors=True)  # only links: nothing to lose
+    for name in link_runs(runs, logdir):
+        say(f"skipped {name}: another run's name is the start of its name")
     board = program.TensorBoard()
-    board.configure(logdir=str(runs_dir.resolve()), host=host, port=port)
+    board.configure(logdir=str(logdir), host=host, port=port)
     try:
         return board.launch()
     except program.TensorBoardPortInUseError:  # taken between the check and the bind

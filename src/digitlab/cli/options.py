@@ -59,7 +59,9 @@ def port_option(default: int):
     return typer.Option(default, "--port", min=1, max=65535, help="TCP port, 1–65535.")
 
 
-RunArgument = typer.Argument(..., help="A run: its path, its name in the runs folder, or latest.")
+RunArgument = typer.Argument(
+    ..., help="A run: its path, its name as `digitlab runs` shows it, or latest."
+)
 
 
 StudyOption = typer.Option(

@@ -13,11 +13,15 @@ from digitlab.cli.options import JsonOption, RunsDirOption, port_option
 # ---------------------------------------------------------------------------------------- runs
 @app.command("runs")
 def list_runs_command(runs_dir: Path | None = RunsDirOption, as_json: bool = JsonOption) -> None:
-    """List runs with their key figures, newest first; a broken run folder is listed as
-    unreadable, with the reason, and the others still show.
+    """List runs with their key figures, newest first: the runs folder's own, then each
+    experiment's (RUNS_DIR/experiments/*/runs/), under its folder's name. A broken run folder
+    is listed as unreadable, with the reason, and the others still show.
 
-    Run names are shown whole, even in an 80-column pipe; validation accuracy and loss (the
-    last epoch's) appear for runs trained with a validation split.
+    Run names are shown whole, even in an 80-column pipe, as commands take them: an
+    experiment's run by its own name, or EXPERIMENT/RUN where two experiments share it.
+    Validation accuracy and loss (the last epoch's) appear for runs trained with a
+    validation split. With --json, each run's `experiment` is its experiment's folder name
+    (null outside experiments).
 
     Example: `digitlab runs`
     """
@@ -35,8 +39,8 @@ def list_runs_command(runs_dir: Path | None = RunsDirOption, as_json: bool = Jso
 def report_command(
     target: str = typer.Argument(
         ...,
-        help="A run (its path, its name in the runs folder, or latest) or an experiment "
-        "(its folder, or its name in RUNS_DIR/experiments).",
+        help="A run (its path, its name as `digitlab runs` shows it, or latest) or an "
+        "experiment (its folder, or its name in RUNS_DIR/experiments).",
     ),
     runs_dir: Path | None = RunsDirOption,
 ) -> None:
@@ -54,7 +58,7 @@ def report_command(
 @app.command("compare")
 def compare_command(
     runs: list[str] = typer.Argument(
-        ..., help="Two or more runs: their paths, names in the runs folder, or latest."
+        ..., help="Two or more runs: their paths, names (as `digitlab runs` shows them), or latest."
     ),
     out: Path | None = typer.Option(
         None, "--out", "-o", help="Folder to write [default: RUNS_DIR/compare-TIMESTAMP]."

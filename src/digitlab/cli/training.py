@@ -106,8 +106,9 @@ def train(
 ) -> None:
     """Train a network, evaluate it on the test set and write a run directory.
 
-    The run holds model.keras, config.json, history.csv, metrics.json and pictures. Ctrl-C
-    stops cleanly and keeps what was learned; `--resume RUN` continues it.
+    The run holds model.keras, config.json, history.csv, metrics.json, pictures and
+    report.html; the command ends with the report's path and two commands to try next.
+    Ctrl-C stops cleanly and keeps what was learned; `--resume RUN` continues it.
 
     Losses (`--loss`): sparse_categorical_crossentropy (integer labels, the default), or
     categorical_crossentropy, mean_squared_error, mean_absolute_error (labels one-hot
@@ -147,7 +148,16 @@ def train(
         f"(loss {run.metrics.test_loss:.4f}) after {count(run.epochs_done, 'epoch')}, "
         f"{run.metrics.train_seconds:.1f} s of training"
     )
-    console.print(f"run: {run.path}")
+    console.print(f"run: {run.path}", highlight=False, markup=False)
+    _print_next_steps(run, ("evaluate", "serve"))
+
+
+def _print_next_steps(run, commands: tuple[str, ...]) -> None:
+    """The run's report.html and what to try next (`runs.next_steps`)."""
+    from digitlab.runs import next_steps
+
+    for line in next_steps(run, commands):
+        console.print(line, highlight=False, markup=False, soft_wrap=True)
 
 
 def _refuse_with_resume(preset, spec_file, name, flags: dict[str, Any]) -> None:
@@ -180,6 +190,8 @@ def evaluate(
 ) -> None:
     """Test loss and accuracy, confusion matrix, per-class report, most-confused pairs, pictures.
 
+    Ends with the run's report.html and two commands to try next.
+
     Examples:
 
     * `digitlab evaluate latest`
@@ -194,3 +206,4 @@ def evaluate(
         print_json({"run": str(loaded.path), **evaluation.to_dict()})
         return
     evaluation.print(console, loaded.path)
+    _print_next_steps(loaded, ("explain --index 0", "serve"))

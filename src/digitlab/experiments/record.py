@@ -18,12 +18,19 @@ from pathlib import Path
 from digitlab.errors import RunError, SpecError
 from digitlab.experiments.schema import ExperimentRecord
 from digitlab.files import MAX_JSON_BYTES, read_capped, write_text
-from digitlab.runs import Run, default_runs_dir, scan_runs
+from digitlab.runs import (
+    EXPERIMENT_RUNS_FOLDER,
+    EXPERIMENTS_FOLDER,
+    Run,
+    default_runs_dir,
+    runs_command,
+    scan_runs,
+)
 from digitlab.schema import validate
 
 RECORD_FILE = "experiment.json"
-RUNS_FOLDER = "runs"
-EXPERIMENTS_FOLDER = "experiments"
+# The folder layout is named where runs are found (`digitlab.runs`, which can't import this).
+RUNS_FOLDER = EXPERIMENT_RUNS_FOLDER
 LOCK_FILE = ".lock"  # flock'ed by the process running the experiment; holds its pid
 
 
@@ -128,7 +135,10 @@ def find_experiment(ref: str | Path, name: str | None, runs_dir: str | Path | No
                 f"{candidate} has no {RECORD_FILE}, so it is not an experiment folder (or its "
                 "record was removed); pass the folder an experiment wrote, or run it anew"
             )
-    raise RunError(f"experiment folder '{ref}' not found (looked in . and {parent})")
+    raise RunError(
+        f"experiment folder '{ref}' not found (looked in . and {parent}); "
+        f"`{runs_command(runs_dir)}` lists each experiment's folder above its runs"
+    )
 
 
 def list_experiments(runs_dir: str | Path | None = None) -> list[tuple[Path, ExperimentRecord]]:

@@ -9,7 +9,7 @@ from digitlab import plots
 from digitlab.errors import DigitlabError, RunError
 from digitlab.experiments.record import RECORD_FILE, RUNS_FOLDER, read_record
 from digitlab.experiments.schema import VariantResult
-from digitlab.files import is_dir, is_file, write_text
+from digitlab.files import is_file, write_text
 from digitlab.html import (
     figure,
     fixed,
@@ -22,17 +22,20 @@ from digitlab.html import (
     render,
 )
 from digitlab.runs import (
+    EXPERIMENTS_FOLDER,
     INSPECT_DIR,
+    REPORT_FILE,
     Run,
     default_runs_dir,
+    find_run,
     has_config,
     load_run,
     read_run,
     run_name,
+    runs_command,
 )
 from digitlab.schema import RunConfig
 
-REPORT_FILE = "report.html"
 # The pictures a run folder holds: the same names as digitlab.evaluation's (which imports
 # Keras; a report must not), checked equal by tests/test_report.py.
 CURVES_PNG = "training_curves.png"
@@ -330,18 +333,19 @@ def write_report(ref: str | Path, runs_dir: Path | None = None) -> Path:
     """(Re)write the report.html of a run or an experiment, named as a user would name it.
 
     `ref` is an experiment folder (holding experiment.json), an experiment's name in
-    `RUNS_DIR/experiments/`, or a run: its path, its name in `runs_dir`, or "latest".
+    `RUNS_DIR/experiments/`, or a run: its path, a name `load_run` takes, or "latest".
 
     Raises:
-        RunError: nothing of that name, or it can't be read.
+        RunError: nothing of that name, an ambiguous name, or it can't be read.
     """
     runs_dir = Path(runs_dir) if runs_dir is not None else default_runs_dir()
-    for folder in (Path(ref), runs_dir / "experiments" / str(ref)):
+    experiments = runs_dir / EXPERIMENTS_FOLDER
+    for folder in (Path(ref), experiments / str(ref)):
         if is_file(folder / EXPERIMENT_FILE):
             return write_experiment_report(folder, runs_dir)
-    if str(ref) == "latest" or is_dir(Path(ref)) or is_dir(runs_dir / str(ref)):
+    if str(ref) == "latest" or find_run(ref, runs_dir) is not None:
         return write_run_report(load_run(ref, runs_dir))
     raise RunError(
-        f"'{ref}' is neither a run nor an experiment (looked in ., {runs_dir} and "
-        f"{runs_dir / 'experiments'}); see `digitlab runs`"
+        f"'{ref}' is neither a run nor an experiment (looked in ., {runs_dir}, {experiments} "
+        f"and {experiments}/*/{RUNS_FOLDER}); see `{runs_command(runs_dir)}`"
     )

@@ -40,6 +40,7 @@ STATS_FILE = "confidence.npz"  # the class directions `confidence.verdicts` meas
 INSPECT_DIR = "inspect"  # `digitlab inspect`'s pictures and summary, inside the run
 INSPECT_FILE = "inspect.json"
 EVENTS_DIR = "tensorboard"  # the TensorBoard event files `digitlab.events` writes during training
+REPORT_FILE = "report.html"  # the run's offline page, `digitlab.report` draws it
 
 
 def exists(path: Path) -> bool:

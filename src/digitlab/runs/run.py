@@ -3,11 +3,16 @@
 The run's files are read here and only here, through the schema's models (`RunConfig`,
 `Metrics`), so a run folder someone else made, edited or broke becomes one clear `RunError`
 naming the file and the field, never a traceback (see the package docstring).
+
+Runs live in a runs folder, and each experiment's in `RUNS_DIR/experiments/<folder>/runs/`.
+`find_run` is the one resolver of the names commands take, and `run_ref` the name a listing
+shows, so every run listed can be named back.
 """
 
 from __future__ import annotations
 
 import os
+import shlex
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cached_property
@@ -30,10 +35,22 @@ from digitlab.runs.folder import (
 )
 from digitlab.schema import DatasetRecord, Metrics, Preprocessing, RunConfig, Spec
 
+# An experiment's runs: RUNS_DIR/experiments/<timestamp>-<name>/runs/<run> (the folder layout
+# `digitlab.experiments.record` writes; named here so that runs can be found without it).
+EXPERIMENTS_FOLDER = "experiments"
+EXPERIMENT_RUNS_FOLDER = "runs"
+
 
 def default_runs_dir() -> Path:
     """Where runs live: `$DIGITLAB_RUNS_DIR`, else `./runs`."""
     return Path(os.environ.get("DIGITLAB_RUNS_DIR", "runs"))
+
+
+def runs_command(runs_dir: str | Path | None = None) -> str:
+    """The `digitlab runs` command that lists `runs_dir` (error hints name it)."""
+    if runs_dir is None or Path(runs_dir) == default_runs_dir():
+        return "digitlab runs"
+    return f"digitlab runs --runs-dir {shlex.quote(str(runs_dir))}"
 
 
 @dataclass
@@ -233,10 +250,11 @@ def read_run(path: str | Path, config: RunConfig | None = None) -> Run:
 
 
 def load_run(ref: str | Path, runs_dir: str | Path | None = None) -> Run:
-    """Open a run by path, by name inside `runs_dir`, or as "latest" (the newest readable run).
+    """Open a run by path, by name (see `find_run`), or as "latest" (the newest readable run
+    in `runs_dir`, outside experiments).
 
     Raises:
-        RunError: no such run, or it is not a complete, readable run directory.
+        RunError: no such run, an ambiguous name, or not a complete, readable run directory.
 
     Example:
         >>> import digitlab
@@ -249,12 +267,103 @@ def load_run(ref: str | Path, runs_dir: str | Path | None = None) -> Run:
         if not runs:
             raise RunError(f"no readable runs in {runs_dir}; train one with `digitlab train`")
         return runs[0]
-    path = Path(ref)
-    if not is_dir(path) and is_dir(runs_dir / str(ref)):
-        path = runs_dir / str(ref)
-    if not is_dir(path):
-        raise RunError(f"run '{ref}' not found (looked in . and {runs_dir}); see `digitlab runs`")
+    path = find_run(ref, runs_dir)
+    if path is None:
+        raise RunError(
+            f"run '{ref}' not found (looked in ., {runs_dir} and "
+            f"{runs_dir / EXPERIMENTS_FOLDER}/*/{EXPERIMENT_RUNS_FOLDER}); "
+            f"see `{runs_command(runs_dir)}`"
+        )
     return read_run(path)
+
+
+def find_run(ref: str | Path, runs_dir: str | Path | None = None) -> Path | None:
+    """The folder a run's name or path names, or None if none does. In this order:
+
+    - a path (absolute, or from the current folder);
+    - a name in `runs_dir`;
+    - an experiment's run, as `EXPERIMENT/RUN` (its folder in RUNS_DIR/experiments, the
+      run's folder in its runs/), or as `RUN` alone when one experiment only has it.
+
+    Raises:
+        RunError: `RUN` names runs of several experiments; the message lists them.
+    """
+    runs_dir = Path(runs_dir) if runs_dir is not None else default_runs_dir()
+    for path in (Path(ref), runs_dir / str(ref)):
+        if is_dir(path):
+            return path
+    found = _experiment_runs_named(str(ref), runs_dir)
+    if len(found) > 1:
+        names = ", ".join(_experiment_run_name(path) for path in found)
+        raise RunError(f"run '{ref}' is in {len(found)} experiments: name one of {names}")
+    return found[0] if found else None
+
+
+def _experiment_runs_named(name: str, runs_dir: Path) -> list[Path]:
+    """The experiment run folders `name` (RUN or EXPERIMENT/RUN) names."""
+    parts = name.split("/")
+    if len(parts) > 2 or any(part in ("", "..") or part.startswith(".") for part in parts):
+        return []
+    if len(parts) == 2:
+        folders = [runs_dir / EXPERIMENTS_FOLDER / parts[0]]
+    else:
+        folders = experiment_folders(runs_dir)
+    runs = (folder / EXPERIMENT_RUNS_FOLDER / parts[-1] for folder in folders)
+    return [run for run in runs if is_dir(run)]
+
+
+def _experiment_run_name(path: Path) -> str:
+    return f"{path.parent.parent.name}/{path.name}"
+
+
+def run_ref(path: str | Path, runs_dir: str | Path | None = None) -> str:
+    """The shortest name `find_run` takes back to the run folder `path`: its folder name for
+    a run in `runs_dir`, and for an experiment's run its folder name if no other run has it,
+    else `EXPERIMENT/RUN`; the path itself for a run elsewhere."""
+    runs_dir = Path(runs_dir) if runs_dir is not None else default_runs_dir()
+    path = Path(path)
+    experiments = runs_dir / EXPERIMENTS_FOLDER
+    if path.parent.name != EXPERIMENT_RUNS_FOLDER or not _same(
+        path.parent.parent.parent, experiments
+    ):
+        return path.name if _same(path.parent, runs_dir) else str(path)
+    for name in (path.name, _experiment_run_name(path)):
+        try:
+            found = find_run(name, runs_dir)
+        except RunError:  # in several experiments: the longer name
+            continue
+        if found is not None and _same(found, path):
+            return name
+    return str(path)
+
+
+def _same(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except (OSError, ValueError):
+        return False
+
+
+def experiment_folders(runs_dir: str | Path | None = None) -> list[Path]:
+    """The experiment folders in RUNS_DIR/experiments that hold runs, newest first (their
+    names begin with a timestamp); hidden (staging) folders are not experiments.
+
+    Raises:
+        RunError: RUNS_DIR/experiments exists but can't be listed.
+    """
+    runs_dir = Path(runs_dir) if runs_dir is not None else default_runs_dir()
+    parent = runs_dir / EXPERIMENTS_FOLDER
+    if not is_dir(parent):
+        return []
+    try:
+        entries = sorted(parent.iterdir(), reverse=True)
+    except OSError as exc:
+        raise RunError(f"cannot list {parent}: {exc.strerror or exc}") from None
+    return [
+        path
+        for path in entries
+        if not path.name.startswith(".") and is_dir(path / EXPERIMENT_RUNS_FOLDER)
+    ]
 
 
 def scan_runs(runs_dir: str | Path | None = None) -> list[Run | UnreadableRun]:
