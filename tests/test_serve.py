@@ -256,20 +256,24 @@ def test_the_size_limit_is_configurable(trained_run):
         assert response.status_code == 413
 
 
-def test_bad_batches_get_a_4xx_naming_the_culprit(client):
+def test_a_bad_image_in_a_batch_is_refused_in_its_own_entry(client):
     files = [
         ("files", (f"{i}.png", data, "image/png"))
         for i, data in enumerate([encode(draw_digit(1)), b"junk"])
     ]
     response = client.post("/predict/batch", files=files)
-    assert response.status_code == 422 and response.json()["detail"].startswith("image 2:")
+    assert response.status_code == 200 and response.json()["failed"] == 1
+    good, bad = response.json()["predictions"]
+    assert good["digit"] == 1 and bad == {"index": 1, "error": bad["error"]}
+    assert bad["error"].startswith("not a supported image")
     too_many = client.post("/predict/batch", json={"images": [PIXEL_784] * (MAX_BATCH + 1)})
-    assert too_many.status_code == 422
+    assert too_many.status_code == 422  # the request itself: refused whole
     empty = client.post("/predict/batch", json={"images": []})
     assert empty.status_code == 422
     ink = [*PIXEL_784[:-1], 255]  # all 0 would be blank: "no digit found"
     bad_pixels = client.post("/predict/batch", json={"images": [ink, [1, 2, 3]]})
-    assert bad_pixels.status_code == 422 and bad_pixels.json()["detail"].startswith("image 2:")
+    assert bad_pixels.status_code == 200
+    assert bad_pixels.json()["predictions"][1]["error"].startswith("pixels must be 784 numbers")
 
 
 # --- issue 10: what Python's json can't read, pixel rules, blank images, heavy decodes -------
@@ -327,12 +331,18 @@ def test_garbage_json_gets_a_4xx_with_a_message(client, case):
         assert isinstance(response.json()["detail"], str) and response.json()["detail"]
 
 
-def test_garbage_batches_get_a_4xx_with_a_message(client):
-    for images in (None, 5, "x", [None], [[]], [{}], [[0] * 784, "x"], [[0.5] * 783 + [-1]]):
+def test_garbage_batches_get_a_4xx_or_an_error_per_image(client):
+    for images in (None, 5, "x"):
         response = client.post("/predict/batch", json={"images": images})
         assert response.status_code == 422, (images, response.text)
+    for images in ([None], [[]], [{}], [[0] * 784, "x"], [[0.5] * 783 + [-1]]):
+        response = client.post("/predict/batch", json={"images": images})
+        assert response.status_code == 200, (images, response.text)
+        entries = response.json()["predictions"]
+        assert response.json()["failed"] == len(entries) == len(images)
+        assert all(isinstance(entry["error"], str) and entry["error"] for entry in entries)
     response = client.post("/predict/batch", files={"files": ("a.png", b"", "image/png")})
-    assert response.status_code == 422 and "empty" in response.json()["detail"]
+    assert response.status_code == 200 and "empty" in response.json()["predictions"][0]["error"]
 
 
 def test_float_pixels_in_0_1_are_scaled_by_255_like_the_library(client):
@@ -352,8 +362,8 @@ def test_blank_pixels_and_an_empty_canvas_get_the_same_answer(client, mnist):
         assert (response.status_code, response.json()) == (422, canvas.json())
     (_, _), (x_test, _) = mnist
     batch = client.post("/predict/batch", json={"images": [x_test[0].tolist(), [0] * 784]})
-    assert batch.status_code == 422
-    assert batch.json()["detail"] == "image 2: " + canvas.json()["detail"]
+    assert batch.status_code == 200
+    assert batch.json()["predictions"][1] == {"index": 1, "error": canvas.json()["detail"]}
 
 
 def big_in_pixels(size: int = 2048) -> bytes:
@@ -418,7 +428,8 @@ def test_a_request_over_the_pixel_budget_is_refused_before_decoding(client):
     assert response.status_code == 413
     assert "pixels in all" in response.json()["detail"]
     two = client.post("/predict/batch", files=three[:2])  # within the budget: decoded, truncated
-    assert two.status_code == 422 and "truncated" in two.json()["detail"]
+    assert two.status_code == 200 and two.json()["failed"] == 2
+    assert all("truncated" in entry["error"] for entry in two.json()["predictions"])
 
 
 def test_extra_form_fields_are_ignored(client):

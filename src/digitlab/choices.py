@@ -8,6 +8,8 @@ schedule is one entry here.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from digitlab.data import dataset_names
 
 # The four losses of the notebook's two paths: integer labels with sparse cross-entropy, or
@@ -41,3 +43,15 @@ RUN_STATUSES = ("complete", "interrupted")
 MAX_UNITS = 16_384  # per Dense layer: 16,384² float32 weights are already 1 GiB
 MAX_FILTERS = 4_096  # per Conv2D layer
 MAX_SEED = 2**32  # numpy's and JAX's seeds are 32-bit
+
+
+def canonical(value: object, valid: Iterable[str]) -> object:
+    """The one valid name `value` spells, case aside (`SGD` → `sgd`, `MNIST` → `mnist`), or
+    `value` unchanged when it matches none or several (the check that follows refuses it,
+    naming what was typed). Flags, spec files and the API all go through this, so a run's
+    files hold the canonical name.
+    """
+    if not isinstance(value, str):
+        return value
+    matches = [name for name in valid if name.casefold() == value.casefold()]
+    return matches[0] if len(matches) == 1 else value

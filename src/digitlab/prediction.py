@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import io
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -24,19 +25,42 @@ MNIST_SHAPE = IMAGE_SHAPE  # the default frame: MNIST's (28, 28)
 MAX_NPY_BYTES = 1 << 30  # a .npy batch to predict: 1 GB is over a million 28×28 float64 images
 
 
+@dataclass(frozen=True)
+class Refused:
+    """An input that could not be predicted: its name, its place among all the inputs
+    (0-based) and its error, the one line it gives when it is predicted alone."""
+
+    input: str
+    position: int
+    error: DigitlabError
+
+    @property
+    def message(self) -> str:
+        """The one line it gives alone: `blank.png: no digit found: …`."""
+        return str(self.error)
+
+    @property
+    def reason(self) -> str:
+        """Why, for a row that already names the input: `no digit found: …`."""
+        return self.message.removeprefix(f"{self.input}: ")
+
+
 @dataclass
 class Prediction:
-    """Predicted classes and the probabilities behind them, one row per input.
+    """Predicted classes and the probabilities behind them, one row per predicted input.
 
     `verdicts` holds each row's `confidence`, `confident` and `reason`
     (`digitlab.confidence.verdicts`: None for `confident`/`reason` when the run has no
-    calibrated thresholds).
+    calibrated thresholds). `refused` holds the inputs that could not be read (a blank or
+    broken image among good ones): they have no row in `probabilities`, and `to_list` and
+    `table` show each in its place with its reason.
     """
 
     probabilities: np.ndarray
     class_names: list[str]
     sources: list[str] = field(default_factory=list)
     verdicts: list[dict[str, Any]] = field(default_factory=list)
+    refused: list[Refused] = field(default_factory=list)
 
     @property
     def digits(self) -> np.ndarray:
@@ -44,31 +68,39 @@ class Prediction:
 
     def __repr__(self) -> str:
         """One line: how many inputs, and the predicted labels (the first 10) with the
-        probability of a single one."""
+        probability of a single one; then how many were refused, if any."""
         labels = [self.class_names[d] for d in self.digits]
+        refused = f"; {len(self.refused)} refused" if self.refused else ""
         if len(labels) == 1:
             best = float(self.probabilities[0].max())
-            return f"<Prediction: 1 image, {labels[0]} ({best:.2%})>"
+            return f"<Prediction: 1 image, {labels[0]} ({best:.2%}){refused}>"
         shown = " ".join(labels[:10]) + (" …" if len(labels) > 10 else "")
-        return f"<Prediction: {len(labels)} images, {shown}>"
+        return f"<Prediction: {len(labels)} images, {shown}{refused}>"
 
     def _repr_html_(self) -> str:
         """Jupyter's inline view: a row per input (the first 50) with its label and
-        probability."""
+        probability, or why it was refused."""
         from digitlab import display
 
         rows = [
-            (row["input"], f"{row['label']} ({display.percent(row['probability'])})")
+            (
+                row["input"],
+                f"refused: {row['error']}"
+                if "error" in row
+                else f"{row['label']} ({display.percent(row['probability'])})",
+            )
             for row in self.to_list()[:50]
         ]
-        more = len(self.probabilities) - len(rows)
-        if more > 0:
-            rows.append(("…", f"{more} more"))
-        count = len(self.probabilities)
+        count = len(self.probabilities) + len(self.refused)
+        if count > len(rows):
+            rows.append(("…", f"{count - len(rows)} more"))
         subtitle = f"{count} image{'s' if count != 1 else ''}"
         return display.card("Prediction", rows, subtitle=subtitle)
 
-    def to_list(self) -> list[dict[str, Any]]:
+    def to_list(self, truths: Sequence[str | None] | None = None) -> list[dict[str, Any]]:
+        """A dict per input, in the order given: a predicted one's `input`, `digit`, `label`,
+        `probability`, `probabilities` and verdict (and `true_label`, from `truths`: one per
+        predicted input, None where unknown); a refused one's `input` and `error` only."""
         rows = []
         for i, probs in enumerate(self.probabilities):
             best = int(probs.argmax())
@@ -86,19 +118,29 @@ class Prediction:
                     ),
                 }
             )
+        if truths is not None:
+            for row, truth in zip(rows, truths, strict=True):
+                row["true_label"] = truth
+        for refused in sorted(self.refused, key=lambda r: r.position):
+            rows.insert(refused.position, {"input": refused.input, "error": refused.message})
         return rows
 
-    def table(self, truths: list[str | None] | None = None):
+    def table(self, truths: Sequence[str | None] | None = None):
         """The table `digitlab predict` prints: a row per input with its label, probability,
-        confidence verdict, true label (`truths`, "–" where unknown) and all probabilities."""
+        confidence verdict, true label (`truths`, one per predicted input, "–" where
+        unknown) and all probabilities; a refused input's row gives its reason instead."""
         from rich.table import Table
+        from rich.text import Text
 
         classes = " ".join(self.class_names)
         table = Table(
             "input", "prediction", "probability", "verdict", "true", f"probabilities ({classes})"
         )
-        rows = self.to_list()
-        for row, truth in zip(rows, truths or [None] * len(rows), strict=True):
+        reasons = {refused.input: refused.reason for refused in self.refused}
+        for row in self.to_list(truths):
+            if "error" in row:
+                table.add_row(row["input"], Text(reasons[row["input"]], style="red"), *["–"] * 4)
+                continue
             verdict = "confident" if row["confident"] else row["reason"]
             if row["confident"] is None:
                 verdict = "–"  # no thresholds in the run
@@ -107,7 +149,7 @@ class Prediction:
                 row["label"],
                 f"{row['probability']:.3f}",
                 verdict,
-                truth or "–",
+                row.get("true_label") or "–",
                 " ".join(f"{p:.2f}" for p in row["probabilities"]),
             )
         return table
@@ -195,45 +237,55 @@ def load_npy(path: str | Path, shape: tuple[int, int] = MNIST_SHAPE) -> np.ndarr
 def load_image_files(
     paths: list[str | Path], raw: bool = False, shape: tuple[int, int] = MNIST_SHAPE
 ) -> np.ndarray:
-    """Read image files as a uint8 N×28×28 batch.
+    """Read image files as a uint8 N×28×28 batch, each as `read_image_file` reads it.
 
-    By default each image goes through the MNIST-style preprocessing (grayscale, ink
+    Raises:
+        ImageError: a file is missing, not an image, too large, or holds no digit.
+    """
+    return np.stack([read_image_file(path, raw=raw, shape=shape) for path in paths])
+
+
+def read_image_file(
+    path: str | Path, raw: bool = False, shape: tuple[int, int] = MNIST_SHAPE
+) -> np.ndarray:
+    """Read one image file as a uint8 28×28 (for `shape` 28×28).
+
+    By default the image goes through the MNIST-style preprocessing (grayscale, ink
     detection, crop, 20 px box, centre of mass). With `raw=True` the image is taken as
     already MNIST-like (white digit on black) and only resized to `shape` (height, width).
 
     Raises:
-        ImageError: a file is missing, not an image, too large, or holds no digit.
+        ImageError: the file is missing, not an image, too large, or holds no digit; the
+            message names it.
     """
     from PIL import Image
 
     from digitlab.preprocess import load_image, preprocess
 
-    batch = []
-    for path in paths:
-        path = Path(path)
-        if not is_file(path):  # a FIFO, a folder, a link to /dev/zero: say which
-            raise ImageError(f"{not_a_file(path)}; pass the path of a PNG or JPEG image")
-        try:
-            image = load_image(path)
-            if raw:
-                size = (shape[1], shape[0])  # Pillow's (width, height)
-                gray = image.convert("L").resize(size, Image.Resampling.LANCZOS)
-                batch.append(np.asarray(gray, dtype=np.uint8))
-            else:
-                batch.append(preprocess(image, frame=shape))
-        except ImageError as exc:
-            raise ImageError(f"{path}: {exc}") from None
-    return np.stack(batch)
+    path = Path(path)
+    if not is_file(path):  # a FIFO, a folder, a link to /dev/zero: say which
+        raise ImageError(f"{not_a_file(path)}; pass the path of a PNG or JPEG image")
+    try:
+        image = load_image(path)
+        if raw:
+            size = (shape[1], shape[0])  # Pillow's (width, height)
+            return np.asarray(image.convert("L").resize(size, Image.Resampling.LANCZOS), np.uint8)
+        return preprocess(image, frame=shape)
+    except ImageError as exc:
+        raise ImageError(f"{path}: {exc}") from None
 
 
 @dataclass
 class Inputs:
-    """What to predict, gathered from several places: a uint8 N×H×W batch, each image's
-    name (`test[3]`, `batch.npy[0]`, a file's path) and its true label where known."""
+    """What to predict, gathered from several places: a uint8 N×H×W batch of the readable
+    inputs, each one's name (`test[3]`, `batch.npy[0]`, a file's path) and its true label
+    where known; and the inputs that could not be read (`refused`), each with its place
+    among all the inputs and its error."""
 
     images: np.ndarray
     sources: list[str]
     truths: list[str | None]
+    refused: list[Refused] = field(default_factory=list)
 
 
 def parse_indices(values: Sequence[str | int]) -> list[int]:
@@ -270,38 +322,63 @@ def gather_inputs(
     """Everything `digitlab predict` is asked about, as one batch in the run's image shape:
     digits of the run's test split (`indices`, as `parse_indices` reads them, with their
     true labels), then a .npy array's images, then image files (`raw`: see
-    `load_image_files`).
+    `read_image_file`).
+
+    One bad input doesn't sink the others: a .npy file or an image that can't be read is
+    kept in `Inputs.refused` with its error, and the rest are gathered. Alone (nothing else
+    to predict), its error is raised, as it would be for `--npy` or one image by itself.
 
     Raises:
-        DigitlabError: nothing to predict, an index out of the test split or badly written,
-            an unreadable .npy file or image.
+        DigitlabError: nothing to predict, an index out of the test split or badly written
+            (a mistake in the command, refused before anything is read), or the one input
+            given is unreadable.
     """
-    batches, sources, truths = [], [], []
-    if indices:
-        from digitlab.data import load_dataset
-
-        wanted = parse_indices(indices)
-        _, (x_test, y_test) = load_dataset(run.dataset.name, data_dir=data_dir)
-        bad = [i for i in wanted if not 0 <= i < len(x_test)]
-        if bad:
-            raise DigitlabError(
-                f"--index {bad[0]} is out of range: the test split has {len(x_test)}"
-            )
-        batches.append(x_test[wanted])
-        sources += [f"test[{i}]" for i in wanted]
-        truths += [run.class_names[y_test[i]] for i in wanted]
+    inputs = _test_digits(run, indices, data_dir)
+    batches = [inputs.images]
+    readers = []  # (the input's name, how to read it, whether it holds many images)
     if npy is not None:
-        array = load_npy(npy, run.image_shape)
-        batches.append(array)
-        sources += [f"{Path(npy).name}[{i}]" for i in range(len(array))]
-        truths += [None] * len(array)
-    if images:
-        batches.append(load_image_files(list(images), raw=raw, shape=run.image_shape))
-        sources += [str(path) for path in images]
-        truths += [None] * len(images)
-    if not batches:
+        readers.append((str(npy), partial(load_npy, npy, run.image_shape), True))
+    for path in images or ():
+        readers.append((str(path), partial(load_image_files, [path], raw, run.image_shape), False))
+    for source, read, many in readers:
+        try:
+            batch = read()
+        except DigitlabError as exc:
+            place = len(inputs.sources) + len(inputs.refused)
+            inputs.refused.append(Refused(source, place, exc))
+            continue
+        batches.append(batch)
+        names = [f"{Path(source).name}[{i}]" for i in range(len(batch))] if many else [source]
+        inputs.sources += names
+        inputs.truths += [None] * len(batch)
+    if not inputs.sources and not inputs.refused:
         raise DigitlabError("nothing to predict: give image files, --index N or --npy FILE")
-    return Inputs(np.concatenate(batches), sources, truths)
+    if not inputs.sources and len(inputs.refused) == 1:
+        raise inputs.refused[0].error
+    inputs.images = np.concatenate(batches)
+    return inputs
+
+
+def _test_digits(run: Run, indices: Sequence[str | int] | None, data_dir) -> Inputs:
+    """The test split's digits at `indices` (none: an empty batch), named and labelled.
+
+    Raises:
+        DigitlabError: an index badly written or outside the test split.
+    """
+    if not indices:
+        return Inputs(np.empty((0, *run.image_shape), np.uint8), [], [])
+    from digitlab.data import load_dataset
+
+    wanted = parse_indices(indices)
+    _, (x_test, y_test) = load_dataset(run.dataset.name, data_dir=data_dir)
+    bad = [i for i in wanted if not 0 <= i < len(x_test)]
+    if bad:
+        raise DigitlabError(f"--index {bad[0]} is out of range: the test split has {len(x_test)}")
+    return Inputs(
+        x_test[wanted],
+        [f"test[{i}]" for i in wanted],
+        [run.class_names[y_test[i]] for i in wanted],
+    )
 
 
 def predict(
@@ -332,3 +409,13 @@ def predict(
     return Prediction(
         probabilities, run.class_names, list(sources or []), verdicts(run, batch, probabilities)
     )
+
+
+def predict_inputs(run: Run, inputs: Inputs) -> Prediction:
+    """`predict` for what `gather_inputs` gathered: the readable inputs in one batch, and
+    the refused ones kept in `Prediction.refused`, each in its place with its reason."""
+    if len(inputs.images):
+        prediction = predict(run, inputs.images, inputs.sources)
+    else:  # every input refused: nothing for the model
+        prediction = Prediction(np.empty((0, len(run.class_names))), run.class_names)
+    return replace(prediction, refused=list(inputs.refused))

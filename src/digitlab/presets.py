@@ -5,6 +5,7 @@ A preset is a `Spec` like any spec file would give, so presets take no code path
 
 from __future__ import annotations
 
+from digitlab.choices import canonical
 from digitlab.data import NUM_CLASSES
 from digitlab.errors import SpecError
 from digitlab.schema import Spec, TrainConfig, unknown
@@ -136,6 +137,6 @@ def get_preset(name: str) -> Spec:
         SpecError: no preset has that name; the message lists the valid ones.
     """
     try:
-        return PRESETS[name]
+        return PRESETS[canonical(name, PRESETS)]  # "CNN" is cnn
     except KeyError:
         raise SpecError(unknown("preset", name, PRESETS)) from None

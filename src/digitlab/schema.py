@@ -5,7 +5,7 @@ run's `config.json` or `metrics.json` — is checked here, once, by the same mod
 
 - unknown keys are refused (`extra="forbid"`), with a did-you-mean suggestion;
 - choices are `Literal`s built from the one list of each (`digitlab.choices`: optimizers,
-  losses, metrics, ...);
+  losses, metrics, ...), read in any case and stored as the canonical name (`SGD` → `sgd`);
 - numbers carry their bounds (`epochs ≥ 1`, `0 ≤ seed < 2**32`, finite positive rates);
 - types are strict: `epochs = "ten"`, `epochs = 2.5` and `metrics = "accuracy"` are errors,
   not guesses;
@@ -20,6 +20,7 @@ importable from here too, as are the lists of `digitlab.choices`).
 from __future__ import annotations
 
 import math
+import typing
 from datetime import datetime
 from typing import Any, Literal
 
@@ -44,6 +45,7 @@ from digitlab.choices import (
     METRICS,
     OPTIMIZERS,
     RUN_STATUSES,
+    canonical,
 )
 from digitlab.choices import PRUNERS as PRUNERS
 from digitlab.data import image_shape
@@ -64,6 +66,26 @@ class _Strict(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _choices_in_any_case(cls, data: Any) -> Any:
+        """A choice written in any case is its canonical name when only one name matches
+        (`choices.canonical`): `optimizer = "SGD"` is sgd, `metrics = ["Accuracy"]` is
+        `["accuracy"]`."""
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        for name, info in cls.model_fields.items():
+            valid = _literal_values(info.annotation)
+            value = data.get(name)
+            if not valid or value is None:
+                continue
+            if isinstance(value, list | tuple):
+                data[name] = type(value)(canonical(item, valid) for item in value)
+            else:
+                data[name] = canonical(value, valid)
+        return data
+
     def __init__(self, **data: Any) -> None:
         if building.get():  # a nested model: the outer one reports, with the full location
             super().__init__(**data)
@@ -75,6 +97,17 @@ class _Strict(BaseModel):
             raise SpecError(one_line(exc, type(self).__name__)) from None
         finally:
             building.reset(token)
+
+
+def _literal_values(annotation: Any) -> tuple[str, ...]:
+    """The names a choice field accepts: its `Literal`'s, or those of the `Literal` in a
+    tuple or an optional; () for any other field."""
+    if typing.get_origin(annotation) is Literal:
+        return typing.get_args(annotation)
+    for arg in typing.get_args(annotation):
+        if values := _literal_values(arg):
+            return values
+    return ()
 
 
 class TrainConfig(_Strict):
@@ -165,6 +198,7 @@ class TrainConfig(_Strict):
     @field_validator("loss", mode="before")
     @classmethod
     def _normalise_loss(cls, value: Any) -> Any:
+        value = canonical(value, (*LOSS_ALIASES, "binary_crossentropy"))  # `MSE` is mse
         if value == "binary_crossentropy":
             raise ValueError(
                 "loss binary_crossentropy is for two classes, and digits have 10; "
@@ -202,6 +236,10 @@ def _check_layer(index: int, layer: Any) -> dict[str, Any]:
         raise ValueError(f"{where}: argument names must be text")
     if not isinstance(layer.get("type"), str):
         raise ValueError(f'{where} needs a \'type\' such as "Dense" or "Dropout"')
+    if isinstance(layer.get("activation"), str):
+        # Keras names every activation in lower case (`model.ACTIVATIONS`, a test holds it),
+        # so "ReLU" can only mean relu; `model.build_layer` refuses a name Keras lacks.
+        layer = {**layer, "activation": layer["activation"].lower()}
     for key, cap in (("units", MAX_UNITS), ("filters", MAX_FILTERS)):
         if key in layer:
             value = layer[key]

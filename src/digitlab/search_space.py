@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from digitlab.choices import canonical
 from digitlab.config import read_toml
 from digitlab.data import NUM_CLASSES
 from digitlab.errors import SpecError
@@ -85,10 +86,11 @@ class SearchSpace(_Strict):
     def _known_activations(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         from digitlab.model import ACTIVATIONS  # imports Keras: only once work is about to start
 
-        for name in value:
+        names = tuple(canonical(name, ACTIVATIONS) for name in value)  # "ReLU" is relu
+        for name in names:
             if name not in ACTIVATIONS:
                 raise ValueError(unknown("activation", name, ACTIVATIONS))
-        return value
+        return names
 
     @model_validator(mode="after")
     def _ranges_not_empty(self) -> SearchSpace:

@@ -47,9 +47,11 @@ building: contextvars.ContextVar[bool] = contextvars.ContextVar("building", defa
 
 # ---------------------------------------------------------------------------------- messages
 def did_you_mean(name: object, valid: Iterable[str]) -> str:
-    """` (did you mean 'x'?)` for the closest valid name, or "" when none is close."""
-    match = difflib.get_close_matches(str(name), list(valid), n=1)
-    return f" (did you mean '{match[0]}'?)" if match else ""
+    """` (did you mean 'x'?)` for the closest valid name, case aside ('SGDD': sgd), or ""
+    when none is close."""
+    folded = {str(v).casefold(): str(v) for v in valid}
+    match = difflib.get_close_matches(str(name).casefold(), list(folded), n=1)
+    return f" (did you mean '{folded[match[0]]}'?)" if match else ""
 
 
 def printable(name: object) -> str:

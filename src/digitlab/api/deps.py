@@ -10,6 +10,7 @@ from fastapi import Depends, Request
 
 from digitlab.api.predictor import Predictor
 from digitlab.api.uploads import ImageReader
+from digitlab.errors import ImageError
 from digitlab.runs import Run
 
 
@@ -30,11 +31,12 @@ async def get_reader(request: Request) -> ImageReader:
 
 async def one_image(request: Request, reader: ImageReader = Depends(get_reader)) -> np.ndarray:
     """The request's one image (JSON "pixels" or form field "file"), uint8, the run's shape."""
-    return (await reader.read(request, many=False))[0]
+    return await reader.read_one(request)
 
 
 async def batch_images(
     request: Request, reader: ImageReader = Depends(get_reader)
-) -> list[np.ndarray]:
-    """The request's 1 to `MAX_BATCH` images (JSON "images" or form fields "files")."""
-    return await reader.read(request, many=True)
+) -> list[np.ndarray | ImageError]:
+    """The request's 1 to `MAX_BATCH` images (JSON "images" or form fields "files"), each
+    an image or the `ImageError` saying why it can't be read."""
+    return await reader.read_batch(request)

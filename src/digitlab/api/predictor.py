@@ -8,7 +8,14 @@ from typing import Any
 
 import numpy as np
 
-from digitlab.api.schemas import Explanation, Prediction, SampleDigit
+from digitlab.api.schemas import (
+    BatchPrediction,
+    Explanation,
+    PredictedImage,
+    Prediction,
+    RefusedImage,
+    SampleDigit,
+)
 from digitlab.api.uploads import image_shape
 from digitlab.confidence import verdicts
 from digitlab.errors import ImageError
@@ -50,6 +57,19 @@ class Predictor:
         return [
             self._prediction(x, p, v) for x, p, v in zip(images, probabilities, judged, strict=True)
         ]
+
+    def predict_batch(self, images: list[np.ndarray | ImageError]) -> BatchPrediction:
+        """A batch's answers, in order: the readable images predicted together, each
+        unreadable one refused in its place with its error."""
+        readable = [image for image in images if not isinstance(image, ImageError)]
+        predicted = iter(self.predict(readable) if readable else [])
+        entries = [
+            RefusedImage(index=i, error=str(image))
+            if isinstance(image, ImageError)
+            else PredictedImage(**next(predicted).model_dump(), index=i)
+            for i, image in enumerate(images)
+        ]
+        return BatchPrediction(predictions=entries, failed=len(images) - len(readable))
 
     def explain(self, image: np.ndarray) -> Explanation:
         """The prediction of one uint8 28×28 image, with `insight.explain`'s why."""

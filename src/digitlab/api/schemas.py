@@ -30,9 +30,21 @@ ERRORS = {
 }
 
 
-def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
-    """`responses=` for a route: each error status with its model and meaning."""
-    return {code: {"model": ErrorDetail, "description": ERRORS[code]} for code in codes}
+# A batch answers 200 whenever the request itself is sound, with each bad image refused in
+# its own entry (as Elasticsearch's `_bulk` and Google Vision's `images:annotate` do): a 422
+# is then about the request, never about one image.
+BATCH_422 = (
+    'No "images" list (or "files" field), or one of 0 or more than '
+    f"{MAX_BATCH} images. A bad image is not a 422 here: it gets its own error entry in the "
+    "200 answer."
+)
+
+
+def errors(*codes: int, batch: bool = False) -> dict[int | str, dict[str, Any]]:
+    """`responses=` for a route: each error status with its model and meaning (`batch`: as
+    `/predict/batch` means it)."""
+    meanings = {**ERRORS, 422: BATCH_422} if batch else ERRORS
+    return {code: {"model": ErrorDetail, "description": meanings[code]} for code in codes}
 
 
 class Prediction(BaseModel):
@@ -51,8 +63,32 @@ class Prediction(BaseModel):
     )
 
 
+class PredictedImage(Prediction):
+    """One image of a batch, predicted."""
+
+    index: int = Field(ge=0, description="The image's place in the request, from 0.")
+
+
+class RefusedImage(BaseModel):
+    """One image of a batch that could not be read: its place and why."""
+
+    index: int = Field(ge=0, description="The image's place in the request, from 0.")
+    error: str = Field(
+        description="Why, in one line: what `/predict` would answer this image alone with (422).",
+        examples=["no digit found: the image is blank or its ink is too faint"],
+    )
+
+
 class BatchPrediction(BaseModel):
-    predictions: list[Prediction]
+    """A batch's answers: one entry per image, in the order sent."""
+
+    predictions: list[PredictedImage | RefusedImage] = Field(
+        description="A prediction, or for an image that can't be read (broken, blank, bad "
+        "pixels) `{index, error}`: one bad image doesn't sink the others."
+    )
+    failed: int = Field(
+        ge=0, description="How many entries are errors; 0 when all are predictions."
+    )
 
 
 class SampleDigit(Prediction):
@@ -143,7 +179,8 @@ def request_body(many: bool, shape: tuple[int, int]) -> dict[str, Any]:
             "items": pixels,
             "minItems": 1,
             "maxItems": MAX_BATCH,
-            "description": f"1 to {MAX_BATCH} images, each: {pixels_doc(shape)}",
+            "description": f"1 to {MAX_BATCH} images, each: {pixels_doc(shape)} An image that "
+            "breaks these rules is not a 422: it is refused in its own entry of the answer.",
         }
 
     def body(field: str, schema: dict[str, Any]) -> dict[str, Any]:

@@ -1,8 +1,10 @@
 """Reading a request's images: the one place an upload or JSON pixels become uint8 images.
 
 Every route that takes images (`/predict`, `/predict/batch`, `/explain`) reads them with
-`ImageReader.read`: JSON pixels (`{"pixels": ...}`, or `{"images": [...]}` for a batch) or a
-multipart form (field "file", or "files"). The limits are checked here, at the edge:
+`ImageReader.read_one` or `read_batch`: JSON pixels (`{"pixels": ...}`, or `{"images": [...]}`
+for a batch) or a multipart form (field "file", or "files"). In a batch each image is read on
+its own: a bad one becomes its `ImageError`, in its place, and the others are still read. The
+limits are checked here, at the edge:
 
 - `BodyLimit` refuses a body over the upload limit (plus form overhead) before it is read whole;
 - each uploaded file is at most `max_upload_bytes`, a batch at most `MAX_BATCH` images, and one
@@ -66,14 +68,30 @@ class ImageReader:
         self.max_upload_bytes = max_upload_bytes
         self.decodes = anyio.CapacityLimiter(DECODE_THREADS)
 
-    async def read(self, request: Request, many: bool) -> list[np.ndarray]:
-        """The request's images, uint8 `shape`: one (`many=False`) or 1 to `MAX_BATCH`.
+    async def read_one(self, request: Request) -> np.ndarray:
+        """The request's one image (JSON "pixels" or form field "file"), uint8 `shape`.
+
+        Raises:
+            HTTPException: as `read_batch`.
+            ImageError: the image is broken, too large, holds no digit, or has bad pixels.
+        """
+        (image,) = await self._read(request, many=False)
+        if isinstance(image, ImageError):
+            raise image
+        return image
+
+    async def read_batch(self, request: Request) -> list[np.ndarray | ImageError]:
+        """The request's 1 to `MAX_BATCH` images (JSON "images" or form fields "files"), in
+        order: each a uint8 `shape` image, or the `ImageError` saying why it can't be read
+        (broken, too large, no digit, bad pixels), so one bad image doesn't sink the rest.
 
         Raises:
             HTTPException: 415 neither JSON nor a form; 400 unreadable JSON; 413 over a limit;
                 422 a missing field or a batch of the wrong length.
-            ImageError: an image is broken, too large, holds no digit, or has bad pixels.
         """
+        return await self._read(request, many=True)
+
+    async def _read(self, request: Request, many: bool) -> list[np.ndarray | ImageError]:
         files_field, json_field = FIELDS[many]
         if _is_json(request):
             body = await _json_object(request, json_field)
@@ -82,16 +100,14 @@ class ImageReader:
         files = await _form_files(request, files_field, self.max_upload_bytes, limit)
         return await self.decode_uploads(files)
 
-    def _pixel_images(self, value: Any, many: bool) -> list[np.ndarray]:
+    def _pixel_images(self, value: Any, many: bool) -> list[np.ndarray | ImageError]:
         """JSON pixels (decoded on the event loop: they skip preprocessing) as images."""
-        if not many:
-            return [pixels_to_image(value, shape=self.shape)]
-        if not isinstance(value, list) or not 1 <= len(value) <= MAX_BATCH:
+        if many and (not isinstance(value, list) or not 1 <= len(value) <= MAX_BATCH):
             raise HTTPException(422, f'"images" must be a list of 1 to {MAX_BATCH} images')
-        shape = self.shape
-        return [pixels_to_image(x, f"image {i + 1}: ", shape=shape) for i, x in enumerate(value)]
+        images = value if many else [value]
+        return [_or_error(pixels_to_image, pixels, shape=self.shape) for pixels in images]
 
-    async def decode_uploads(self, files: list[bytes]) -> list[np.ndarray]:
+    async def decode_uploads(self, files: list[bytes]) -> list[np.ndarray | ImageError]:
         """Decode and preprocess uploads: on the event loop when they are small in pixels, else in
         a thread, at most `DECODE_THREADS` at once.
 
@@ -99,9 +115,11 @@ class ImageReader:
         takes ~3 ms, less than a trip through the thread pool; a 79 KB PNG of 4096×4096
         pixels takes seconds, whatever its byte size, and would stall every other request.
 
+        Returns:
+            Each upload as `decode_files` returns it: its image, or why it can't be read.
+
         Raises:
             HTTPException: 413, the images hold more than `MAX_REQUEST_PIXELS` in all.
-            ImageError: an image is broken, too large, or holds no digit.
         """
         pixels = sum(_pixel_count(data) for data in files)
         if pixels > MAX_REQUEST_PIXELS:
@@ -114,16 +132,21 @@ class ImageReader:
             return self.decode_files(files)
         return await anyio.to_thread.run_sync(self.decode_files, files, limiter=self.decodes)
 
-    def decode_files(self, files: list[bytes]) -> list[np.ndarray]:
-        """Decode and preprocess image files, naming the one at fault in a batch."""
-        images = []
-        for i, data in enumerate(files):
-            try:
-                image = load_image(data, max_bytes=self.max_upload_bytes)
-                images.append(preprocess(image, self.shape))
-            except ImageError as exc:
-                raise ImageError(f"image {i + 1}: {exc}" if len(files) > 1 else str(exc)) from None
-        return images
+    def decode_files(self, files: list[bytes]) -> list[np.ndarray | ImageError]:
+        """Decode and preprocess image files: each one's image, or the `ImageError` saying
+        why it can't be (broken, too large, no digit)."""
+        return [_or_error(self._decode_file, data) for data in files]
+
+    def _decode_file(self, data: bytes) -> np.ndarray:
+        return preprocess(load_image(data, max_bytes=self.max_upload_bytes), self.shape)
+
+
+def _or_error(read, *args, **kwargs) -> np.ndarray | ImageError:
+    """`read(*args, **kwargs)`, or the `ImageError` it raised: one image's answer in a batch."""
+    try:
+        return read(*args, **kwargs)
+    except ImageError as exc:
+        return exc
 
 
 def _pixel_count(data: bytes) -> int:
@@ -140,9 +163,7 @@ def _pixel_count(data: bytes) -> int:
     return width * height if width * height <= MAX_PIXELS else 0
 
 
-def pixels_to_image(
-    pixels: Any, where: str = "", shape: tuple[int, int] | None = None
-) -> np.ndarray:
+def pixels_to_image(pixels: Any, shape: tuple[int, int] | None = None) -> np.ndarray:
     """Validate one image's JSON pixels (784 numbers or 28 rows of 28) into a uint8 28×28.
 
     Values follow `prediction.to_pixels`, the rule the library and the CLI use: integers are
@@ -151,7 +172,6 @@ def pixels_to_image(
 
     Args:
         pixels: the decoded JSON value.
-        where: prefix for the message ("image 3: " in a batch).
         shape: rows × columns, default `image_shape()`.
 
     Raises:
@@ -164,7 +184,7 @@ def pixels_to_image(
         array = np.asarray(None)
     shapes = {(rows * cols,), (rows, cols)}
     if array.dtype == object and array.shape in shapes and _whole_numbers(array.flat):
-        raise ImageError(f"{where}pixel values must be between 0 and 255 (white digit on black)")
+        raise ImageError("pixel values must be between 0 and 255 (white digit on black)")
     if array.dtype.kind not in "iuf" or array.shape not in shapes:
         got = f"shape {array.shape}" if array.dtype.kind in "iuf" else "something else"
     elif _has_booleans(pixels):  # numpy reads [true, 0] as [1, 0]; JSON says it isn't a number
@@ -173,15 +193,14 @@ def pixels_to_image(
         got = None
     if got is not None:
         raise ImageError(
-            f"{where}pixels must be {rows * cols} numbers or {rows} rows of {cols} numbers; "
-            f"got {got}"
+            f"pixels must be {rows * cols} numbers or {rows} rows of {cols} numbers; got {got}"
         )
     try:
         image = to_pixels(array).reshape(rows, cols)
     except DigitlabError as exc:
-        raise ImageError(f"{where}{exc} (white digit on black)") from None
+        raise ImageError(f"{exc} (white digit on black)") from None
     if not array.any():
-        raise ImageError(f"{where}{no_digit_error()}")
+        raise no_digit_error()
     return image
 
 

@@ -58,7 +58,9 @@ def data_info(
 @app.command("show")
 def show(
     index: int = typer.Argument(0, help="Which digit of the split (0-based)."),
-    split: Split = typer.Option(Split.train, "--split", help="Training or test digits."),
+    split: Split = typer.Option(
+        Split.train, "--split", case_sensitive=False, help="Training or test digits."
+    ),
     grid: str | None = typer.Option(None, "--grid", help="Draw a ROWSxCOLS grid, e.g. 10x10."),
     label: int | None = typer.Option(None, "--label", help="Only digits of this class."),
     terminal: bool = typer.Option(False, "--terminal", help="Draw in the terminal instead."),

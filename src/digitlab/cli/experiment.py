@@ -31,6 +31,7 @@ QuickOption = typer.Option(
 LearningRatePolicyOption = typer.Option(
     None,
     "--lr-policy",
+    case_sensitive=False,
     help="same: one learning rate for every batch size; linear: scaled with the batch "
     "size (Goyal et al. 2017) [default: the experiment's].",
 )

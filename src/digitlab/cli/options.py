@@ -21,7 +21,8 @@ from digitlab.schema import DATASETS, TrainConfig
 
 
 def choices(name: str, values: tuple[str, ...]) -> type[StrEnum]:
-    """A CLI choice enum built from the library's one list of the names."""
+    """A CLI choice enum built from the library's one list of the names. Its option takes
+    `case_sensitive=False`: a choice in any case is its one canonical name (`MNIST`)."""
     return StrEnum(name, {value.replace("-", "_"): value for value in values})
 
 
@@ -33,6 +34,7 @@ DatasetOption = typer.Option(
     "--dataset",
     "-d",
     metavar="NAME",
+    case_sensitive=False,  # MNIST is mnist
     help=TrainConfig.model_fields["dataset"].description,
 )
 DataDirOption = typer.Option(
@@ -93,7 +95,8 @@ TRAIN_FLAG_ORDER = (
     "ema_momentum",
     "dataset",
 )
-# Flags Typer checks as a choice; the other choices reach the schema, which suggests a fix.
+# Flags Typer checks as a choice, in any case; the other choices reach the schema, which reads
+# them in any case too (`SGD` is sgd) and suggests a fix for a misspelt one.
 CHOICE_FLAGS: dict[str, type[StrEnum]] = {"dataset": Dataset}
 
 
@@ -129,6 +132,7 @@ def _train_flag(field: str) -> inspect.Parameter:
         flag(field),
         *extra.get("flags", ()),
         metavar=extra.get("metavar"),
+        case_sensitive=field not in CHOICE_FLAGS,
         help=info.description,
     )
     kind = inspect.Parameter.KEYWORD_ONLY

@@ -8,6 +8,7 @@ import typer
 
 from digitlab.cli.app import app, console, print_json
 from digitlab.cli.options import DataDirOption, JsonOption, RunArgument, RunsDirOption
+from digitlab.errors import DigitlabError
 
 
 # ------------------------------------------------------------------------------------- predict
@@ -29,30 +30,39 @@ def predict(
     """Predict digits with a trained run: test-set indices, a .npy array or image files.
 
     Images go through MNIST-style preprocessing (crop, 20 px box, centre of mass) unless
-    `--raw`.
+    `--raw`. One bad input doesn't sink the others: each good one is predicted, and each
+    image or .npy file that can't be read gets a row (a JSON entry `{"input", "error"}`)
+    with its reason; the exit status is then 2. Alone, a bad input is one `Error:` line.
 
     Examples:
 
     * `digitlab predict latest --index 0` (a 7)
     * `digitlab predict latest --index 0-9 --json`
     * `digitlab predict latest my_digit.png`
+    * `digitlab predict latest three.png blank.png seven.png` (blank.png: "no digit found")
     * `digitlab predict latest --npy batch.npy`
     """
-    from digitlab.prediction import gather_inputs
-    from digitlab.prediction import predict as predict_images
+    from digitlab.prediction import gather_inputs, predict_inputs
     from digitlab.runs import load_run
 
     loaded = load_run(run, runs_dir)
     inputs = gather_inputs(loaded, images, index, npy=npy, raw=raw, data_dir=data_dir)
-    prediction = predict_images(loaded, inputs.images, inputs.sources)
-    rows = prediction.to_list()
+    prediction = predict_inputs(loaded, inputs)
     if as_json:
-        truths = inputs.truths
-        print_json([{**row, "true_label": truth} for row, truth in zip(rows, truths, strict=True)])
-        return
-    console.print(prediction.table(inputs.truths))
-    if rows and rows[0]["confident"] is None:
-        console.print(f"no confidence thresholds in this run: `digitlab calibrate {run}` adds them")
+        print_json(prediction.to_list(inputs.truths))
+    else:
+        console.print(prediction.table(inputs.truths))
+        if prediction.verdicts and prediction.verdicts[0]["confident"] is None:
+            console.print(
+                f"no confidence thresholds in this run: `digitlab calibrate {run}` adds them"
+            )
+    if prediction.refused:
+        total = len(prediction.probabilities) + len(prediction.refused)
+        where = 'its "error" entry' if as_json else "its row"
+        raise DigitlabError(
+            f"{len(prediction.refused)} of {total} inputs could not be predicted; "
+            f"each one's reason is in {where} above"
+        )
 
 
 # ---------------------------------------------------------------------------------- preprocess

@@ -53,6 +53,7 @@ PrunerOption = typer.Option(
     Pruner("median"),
     "--pruner",
     metavar="NAME",
+    case_sensitive=False,
     help=f"How poor trials stop early: {', '.join(PRUNERS)}.",
 )
 WarmStartOption = typer.Option(

@@ -22,6 +22,7 @@ from optuna.trial import FrozenTrial, TrialState
 from rich.console import Console
 from rich.live import Live
 
+from digitlab.choices import canonical
 from digitlab.data import DEFAULT_DATASET
 from digitlab.errors import DigitlabError, SpecError
 from digitlab.interrupts import stop_on_signals
@@ -209,6 +210,7 @@ def _job(
         raise SpecError(f"timeout must be positive, got {timeout}")
     if workers < 1:
         raise SpecError(f"workers must be at least 1, got {workers}")
+    pruner = canonical(pruner, PRUNERS)  # "Median" is median
     if pruner not in PRUNERS:
         raise SpecError(unknown("pruner", pruner, PRUNERS))
     if not 0 < validation_split < 1:
@@ -219,7 +221,7 @@ def _job(
          "validation_split": validation_split, "seed": seed, "epochs": space.epochs},
         "tuning options",
     )  # fmt: skip
-    class_names(dataset)  # an unknown dataset is refused before the study is touched
+    class_names(train.dataset)  # an unknown dataset is refused before the study is touched
     return Job(study, _str(storage), _str(runs_dir), space, train, pruner, trials, timeout,
                _str(data_dir), workers)  # fmt: skip
 

@@ -13,8 +13,10 @@ from fastapi import APIRouter, Depends
 from digitlab.api.deps import batch_images, get_predictor, one_image
 from digitlab.api.predictor import Predictor
 from digitlab.api.schemas import BatchPrediction, Explanation, Prediction, errors, request_body
+from digitlab.errors import ImageError
 
 UPLOAD_ERRORS = errors(400, 413, 415, 422)
+BATCH_ERRORS = errors(400, 413, 415, 422, batch=True)
 
 
 async def predict(
@@ -33,11 +35,16 @@ async def explain(
 
 
 async def predict_batch(
-    images: list[np.ndarray] = Depends(batch_images),
+    images: list[np.ndarray | ImageError] = Depends(batch_images),
     predictor: Predictor = Depends(get_predictor),
 ) -> BatchPrediction:
-    """Predict up to 64 digits in one request: image files, or MNIST-style pixel arrays."""
-    return BatchPrediction(predictions=predictor.predict(images))
+    """Predict up to 64 digits in one request: image files, or MNIST-style pixel arrays.
+
+    One bad image doesn't sink the others: the answer is 200 with an entry per image, in
+    order, either its prediction or `{"index", "error"}` (`failed` counts these). Only a
+    problem with the request itself (no images, more than 64, not JSON or a form, over a
+    size limit) is a 4xx."""
+    return predictor.predict_batch(images)
 
 
 def router(shape: tuple[int, int]) -> APIRouter:
@@ -52,7 +59,7 @@ def router(shape: tuple[int, int]) -> APIRouter:
             path,
             endpoint,
             methods=["POST"],
-            responses=UPLOAD_ERRORS,
+            responses=BATCH_ERRORS if many else UPLOAD_ERRORS,
             openapi_extra=request_body(many, shape),
         )
     return routes
