@@ -303,6 +303,10 @@ def test_no_broken_image_before_the_first_prediction(browser, base_url):  # noqa
     assert seen.evaluate("e => getComputedStyle(e).visibility") == "hidden"  # no icon, no alt
     box = seen.bounding_box()
     assert box["width"] == 84 and box["height"] == 84  # its place is kept: no layout jump
-    seen.evaluate("e => { e.src = 'data:image/png;base64,' + 'iVBORw0KGgo='; }")
+    # as showPrediction does: the image gets its src and its figure is shown
+    seen.evaluate(
+        "e => { e.src = 'data:image/png;base64,' + 'iVBORw0KGgo=';"
+        " e.closest('figure').hidden = false; }"
+    )
     assert seen.evaluate("e => getComputedStyle(e).visibility") == "visible"
     page.close()
