@@ -58,6 +58,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
         # what a run is made of and drawn with; runs/ loads models and shows itself with these
         "building blocks",
         (
+            "digitlab.forward",  # a saved model's forward pass in NumPy, no Keras
             "digitlab.model",
             "digitlab.augment",
             "digitlab.fastfit",

@@ -11,9 +11,14 @@ import inspect
 import keras
 import numpy as np
 
+from digitlab import forward
 from digitlab.augment import RandomDistortion
-from digitlab.data import NUM_CLASSES, PIXEL_MAX
+from digitlab.data import NUM_CLASSES
 from digitlab.errors import SpecError
+from digitlab.forward import PIXEL_SCALE as PIXEL_SCALE  # re-exported: where they used to be
+from digitlab.forward import output_activation as output_activation
+from digitlab.forward import prepare_inputs as prepare_inputs
+from digitlab.forward import to_probabilities as to_probabilities
 from digitlab.schema import OPTIMIZERS, Spec, TrainConfig, unknown
 
 # The layers a user reaches for on 28×28 digits. Anything else in Keras is one line away.
@@ -166,12 +171,6 @@ def build_model(spec: Spec, num_classes: int = NUM_CLASSES) -> keras.Sequential:
 _TOO_LARGE = "the network's weights don't fit in memory; use fewer or smaller layers"
 
 
-def output_activation(spec: Spec) -> str:
-    """The last layer's activation name ("linear" when none is given)."""
-    activation = spec.layers[-1].get("activation") or "linear"
-    return activation if isinstance(activation, str) else "linear"
-
-
 def _learning_rate(train: TrainConfig, train_samples: int | None) -> float | LearningRateSchedule:
     """The optimizer's `learning_rate`: a number, or a schedule spanning every step of the fit."""
     rate = train.learning_rate
@@ -234,25 +233,6 @@ def compile_model(
     return train
 
 
-def to_probabilities(outputs: np.ndarray, activation: str) -> np.ndarray:
-    """Turn the output layer's values into class probabilities that sum to 1.
-
-    Softmax outputs are already probabilities. Sigmoid (the notebook's output) and other
-    positive outputs are normalised by their sum, exactly as Keras's cross-entropy does
-    internally; linear outputs are logits and go through softmax.
-    """
-    outputs = np.asarray(outputs, dtype=np.float64)
-    if activation == "softmax":
-        return outputs
-    if activation in {"linear", "tanh", "log_softmax"} or (outputs < 0).any():
-        shifted = np.exp(outputs - outputs.max(axis=1, keepdims=True))
-        return shifted / shifted.sum(axis=1, keepdims=True)
-    total = outputs.sum(axis=1, keepdims=True)
-    return np.divide(
-        outputs, total, out=np.full_like(outputs, 1 / outputs.shape[1]), where=total > 0
-    )
-
-
 class _ConfusionMetric(keras.metrics.Metric):
     """Accumulates a confusion matrix over batches; works with integer or one-hot labels."""
 
@@ -308,41 +288,11 @@ class MacroRecall(_ConfusionMetric):
         return self._per_class(diagonal, keras.ops.sum(self.matrix, axis=1))
 
 
-PIXEL_SCALE = 1 / PIXEL_MAX  # the notebook's normalisation: pixels 0–255 to 0–1
-
-
-def prepare_inputs(images: np.ndarray, input_shape: tuple[int, ...] | str = "flat") -> np.ndarray:
-    """The notebook's preprocessing: flatten to 784 (or keep 28×28×1) and scale by 1/255.
-
-    Scaling happens in float32 from the start: `x / 255` on uint8 would make a float64 copy
-    twice the size, which is most of the notebook's memory peak.
-
-    Args:
-        images: uint8 pixels 0–255, shaped N×H×W or N×(H·W).
-        input_shape: what the network takes, `spec.input_shape`: (784,) or (28, 28, 1). Or
-            "flat" (N×(H·W)) and "image" (N×H×W×1) to keep the images' own size.
-    """
-    images = np.asarray(images)
-    if input_shape == "flat":
-        input_shape = (int(np.prod(images.shape[1:])),)
-    elif input_shape == "image":
-        input_shape = (*images.shape[1:3], 1)
-    x = images.reshape((-1, *input_shape)).astype(np.float32)
-    x *= np.float32(PIXEL_SCALE)
-    return x
-
-
 def probability_function(model: keras.Model, spec: Spec):
     """uint8 images (N×28×28 or N×784, 0–255) → class probabilities, with the spec's own
     preprocessing and the forward pass compiled once (`fastfit.predictor`: ~0.06 ms a digit
-    instead of `predict_on_batch`'s ~0.2 ms). For weights that no longer change: a saved run,
-    or a model being saved."""
+    instead of `predict_on_batch`'s ~0.2 ms). For weights that no longer change: a model
+    being saved, or a saved run that `forward.load_forward` can't run in NumPy."""
     from digitlab.fastfit import predictor
 
-    forward, activation = predictor(model), output_activation(spec)
-
-    def predict_proba(images: np.ndarray) -> np.ndarray:
-        outputs = forward(prepare_inputs(images, spec.input_shape))
-        return to_probabilities(np.asarray(outputs), activation)
-
-    return predict_proba
+    return forward.probability_function(predictor(model), spec)

@@ -1,10 +1,11 @@
 """The app factory: `create_app(run)` builds the API and drawing page around one run.
 
 The run's model is loaded once, in the app's lifespan, and warmed with one prediction so the
-first request doesn't pay for compilation. Every request is checked at this edge: a body over
-the size limit, a broken or huge image, an empty canvas or bad pixel values get a 4xx with
-`{"detail": "..."}`, never a 500. Every answer, errors included, is declared with its model in
-the OpenAPI schema (`/openapi.json`), and `tests/test_api_schema.py` holds the app to it.
+first request doesn't pay for loading it; the explanation compiles in the background. Every
+request is checked at this edge: a body over the size limit, a broken or huge image, an empty
+canvas or bad pixel values get a 4xx with `{"detail": "..."}`, never a 500. Every answer,
+errors included, is declared with its model in the OpenAPI schema (`/openapi.json`), and
+`tests/test_api_schema.py` holds the app to it.
 """
 
 from __future__ import annotations
@@ -61,7 +62,7 @@ def create_app(run_ref: str | Path | Run, *, max_upload_bytes: int = MAX_BYTES) 
 
 @asynccontextmanager
 async def lifespan(app: FastAPI):
-    """Load and compile the model before the first request is taken."""
+    """Load the model before the first request is taken (`Predictor.warm`)."""
     await run_in_threadpool(app.state.predictor.warm)
     yield
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import random
+import threading
 from typing import Any
 
 import numpy as np
@@ -35,14 +37,22 @@ class Predictor:
         self.class_names = run.class_names
         self.shape = image_shape(run)
         self._test_set: tuple[np.ndarray, np.ndarray] | None = None
+        self._explainer = threading.Thread(target=self._warm_explanation, name="warm-explain")
 
     def warm(self) -> None:
-        """Load the model and compile its one-image prediction and explanation."""
+        """Load the model for predictions (in NumPy: milliseconds, `Run.predict_proba`), then
+        start compiling the explanation (JAX: seconds) in the background, so the server
+        answers at once; an explanation asked for meanwhile waits for it (`explain`)."""
+        self.probabilities(np.zeros((1, *self.shape), np.uint8))
+        if self._explainer.ident is None:  # a thread starts once: an app restarted in tests
+            self._explainer.start()
+
+    def _warm_explanation(self) -> None:
         from digitlab.insight import explain
 
-        blank = np.zeros((1, *self.shape), np.uint8)
-        self.probabilities(blank)
-        explain(self.run, blank[0])
+        # a failure here is the first /explain's to report, in its own answer
+        with contextlib.suppress(Exception):
+            explain(self.run, np.zeros(self.shape, np.uint8))
 
     def probabilities(self, images: np.ndarray) -> np.ndarray:
         """Class probabilities for uint8 N×28×28. `Run.predict_proba` pads each batch to a
@@ -76,6 +86,8 @@ class Predictor:
         from digitlab.insight import explain, saliency_base64
 
         prediction = self.predict([image])[0]
+        if self._explainer.is_alive():  # compiling: computing it alongside would do it twice
+            self._explainer.join()
         why = explain(self.run, image)
         return Explanation(
             **prediction.model_dump(),

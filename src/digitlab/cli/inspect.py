@@ -25,11 +25,13 @@ def serve(
     * `digitlab serve latest` then open http://127.0.0.1:8000
     * `curl -F file=@digit.png http://127.0.0.1:8000/predict`
     """
+    import numpy as np
+
     from digitlab.api import run_server
     from digitlab.runs import load_run
 
     loaded = load_run(run, runs_dir)
-    loaded.model  # noqa: B018  load it now: a bad model is refused here, in one line
+    loaded.predict_proba(np.zeros((1, *loaded.image_shape), np.uint8))  # a bad model: one line
     run_server(  # announced only once the port is bound; a taken one is one line, exit 2
         loaded,
         host=host,

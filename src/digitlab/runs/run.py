@@ -134,6 +134,12 @@ class Run:
 
     @cached_property
     def _predict_proba(self):
+        from digitlab import forward
+
+        check_regular(self.path / MODEL_FILE, MAX_MODEL_BYTES, RunError)
+        numpy_forward = forward.load_forward(self.path / MODEL_FILE)
+        if numpy_forward is not None:
+            return forward.probability_function(numpy_forward, self.spec)
         from digitlab.model import probability_function
 
         return probability_function(self.model, self.spec)
@@ -142,7 +148,9 @@ class Run:
         """Class probabilities for uint8 images shaped N×28×28 (or N×784), 0–255.
 
         The run's own preprocessing is applied, so callers pass raw MNIST-style pixels. The
-        forward pass is compiled on first use (`model.probability_function`).
+        forward pass runs in NumPy, without Keras or JAX (`forward.load_forward`), when it
+        knows every layer; otherwise Keras loads the model and the pass is compiled on first
+        use (`model.probability_function`).
         """
         return self._predict_proba(images)
 
