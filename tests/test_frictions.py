@@ -186,9 +186,12 @@ def test_serve_on_a_taken_port_says_so_in_one_line_and_names_a_free_one(monkeypa
         with pytest.raises(DigitlabError, match=rf"^port {port} is in use; try --port \d+$"):
             run_server(tmp_path, port=port)  # refused before the run is even read
 
-        class Loaded:
+        class Loaded:  # a run whose model predicts: serve checks it with one prediction
             path = tmp_path
-            model = None
+            image_shape = (28, 28)
+
+            def predict_proba(self, images):
+                return images.reshape(len(images), -1)[:, :10].astype("float32")
 
         monkeypatch.setattr(digitlab.runs, "load_run", lambda ref, runs_dir=None: Loaded())
         result = invoke("serve", "latest", "--port", port)
