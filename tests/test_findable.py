@@ -10,6 +10,7 @@ import shlex
 from pathlib import Path
 
 import pytest
+from commands import one_line_error
 from test_report import full_run
 from typer.testing import CliRunner
 
@@ -32,13 +33,6 @@ FULL_BATCH = "20261203-100001-full-batch-seed0"
 def invoke(*args, **kwargs):
     kwargs.setdefault("prog_name", "digitlab")
     return runner.invoke(app, [str(a) for a in args], catch_exceptions=False, **kwargs)
-
-
-def one_line_error(result) -> str:
-    assert result.exit_code == 2, result.output
-    lines = [line for line in result.output.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("Error: "), result.output
-    return lines[0]
 
 
 def experiment_run(runs_dir: Path, experiment: str, run: str, **kwargs) -> Path:

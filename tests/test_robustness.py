@@ -15,6 +15,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from commands import one_line_error
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from runfiles import config as run_config
@@ -30,15 +31,6 @@ runner = CliRunner()
 
 def invoke(*args):
     return runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
-
-
-def one_line_error(result, code: int = 2) -> str:
-    """The result's one-line error, after checking it is one, with no traceback."""
-    assert result.exit_code == code, result.output
-    assert "Traceback" not in result.output
-    lines = [line for line in result.output.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("Error: "), result.output
-    return lines[0]
 
 
 # ------------------------------------------------------------------------ a run to break

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from digitlab.errors import DataError
+from digitlab.files import what_is
 
 
 def read_idx(source: str | os.PathLike | bytes) -> np.ndarray:
@@ -89,16 +90,7 @@ def file_status(path: Path) -> os.stat_result | None:
 
 def not_a_file(path: Path, mode: int) -> str:
     """Say what `path` is instead of a file: "/x is a folder, not a file"."""
-    kind = (
-        "a folder" if stat.S_ISDIR(mode)
-        else "a named pipe (FIFO)" if stat.S_ISFIFO(mode)
-        else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
-        else "a socket" if stat.S_ISSOCK(mode)
-        else "a special file"
-    )  # fmt: skip
-    if path.is_symlink():
-        return f"{path} is a symlink to {os.readlink(path)}, {kind}, not a file"
-    return f"{path} is {kind}, not a file"
+    return f"{what_is(path, mode)}, not a file"
 
 
 def read_file(path: Path, max_bytes: int | None = None, what: str = "") -> bytes:
