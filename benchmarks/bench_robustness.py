@@ -1722,11 +1722,11 @@ def _until_url(proc: subprocess.Popen, seconds: float) -> tuple[str, str]:
 def board_case(ctx: Context) -> list[Outcome]:
     """`digitlab board DIR` where runs' tensorboard/ is a file or a FIFO names them (item 18)."""
     runs = ctx.root / "board-19"
-    for name in ("a-file", "a-fifo", "good"):
+    for name in ("a-file", "a-fifo"):
         (runs / name).mkdir(parents=True)
     (runs / "a-file" / "tensorboard").write_text("x")
     os.mkfifo(runs / "a-fifo" / "tensorboard")
-    (runs / "good" / "tensorboard").mkdir()
+    shutil.copytree(ctx.good, runs / "good")  # a real run: the board shows runs with events
     args = ["board", str(runs), "--port", str(_free_port())]
     start = time.monotonic()
     outcome = Outcome(
