@@ -1719,6 +1719,13 @@ def _until_url(proc: subprocess.Popen, seconds: float) -> tuple[str, str]:
     return "", seen
 
 
+def _start_server(ctx: Context, args: list[str]) -> subprocess.Popen:
+    """`digitlab ARGS` as a server in its own session (killed by group), output in one pipe."""
+    return subprocess.Popen(_capped([DIGITLAB, *args]), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=ctx.root,
+                            env=ctx.env, start_new_session=True)  # fmt: skip
+
+
 def board_case(ctx: Context) -> list[Outcome]:
     """`digitlab board DIR` where runs' tensorboard/ is a file or a FIFO names them (item 18)."""
     runs = ctx.root / "board-19"
@@ -1732,9 +1739,7 @@ def board_case(ctx: Context) -> list[Outcome]:
     outcome = Outcome(
         "cli", "board with a tensorboard/ file and FIFO", "digitlab " + " ".join(args)
     )
-    proc = subprocess.Popen(_capped([DIGITLAB, *args]), stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=ctx.root,
-                            env=ctx.env, start_new_session=True)  # fmt: skip
+    proc = _start_server(ctx, args)
     url, seen = _until_url(proc, 90)
     with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGKILL)
@@ -1758,9 +1763,7 @@ def slow_headers_case(ctx: Context) -> list[Outcome]:
     outcome = Outcome(
         "http", "serve: a client that never finishes its headers", "digitlab " + " ".join(args)
     )
-    proc = subprocess.Popen(_capped([DIGITLAB, *args]), stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=ctx.root,
-                            env=ctx.env, start_new_session=True)  # fmt: skip
+    proc = _start_server(ctx, args)
     try:
         url, seen = _until_url(proc, 90)
         if not url:
