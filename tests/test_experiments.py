@@ -226,7 +226,7 @@ def _check_folder(outcome, definition):
 
     for variant in data["variants"]:
         for key in ("test_accuracy", "final_train_loss", "final_val_loss", "generalization_gap"):
-            assert set(variant[key]) == {"mean", "std", "values"}
+            assert set(variant[key]) == {"mean", "std", "values", "missing"}
         assert variant["updates"] >= 1 and len(variant["runs"]) == 1
         run = read_run(folder / "runs" / variant["runs"][0])  # a normal, complete run
         assert run.status == "complete" and run.spec.name == variant["name"]

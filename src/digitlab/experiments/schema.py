@@ -18,7 +18,32 @@ from digitlab.schema import TrainConfig, _Record, _Strict, register, unknown
 
 INPUT_SCALINGS = ("unit", "raw", "standardize")  # x/255 (the notebook's), 0–255, zero mean
 LEARNING_RATE_POLICIES = ("same", "linear")  # one rate for all, or Goyal et al.'s scaling
-PLOTS = ("loss", "gap", "accuracy", "updates", "seconds", "activations")
+PLOTS = (
+    "loss",  # training (dropout off) and validation loss per epoch, CI bands
+    "gap",  # the generalisation gap per variant
+    "accuracy",  # training (dropout off) and validation accuracy curves, test accuracy
+    "updates",  # the loss against weight updates
+    "seconds",  # the loss against training seconds
+    "activations",  # per-layer pre-activation percentiles and saturation
+    "to-target",  # steps and examples to the target accuracy against batch size
+    "learning-rates",  # each tuned variant's validation accuracy against its rate grid
+    "forest",  # every tested difference with its adjusted interval and margin
+)
+# What a claim or comparison can be about: a figure `VariantResult` summarises across seeds.
+METRICS = (
+    "test_accuracy",
+    "generalization_gap",  # validation − training loss (dropout off) at the last epoch
+    "final_train_loss",
+    "final_val_loss",
+    "epochs_to_target",  # to the experiment's target validation accuracy
+    "updates_to_target",
+    "examples_to_target",
+    "seconds_to_target",
+    "gap_at_matched_loss",  # the gap where the training loss first reaches matched_loss
+)
+EXPECTATIONS = ("higher", "lower", "equivalent")  # what the literature says: a vs b
+VERDICTS = ("higher", "lower", "equivalent", "inconclusive", "not tested")
+LITERATURE = ("agrees", "disagrees", "inconclusive", "not tested")
 RECORD_STATUSES = ("complete", "interrupted")
 # Training fields an experiment's budget sets for every variant: a variant may not change them.
 BUDGET_FIELDS = ("epochs", "train_samples", "validation_split", "seed")
@@ -52,6 +77,31 @@ class Budget(_Strict):
         return self
 
 
+class Claim(_Strict):
+    """A primary claim an experiment is designed to test, from its literature anchor.
+
+    `variants` is `[a, b]` (a − b) or `[a, b, c, d]`, the interaction (a − b) − (c − d): e.g.
+    "dropout helps the wide net more than the narrow one". `effect` is the smallest effect of
+    interest in the metric's units (0.0035 is 0.35 accuracy points): the power of the test
+    is computed for it, and an equivalence verdict is "within ±effect".
+    """
+
+    name: str = Field(min_length=1, max_length=60, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    statement: str = Field(min_length=1, max_length=500)  # the claim in plain words
+    anchor: str = Field("", max_length=500)  # the paper it comes from
+    metric: Literal[METRICS] = "test_accuracy"
+    variants: tuple[str, ...] = Field(min_length=2, max_length=4, strict=False)
+    expect: Literal[EXPECTATIONS]
+    effect: float = Field(gt=0)
+
+    @field_validator("variants")
+    @classmethod
+    def _two_or_four(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if len(value) not in (2, 4):
+            raise ValueError("variants is [a, b] (a − b) or [a, b, c, d] ((a − b) − (c − d))")
+        return value
+
+
 class Variant(_Strict):
     """One arm of an experiment: a preset, its layers replaced if given, training overrides."""
 
@@ -62,6 +112,12 @@ class Variant(_Strict):
     train: dict[str, Any] = Field(default_factory=dict)
     input_scaling: Literal[INPUT_SCALINGS] = "unit"
     full_batch: bool = False  # one update per epoch over all the digits it trains on
+    # A log grid of learning rates: the experiment first trains one run per rate (seed
+    # TUNING_SEED) and keeps the one with the best final validation accuracy for the seeds.
+    learning_rates: tuple[float, ...] = Field((), strict=False, max_length=12)
+    # Train at least this many weight updates (large batches take few per epoch): the
+    # variant's epochs are max(budget epochs, ceil(min_updates / updates per epoch)).
+    min_updates: int | None = Field(None, ge=1, le=1_000_000)
 
     @field_validator("train")
     @classmethod
@@ -118,6 +174,12 @@ class Definition(_Strict):
     # [variant, reference] pairs the conclusion tests (default: every variant vs the baseline)
     comparisons: tuple[tuple[str, str], ...] = Field((), strict=False)
     variants: tuple[Variant, ...] = Field(min_length=1, max_length=30, strict=False)
+    claims: tuple[Claim, ...] = Field((), strict=False, max_length=20)  # the primary claims
+    # The validation accuracy the *_to_target figures count to (None: 90% of the best final
+    # mean, never closer to chance than halfway from chance to the best).
+    target: float | None = Field(None, gt=0, lt=1)
+    # The training loss (dropout off) at which gap_at_matched_loss is read (Keskar et al.)
+    matched_loss: float | None = Field(None, gt=0)
 
     @field_validator("comparisons", mode="before")
     @classmethod
@@ -154,6 +216,10 @@ class Definition(_Strict):
             for name in pair:
                 if name not in names:
                     raise ValueError(f"comparisons: {unknown('variant', name, names)}")
+        for claim in self.claims:
+            for name in claim.variants:
+                if name not in names:
+                    raise ValueError(f"claim {claim.name}: {unknown('variant', name, names)}")
         return self
 
     @property
@@ -176,6 +242,56 @@ class Summary(_Record):
     mean: float | None = Field(strict=False)
     std: float | None = Field(strict=False)
     values: tuple[float, ...] = Field(strict=False)
+    missing: int = Field(0, ge=0)  # runs without a value (e.g. the target never reached)
+
+
+class GridPoint(_Record):
+    """One rate of a variant's learning-rate grid: its tuning run's final validation figures."""
+
+    learning_rate: float = Field(strict=False)
+    val_accuracy: float | None = Field(None, strict=False)
+    val_loss: float | None = Field(None, strict=False)
+    diverged: bool = False
+    run: str | None = None  # the tuning run's folder name, in runs/ (None: diverged)
+
+
+class Test(_Record):
+    """One tested difference (a − b) or interaction ((a − b) − (c − d)) of a metric.
+
+    Intervals are at the Bonferroni level 1 − α/m over the experiment's m tests (`level`), p
+    values are Welch's (two-sided) and TOST's against ±margin, each Holm-adjusted over all
+    of them. `verdict` is "higher"/"lower" (a vs b, or the interaction's sign),
+    "equivalent" (within ±margin), "inconclusive" or "not tested" (`sentence` says why).
+    """
+
+    metric: Literal[METRICS]
+    variants: tuple[str, ...] = Field(strict=False)
+    n: tuple[int, ...] = Field((), strict=False)  # seeds with a value, per variant
+    estimate: float | None = Field(None, strict=False)
+    low: float | None = Field(None, strict=False)
+    high: float | None = Field(None, strict=False)
+    level: float | None = Field(None, strict=False)
+    p: float | None = Field(None, strict=False)
+    p_adjusted: float | None = Field(None, strict=False)
+    margin: float = Field(strict=False)
+    p_equivalence: float | None = Field(None, strict=False)
+    p_equivalence_adjusted: float | None = Field(None, strict=False)
+    verdict: Literal[VERDICTS]
+    power: float | None = Field(None, strict=False)  # to detect ±margin with these seeds
+    detectable: float | None = Field(None, strict=False)  # the effect 80% power detects
+    seeds_needed: int | None = None  # per variant, for 80% power at ±margin
+    sentence: str
+
+
+class ClaimResult(Test):
+    """A primary claim's test, and whether the measurement agrees with the literature."""
+
+    name: str
+    statement: str
+    anchor: str = ""
+    expect: Literal[EXPECTATIONS]
+    literature: Literal[LITERATURE]
+    why: str = ""  # for "not tested" and "inconclusive": what the data cannot tell
 
 
 class VariantResult(_Record):
@@ -193,6 +309,14 @@ class VariantResult(_Record):
     seconds: Summary  # training seconds per run
     updates: int  # weight updates per run: steps per epoch × epochs
     diverged_seeds: tuple[int, ...] = Field((), strict=False)  # loss became NaN: no run
+    epochs: int | None = None  # epochs per run (min_updates may raise the budget's)
+    learning_rate_grid: tuple[GridPoint, ...] = Field((), strict=False)  # tuned variants
+    train_accuracy: Summary | None = None  # on the training digits, dropout off, at the end
+    epochs_to_target: Summary | None = None  # values only for runs that reached the target
+    updates_to_target: Summary | None = None
+    examples_to_target: Summary | None = None
+    seconds_to_target: Summary | None = None
+    gap_at_matched_loss: Summary | None = None
     # run name -> layer -> statistic -> one value per epoch (normalization experiment)
     activations: dict[str, dict[str, dict[str, list[float]]]] = Field(default_factory=dict)
 
@@ -212,11 +336,27 @@ class ExperimentRecord(_Record):
     variants: tuple[VariantResult, ...] = Field(strict=False)
     conclusion: tuple[str, ...] = Field(strict=False)
     statistics: str  # how differences were tested
+    answer: tuple[str, ...] = Field((), strict=False)  # the answer in plain words, first
+    claims: tuple[ClaimResult, ...] = Field((), strict=False)  # the primary claims' verdicts
+    tests: tuple[Test, ...] = Field((), strict=False)  # every other comparison printed
+    target: float | None = Field(None, strict=False)  # the *_to_target accuracy, if any
+    smoke: bool = False  # a --quick run: too small to conclude anything
     plots: tuple[str, ...] = Field((), strict=False)
     definition: dict[str, Any] = Field(default_factory=dict)  # what was run, to resume it
     wall_seconds: float = Field(0.0, ge=0, strict=False)  # the runs, statistics and plots
     cpu_seconds: float = Field(0.0, ge=0, strict=False)  # CPU time of the process, all threads
 
 
-for _model in (Budget, Variant, Definition, Summary, VariantResult, ExperimentRecord):
+for _model in (
+    Budget,
+    Claim,
+    Variant,
+    Definition,
+    Summary,
+    GridPoint,
+    Test,
+    ClaimResult,
+    VariantResult,
+    ExperimentRecord,
+):
     register(_model)
