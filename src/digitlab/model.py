@@ -172,16 +172,31 @@ _TOO_LARGE = "the network's weights don't fit in memory; use fewer or smaller la
 
 
 def _learning_rate(train: TrainConfig, train_samples: int | None) -> float | LearningRateSchedule:
-    """The optimizer's `learning_rate`: a number, or a schedule spanning every step of the fit."""
+    """The optimizer's `learning_rate`: a number, or a schedule spanning every step of the fit.
+
+    A warm-up (`warmup_epochs`) ramps the rate linearly from 0 to its value over those epochs'
+    steps (Keras's `CosineDecay` warm-up), then holds it (constant: `alpha=1`, no decay) or
+    decays it to 0 over the remaining steps (cosine).
+    """
     rate = train.learning_rate
     if rate is None:  # the optimizer's own Keras default, which a schedule starts from
         rate = default_learning_rate(train.optimizer)
-    if train.learning_rate_schedule == "constant":
+    if train.learning_rate_schedule == "constant" and not train.warmup_epochs:
         return rate
     samples = train_samples or train.train_samples or FULL_TRAINING_SET
     fitted = int(np.floor(samples * (1.0 - train.validation_split)))  # as fit splits it
-    steps = -(-fitted // train.batch_size) * train.epochs  # a last partial batch is a step
-    return keras.optimizers.schedules.CosineDecay(rate, decay_steps=max(steps, 1))
+    per_epoch = -(-fitted // train.batch_size)  # a last partial batch is a step
+    steps = per_epoch * train.epochs
+    if not train.warmup_epochs:
+        return keras.optimizers.schedules.CosineDecay(rate, decay_steps=max(steps, 1))
+    warmup = per_epoch * train.warmup_epochs
+    return keras.optimizers.schedules.CosineDecay(
+        0.0,
+        decay_steps=max(steps - warmup, 1),
+        alpha=1.0 if train.learning_rate_schedule == "constant" else 0.0,
+        warmup_target=rate,
+        warmup_steps=warmup,
+    )
 
 
 def compile_model(

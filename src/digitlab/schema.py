@@ -134,6 +134,16 @@ class TrainConfig(_Strict):
         "constant",  # the notebook's
         description="constant, or cosine (decays to 0 by the end).",
     )
+    # Goyal et al. 2017, §2.2: a large batch's rate reached by a linear ramp from 0, so the
+    # first updates (the largest gradients) don't throw the weights out of reach.
+    warmup_epochs: int = Field(
+        0,
+        ge=0,
+        le=100_000,
+        description="Raise the learning rate linearly from 0 over the first N epochs "
+        "(Goyal et al. 2017) [default: 0, no warm-up].",
+        json_schema_extra={"metavar": "N"},
+    )
     loss: Literal[LOSSES] = Field(
         "sparse_categorical_crossentropy",  # integer labels, no one-hot copy
         description="A Keras loss by name; the choices are listed above.",
