@@ -1,4 +1,13 @@
-"""How good is a trained network: loss, accuracy, confusion matrix, per-class report, pictures."""
+"""How good is a trained network: loss, accuracy, confusion matrix, per-class report, pictures.
+
+A saved run is measured without Keras when `forward.load_forward` runs its network: the test
+set's outputs in NumPy, the loss computed from them as Keras computes it (`numpy_loss`), and
+the per-class figures from the confusion matrix (`per_class_report`, scikit-learn's
+`classification_report(output_dict=True)` to the last bit). Importing Keras and JAX, then
+scikit-learn, took ~4 s of `evaluate --json`'s 8 (issue 23); tests/test_instant.py checks
+both against their oracles. scikit-learn still writes the report's text, and Keras
+measures a network with a layer NumPy doesn't run or with weight penalties.
+"""
 
 from __future__ import annotations
 
@@ -8,17 +17,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sklearn import metrics as skm
 
-from digitlab import plots
 from digitlab.data import load_dataset
-from digitlab.model import output_activation, prepare_inputs, to_probabilities
+from digitlab.forward import output_activation, prepare_inputs, to_probabilities
 from digitlab.runs import Run, load_run
 from digitlab.schema import Spec
 
 CONFUSION_PNG = "confusion_matrix.png"
 MISCLASSIFIED_PNG = "misclassified.png"
 CURVES_PNG = "training_curves.png"
+KERAS_EPSILON = 1e-7  # keras.backend.epsilon(): cross-entropy clips probabilities to it
 
 
 class Report(Mapping):
@@ -95,21 +103,25 @@ class Evaluation:
             self.report_text(),
             f"most confused: {pairs or 'none'}",
         ]
-        return Report("\n".join(lines), self._classification_report(output_dict=True))
+        return Report("\n".join(lines), self.per_class())
 
     def report_text(self) -> str:
         """The per-class table alone: scikit-learn's classification report, four decimals."""
-        return self._classification_report(digits=4)
+        from sklearn.metrics import classification_report  # ~1 s to import: only for the text
 
-    def _classification_report(self, **form):
-        return skm.classification_report(
+        return classification_report(
             self.labels,
             self.predictions,
             labels=range(len(self.class_names)),
             target_names=self.class_names,
             zero_division=0,
-            **form,
+            digits=4,
         )
+
+    def per_class(self) -> dict[str, Any]:
+        """Per-class precision, recall, F1 and support, with accuracy and the averages
+        (`per_class_report` of the confusion matrix)."""
+        return per_class_report(self.confusion_matrix, self.class_names)
 
     def print(self, console, run_dir: Path) -> None:
         """What `digitlab evaluate` prints on a `rich.console.Console`: the run, test loss and
@@ -159,7 +171,7 @@ class Evaluation:
 
     def _repr_html_(self) -> str:
         """Jupyter's inline view: the key figures and the confusion matrix as a PNG data URI."""
-        from digitlab import display
+        from digitlab import display, plots
 
         pairs = ", ".join(
             f"{p['true']}→{p['predicted']} ({p['count']})" for p in self.most_confused()
@@ -182,7 +194,7 @@ class Evaluation:
             "test_accuracy": self.accuracy,
             "test_errors": len(self.misclassified),
             "confusion_matrix": self.confusion_matrix.tolist(),
-            "classification_report": self.report().to_dict(),
+            "classification_report": self.per_class(),
             "most_confused": self.most_confused(),
         }
 
@@ -193,18 +205,93 @@ def evaluate_model(
     """Evaluate a compiled Keras model on uint8 test images with integer labels."""
     x = prepare_inputs(x_test, spec.input_shape)
     outputs = model.predict(x, batch_size=1024, verbose=0)
-    probabilities = to_probabilities(outputs, output_activation(spec))
     targets = loss_targets(y_test, spec, len(class_names))
     loss = model.evaluate(x, targets, batch_size=1024, verbose=0, return_dict=True)["loss"]
+    return _evaluation(outputs, float(loss), spec, y_test, class_names)
+
+
+def _evaluation(
+    outputs: np.ndarray, loss: float, spec: Spec, y_test: np.ndarray, class_names: list[str]
+) -> Evaluation:
+    probabilities = to_probabilities(outputs, output_activation(spec))
     predictions = probabilities.argmax(axis=1)
     return Evaluation(
-        loss=float(loss),
+        loss=loss,
         accuracy=float((predictions == y_test).mean()),
-        confusion_matrix=skm.confusion_matrix(y_test, predictions, labels=range(len(class_names))),
+        confusion_matrix=confusion_matrix(y_test, predictions, len(class_names)),
         class_names=list(class_names),
         probabilities=probabilities,
         labels=np.asarray(y_test),
     )
+
+
+def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, num_classes: int) -> np.ndarray:
+    """Counts of (true label, predicted class): rows true, columns predicted, int64, as
+    scikit-learn's `confusion_matrix(labels, predictions, labels=range(num_classes))`."""
+    pairs = np.asarray(labels, np.int64) * num_classes + np.asarray(predictions, np.int64)
+    return np.bincount(pairs, minlength=num_classes**2).reshape(num_classes, num_classes)
+
+
+def per_class_report(confusion: np.ndarray, class_names: list[str]) -> dict[str, Any]:
+    """scikit-learn's `classification_report(..., output_dict=True, zero_division=0)`, from
+    the confusion matrix: per class its precision, recall, F1 and support, then accuracy
+    and the macro and weighted averages, every value a float. Computed as scikit-learn
+    computes them (F1 = 2·tp / (true + predicted)), without its ~1 s import; the tests hold
+    it to scikit-learn's own figures."""
+    confusion = np.asarray(confusion)
+    tp = np.diagonal(confusion).astype(np.float64)
+    true, predicted = confusion.sum(axis=1), confusion.sum(axis=0)
+
+    def divide(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
+        safe = np.where(denominator == 0, 1, denominator).astype(np.float64)
+        return np.where(denominator == 0, 0.0, numerator / safe)  # zero_division=0
+
+    precision, recall = divide(tp, predicted), divide(tp, true)
+    f1 = divide(2.0 * tp, 1.0 * true.astype(np.float64) + predicted)
+    names = ("precision", "recall", "f1-score", "support")
+    report: dict[str, Any] = {
+        name: dict(zip(names, map(float, row), strict=True))
+        for name, *row in zip(class_names, precision, recall, f1, true, strict=True)
+    }
+    support = float(true.sum())
+    report["accuracy"] = float(tp.sum() / support) if support else 0.0
+    scores = (precision, recall, f1)
+    weights = true if true.any() else None  # no digits at all: scikit-learn's plain mean
+    for average, weighted in (("macro avg", None), ("weighted avg", weights)):
+        values = [*(float(np.average(a, weights=weighted)) for a in scores), support]
+        report[average] = dict(zip(names, values, strict=True))
+    return report
+
+
+def numpy_loss(outputs: np.ndarray, labels: np.ndarray, spec: Spec) -> float | None:
+    """The test loss `model.evaluate` reports, from the network's outputs: the spec's loss
+    computed as Keras's JAX backend computes it (float32, cross-entropy's probabilities
+    normalised and clipped to [1e-7, 1 − 1e-7], or from logits for a linear output, as
+    `model.compile_model` compiles it), averaged over the digits. None where Keras would
+    add more: a layer with a weight or activity penalty (`*_regularizer`)."""
+    penalties = (v for layer in spec.layers for k, v in layer.items() if k.endswith("_regularizer"))
+    if any(penalties):
+        return None
+    outputs = np.asarray(outputs, np.float32)
+    labels = np.asarray(labels)
+    name, classes = spec.train.loss, outputs.shape[1]
+    if name.endswith("crossentropy"):
+        if output_activation(spec) == "linear":  # from_logits=True
+            shifted = outputs - outputs.max(axis=1, keepdims=True)
+            log_prob = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+        else:
+            epsilon = np.float32(KERAS_EPSILON)
+            with np.errstate(divide="ignore", invalid="ignore"):  # an all-zero row: NaN, as Keras
+                normalised = outputs / outputs.sum(axis=1, keepdims=True)
+            log_prob = np.log(np.clip(normalised, epsilon, np.float32(1) - epsilon))
+        per_digit = -log_prob[np.arange(len(labels)), labels]
+    else:
+        targets = np.eye(classes, dtype=np.float32)[labels]
+        errors = {"mean_squared_error": np.square, "mean_absolute_error": np.abs}.get(name)
+        if errors is None:
+            return None
+        per_digit = errors(targets - outputs).mean(axis=1)
+    return float(per_digit.astype(np.float64).mean())
 
 
 def loss_targets(labels: np.ndarray, spec: Spec, num_classes: int) -> np.ndarray:
@@ -218,6 +305,8 @@ def write_pictures(
     run_dir: Path, evaluation: Evaluation, history: dict[str, list[float]], x_test: np.ndarray
 ) -> list[Path]:
     """Draw the confusion heatmap, the misclassified gallery and the training curves."""
+    from digitlab import plots  # matplotlib: only where a picture is drawn
+
     wrong = evaluation.misclassified
     confidence = evaluation.probabilities[wrong].max(axis=1)
     order = np.argsort(-confidence, kind="stable")  # the most confident mistakes first
@@ -240,8 +329,45 @@ def write_pictures(
     return paths
 
 
+def measure(run: Run | str | Path, data_dir: str | Path | None = None) -> Evaluation:
+    """A run's figures on its dataset's test split, drawing nothing: `evaluate --json`.
+
+    The network runs in NumPy and the loss is computed from its outputs (`numpy_loss`) when
+    `forward.load_forward` knows every layer; otherwise Keras loads the model and runs
+    `model.predict` and `model.evaluate`.
+
+    Args:
+        run: a `Run`, or a run path/name/"latest" for `load_run`.
+        data_dir: a folder holding the dataset files, as for `load_dataset`.
+
+    Raises:
+        RunError: the run cannot be found or loaded.
+        DataError: the dataset cannot be loaded.
+    """
+    run = run if isinstance(run, Run) else load_run(run)
+    _, (x_test, y_test) = load_dataset(run.dataset.name, data_dir=data_dir)
+    return _measure(run, x_test, y_test)
+
+
+def _measure(run: Run, x_test: np.ndarray, y_test: np.ndarray) -> Evaluation:
+    from digitlab.errors import RunError
+    from digitlab.files import MAX_MODEL_BYTES, check_regular
+    from digitlab.forward import load_forward
+    from digitlab.runs import MODEL_FILE
+
+    check_regular(run.path / MODEL_FILE, MAX_MODEL_BYTES, RunError)  # as `run.model` does
+    forward = load_forward(run.path / MODEL_FILE)
+    if forward is not None:
+        outputs = forward(prepare_inputs(x_test, run.spec.input_shape))
+        loss = numpy_loss(outputs, y_test, run.spec)
+        if loss is not None:
+            return _evaluation(outputs, loss, run.spec, y_test, run.class_names)
+    return evaluate_model(run.model, run.spec, x_test, y_test, run.class_names)
+
+
 def evaluate(run: Run | str | Path, data_dir: str | Path | None = None) -> Evaluation:
-    """Evaluate a run on its dataset's test split, and (re)draw its pictures in the run folder.
+    """Evaluate a run on its dataset's test split (`measure`), and (re)draw its pictures in
+    the run folder.
 
     Args:
         run: a `Run`, or a run path/name/"latest" for `load_run`.
@@ -262,6 +388,6 @@ def evaluate(run: Run | str | Path, data_dir: str | Path | None = None) -> Evalu
     """
     run = run if isinstance(run, Run) else load_run(run)
     _, (x_test, y_test) = load_dataset(run.dataset.name, data_dir=data_dir)
-    evaluation = evaluate_model(run.model, run.spec, x_test, y_test, run.class_names)
+    evaluation = _measure(run, x_test, y_test)
     write_pictures(run.path, evaluation, run.history, x_test)
     return evaluation

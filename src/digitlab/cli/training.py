@@ -190,20 +190,22 @@ def evaluate(
 ) -> None:
     """Test loss and accuracy, confusion matrix, per-class report, most-confused pairs, pictures.
 
-    Ends with the run's report.html and two commands to try next.
+    Redraws the run's pictures and ends with its report.html and two commands to try next;
+    with `--json`, only the figures, as JSON (the pictures are left as they are).
 
     Examples:
 
     * `digitlab evaluate latest`
     * `digitlab evaluate runs/20261124-231500-seed --json`
     """
-    from digitlab.evaluation import evaluate as evaluate_run
+    from digitlab import evaluation as evaluation_module
     from digitlab.runs import load_run
 
     loaded = load_run(run, runs_dir)
-    evaluation = evaluate_run(loaded, data_dir=data_dir)
-    if as_json:
+    if as_json:  # the figures alone: no Keras, scikit-learn or matplotlib where NumPy will do
+        evaluation = evaluation_module.measure(loaded, data_dir=data_dir)
         print_json({"run": str(loaded.path), **evaluation.to_dict()})
         return
+    evaluation = evaluation_module.evaluate(loaded, data_dir=data_dir)
     evaluation.print(console, loaded.path)
     _print_next_steps(loaded, ("explain --index 0", "serve"))

@@ -1,0 +1,167 @@
+"""Instant commands (issue 23): what `evaluate --json`, `summary` and `explain` compute without
+Keras, JAX or scikit-learn, held to those libraries' own figures, their oracles.
+
+Every preset's architecture is built with random weights (no training) where a network is
+needed; the loss, the per-class report, the layer table and the saliency must equal what
+Keras, scikit-learn and JAX give to 1e-5 (to the bit where the arithmetic is the same).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from runfiles import model_run
+
+from digitlab.config import Spec
+from digitlab.evaluation import (
+    KERAS_EPSILON,
+    confusion_matrix,
+    evaluate_model,
+    loss_targets,
+    measure,
+    numpy_loss,
+    per_class_report,
+)
+from digitlab.forward import load_forward, prepare_inputs
+from digitlab.presets import get_preset, preset_names
+from digitlab.schema import TrainConfig
+
+
+def _randomized(model, seed: int = 0):
+    """Random biases and batch-norm statistics on top of Keras's random kernels: zeros and
+    ones would hide a computation that forgets them."""
+    rng = np.random.default_rng(seed)
+    for variable in model.weights:
+        shape = tuple(variable.shape)
+        if "float" not in str(variable.dtype) or len(shape) != 1:
+            continue
+        low, high = (0.5, 2.0) if variable.path.endswith("variance") else (-0.5, 0.5)
+        variable.assign(rng.uniform(low, high, shape).astype(np.float32))
+    return model
+
+
+def _images(n: int = 64, seed: int = 1) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (n, 28, 28), dtype=np.uint8)
+
+
+def _saved(spec: Spec, tmp_path):
+    """A compiled, randomized Keras model of `spec`, and its NumPy forward pass (from the
+    model.keras it was saved to)."""
+    from digitlab.model import build_model, compile_model
+
+    model = _randomized(build_model(spec))
+    compile_model(model, spec)
+    path = tmp_path / f"{spec.name}.keras"
+    model.save(path)
+    forward = load_forward(path)
+    assert forward is not None
+    return model, forward
+
+
+# ------------------------------------------------------------------------------ evaluate --json
+def _keras_loss(model, spec: Spec, images: np.ndarray, labels: np.ndarray) -> float:
+    x = prepare_inputs(images, spec.input_shape)
+    targets = loss_targets(labels, spec, 10)
+    return model.evaluate(x, targets, batch_size=1024, verbose=0, return_dict=True)["loss"]
+
+
+@pytest.mark.parametrize("name", preset_names())
+def test_every_presets_loss_equals_keras_evaluate(name, tmp_path):
+    spec = get_preset(name)
+    model, forward = _saved(spec, tmp_path)
+    images, labels = _images(), np.random.default_rng(2).integers(0, 10, 64)
+    got = numpy_loss(forward(prepare_inputs(images, spec.input_shape)), labels, spec)
+    assert got == pytest.approx(_keras_loss(model, spec, images, labels), rel=1e-5, abs=1e-6)
+
+
+@pytest.mark.parametrize("loss", ["categorical_crossentropy", "mean_squared_error", "mae"])
+@pytest.mark.parametrize("output", ["sigmoid", "linear", "softmax"])
+def test_every_loss_equals_keras_evaluate(loss, output, tmp_path):
+    """The one-hot losses, on probabilities (sigmoid, softmax) and on logits (linear)."""
+    layers = ({"type": "Dense", "units": 32, "activation": "relu"},)
+    layers += ({"type": "Dense", "units": 10, "activation": output},)
+    spec = Spec(name=f"{output}-{loss}", layers=layers, train=TrainConfig(loss=loss))
+    model, forward = _saved(spec, tmp_path)
+    images, labels = _images(), np.random.default_rng(3).integers(0, 10, 64)
+    got = numpy_loss(forward(prepare_inputs(images, spec.input_shape)), labels, spec)
+    assert got == pytest.approx(_keras_loss(model, spec, images, labels), rel=1e-5, abs=1e-6)
+
+
+def test_a_penalised_network_leaves_the_loss_to_keras():
+    layer = {"type": "Dense", "units": 10, "activation": "softmax", "kernel_regularizer": "l2"}
+    spec = Spec(name="l2", layers=(layer,))
+    assert numpy_loss(np.full((2, 10), 0.1, np.float32), np.array([1, 2]), spec) is None
+
+
+def test_the_clip_is_keras_epsilon():
+    import keras
+
+    assert keras.backend.epsilon() == KERAS_EPSILON
+
+
+def _labels_and_predictions():
+    """Some classes never predicted, one never present: the zero divisions included."""
+    rng = np.random.default_rng(4)
+    labels = rng.integers(0, 9, 500)  # no 9s
+    predictions = np.where(rng.random(500) < 0.7, labels, rng.integers(0, 10, 500))
+    predictions[predictions == 3] = 4  # no 3 predicted
+    return labels, predictions
+
+
+def test_the_per_class_report_is_scikit_learns():
+    from sklearn import metrics
+
+    labels, predictions = _labels_and_predictions()
+    names = [f"class {k}" for k in range(10)]
+    expected = metrics.classification_report(
+        labels, predictions, labels=range(10), target_names=names, zero_division=0,
+        output_dict=True,
+    )  # fmt: skip
+    got = per_class_report(confusion_matrix(labels, predictions, 10), names)
+    assert got == expected  # every value to the bit, the keys in order
+    assert list(got) == list(expected)
+    assert got["class 9"]["recall"] == 0.0 and got["class 3"]["precision"] == 0.0
+
+
+def test_the_confusion_matrix_is_scikit_learns():
+    from sklearn import metrics
+
+    labels, predictions = _labels_and_predictions()
+    expected = metrics.confusion_matrix(labels, predictions, labels=range(10))
+    got = confusion_matrix(labels, predictions, 10)
+    assert got.dtype == expected.dtype and (got == expected).all()
+
+
+def test_a_trained_runs_measure_equals_keras(trained_run, mnist):
+    """The whole test set, through the NumPy pass and loss, against `model.evaluate`."""
+    _, (x_test, y_test) = mnist
+    keras_figures = evaluate_model(
+        trained_run.model, trained_run.spec, x_test, y_test, trained_run.class_names
+    ).to_dict()
+    figures = measure(trained_run).to_dict()
+    assert figures.pop("test_loss") == pytest.approx(keras_figures.pop("test_loss"), rel=1e-5)
+    assert figures == keras_figures
+
+
+def test_evaluate_json_needs_no_keras_jax_scikit_learn_or_matplotlib(tmp_path, mnist):
+    run_dir = model_run(tmp_path / "run")
+    probe = (
+        "import sys\n"
+        "from digitlab.cli import main\n"
+        f"sys.argv = ['digitlab', 'evaluate', {str(run_dir)!r}, '--json']\n"
+        "try:\n"
+        "    main()\n"
+        "finally:\n"
+        "    heavy = {'keras', 'jax', 'sklearn', 'matplotlib'}\n"
+        "    print(sorted({m.split('.')[0] for m in sys.modules} & heavy), file=sys.stderr)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stderr.strip() == "[]"
+    figures = json.loads(out.stdout)
+    assert np.asarray(figures["confusion_matrix"]).sum() == 10_000
+    assert not (run_dir / "confusion_matrix.png").exists()  # --json draws nothing
