@@ -8,7 +8,7 @@ from typing import Any
 from digitlab import plots
 from digitlab.errors import DigitlabError, RunError
 from digitlab.experiments.record import RECORD_FILE, RUNS_FOLDER, read_record
-from digitlab.experiments.schema import VariantResult
+from digitlab.experiments.schema import ExperimentRecord, VariantResult
 from digitlab.files import is_file, write_text
 from digitlab.html import (
     figure,
@@ -21,6 +21,7 @@ from digitlab.html import (
     relative_href,
     render,
 )
+from digitlab.report import lesson
 from digitlab.runs import (
     EXPERIMENTS_FOLDER,
     INSPECT_DIR,
@@ -236,10 +237,15 @@ read_experiment = read_record  # likewise: experiment.json as a typed Experiment
 def write_experiment_report(folder: Path, runs_dir: Path | None = None) -> Path:
     """Write `report.html` into an experiment folder and return its path.
 
-    The page holds the question, the conclusion, the budget, the table of variants, every
-    PNG in the folder, and links to its runs' reports (a run without one gets it written).
+    The page reads top down as a lesson: the question, the answer in plain words (a smoke
+    run says it is one), the first figure (the forest plot of the tested differences if
+    drawn), the primary claims and their literature check, the variants (their changes as
+    short diffs against their preset), the other figures, and last, folded, "How we know":
+    every test with its Holm-adjusted p values and power, the budget and the time taken.
+    Every PNG in the folder is inlined; each run links to its report (written if missing).
     Runs are looked up as given, in the folder and its `runs/`, in `runs_dir`, and in the
-    runs folder that holds `experiments/` (the folder's grandparent).
+    runs folder that holds `experiments/` (the folder's grandparent). Records written before
+    claims and answers existed render too: their conclusion stands in for the answer.
 
     Raises:
         RunError: experiment.json is missing, unreadable or not an experiment record
@@ -254,44 +260,90 @@ def write_experiment_report(folder: Path, runs_dir: Path | None = None) -> Path:
         *([Path(runs_dir)] if runs_dir is not None else []),
         folder.parent.parent,
     ]
-    details = [
-        (label, str(value))
-        for label, value in (
-            ("baseline variant", record.baseline),
-            ("learning-rate policy", record.learning_rate_policy),
-            ("wall-clock seconds", record.wall_seconds),
-        )
-        if str(value)
-    ]
+    shared, diffs = lesson.changes(record)
+    figures = _experiment_pictures(folder, record.plots)
+    lead = next((f for f in figures if f["file"] == "forest.png"), figures[0] if figures else None)
     html = render(
         "experiment.html.j2",
         title=f"Experiment {record.name or folder.name}",
         record=record,
         folder=folder.name,
-        details=details,
+        answer=list(record.answer or record.conclusion),
+        details=list(record.conclusion) if record.answer else [],
+        claims=lesson.claim_rows(record),
+        tests=lesson.comparison_rows(record),
+        shared=shared,
+        variants=[_variant_row(v, diffs[v.name], folder, roots) for v in record.variants],
+        columns=_variant_columns(record),
+        lead=lead,
+        figures=[f for f in figures if f is not lead],
+        budget_sentence=lesson.budget_sentence(record),
         budget=list(flatten(record.budget).items()),
-        variants=[_variant_row(v, folder, roots) for v in record.variants],
-        figures=_experiment_pictures(folder, record.plots),
+        details_rows=_experiment_details(record),
     )
     return write_text(folder / REPORT_FILE, html)
 
 
-def _variant_row(variant: VariantResult, folder: Path, roots: list[Path]) -> dict[str, Any]:
-    """One row of the variants table: the record's figures, the overrides as one line, and
-    a link to each run's report."""
+def _experiment_details(record: ExperimentRecord) -> list[tuple[str, str]]:
+    """The rest of "How we know": baseline, learning-rate policy, target, time taken."""
+    rows = [
+        ("baseline variant", record.baseline),
+        ("learning-rate policy", record.learning_rate_policy),
+        ("target validation accuracy", percent(record.target) if record.target else ""),
+        ("wall-clock time", lesson.duration(record.wall_seconds) if record.wall_seconds else ""),
+        (
+            "CPU time, all threads",
+            lesson.duration(record.cpu_seconds) if record.cpu_seconds else "",
+        ),
+    ]
+    return [(label, value) for label, value in rows if value]
+
+
+def _variant_columns(record: ExperimentRecord) -> dict[str, bool]:
+    """Which optional columns the variants table needs: time to target, if some variant
+    has it."""
+    return {
+        "to_target": any(getattr(v, key) is not None for v in record.variants for key in TO_TARGET)
+    }
+
+
+# VariantResult's time-to-target figures: field, label, format in the table.
+TO_TARGET = {
+    "epochs_to_target": "epochs",
+    "updates_to_target": "updates",
+    "examples_to_target": "digits",
+    "seconds_to_target": "seconds",
+}
+
+
+def _variant_row(
+    variant: VariantResult, changes: list[str], folder: Path, roots: list[Path]
+) -> dict[str, Any]:
+    """One row of the variants table: the record's figures, the changes against the preset,
+    the learning rate and its grid, and a link to each run's report."""
     return {
         "name": variant.name,
         "description": variant.description,
-        "spec": ", ".join(f"{k}={v}" for k, v in flatten(variant.spec).items()),
+        "changes": changes,
+        "grid": lesson.grid_text(variant),
         "batch_size": variant.batch_size,
         "learning_rate": variant.learning_rate,
+        "epochs": variant.epochs,
         "accuracy": variant.test_accuracy,
+        "train_accuracy": variant.train_accuracy,
         "train_loss": variant.final_train_loss,
         "val_loss": variant.final_val_loss,
         "gap": variant.generalization_gap,
+        "matched": variant.gap_at_matched_loss,
+        "to_target": [
+            (label, getattr(variant, key))
+            for key, label in TO_TARGET.items()
+            if getattr(variant, key) is not None
+        ],
         "seconds": variant.seconds,
         "updates": variant.updates,
         "runs": [_run_link(ref, folder, roots) for ref in variant.runs],
+        "by_seed": all(Path(ref).name.startswith(f"{variant.name}-seed") for ref in variant.runs),
     }
 
 
@@ -314,7 +366,7 @@ def _run_link(ref: str, folder: Path, roots: list[Path]) -> dict[str, str | None
 
 def _experiment_pictures(folder: Path, plots: tuple[str, ...]) -> list[dict[str, str]]:
     """Every PNG in the folder: first those the record's `plots` names, in its order, then
-    the rest by name."""
+    the rest by name; those experiments/plots.py draws with their own title and caption."""
     names = [Path(name).name for name in plots]  # only files inside the folder
     names += [p.name for p in sorted(folder.glob("*.png")) if p.name not in names]
     pictures, seen = [], set()
@@ -323,8 +375,8 @@ def _experiment_pictures(folder: Path, plots: tuple[str, ...]) -> list[dict[str,
         if name in seen or path.suffix.lower() != ".png" or not path.is_file():
             continue
         seen.add(name)
-        title = path.stem.replace("_", " ").replace("-", " ").capitalize()
-        pictures.append(figure(path, title, ""))
+        default = (path.stem.replace("_", " ").replace("-", " ").capitalize(), "")
+        pictures.append(figure(path, *lesson.PLOT_TITLES.get(path.stem, default)))
     return pictures
 
 
