@@ -62,6 +62,7 @@ DEFAULT_MARGINS = {
     "gap_at_matched_loss": 0.02,
 }
 TO_TARGET_MARGIN = 0.1
+MAX_SEEDS = 1_000_000  # more seeds per variant than this is "no practical number"
 
 
 @dataclass(frozen=True)
@@ -132,19 +133,22 @@ def holm(pvalues: Sequence[float]) -> list[float]:
 class Power:
     power: float  # to detect ±margin
     detectable: float | None  # the effect (metric units) 80% power detects
-    seeds_needed: int | None  # per variant for 80% power at ±margin (None: beyond 10⁹)
+    seeds_needed: int | None  # per variant for 80% power at ±margin (None: over MAX_SEEDS)
 
 
 def _power(effect_size: float, nobs: float, alpha: float) -> float:
-    """TTestIndPower's two-sided power; where SciPy's noncentral t returns NaN for the far
-    tail (tiny df, large effects), the near tail alone (it is all of the power there)."""
-    from statsmodels.stats.power import TTestIndPower
+    """TTestIndPower's two-sided power. SciPy's noncentral t returns NaN at some parameters:
+    then the near tail alone (all of the power where the far tail underflows), and for
+    millions of seeds, where that too can fail, the normal approximation (NormalIndPower)."""
+    from statsmodels.stats.power import NormalIndPower, TTestIndPower
 
     power = TTestIndPower().power(effect_size=effect_size, nobs1=nobs, alpha=alpha, ratio=1.0)
     if not math.isfinite(power):
         power = TTestIndPower().power(
             effect_size=effect_size, nobs1=nobs, alpha=alpha / 2, ratio=1.0, alternative="larger"
         )
+    if not math.isfinite(power):
+        power = NormalIndPower().power(effect_size=effect_size, nobs1=nobs, alpha=alpha)
     return float(power)
 
 
@@ -177,8 +181,10 @@ def power(groups: Sequence[Sequence[float]], margin: float, alpha: float) -> Pow
     detectable = brentq(short, 1e-12, high, args=(nobs,)) * sigma if high < 1e6 else None
     needed: int | None = 2
     if short(margin / sigma, 2) < 0:
-        more = short(margin / sigma, 1e9) >= 0
-        needed = math.ceil(brentq(lambda n: short(margin / sigma, n), 2, 1e9)) if more else None
+        more = short(margin / sigma, MAX_SEEDS) >= 0
+        needed = (
+            math.ceil(brentq(lambda n: short(margin / sigma, n), 2, MAX_SEEDS)) if more else None
+        )
     return Power(power_at_margin, detectable, needed)
 
 
@@ -284,8 +290,11 @@ def _judged(test: _Test, p: float | None, p_eq: float | None, m: int) -> dict[st
         "variants": list(test.variants),
         "n": test.n,
         "estimate": None,
+        **dict.fromkeys(("low", "high", "level", "p", "p_adjusted")),
         "margin": test.margin,
+        **dict.fromkeys(("p_equivalence", "p_equivalence_adjusted")),
         "verdict": "not tested",
+        **dict.fromkeys(("power", "detectable", "seeds_needed")),
     }
     if test.groups:
         means = [float(np.mean(g)) for g in test.groups]
@@ -388,8 +397,9 @@ def judge(
     claims = [_claimed(t, r) for t, r in zip(family, records, strict=True) if t.claim]
     tests = [r for t, r in zip(family, records, strict=True) if not t.claim]
     if smoke:
-        answer = [f"A {words.SMOKE}. Run it without --quick for an answer."]
-        lines = [f"A {words.SMOKE}; nothing was tested."]
+        smoke_run = words.SMOKE[0].upper() + words.SMOKE[1:]
+        answer = [f"{smoke_run}. Run it without --quick for an answer."]
+        lines = [f"{smoke_run}; nothing was tested."]
     else:
         answer = [words.answer(c) for c in claims]
         lines = [c["sentence"] for c in claims] + [r["sentence"] for r in tests]
