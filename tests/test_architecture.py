@@ -91,7 +91,10 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "digitlab.insight.*",  # probe, inspection, explanation
             "digitlab.ood",
             "digitlab.report.*",  # training writes a run's report.html
-            "digitlab.experiments.plots",
+            "digitlab.experiments.plots",  # and its figures_* modules
+            "digitlab.experiments.figures_common",
+            "digitlab.experiments.figures_forest",
+            "digitlab.experiments.figures_summary",
         ),
     ),
     ("training", ("digitlab.training", "digitlab.training.*")),

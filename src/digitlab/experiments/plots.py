@@ -1,164 +1,201 @@
-"""An experiment's figures, as PNG: curves with a band across seeds, gaps, accuracies, activations.
+"""An experiment's figures, as PNG: curves over seeds, differences, steps to a target.
 
-Built like `digitlab.plots`: `Figure` objects directly (no pyplot, no GUI backend), each
-written atomically. The `_*_figure` helpers return the figure, for tests to inspect.
+`draw` writes the figures a definition's `plots` names. Curves are means over seeds with a
+t-based 95% confidence band (`figures_common`); training curves are measured with dropout off
+wherever the runs recorded it. The `_*_figure` helpers return the figure, for tests to read
+back its axes.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 
+from digitlab.experiments import figures_common as common
+from digitlab.experiments.figures_forest import forest_figure, listed_tests
+from digitlab.experiments.figures_summary import (
+    gap_figure,
+    learning_rates_figure,
+    test_accuracy_figure,
+    to_target_figure,
+)
 from digitlab.experiments.schema import Definition
-from digitlab.plots import _save
+from digitlab.plots import save_figure
 
-AXES = {
-    "epoch": "epochs",
-    "updates": "weight updates",
-    "seconds": "training seconds",
-}
-
-
-# The pre-activation percentiles drawn per layer: each its own line style, so the legend
-# tells the 15th from the 85th.
+CLOCKS = {"epoch": "epochs", "updates": "weight updates", "seconds": "training seconds"}
+# The pre-activation percentiles drawn per layer, each its own line style.
 PERCENTILE_STYLES = {"p15": ":", "p50": "-", "p85": "--"}
+PERCENTILE_NAMES = {"p15": "15th percentile", "p50": "median", "p85": "85th percentile"}
+FRACTION_COLOR = "#c0392b"
+TRAINING, VALIDATION = "#1f77b4", "#d62728"
 
 
-def _colors(n: int) -> list:
-    from matplotlib import colormaps
-
-    cmap = colormaps["tab10"]
-    return [cmap(i % 10) for i in range(n)]
-
-
-def _band(ax, x: np.ndarray, runs: Sequence[Sequence[float]], color, label: str, style: str):
-    """The mean across seeds as a line, the min–max across seeds as a band."""
-    length = min(len(r) for r in runs)
-    values = np.array([list(r)[:length] for r in runs], dtype=float)
-    x = np.asarray(x[:length], dtype=float)
-    ax.plot(
-        x, values.mean(axis=0), style, color=color, label=label, marker="." if length < 3 else None
-    )
-    if len(values) > 1:
-        ax.fill_between(x, values.min(axis=0), values.max(axis=0), color=color, alpha=0.15, lw=0)
+def training_curves(runs: list[dict], kind: str) -> tuple[list[list[float]], str]:
+    """Each run's training `kind` ("loss" or "accuracy") per epoch, and its legend label:
+    measured with dropout off (`inference_*`) when every run recorded it, else Keras's
+    running figure of the epoch, with dropout on."""
+    key = f"inference_{kind}"
+    if all(c.get(key) for c in runs):
+        return [c[key] for c in runs], "training (dropout off)"
+    return [c.get(kind) or [] for c in runs], "training (Keras's, dropout on)"
 
 
-def _x(curve: dict, axis: str) -> np.ndarray:
-    epochs = len(curve["loss"])
-    if axis == "updates":
+def _epochs(curve: dict) -> int:
+    return len(curve.get("val_loss") or curve.get("loss") or [])
+
+
+def _x(curve: dict, clock: str) -> np.ndarray:
+    """Where each epoch ends on a clock: its number, the updates so far, the seconds so far."""
+    epochs = _epochs(curve)
+    if clock == "updates":
         return np.arange(1, epochs + 1) * curve["updates_per_epoch"]
-    if axis == "seconds":
+    if clock == "seconds":
         return np.cumsum(curve["epoch_seconds"][:epochs])
-    return np.arange(1, epochs + 1)
+    return np.arange(1, epochs + 1, dtype=float)
 
 
-def _top(curves: dict[str, list[dict]]) -> float:
+def _shown(curves: dict[str, list[dict]]) -> dict[str, list[dict]]:
+    return {name: runs for name, runs in curves.items() if runs and _epochs(runs[0])}
+
+
+def _panels(fig: Figure, count: int):
+    """A grid of `count` panels, at most 3 a row, and its number of columns."""
+    cols = min(count, 3) or 1
+    return fig.add_gridspec(math.ceil(count / cols) or 1, cols), cols
+
+
+def _figure_legend(fig: Figure, ncols: int = 3) -> None:
+    """One legend under the panels, each label once."""
+    handles: dict[str, Any] = {}
+    for ax in fig.axes:
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            handles.setdefault(label, handle)
+    if handles:
+        fig.legend(handles.values(), handles.keys(), loc="outside lower center", ncols=ncols)
+
+
+def _loss_top(curves: dict[str, list[dict]]) -> float:
     """A y limit that keeps the curves readable: the first epochs' spikes are cut off."""
-    values = [x for runs in curves.values() for c in runs for k in ("loss", "val_loss")
-              for x in c.get(k, []) if np.isfinite(x)]  # fmt: skip
+    values = [x for runs in curves.values() for c in runs
+              for k in ("loss", "inference_loss", "val_loss")
+              for x in c.get(k) or [] if np.isfinite(x)]  # fmt: skip
     return float(np.percentile(values, 95)) * 1.15 if values else 1.0
 
 
-def _loss_figure(curves: dict[str, list[dict]], axes: Sequence[str]) -> Figure:
-    """Loss curves, mean across seeds with a min–max band. Against epochs only: one panel per
-    variant, training (solid) and validation (dashed) overlaid, as in `digitlab compare`, on a
-    shared scale. Against several axes: one panel per axis, the variants overlaid, validation
-    (solid) over training (thin, dotted)."""
-    top = _top(curves)
-    shown = {name: runs for name, runs in curves.items() if runs}
-    if list(axes) == ["epoch"]:
-        cols = min(len(shown), 3) or 1
-        rows = -(-len(shown) // cols) or 1
-        fig = Figure(figsize=(4.2 * cols, 3.2 * rows), layout="constrained")
-        panels = fig.subplots(rows, cols, squeeze=False, sharey=True).ravel()
-        for ax in panels[len(shown) :]:
-            ax.set_axis_off()
-        for ax, (name, runs) in zip(panels, shown.items(), strict=False):
-            x = np.arange(1, min(len(c["loss"]) for c in runs) + 1)
-            _band(ax, x, [c["loss"] for c in runs], "#1f77b4", "training", "-")
-            if all(c.get("val_loss") for c in runs):
-                _band(ax, x, [c["val_loss"] for c in runs], "#d62728", "validation", "--")
-            ax.set_title(name, fontsize=10)
-            ax.set_xlabel("epoch")
-            ax.set_ylim(0, top)
-            ax.grid(alpha=0.3)
-        panels[0].set_ylabel("loss")
-        panels[0].legend(fontsize=8)
-        fig.suptitle("training vs validation loss (mean of seeds, band: min–max)")
-        return fig
-    fig = Figure(figsize=(5.2 * len(axes), 4.2), layout="constrained")
-    panels = fig.subplots(1, len(axes), squeeze=False).ravel()
-    for ax, axis in zip(panels, axes, strict=True):
-        for color, (name, runs) in zip(_colors(len(shown)), shown.items(), strict=True):
-            length = min(len(c["loss"]) for c in runs)
-            x = np.mean([_x(c, axis)[:length] for c in runs], axis=0)
-            if all(c.get("val_loss") for c in runs):
-                _band(ax, x, [c["val_loss"] for c in runs], color, f"{name} validation", "-")
-            ax.plot(x, np.mean([c["loss"][:length] for c in runs], axis=0), ":", color=color,
-                    lw=1, label=f"{name} training")  # fmt: skip
-        if axis != "epoch":
+def _loss_figure(curves: dict[str, list[dict]]) -> Figure:
+    """One panel per variant: training and validation loss per epoch, on a shared scale."""
+    shown = _shown(curves)
+    fig = Figure(
+        figsize=(common.WIDTH, 2.5 * math.ceil(len(shown) / 3) + 1.2), layout="constrained"
+    )
+    grid, cols = _panels(fig, len(shown))
+    top, first = _loss_top(shown), None
+    for i, (name, runs) in enumerate(shown.items()):
+        ax = fig.add_subplot(grid[i // cols, i % cols], sharey=first)
+        first = first or ax
+        x = np.arange(1, min(_epochs(c) for c in runs) + 1)
+        train, label = training_curves(runs, "loss")
+        if all(train):
+            common.band(ax, x, train, TRAINING, label)
+        if all(c.get("val_loss") for c in runs):
+            common.band(ax, x, [c["val_loss"] for c in runs], VALIDATION, "validation", ls="--")
+        ax.set_title(common.wrap(f"{name} ({len(runs)} seed{'s' * (len(runs) > 1)})", 34))
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("loss (cross-entropy)" if i % cols == 0 else "")
+        ax.set_ylim(0, top)
+        ax.grid(alpha=0.3)
+    fig.suptitle("Training and validation loss per epoch\n" + _note(shown), fontsize=10)
+    _figure_legend(fig)
+    return fig
+
+
+def _note(curves: dict[str, list[dict]]) -> str:
+    return common.seed_note([len(runs) for runs in curves.values()])
+
+
+def _clocks_figure(curves: dict[str, list[dict]], clocks: Sequence[str]) -> Figure:
+    """Validation loss against each clock (epochs, weight updates, seconds), the variants
+    overlaid: what a batch size buys per epoch, per update and per second."""
+    shown = _shown(curves)
+    fig = Figure(figsize=(common.WIDTH, 3.6), layout="constrained")
+    panels = fig.subplots(1, len(clocks), squeeze=False, sharey=True).ravel()
+    top = _loss_top({n: [{"val_loss": c.get("val_loss")} for c in r] for n, r in shown.items()})
+    for ax, clock in zip(panels, clocks, strict=True):
+        for color, (name, runs) in zip(common.colors(len(shown)), shown.items(), strict=True):
+            if not all(c.get("val_loss") for c in runs):
+                continue
+            length = min(_epochs(c) for c in runs)
+            x = np.mean([_x(c, clock)[:length] for c in runs], axis=0)
+            common.band(ax, x, [c["val_loss"] for c in runs], color, name)
+        if clock != "epoch":
             ax.set_xscale("log")
         ax.set_ylim(0, top)
-        ax.set_xlabel(AXES[axis])
-        ax.set_ylabel("loss")
-        ax.set_title(f"loss per {AXES[axis].removesuffix('s')}")
+        ax.set_xlabel(CLOCKS[clock] + (" (log)" if clock != "epoch" else ""))
+        ax.set_title(f"per {CLOCKS[clock].removesuffix('s')}", fontsize=10)
         ax.grid(alpha=0.3)
-    panels[0].legend(fontsize=7, ncols=2 if len(shown) > 3 else 1)
+    panels[0].set_ylabel("validation loss (cross-entropy)")
+    named = [CLOCKS[c] for c in clocks]
+    clocks_text = ", ".join(named[:-1]) + " and " + named[-1]
+    fig.suptitle(f"Validation loss against {clocks_text}\n" + _note(shown), fontsize=10)
+    _figure_legend(fig, ncols=min(len(shown), 5))
     return fig
 
 
-def _per_variant(ax, variants: list[dict[str, Any]], key: str, scale: float = 1.0) -> None:
-    """Points per seed plus the mean (a bar) of `variants[i][key]`."""
-    for i, variant in enumerate(variants):
-        values = np.asarray(variant[key]["values"], dtype=float) * scale
-        if not len(values):
-            continue
-        ax.bar(i, values.mean(), color="#cfd8e3", edgecolor="#4a5a70", width=0.6)
-        jitter = np.linspace(-0.15, 0.15, len(values)) if len(values) > 1 else [0.0]
-        ax.plot(i + np.asarray(jitter), values, "o", color="#1f4e99", ms=5)
-    ax.set_xticks(range(len(variants)), [v["name"] for v in variants], rotation=20, ha="right")
-    ax.grid(axis="y", alpha=0.3)
-
-
-def _gap_figure(variants: list[dict[str, Any]]) -> Figure:
-    fig = Figure(figsize=(max(5, 1.2 * len(variants) + 2), 4), layout="constrained")
-    ax = fig.add_subplot()
-    _per_variant(ax, variants, "generalization_gap")
-    ax.axhline(0, color="black", lw=0.8)
-    ax.set_ylabel("validation loss − training loss (end)")
-    ax.set_title("generalisation gap (bars: mean; points: seeds)")
-    return fig
-
-
-def _accuracy_figure(variants: list[dict[str, Any]]) -> Figure:
-    fig = Figure(figsize=(max(5, 1.2 * len(variants) + 2), 4), layout="constrained")
-    ax = fig.add_subplot()
-    _per_variant(ax, variants, "test_accuracy", scale=100)
-    values = [x * 100 for v in variants for x in v["test_accuracy"]["values"]]
-    if values:
-        low, high = min(values), max(values)
-        pad = max((high - low) * 0.3, 0.5)
-        ax.set_ylim(max(0, low - pad), min(100, high + pad))
-    ax.set_ylabel("test accuracy %")
-    ax.set_title("test accuracy (bars: mean; points: seeds)")
+def _accuracy_curves_figure(curves: dict[str, list[dict]]) -> Figure:
+    """One panel per variant: training (dropout off) and validation accuracy per epoch, on
+    one scale: 0–100%, or visibly broken when every value is far above 0."""
+    shown = _shown(curves)
+    drawn: dict[str, list] = {}
+    for name, runs in shown.items():
+        train, label = training_curves(runs, "accuracy")
+        pairs = [(train, label, TRAINING, "-")] if all(train) else []
+        if all(c.get("val_accuracy") for c in runs):
+            pairs.append(([c["val_accuracy"] for c in runs], "validation", VALIDATION, "--"))
+        drawn[name] = [([np.asarray(r, float) * 100 for r in values], *rest)
+                       for values, *rest in pairs]  # fmt: skip
+    percents = []
+    for pairs in drawn.values():
+        for values, *_ in pairs:
+            length = min(len(r) for r in values)
+            mean, low, high = common.mean_interval([r[:length] for r in values])
+            percents += [
+                *mean,
+                *(low if low is not None else []),
+                *(high if high is not None else []),
+            ]
+    fig = Figure(
+        figsize=(common.WIDTH, 2.7 * math.ceil(len(shown) / 3) + 1.2), layout="constrained"
+    )
+    grid, cols = _panels(fig, len(shown))
+    for i, (name, pairs) in enumerate(drawn.items()):
+        ax, zero, _ = common.accuracy_axes(fig, grid[i // cols, i % cols], percents, None)
+        for values, label, color, style in pairs:
+            length = min(len(r) for r in values)
+            common.band(ax, np.arange(1, length + 1), values, color, label, ls=style)
+        runs = shown[name]
+        ax.set_title(common.wrap(f"{name} ({len(runs)} seed{'s' * (len(runs) > 1)})", 34))
+        common.finish_accuracy_axes(ax, zero, "epoch", "accuracy (%)" if i % cols == 0 else "")
+    fig.suptitle("Training and validation accuracy per epoch\n" + _note(shown), fontsize=10)
+    _figure_legend(fig)
     return fig
 
 
 def _activations_figure(variants: list[dict[str, Any]]) -> Figure:
     """Per variant (rows) and hidden layer (columns): pre-activation percentiles over epochs
     (left axis) and the saturated or dead fraction (right axis, red), mean over seeds."""
-    rows = [v for v in variants if v["activations"]]
+    rows = [v for v in variants if v.get("activations")]
     layers = max((len(next(iter(v["activations"].values()))) for v in rows), default=0)
     if not rows or not layers:
-        fig = Figure(figsize=(4, 2))
-        fig.text(0.5, 0.5, "no activation statistics", ha="center")
-        return fig
-    fig = Figure(figsize=(3.6 * layers, 2.3 * len(rows)), layout="constrained")
+        return common.message_figure("no activation statistics")
+    fig = Figure(figsize=(common.WIDTH, 2.1 * len(rows) + 1.0), layout="constrained")
     grid = fig.subplots(len(rows), layers, squeeze=False)
+    fractions = set()
     for r, variant in enumerate(rows):
         runs = list(variant["activations"].values())
         names = list(runs[0])
@@ -167,30 +204,32 @@ def _activations_figure(variants: list[dict[str, Any]]) -> Figure:
             if c >= len(names):
                 ax.set_axis_off()
                 continue
-            layer = names[c]
-            stats = [run[layer] for run in runs if layer in run]
+            stats = [run[names[c]] for run in runs if names[c] in run]
             length = min(len(s["p50"]) for s in stats)
             epochs = np.arange(length)
             for key, style in PERCENTILE_STYLES.items():
                 mean = np.mean([s[key][:length] for s in stats], axis=0)
-                ax.plot(epochs, mean, style, color="#1f4e99", label=key if r == c == 0 else None)
-            fraction = (
-                "saturated" if "saturated" in stats[0] else "dead" if "dead" in stats[0] else None
-            )
+                ax.plot(epochs, mean, style, color="#1f4e99")
+            fraction = next((k for k in ("saturated", "dead") if k in stats[0]), None)
             if fraction:
+                fractions.add(fraction)
                 twin = ax.twinx()
-                mean = np.mean([s[fraction][:length] for s in stats], axis=0)
-                twin.plot(epochs, mean, "-", color="#c0392b")
+                twin.plot(epochs, np.mean([s[fraction][:length] for s in stats], axis=0),
+                          "-", color=FRACTION_COLOR)  # fmt: skip
                 twin.set_ylim(-0.02, 1.02)
-                twin.set_ylabel(fraction, color="#c0392b", fontsize=8)
-                twin.tick_params(labelsize=7)
-            ax.set_title(f"{variant['name']}: layer {layer}", fontsize=9)
-            ax.tick_params(labelsize=7)
-            if r == len(rows) - 1:
-                ax.set_xlabel("epoch (0: before training)", fontsize=8)
-            if c == 0:
-                ax.set_ylabel("pre-activation", fontsize=8)
-    grid[0][0].legend(fontsize=7)
+                twin.set_ylabel(f"{fraction} fraction", color=FRACTION_COLOR, fontsize=8)
+                twin.tick_params(labelsize=8)
+            number, _, activation = names[c].partition(" ")
+            ax.set_title(f"{variant['name']}: layer {number} ({activation})", fontsize=9)
+            ax.tick_params(labelsize=8)
+            ax.set_xlabel("epoch (0: before training)" if r == len(rows) - 1 else "", fontsize=8)
+            ax.set_ylabel("pre-activation" if c == 0 else "", fontsize=8)
+    handles = [Line2D([], [], ls=s, color="#1f4e99", label=f"pre-activation {PERCENTILE_NAMES[k]}")
+               for k, s in PERCENTILE_STYLES.items()]  # fmt: skip
+    handles += [Line2D([], [], color=FRACTION_COLOR, label=f"{f} fraction (right axis)")
+                for f in sorted(fractions)]  # fmt: skip
+    fig.legend(handles=handles, loc="outside lower center", ncols=3, fontsize=8)
+    fig.suptitle("Hidden layers on a fixed validation batch (mean over seeds)", fontsize=10)
     return fig
 
 
@@ -199,22 +238,51 @@ def draw(
     definition: Definition,
     variants: list[dict[str, Any]],
     curves: dict[str, list[dict]],
+    tests: Any = (),
+    *,
+    target: float | None = None,
 ) -> list[Path]:
-    """Write the definition's plots into `folder`; returns the paths written.
+    """Write the definition's figures into `folder`; returns the paths written.
 
-    - loss.png: training and validation loss per variant (mean and min–max band across
-      seeds), against epochs, and against updates and seconds where the plots name them;
-    - gap.png, accuracy.png: per variant, seeds as points, the mean as a bar;
-    - activations.png: the activation statistics over epochs.
+    Args:
+        folder: the experiment's folder.
+        definition: what was run; its `plots` names the figures.
+        variants: `VariantResult`-shaped dicts (`results.variant_results`).
+        curves: per variant, per finished run, its per-epoch history (`results.curves_of`).
+        tests: the tested differences for the forest plot: `ClaimResult`/`Test`-shaped dicts
+            (or models), claims first, or an object with `claims` and `tests` (a judgement).
+            Empty: no forest plot.
+        target: the validation accuracy the to-target figure counts to (default: the
+            definition's).
+
+    The files, by plot: "loss" loss.png; "updates"/"seconds" clocks.png (validation loss
+    against epochs and those clocks); "accuracy" accuracy.png (curves) and
+    test_accuracy.png; "gap" gap.png; "activations" activations.png; "to-target"
+    to_target.png; "learning-rates" learning_rates.png (if a variant tuned its rate);
+    "forest" forest.png (if there are tests).
     """
-    paths = []
-    if "loss" in definition.plots:
-        axes = ["epoch"] + [a for a in ("updates", "seconds") if a in definition.plots]
-        paths.append(_save(_loss_figure(curves, axes), folder / "loss.png"))
-    if "gap" in definition.plots:
-        paths.append(_save(_gap_figure(variants), folder / "gap.png"))
-    if "accuracy" in definition.plots:
-        paths.append(_save(_accuracy_figure(variants), folder / "accuracy.png"))
-    if "activations" in definition.plots:
-        paths.append(_save(_activations_figure(variants), folder / "activations.png"))
-    return paths
+    plots = definition.plots
+    shown = _shown(curves)
+    figures: list[tuple[str, Any]] = []
+    if "loss" in plots and shown:
+        figures.append(("loss.png", lambda: _loss_figure(shown)))
+    clocks = ["epoch"] + [c for c in ("updates", "seconds") if c in plots]
+    if len(clocks) > 1 and shown:
+        figures.append(("clocks.png", lambda: _clocks_figure(shown, clocks)))
+    if "accuracy" in plots:
+        if shown:
+            figures.append(("accuracy.png", lambda: _accuracy_curves_figure(shown)))
+        figures.append(("test_accuracy.png", lambda: test_accuracy_figure(variants)))
+    if "gap" in plots:
+        figures.append(("gap.png", lambda: gap_figure(variants)))
+    if "activations" in plots:
+        figures.append(("activations.png", lambda: _activations_figure(variants)))
+    if "to-target" in plots:
+        goal = target if target is not None else definition.target
+        figures.append(("to_target.png", lambda: to_target_figure(variants, curves, goal)))
+    if "learning-rates" in plots and any(v.get("learning_rate_grid") for v in variants):
+        figures.append(("learning_rates.png", lambda: learning_rates_figure(variants)))
+    listed = listed_tests(tests)
+    if "forest" in plots and listed:
+        figures.append(("forest.png", lambda: forest_figure(listed)))
+    return [save_figure(make(), folder / name) for name, make in figures]
