@@ -4,6 +4,7 @@ direct computation), each verdict on data made to have it, the words a learner r
 from __future__ import annotations
 
 import math
+import re
 import subprocess
 import sys
 
@@ -205,6 +206,18 @@ def test_wide_noisy_groups_are_inconclusive_and_say_what_seeds_would_decide():
     assert f"about {result['seeds_needed']:,} seeds per variant would decide it" in result["why"]
     assert "spans the ±0.50-point margin" in result["sentence"]
     assert "no measurable difference" not in result["sentence"]
+
+
+def test_an_estimate_halfway_to_the_margin_asks_for_more_seeds_than_the_margins_power():
+    z = np.random.default_rng(5).normal(0, 1, 10)
+    z = (z - z.mean()) / z.std(ddof=1)
+    spread = 0.005 / 4.0 / math.sqrt(2 / 10)  # the margin is 4 standard errors
+    result = one_test(0.9525 + spread * z[::-1], 0.95 + spread * z)  # +0.25 points
+    assert result["verdict"] == "inconclusive"
+    assert result["seeds_needed"] <= 10 and result["power"] >= 0.8  # powered for ±margin ...
+    assert "with the estimate between no effect and the margin" in result["why"]
+    seeds = int(re.search(r"about ([0-9,]+) seeds per variant", result["why"])[1])
+    assert seeds > 10  # ... but deciding +0.25 points needs more
 
 
 @pytest.mark.parametrize(

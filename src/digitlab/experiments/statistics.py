@@ -160,9 +160,11 @@ def power(groups: Sequence[Sequence[float]], margin: float, alpha: float) -> Pow
     margin/SE, exactly the Welch statistic's (two variants with equal n: the average of the
     two variances, and n). An interaction has four groups: σ² = Σ s_i²/2 is twice a pair's,
     as its variance is (four means instead of two). What is approximated: the degrees of
-    freedom, 2n − 2 there against Welch–Satterthwaite's (fewer for an interaction, whose
-    4n − 4 are then undercounted: conservative). Solved with `scipy.optimize.brentq` on
-    TTestIndPower.power, as its solve_power fails to converge for 2–4 seeds at small α.
+    freedom. TTestIndPower counts 2n − 2; Welch–Satterthwaite's are at most that for a pair
+    (fewer where the variances differ: the power is then a little optimistic) and up to
+    4n − 4 for an interaction (the power is then conservative). Solved with
+    `scipy.optimize.brentq` on TTestIndPower.power: its solve_power fails to converge for
+    2–4 seeds at small α.
     """
     from scipy.optimize import brentq
 
