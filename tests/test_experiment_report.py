@@ -243,8 +243,8 @@ def test_claims_show_the_estimate_in_the_metrics_units_verdict_and_literature(tm
     html = report(tmp_path)
     claims = html.split('id="claims-table"')[1].split("</table>")[0]
     assert "Dropout 0.5 narrows the generalisation gap." in claims
-    assert "−0.0860 [−0.0900, −0.0820]" in claims  # a gap: loss units, 4 decimals
-    assert "+0.12 [−0.28, +0.52] points" in claims  # accuracy in points
+    assert "−0.086 [−0.090, −0.082]" in claims  # a gap: loss units, as the sentences say it
+    assert "+0.12 points [−0.28, +0.52]" in claims  # accuracy in points
     assert "99.4% interval" in claims
     assert '<span class="badge agrees">agrees</span>' in claims
     assert '<span class="badge not-tested">not tested</span>' in claims
@@ -297,12 +297,12 @@ def test_layer_changes_name_activations_batch_norm_and_depth():
 
 def test_p_values_are_never_printed_as_zero(tmp_path):
     html = report(tmp_path)
-    assert "0.000" not in html.replace("0.0004", "")  # "< 0.001", never "0.000"
-    tests = html.split('id="tests-table"')[1].split("</table>")[0]
-    assert tests.count("difference &lt; 0.001") == 1 and "equivalence &lt; 0.001" in tests
-    assert [lesson.p_text(p) for p in (2e-8, 0.00099, 0.001, 0.0123, 1.0, None)] == [
-        "< 0.001", "< 0.001", "0.001", "0.012", "1.000", "–",
-    ]  # fmt: skip
+    assert "0.000" not in html.replace("0.0004", "")  # "p < 0.001", never "p = 0.000"
+    tests = unescape(html.split('id="tests-table"')[1].split("</table>")[0])
+    assert tests.count("difference p < 0.001") == 1 and "equivalence p < 0.001" in tests
+    assert "difference p = 0.400" in tests and "unadjusted p < 0.001" in tests
+    untested = tests.split("claim interaction")[1].split("</tr>")[0]
+    assert "p =" not in untested and "p <" not in untested  # not tested: no p at all
 
 
 def test_how_we_know_holds_power_budget_and_time(tmp_path):
@@ -310,6 +310,7 @@ def test_how_we_know_holds_power_budget_and_time(tmp_path):
     how = unescape(html.split('id="how-we-know"')[1])
     assert "Welch's t-test and TOST, Holm-adjusted" in how
     assert "83%" in how and "80% power detects 0.46 points" in how and "seeds needed 9" in how
+    assert "margin ±0.50 points" in how and "margin ±0.020" in how
     assert "Each run trained 20 epochs on 480 digits (600 with 120 held out for validation)" in how
     assert "1,234.5 s (20.6 min)" in how and "2,400.0 s (40.0 min)" in how
     assert "notebook-0.5 lowered the gap" in how  # the conclusion lines, in full, here
@@ -392,3 +393,45 @@ def test_an_old_record_fits_the_screen_in_chromium(browser, tmp_path, width):
         assert page.evaluate(NO_SIDEWAYS), page.evaluate("document.scrollingElement.scrollWidth")
     finally:
         context.close()
+
+
+# ------------------------------------------------------------------------------ the terminal
+def printed(data: dict, folder: Path) -> list[str]:
+    from rich.console import Console
+
+    from digitlab.experiments.views import print_record
+
+    console = Console(record=True, width=120)
+    print_record(console, ExperimentRecord.model_validate(data), folder)
+    return console.export_text().splitlines()
+
+
+def test_the_terminal_says_smoke_first_then_answer_claims_table_and_how_we_know(tmp_path):
+    folder = experiment_folder(tmp_path, record_data(smoke=True))
+    write_experiment_report(folder)
+    lines = printed(record_data(smoke=True), folder)
+    assert lines[0] == "A smoke run (--quick): too small to conclude anything."
+    assert lines[1] == "Dropout 0.5 narrowed the gap between training and validation loss."
+    text = "\n".join(lines)
+    marks = [
+        "agrees       Dropout 0.5 narrows the generalisation gap. −0.086 [−0.090, −0.082]: "
+        "lower, expected lower",
+        "inconclusive Dropout 0.5 raises",
+        "not tested   Dropout helps the wide net more. (a smoke run",
+        "changes",  # the table's head
+        "units 100 → 1024,",
+        "How we know: 3 of 4 comparisons tested",
+        f"experiment: {folder}   report: {folder / 'report.html'}",
+    ]
+    where = [text.index(mark) for mark in marks]
+    assert where == sorted(where)
+    assert "10 seeds per variant, 20 epochs on 480 digits each" in text
+    assert "95.12% ± 0.21%" in text and "0.012 / 0.312" in text and "3,125" in text
+
+
+def test_the_terminal_prints_an_old_records_conclusion(tmp_path):
+    lines = printed(old_record(), tmp_path / "exp")
+    assert lines[0] == "- Test accuracy: no measurable difference (+0.1 points, p = 0.61)."
+    text = "\n".join(lines)
+    assert "smoke" not in text and "report:" not in text  # no report written there
+    assert "How we know: Welch's t-test and TOST" in text and "3 seeds per variant" in text

@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from digitlab.experiments.conclusions import SMOKE
 from digitlab.experiments.definitions import BUILT_IN
 from digitlab.experiments.schema import ExperimentRecord
 
@@ -59,24 +60,81 @@ def _mean(summary, fmt: str) -> str:
 
 
 def print_record(console, record: ExperimentRecord, folder: str | Path) -> None:
-    """An experiment's results table, its conclusion as "- " lines, and its folder."""
+    """An experiment's results as a learner reads them: a smoke run says so on the first
+    line; then the answer in plain words, the claims with their verdicts, a compact table
+    of the variants (their changes as short diffs), and a one-line "how we know" with
+    where the report is. A record from before claims and answers prints its conclusion."""
+    from rich import box
     from rich.markup import escape
     from rich.table import Table
 
-    table = Table("variant", "test accuracy", "train loss", "val loss", "gap", "seconds", "updates")
+    from digitlab.report import lesson
+
+    say = lambda text, **style: console.print(  # noqa: E731
+        text, highlight=False, markup=False, soft_wrap=True, **style
+    )
+    if record.smoke:
+        say(SMOKE[0].upper() + SMOKE[1:] + ".", style="bold yellow")
+    for line in record.answer:
+        say(line, style="bold")
+    if not record.answer:
+        for line in record.conclusion:
+            say(f"- {line}")
+    for claim in lesson.claim_rows(record):
+        if claim["verdict"] == "not tested":
+            say(f"  {claim['literature']:<12} {claim['statement']} ({claim['why']})")
+            continue
+        why = f"; {claim['why']}" if claim["why"] else ""
+        say(
+            f"  {claim['literature']:<12} {claim['statement']} {claim['estimate']}: "
+            f"{claim['verdict']}, expected {claim['expect']}{why}"
+        )
+    shared, changes = lesson.changes(record)
+    if shared:
+        say(f"Every variant: {', '.join(shared)}.")
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
+    table.add_column("variant", no_wrap=True)
+    table.add_column("changes")
+    for name in ("test accuracy", "train / val loss", "gap", "s per run", "updates"):
+        table.add_column(name, justify="right", no_wrap=True)
     for v in record.variants:
         acc = v.test_accuracy
         table.add_row(
             escape(v.name),
+            escape(", ".join(changes[v.name]) or "–"),
             f"{acc.mean:.2%} ± {acc.std:.2%}" if acc.mean is not None else "–",
-            *(
-                _mean(s, ".3f")
-                for s in (v.final_train_loss, v.final_val_loss, v.generalization_gap)
-            ),
+            f"{_mean(v.final_train_loss, '.3f')} / {_mean(v.final_val_loss, '.3f')}",
+            _mean(v.generalization_gap, ".3f"),
             _mean(v.seconds, ".1f"),
             f"{v.updates:,}",
         )
     console.print(table)
-    for line in record.conclusion:
-        console.print(f"- {line}", highlight=False, markup=False, soft_wrap=True)
-    console.print(f"experiment: {folder}", highlight=False, markup=False)
+    say(_how_we_know(record))
+    report = Path(folder) / "report.html"
+    say(f"experiment: {folder}" + (f"   report: {report}" if report.is_file() else ""))
+
+
+def _how_we_know(record: ExperimentRecord) -> str:
+    """ "How we know: 5 of 6 comparisons tested, Holm-adjusted …; each run trained …; took …"."""
+    from digitlab.report import lesson
+
+    parts = []
+    judged = (*record.claims, *record.tests)
+    if judged:
+        tested = sum(test.verdict != "not tested" for test in judged)
+        parts.append(
+            f"{tested} of {len(judged)} comparisons tested (Welch and equivalence tests, "
+            "Holm-adjusted; the report lists each with its interval and power)"
+        )
+    elif record.statistics:
+        parts.append(record.statistics.rstrip("."))
+    fit, budget = lesson.fit_digits(record), record.budget
+    if fit is not None and isinstance(budget.get("epochs"), int):
+        seeds = budget.get("seeds")
+        parts.append(
+            (f"{_count(seeds, 'seed')} per variant, " if isinstance(seeds, int) else "")
+            + f"{_count(budget['epochs'], 'epoch')} on {fit:,} digits each"
+        )
+    if record.wall_seconds:
+        parts.append(f"took {lesson.duration(record.wall_seconds)}")
+    return "How we know: " + "; ".join(parts) + "."

@@ -1,8 +1,9 @@
 """An experiment's record in words: what its report page and `digitlab experiment` print.
 
-Both say the same things in the same formats, so both build them here: each variant's
+Both say the same things in the same formats, so both build them here (numbers worded as
+`experiments.conclusions` words the record's sentences): each variant's
 changes as short diffs against its preset ("dropout 0.2 → 0.5"), a tested difference in its
-metric's units with its interval ("+0.42 [−0.10, +0.94] points"), p values ("< 0.001",
+metric's units with its interval ("+0.42 points [−0.10, +0.94]"), p values ("p < 0.001",
 never "0.000"), the budget in the digits actually used, and the time it took.
 """
 
@@ -12,31 +13,13 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+from digitlab.experiments import conclusions
 from digitlab.experiments.schema import ExperimentRecord, Test, VariantResult
 
-# How a metric's values read: its name in words, and its unit.
-METRIC_NAMES = {
-    "test_accuracy": "test accuracy",
-    "generalization_gap": "generalisation gap",
-    "final_train_loss": "final training loss",
-    "final_val_loss": "final validation loss",
-    "epochs_to_target": "epochs to target",
-    "updates_to_target": "updates to target",
-    "examples_to_target": "digits to target",
-    "seconds_to_target": "seconds to target",
-    "gap_at_matched_loss": "gap at matched training loss",
-}
 INPUT_SCALING_NAMES = {
     "unit": "pixels /255",
     "raw": "raw pixels 0–255",
     "standardize": "standardised",
-}
-VERDICT_NAMES = {
-    "higher": "higher",
-    "lower": "lower",
-    "equivalent": "equivalent",
-    "inconclusive": "inconclusive",
-    "not tested": "not tested",
 }
 # Pictures an experiment draws (experiments/plots.py), by file stem: title and caption.
 PLOT_TITLES = {
@@ -52,63 +35,40 @@ PLOT_TITLES = {
     "learning-rates": ("Learning-rate grids", "Each tuned variant's validation accuracy "
                        "at each rate of its grid."),
 }  # fmt: skip
-MINUS = "\u2212"  # a typographic minus: "−0.42", as wide as "+"
+MINUS = "\u2212"  # a typographic minus, as the record's sentences write it
 
 
 # --------------------------------------------------------------------------------- numbers
-def p_text(p: float | None) -> str:
-    """A p value for a table: "< 0.001" below 0.001, else 3 decimals; "–" for none."""
-    if p is None or not math.isfinite(p):
-        return "–"
-    return "< 0.001" if p < 0.001 else f"{p:.3f}"
-
-
-def _signed(text: str) -> str:
-    return text.replace("-", MINUS)
-
-
 def amount(metric: str, value: float | None, *, signed: bool = True, unit: bool = True) -> str:
-    """A value (or a difference) of `metric` in its units: accuracy in points (0.0042 →
-    "+0.42 points"), losses with 4 decimals, counts whole, seconds with one decimal."""
+    """A value (or a difference) of `metric` in its units, as the record's sentences write it
+    (`conclusions.amount`: accuracy in points, losses with 3 decimals…); "–" for none."""
     if value is None or not math.isfinite(value):
         return "–"
-    sign = "+" if signed else ""
-    if metric.endswith("accuracy"):
-        text, name = f"{value * 100:{sign}.2f}", "points"
-    elif metric in ("updates_to_target", "examples_to_target"):
-        text, name = f"{value:{sign},.0f}", "updates" if metric.startswith("updates") else "digits"
-    elif metric == "epochs_to_target":
-        text, name = f"{value:{sign}.1f}", "epochs"
-    elif metric == "seconds_to_target":
-        text, name = f"{value:{sign}.1f}", "s"
-    else:  # losses and gaps
-        text, name = f"{value:{sign}.4f}", ""
-    text = _signed(text)
-    return f"{text} {name}" if unit and name else text
+    return conclusions.amount(metric, value, signed=signed, unit=unit)
 
 
-def unit_of(metric: str) -> str:
-    """The unit `amount` writes after a value of `metric` ("" for losses)."""
-    return amount(metric, 1.0, signed=False).partition(" ")[2]
+def metric_name(metric: str) -> str:
+    """ "test accuracy", "generalisation gap", … (the record's own words for its metrics)."""
+    return conclusions.WORDS[metric][0]
 
 
 def estimate(test: Test) -> str:
-    """A tested difference and its interval in the metric's units: "+0.42 [−0.10, +0.94]
-    points"; without an interval just the estimate; "–" without either."""
+    """A tested difference and its interval in the metric's units: "+0.42 points [−0.10,
+    +0.94]"; without an interval just the estimate; "–" without either."""
     if test.estimate is None:
         return "–"
-    text = amount(test.metric, test.estimate, unit=False)
+    text = amount(test.metric, test.estimate)
     if test.low is not None and test.high is not None:
         low, high = (amount(test.metric, x, unit=False) for x in (test.low, test.high))
         text += f" [{low}, {high}]"
-    return f"{text} {unit_of(test.metric)}".rstrip()
+    return text
 
 
 def level_text(test: Test) -> str:
-    """ "98.8% interval", the simultaneous level of the test's interval; "" without one."""
+    """ "99.4% interval", the simultaneous level of the test's interval; "" without one."""
     if test.level is None or test.low is None:
         return ""
-    return f"{test.level:.1%} interval".replace(".0%", "%")
+    return f"{conclusions.percent(test.level)} interval"
 
 
 def compared(variants: Sequence[str]) -> str:
@@ -123,7 +83,7 @@ def verdict_text(test: Test) -> str:
     """The verdict in words: "higher", "equivalent within ±0.50 points", "inconclusive"…"""
     if test.verdict == "equivalent":
         return f"equivalent within ±{amount(test.metric, test.margin, signed=False)}"
-    return VERDICT_NAMES[test.verdict]
+    return test.verdict
 
 
 def duration(seconds: float) -> str:
@@ -305,7 +265,7 @@ def claim_rows(record: ExperimentRecord) -> list[dict[str, str]]:
             "statement": claim.statement,
             "anchor": claim.anchor,
             "compared": compared(claim.variants),
-            "metric": METRIC_NAMES.get(claim.metric, claim.metric),
+            "metric": metric_name(claim.metric),
             "estimate": estimate(claim),
             "level": level_text(claim),
             "verdict": verdict_text(claim),
@@ -329,13 +289,13 @@ def comparison_rows(record: ExperimentRecord) -> list[dict[str, str]]:
             {
                 "claim": getattr(test, "name", ""),
                 "compared": compared(test.variants),
-                "metric": METRIC_NAMES.get(metric, metric),
+                "metric": metric_name(metric),
                 "n": ", ".join(str(n) for n in test.n),
                 "estimate": estimate(test),
                 "level": level_text(test),
-                "p": p_text(test.p_adjusted),
-                "p_raw": p_text(test.p),
-                "p_equivalence": p_text(test.p_equivalence_adjusted),
+                "p": _p(test.p_adjusted, "difference p"),
+                "p_raw": _p(test.p, "unadjusted p"),
+                "p_equivalence": _p(test.p_equivalence_adjusted, "equivalence p"),
                 "margin": "±" + amount(metric, test.margin, signed=False),
                 "verdict": verdict_text(test),
                 "sentence": test.sentence,
@@ -345,3 +305,8 @@ def comparison_rows(record: ExperimentRecord) -> list[dict[str, str]]:
             }
         )
     return rows
+
+
+def _p(p: float | None, name: str) -> str:
+    """ "difference p < 0.001", "equivalence p = 0.012" (`conclusions.format_p`); "" for none."""
+    return "" if p is None else conclusions.format_p(p, name)
