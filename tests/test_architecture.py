@@ -59,6 +59,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
         "building blocks",
         (
             "digitlab.forward",  # a saved model's forward pass in NumPy, no Keras
+            "digitlab.corruptions",  # MNIST-C's corruptions of a batch of digits
             "digitlab.model",
             "digitlab.augment",
             "digitlab.fastfit",
@@ -90,6 +91,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "digitlab.confidence",
             "digitlab.insight.*",  # probe, inspection, explanation
             "digitlab.ood",
+            "digitlab.robustness",  # a run under MNIST-C's corruptions
             "digitlab.report.*",  # training writes a run's report.html
             "digitlab.experiments.plots",  # and its figures_* modules
             "digitlab.experiments.figures_common",

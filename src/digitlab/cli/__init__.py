@@ -6,7 +6,16 @@ group of commands to it; `digitlab --help` lists them in `HELP_ORDER`.
 
 from __future__ import annotations
 
-from digitlab.cli import data, experiment, inspect, prediction, runs, training, tune  # noqa: F401
+from digitlab.cli import (  # noqa: F401
+    data,
+    experiment,
+    inspect,
+    prediction,
+    robustness,
+    runs,
+    training,
+    tune,
+)
 from digitlab.cli.app import app, main
 
 __all__ = ["app", "main"]
@@ -28,5 +37,6 @@ HELP_ORDER = (
     "inspect",
     "explain",
     "calibrate",
+    "robustness",
 )
 app.registered_commands.sort(key=lambda command: HELP_ORDER.index(command.name))

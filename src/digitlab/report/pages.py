@@ -35,6 +35,7 @@ from digitlab.runs import (
     run_name,
     runs_command,
 )
+from digitlab.runs.folder import read_robustness
 from digitlab.schema import RunConfig
 
 # The pictures a run folder holds: the same names as digitlab.evaluation's (which imports
@@ -104,8 +105,32 @@ def write_run_report(run: Run | str | Path, config: RunConfig | None = None) -> 
         figures=pictures,
         inspection=_inspection(run),
         inspect_figures=_inspect_pictures(run),
+        robustness=_robustness(run),
     )
     return write_text(run.path / REPORT_FILE, html)
+
+
+def _robustness(run: Run) -> dict[str, Any] | None:
+    """`digitlab robustness`'s table and figure, if the run has readable results; None
+    otherwise (damaged results leave the section out, not the report)."""
+    from digitlab.robustness import FIGURE_FILE, HEADERS, table_rows
+
+    try:
+        data = read_robustness(run.path)
+        if data is None:
+            return None
+        picture = run.path / FIGURE_FILE  # not a name from the file: it could point anywhere
+        caption = "Each example digit under every corruption with the run's answer and verdict"
+        return {
+            "digits": int(data["digits"]),
+            "seed": int(data["seed"]),
+            "calibrated": bool(data["calibrated"]),
+            "headers": HEADERS,
+            "rows": table_rows(data),
+            "figure": figure(picture, "Under MNIST-C", caption) if is_file(picture) else None,
+        }
+    except (RunError, ValueError, KeyError, TypeError):
+        return None
 
 
 def _inspection(run: Run) -> dict[str, Any] | None:

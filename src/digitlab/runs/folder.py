@@ -41,6 +41,7 @@ INSPECT_DIR = "inspect"  # `digitlab inspect`'s pictures and summary, inside the
 INSPECT_FILE = "inspect.json"
 EVENTS_DIR = "tensorboard"  # the TensorBoard event files `digitlab.events` writes during training
 REPORT_FILE = "report.html"  # the run's offline page, `digitlab.report` draws it
+ROBUSTNESS_FILE = "robustness.json"  # `digitlab robustness`'s figures under MNIST-C
 
 
 def exists(path: Path) -> bool:
@@ -159,6 +160,25 @@ def read_inspect_summary(folder: Path) -> dict[str, Any] | None:
         raise RunError(f"{path} is not JSON; run `digitlab inspect` again") from None
 
 
+def read_robustness(folder: Path) -> dict[str, Any] | None:
+    """`digitlab robustness`'s results for the run in `folder` (`digitlab.robustness`
+    describes them), or None if it has none.
+
+    Raises:
+        RunError: the file is there but too big, or not a JSON object.
+    """
+    path = Path(folder) / ROBUSTNESS_FILE
+    if not exists(path):
+        return None
+    try:
+        data = json.loads(read_capped(path, MAX_JSON_BYTES, RunError))
+    except ValueError:
+        data = None
+    if not isinstance(data, dict):
+        raise RunError(f"{path} is not a JSON object; run `digitlab robustness` again")
+    return data
+
+
 # ------------------------------------------------------------------------------------ writing
 def check_replaceable(folder: Path, *names: str, doing: str) -> None:
     """Before long work that ends by writing these files of the run: each must be a regular
@@ -239,3 +259,8 @@ def write_run_files(
 def write_inspect_summary(out_dir: str | Path, summary: dict[str, Any]) -> Path:
     """Write `digitlab inspect`'s summary into `out_dir` (a run's is `RUN/inspect/`)."""
     return write_json(Path(out_dir) / INSPECT_FILE, summary)
+
+
+def write_robustness(folder: str | Path, results: dict[str, Any]) -> Path:
+    """Write `digitlab robustness`'s results as the run's robustness.json, atomically."""
+    return write_json(Path(folder) / ROBUSTNESS_FILE, results)
