@@ -59,6 +59,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
         "building blocks",
         (
             "digitlab.forward",  # a saved model's forward pass in NumPy, no Keras
+            "digitlab.network",  # a spec's layer table without Keras (summary)
             "digitlab.corruptions",  # MNIST-C's corruptions of a batch of digits
             "digitlab.model",
             "digitlab.augment",

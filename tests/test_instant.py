@@ -165,3 +165,141 @@ def test_evaluate_json_needs_no_keras_jax_scikit_learn_or_matplotlib(tmp_path, m
     figures = json.loads(out.stdout)
     assert np.asarray(figures["confusion_matrix"]).sum() == 10_000
     assert not (run_dir / "confusion_matrix.png").exists()  # --json draws nothing
+
+
+# ------------------------------------------------------------------------------------ summary
+def _keras_table(spec: Spec):
+    """Keras's own table of `spec`'s model, its layers named as in a fresh process."""
+    import keras
+
+    from digitlab.model import build_model, layer_rows
+
+    keras.backend.clear_session()  # names count from dense, dense_1 again
+    model = build_model(spec)
+    trainable = sum(int(np.prod(weight.shape)) for weight in model.trainable_weights)
+    return model.name, layer_rows(model), model.count_params(), trainable
+
+
+def _assert_table_is_keras(spec: Spec) -> None:
+    from digitlab.network import layer_table
+
+    table = layer_table(spec, 10)
+    assert table is not None, f"{spec.name}: the arithmetic left a known network to Keras"
+    assert (table.name, table.rows, table.params, table.trainable) == _keras_table(spec)
+
+
+@pytest.mark.parametrize("name", preset_names())
+def test_every_presets_layer_table_is_keras(name):
+    _assert_table_is_keras(get_preset(name))
+
+
+def test_the_other_layers_tables_are_keras():
+    layers = (
+        {"type": "Rescaling", "scale": 2.0, "offset": -0.5},
+        {"type": "RandomDistortion", "rotation": 90, "elastic_alpha": 100, "seed": 3},
+        {"type": "Conv2D", "filters": 4, "kernel_size": [3, 2], "strides": 2, "padding": "same"},
+        {"type": "BatchNormalization", "scale": False, "momentum": 0.9},
+        {"type": "Activation", "activation": "swish"},
+        {"type": "MaxPooling2D", "pool_size": 3, "strides": [1, 2]},
+        {"type": "SpatialDropout2D", "rate": 1},
+        {"type": "Conv2D", "filters": 6, "kernel_size": 2, "use_bias": False, "activation": None},
+        {"type": "LayerNormalization", "center": False, "epsilon": 1e-3},
+        {"type": "AveragePooling2D", "pool_size": 2, "padding": "same"},
+        {"type": "Dense", "units": 5, "activation": "gelu"},  # on images: the last axis
+        {"type": "GlobalAveragePooling2D", "keepdims": True},
+        {"type": "Reshape", "target_shape": [5, 1]},
+        {"type": "Flatten"},
+        {"type": "Dropout", "rate": 0, "seed": 1},
+        {"type": "Dense", "units": 7, "use_bias": False},
+        {"type": "Dense", "units": 10, "activation": "softmax"},
+    )
+    _assert_table_is_keras(Spec(name="others", input="image", layers=layers))
+
+
+DENSE_OUT = {"type": "Dense", "units": 10}
+REFUSED = {  # what Keras refuses, each at the edge of what it takes (see _ACCEPTED)
+    "conv on flat input": ("flat", {"type": "Conv2D", "filters": 2, "kernel_size": 3}),
+    "rate above 1": ("flat", {"type": "Dropout", "rate": 1.01}),
+    "rotation above 90": ("image", {"type": "RandomDistortion", "rotation": 90.5}),
+    "elastic_sigma 0": ("image", {"type": "RandomDistortion", "elastic_sigma": 0}),
+    "a kernel past the image": ("image", {"type": "Conv2D", "filters": 2, "kernel_size": 29}),
+    "a pool past the image": ("image", {"type": "MaxPooling2D", "pool_size": 29}),
+    "no pool size": ("image", {"type": "AveragePooling2D"}),
+    "a reshape that loses pixels": ("flat", {"type": "Reshape", "target_shape": [28, 27]}),
+    "an unknown argument": ("flat", {"type": "Dense", "units": 3, "unit": 4}),
+    "an unknown activation": ("flat", {"type": "Dense", "units": 3, "activation": "rectified"}),
+}  # fmt: skip
+ACCEPTED = {
+    "rate 1": ("flat", {"type": "Dropout", "rate": 1}),
+    "rotation 90": ("image", {"type": "RandomDistortion", "rotation": 90.0}),
+    "a kernel the image's size": ("image", {"type": "Conv2D", "filters": 2, "kernel_size": 28}),
+    "a pool the image's size": ("image", {"type": "MaxPooling2D", "pool_size": 28}),
+    "max pooling's default size": ("image", {"type": "MaxPooling2D"}),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", list(REFUSED))
+def test_what_keras_refuses_is_left_to_keras(case):
+    from digitlab.errors import SpecError
+    from digitlab.network import describe, layer_table
+
+    kind, layer = REFUSED[case]
+    spec = Spec(name="edge", input=kind, layers=(layer, {"type": "Flatten"}, DENSE_OUT))
+    assert layer_table(spec, 10) is None
+    with pytest.raises(SpecError):
+        describe(spec, 10)  # Keras's one-line refusal
+
+
+@pytest.mark.parametrize("case", list(ACCEPTED))
+def test_what_keras_takes_at_the_edge_is_computed(case):
+    kind, layer = ACCEPTED[case]
+    _assert_table_is_keras(
+        Spec(name="edge", input=kind, layers=(layer, {"type": "Flatten"}, DENSE_OUT))
+    )
+
+
+def test_an_output_layer_of_the_wrong_size_is_refused_by_keras():
+    from digitlab.errors import SpecError
+    from digitlab.network import describe
+
+    with pytest.raises(SpecError, match="units"):
+        describe(Spec(name="nine", layers=({"type": "Dense", "units": 9},)), 10)
+
+
+def test_a_layer_the_arithmetic_does_not_know_is_described_by_keras():
+    from digitlab.network import describe, layer_table
+
+    layers = ({"type": "GaussianNoise", "stddev": 0.1}, {"type": "Dense", "units": 10})
+    spec = Spec(name="noisy", layers=layers)
+    assert layer_table(spec, 10) is None
+    table = describe(spec, 10)
+    assert [row["type"] for row in table.rows] == ["GaussianNoise", "Dense"]
+    assert table.params == 7850
+
+
+def test_the_activation_names_and_learning_rates_are_keras():
+    import keras
+
+    from digitlab.model import ACTIVATIONS, default_learning_rate
+    from digitlab.network import ACTIVATION_NAMES, DEFAULT_LEARNING_RATES
+    from digitlab.schema import OPTIMIZERS
+
+    assert {name: keras.activations.get(name).__name__ for name in ACTIVATIONS} == ACTIVATION_NAMES
+    assert {name: default_learning_rate(name) for name in OPTIMIZERS} == DEFAULT_LEARNING_RATES
+
+
+def test_summary_needs_no_keras_or_jax():
+    probe = (
+        "import sys\n"
+        "from digitlab.cli import main\n"
+        "sys.argv = ['digitlab', 'summary', '--preset', 'cnn']\n"
+        "try:\n"
+        "    main()\n"
+        "finally:\n"
+        "    heavy = {'keras', 'jax', 'sklearn', 'matplotlib'}\n"
+        "    print(sorted({m.split('.')[0] for m in sys.modules} & heavy), file=sys.stderr)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stderr.strip() == "[]"
+    assert "184,874 (184,682 trainable)" in out.stdout  # the cnn's, as Keras counts them

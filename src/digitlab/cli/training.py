@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
@@ -41,36 +40,34 @@ def summary(preset: str | None = PresetOption, spec_file: Path | None = SpecOpti
 
     from digitlab.config import resolve_spec
     from digitlab.data import class_names
-    from digitlab.model import build_model, layer_rows
+    from digitlab.network import describe
 
     spec = resolve_spec(preset, spec_file)
-    model = build_model(spec, num_classes=len(class_names(spec.train.dataset)))
-    rows = layer_rows(model)
-    table = Table(title=f"Model: {model.name}", title_justify="left", box=box.SIMPLE_HEAD)
-    for column in rows[0]:  # long names and shapes wrap whole on a narrow terminal, never cut
+    network = describe(spec, num_classes=len(class_names(spec.train.dataset)))  # Keras if need be
+    table = Table(title=f"Model: {network.name}", title_justify="left", box=box.SIMPLE_HEAD)
+    for column in network.rows[0]:  # long names and shapes wrap whole on a narrow terminal
         wrap = column in ("name", "type", "output shape")
         justify = "right" if column == "params" else "left"
         table.add_column(
             column, justify=justify, overflow="fold" if wrap else "ellipsis", no_wrap=not wrap
         )
-    for row in rows:
+    for row in network.rows:
         table.add_row(*(Text(value) for value in row.values()))  # a layer's name may hold [ ]
-    trainable = sum(math.prod(weight.shape) for weight in model.trainable_weights)
     console.print(table)
-    console.print(f"params: {model.count_params():,} ({trainable:,} trainable)", highlight=False)
+    console.print(f"params: {network.params:,} ({network.trainable:,} trainable)", highlight=False)
     console.print(_compile_and_fit(spec.train), highlight=False, markup=False)
 
 
 def _compile_and_fit(train: TrainConfig) -> str:
     """`compile: optimizer=adam (learning_rate=0.001, adam's default; constant), ...; fit:
     batch_size=32, ...`: the fit part lists the fields marked `summary="fit"` in the schema,
-    those that are set. The default learning rate is read from Keras's optimizer."""
-    from digitlab.model import default_learning_rate
+    those that are set. The default learning rate is Keras's (`network.DEFAULT_LEARNING_RATES`)."""
+    from digitlab.network import DEFAULT_LEARNING_RATES
 
     lr = (
         f"{train.learning_rate:g}"
         if train.learning_rate is not None
-        else f"{default_learning_rate(train.optimizer):g}, {train.optimizer}'s default"
+        else f"{DEFAULT_LEARNING_RATES[train.optimizer]:g}, {train.optimizer}'s default"
     )
     fit = [
         f"{field}={getattr(train, field)}"
