@@ -93,15 +93,14 @@ def print_record(console, record: ExperimentRecord, folder: str | Path) -> None:
     if shared:
         say(f"Every variant: {', '.join(shared)}.")
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
-    table.add_column("variant", no_wrap=True)
-    table.add_column("changes")
-    for name in ("test accuracy", "train / val loss", "gap", "s per run", "updates"):
+    table.add_column("variant (changes)", min_width=16, ratio=1)
+    for name in ("test accuracy", "train / val loss", "gap", "s/run", "updates"):
         table.add_column(name, justify="right", no_wrap=True)
     for v in record.variants:
         acc = v.test_accuracy
+        change = ", ".join(changes[v.name])
         table.add_row(
-            escape(v.name),
-            escape(", ".join(changes[v.name]) or "–"),
+            escape(v.name) + (f"\n[dim]{escape(change)}[/dim]" if change else ""),
             f"{acc.mean:.2%} ± {acc.std:.2%}" if acc.mean is not None else "–",
             f"{_mean(v.final_train_loss, '.3f')} / {_mean(v.final_val_loss, '.3f')}",
             _mean(v.generalization_gap, ".3f"),
