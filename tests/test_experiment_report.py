@@ -215,8 +215,9 @@ def experiment_folder(tmp_path: Path, data: dict, *, typed: bool = True) -> Path
     return folder
 
 
-def report(tmp_path: Path, **changes) -> str:
-    return write_experiment_report(experiment_folder(tmp_path, record_data(**changes))).read_text()
+def report(tmp_path: Path, data: dict | None = None, **changes) -> str:
+    folder = experiment_folder(tmp_path, data or record_data(**changes))
+    return write_experiment_report(folder).read_text()
 
 
 # ------------------------------------------------------------------------------ the page
@@ -321,6 +322,25 @@ def test_a_smoke_run_says_so_after_the_answer(tmp_path):
     html = report(tmp_path, smoke=True)
     assert html.index("Dropout 0.5 narrowed") < html.index('id="smoke"') < html.index("<img")
     assert "too small to conclude anything" in html.split('id="smoke"')[1].split("</p>")[0]
+
+
+def test_one_seed_shows_no_spread_and_runs_are_named_by_seed(tmp_path):
+    """A smoke run's single seed has no spread: "38.04%", never "38.04% ± 0.00%", which a
+    learner takes for a precise finding; runs read "seed 0", not their timestamped folder."""
+    data = record_data(smoke=True)
+    for v in data["variants"]:
+        for key, value in list(v.items()):
+            if isinstance(value, dict) and "values" in value:
+                v[key] = {"mean": value["mean"], "std": 0.0, "values": [value["mean"]]}
+        v["runs"] = [f"20261203-110946-{v['name']}-seed0"]
+    never = {"mean": None, "std": None, "values": [], "missing": 1}
+    data["variants"][-1] |= {"epochs_to_target": never, "updates_to_target": never}
+    table = report(tmp_path, data=data).split('id="variants-table"')[1].split("</table>")[0]
+    assert "95.12%" in table and "± 0.00%" not in table and "± 0.0000" not in table
+    assert ">seed 0</span>" in table and ">20261203" not in table
+    assert table.count("never reached") == 1
+    text = "\n".join(printed(data, tmp_path))
+    assert "95.12%" in text and "± 0.00%" not in text
 
 
 def old_record() -> dict:

@@ -59,6 +59,15 @@ def _mean(summary, fmt: str) -> str:
     return format(summary.mean, fmt) if summary.mean is not None else "–"
 
 
+def _accuracy(summary) -> str:
+    """ "95.12% ± 0.21%"; one seed has no spread to show: "95.12%"."""
+    if summary.mean is None:
+        return "–"
+    if summary.std is None or len(summary.values) < 2:
+        return f"{summary.mean:.2%}"
+    return f"{summary.mean:.2%} ± {summary.std:.2%}"
+
+
 def print_record(console, record: ExperimentRecord, folder: str | Path) -> None:
     """An experiment's results as a learner reads them: a smoke run says so on the first
     line; then the answer in plain words, the claims with their verdicts, a compact table
@@ -101,7 +110,7 @@ def print_record(console, record: ExperimentRecord, folder: str | Path) -> None:
         change = ", ".join(changes[v.name])
         table.add_row(
             escape(v.name) + (f"\n[dim]{escape(change)}[/dim]" if change else ""),
-            f"{acc.mean:.2%} ± {acc.std:.2%}" if acc.mean is not None else "–",
+            _accuracy(acc),
             f"{_mean(v.final_train_loss, '.3f')} / {_mean(v.final_val_loss, '.3f')}",
             _mean(v.generalization_gap, ".3f"),
             _mean(v.seconds, ".1f"),

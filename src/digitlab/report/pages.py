@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -346,6 +347,8 @@ def _variant_row(
 ) -> dict[str, Any]:
     """One row of the variants table: the record's figures, the changes against the preset,
     the learning rate and its grid, and a link to each run's report."""
+    to_target = [(label, getattr(variant, key)) for key, label in TO_TARGET.items()]
+    to_target = [(label, summary) for label, summary in to_target if summary is not None]
     return {
         "name": variant.name,
         "description": variant.description,
@@ -360,16 +363,21 @@ def _variant_row(
         "val_loss": variant.final_val_loss,
         "gap": variant.generalization_gap,
         "matched": variant.gap_at_matched_loss,
-        "to_target": [
-            (label, getattr(variant, key))
-            for key, label in TO_TARGET.items()
-            if getattr(variant, key) is not None
-        ],
+        "to_target": to_target,
+        "never_reached": bool(to_target) and all(s.mean is None for _, s in to_target),
         "seconds": variant.seconds,
         "updates": variant.updates,
-        "runs": [_run_link(ref, folder, roots) for ref in variant.runs],
-        "by_seed": all(Path(ref).name.startswith(f"{variant.name}-seed") for ref in variant.runs),
+        "runs": [
+            link | {"seed": _seed_of(link["name"], variant.name)}
+            for link in (_run_link(ref, folder, roots) for ref in variant.runs)
+        ],
     }
+
+
+def _seed_of(run: str, variant: str) -> str | None:
+    """The seed in a run name the experiment gave (`[timestamp-]VARIANT-seedN`), or None."""
+    found = re.fullmatch(rf"(?:\d{{8}}-\d{{6}}-)?{re.escape(variant)}-seed(\d+)", run)
+    return found[1] if found else None
 
 
 def _run_link(ref: str, folder: Path, roots: list[Path]) -> dict[str, str | None]:
