@@ -7,6 +7,7 @@ forest's rows and margins, the censored markers.
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -14,6 +15,7 @@ import pytest
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.collections import PolyCollection
 from matplotlib.patches import Rectangle
+from matplotlib.transforms import Bbox
 from scipy import stats
 
 from digitlab.experiments import figures_common as common
@@ -425,3 +427,34 @@ def test_every_figure_fits_a_page_and_labels_its_axes(make):
         ticks = [t for t in ax.get_xticklabels() if t.get_visible() and t.get_text()]
         assert not ticks or ax.get_xlabel(), f"x axis without a label: {ax.get_title()}"
     assert fig.axes[0].get_ylabel() or fig.axes[0].get_yticklabels()  # forest: rows named
+
+
+def test_forest_reads_the_record_models():
+    """The runner passes the record's `ClaimResult` and `Test` models, not dicts."""
+    from digitlab.experiments.schema import ClaimResult, Test
+
+    claim = next(t for t in make_tests() if t.get("name") == "gap-narrower")
+    models = [
+        *[Test.model_validate(t) for t in make_tests() if not t.get("name")],
+        ClaimResult.model_validate({**claim, "anchor": "", "literature": "agrees"}),
+    ]
+    listed = forest.listed_tests(models)
+    assert listed[0]["name"] == "gap-narrower" and len(listed) == 4
+    fig = forest.forest_figure(listed)
+    assert sum(len(ax.get_yticks()) for ax in fig.axes) == 4
+
+
+def test_close_batch_sizes_get_labels_that_do_not_overlap():
+    variants, curves = batch_data()
+    variants[-1].update(batch_size=1250, spec={})  # just above 1,024
+    fig = summary.to_target_figure(variants, curves, 0.9)
+    rendered(fig)
+    labels = [label for label in fig.axes[0].get_xticklabels() if label.get_text()]
+    assert labels[-1].get_text() == "\n1,250"  # dropped a line below 1,024
+
+    def ink(label):  # the box of its one written line (a dropped label starts with "\n")
+        box, lines = label.get_window_extent(), label.get_text().count("\n") + 1
+        return Bbox.from_extents(box.x0, box.y0, box.x1, box.y0 + box.height / lines)
+
+    for a, b in itertools.pairwise(labels):
+        assert not ink(a).overlaps(ink(b)), [a.get_text(), b.get_text()]

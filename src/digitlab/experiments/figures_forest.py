@@ -145,5 +145,5 @@ def forest_figure(tests: list[dict[str, Any]]) -> Figure:
                for v in verdicts]  # fmt: skip
     handles.append(Patch(color=MARGIN_COLOR, label="±margin (smallest effect of interest)"))
     fig.legend(handles=handles, loc="outside lower center", ncols=2, fontsize=8)
-    fig.suptitle("Every tested difference, a − b\n" + _levels_note(tests), fontsize=10)
+    fig.suptitle("Every tested difference (claims in bold)\n" + _levels_note(tests), fontsize=10)
     return fig

@@ -6,6 +6,7 @@ Each takes `VariantResult`-shaped dicts (`results.variant_results`) and returns 
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import numpy as np
@@ -112,12 +113,24 @@ def _budget_examples(variant: dict[str, Any], runs: list[dict]) -> float:
     return float(variant["updates"] * variant["batch_size"])
 
 
+def _crowded(variants: list[dict[str, Any]]) -> set[int]:
+    """The batch sizes less than ×1.6 above the one before (every other of a run of such):
+    their tick label and note drop a line, so neighbours don't overlap on a log axis."""
+    batches = sorted({int(v["batch_size"]) for v in variants})
+    crowded: set[int] = set()
+    for before, batch in itertools.pairwise(batches):
+        if batch < 1.6 * before and before not in crowded:
+            crowded.add(batch)
+    return crowded
+
+
 def _batch_ticks(ax, variants: list[dict[str, Any]]) -> None:
     """The batch sizes run, as x ticks; a full batch says so."""
     full = {int(v["batch_size"]) for v in variants if (v.get("spec") or {}).get("full_batch")}
+    crowded = _crowded(variants)
     batches = sorted({int(v["batch_size"]) for v in variants})
-    labels = [f"{b:,}" + ("\n(full)" if b in full else "") for b in batches]
-    ax.set_xticks(batches, labels, rotation=45 * (len(batches) > 6))
+    labels = ["\n" * (b in crowded) + f"{b:,}" + (" (full)" if b in full else "") for b in batches]
+    ax.set_xticks(batches, labels)
     ax.xaxis.set_minor_locator(NullLocator())
 
 
@@ -125,6 +138,7 @@ def _to_target_panel(ax, variants, curves, key: str) -> list[tuple[float, float]
     """One clock (updates or examples) to the target against batch size; returns the
     (batch, mean) points of the variants where a mean is known."""
     means: list[tuple[float, float]] = []
+    crowded = _crowded(variants)
     for variant in sorted(variants, key=lambda v: v["batch_size"]):
         batch = float(variant["batch_size"])
         vals = _values(variant, key)
@@ -142,9 +156,11 @@ def _to_target_panel(ax, variants, curves, key: str) -> list[tuple[float, float]
                 _budget_examples(variant, runs))  # fmt: skip
             ax.plot([batch], [budget], "o", mfc="white", mec=CENSORED, mew=1.5, ms=8,
                     gid=CENSORED_GID)  # fmt: skip
-            ax.annotate(f"{missing}/{missing + len(vals)}", (batch, budget), (batch, budget * 2.4),
-                        ha="center", va="bottom", fontsize=8, color=CENSORED,
-                        arrowprops={"arrowstyle": "<-", "color": CENSORED})  # fmt: skip
+            rise = 36 if batch in crowded else 22
+            arrow = {"arrowstyle": "<-", "color": CENSORED}
+            ax.annotate(f"{missing}/{missing + len(vals)}", (batch, budget), (0, rise),
+                        textcoords="offset points", ha="center", va="bottom", fontsize=8,
+                        color=CENSORED, arrowprops=arrow)  # fmt: skip
     if means:
         ax.plot(*zip(*means, strict=True), "-", color=POINT, lw=1, alpha=0.6)
     ax.set_xscale("log")

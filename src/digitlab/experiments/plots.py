@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from matplotlib.ticker import MaxNLocator
 
 from digitlab.experiments import figures_common as common
 from digitlab.experiments.figures_forest import forest_figure, listed_tests
@@ -107,6 +108,7 @@ def _loss_figure(curves: dict[str, list[dict]]) -> Figure:
             common.band(ax, x, [c["val_loss"] for c in runs], VALIDATION, "validation", ls="--")
         ax.set_title(common.wrap(f"{name} ({len(runs)} seed{'s' * (len(runs) > 1)})", 34))
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel("loss (cross-entropy)" if i % cols == 0 else "")
         ax.set_ylim(0, top)
         ax.grid(alpha=0.3)
@@ -135,6 +137,8 @@ def _clocks_figure(curves: dict[str, list[dict]], clocks: Sequence[str]) -> Figu
             common.band(ax, x, [c["val_loss"] for c in runs], color, name)
         if clock != "epoch":
             ax.set_xscale("log")
+        else:
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylim(0, top)
         ax.set_xlabel(CLOCKS[clock] + (" (log)" if clock != "epoch" else ""))
         ax.set_title(f"per {CLOCKS[clock].removesuffix('s')}", fontsize=10)
@@ -180,7 +184,10 @@ def _accuracy_curves_figure(curves: dict[str, list[dict]]) -> Figure:
             common.band(ax, np.arange(1, length + 1), values, color, label, ls=style)
         runs = shown[name]
         ax.set_title(common.wrap(f"{name} ({len(runs)} seed{'s' * (len(runs) > 1)})", 34))
-        common.finish_accuracy_axes(ax, zero, "epoch", "accuracy (%)" if i % cols == 0 else "")
+        bottom = common.finish_accuracy_axes(
+            ax, zero, "epoch", "accuracy (%)" if i % cols == 0 else ""
+        )
+        bottom.xaxis.set_major_locator(MaxNLocator(integer=True))
     fig.suptitle("Training and validation accuracy per epoch\n" + _note(shown), fontsize=10)
     _figure_legend(fig)
     return fig
@@ -223,6 +230,7 @@ def _activations_figure(variants: list[dict[str, Any]]) -> Figure:
             ax.set_title(f"{variant['name']}: layer {number} ({activation})", fontsize=9)
             ax.tick_params(labelsize=8)
             ax.set_xlabel("epoch (0: before training)" if r == len(rows) - 1 else "", fontsize=8)
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             ax.set_ylabel("pre-activation" if c == 0 else "", fontsize=8)
     handles = [Line2D([], [], ls=s, color="#1f4e99", label=f"pre-activation {PERCENTILE_NAMES[k]}")
                for k, s in PERCENTILE_STYLES.items()]  # fmt: skip
