@@ -102,20 +102,31 @@ def score(
     return row
 
 
-def mean_row(rows: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
-    """The mean of each figure over the corruptions (not the clean digits), None if none.
-    Each corruption has the same digits, so this is also the pooled figure."""
+def pooled_row(rows: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
+    """The corruptions' rows (not the clean digits') pooled: their digits and counts added
+    up, so the selective accuracy is that of every confident answer under any corruption;
+    the AURC is the mean of theirs. None when no corruption was measured."""
     corrupted = [row for row in rows if row["corruption"] != CLEAN]
     if not corrupted:
         return None
 
-    def mean(key: str) -> float | None:
+    def total(key: str) -> int | None:
         values = [row[key] for row in corrupted]
-        return None if any(v is None for v in values) else float(np.mean(values))
+        return None if any(v is None for v in values) else int(sum(values))
 
+    digits, correct, sure, sure_right = (
+        total(key) for key in ("digits", "correct", "confident", "confident_correct")
+    )
     return {
-        "corruption": f"mean of {len(corrupted)}",
-        **{key: mean(key) for key in ("accuracy", "confident_share", "selective_accuracy", "aurc")},
+        "corruption": f"all {len(corrupted)} pooled",
+        "digits": digits,
+        "correct": correct,
+        "accuracy": correct / digits,
+        "confident": sure,
+        "confident_correct": sure_right,
+        "confident_share": None if sure is None else sure / digits,
+        "selective_accuracy": sure_right / sure if sure else None,
+        "aurc": float(np.mean([row["aurc"] for row in corrupted])),
     }
 
 
@@ -147,7 +158,7 @@ class Robustness:
             "seed": self.seed,
             "calibrated": self.calibrated,
             "rows": self.rows,
-            "mean": mean_row(self.rows),
+            "pooled": pooled_row(self.rows),
             "seconds": round(self.seconds, 2),
             "figure": FIGURE_FILE,
         }
@@ -189,28 +200,17 @@ def table_rows(data: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
             return "–"
         return f"{value:.2%}" + (f" ({count:,})" if count is not None else "")
 
-    rows = [
+    pooled = data.get("pooled")
+    return [
         (
             str(row["corruption"]).replace("_", " "),
             share(row["accuracy"], row["correct"]),
             share(row["confident_share"], row["confident"]),
             share(row["selective_accuracy"], row["confident_correct"]),
-            f"{row['aurc']:.4f}",
+            f"{row['aurc']:.4f}" + (" (mean)" if row is pooled else ""),
         )
-        for row in data["rows"]
+        for row in [*data["rows"], *([pooled] if pooled else [])]
     ]
-    mean = data.get("mean")
-    if mean:
-        rows.append(
-            (
-                mean["corruption"],
-                share(mean["accuracy"]),
-                share(mean["confident_share"]),
-                share(mean["selective_accuracy"]),
-                f"{mean['aurc']:.4f}",
-            )
-        )
-    return rows
 
 
 # --------------------------------------------------------------------------------- measuring
@@ -374,9 +374,12 @@ def _draw_bars(ax, result: Robustness) -> None:
             x + 0.2, selective, 0.4, label="selective accuracy (among confident)", color="tab:green"
         )
         ax.plot(x, share, "kD", markersize=5, label="marked confident")
+        for where, row in zip(x, result.rows, strict=True):
+            if not row["confident"]:
+                ax.text(where + 0.2, 2, "none confident", rotation=90, fontsize=7, ha="center")
     ax.set_xticks(x, names, rotation=30, ha="right", fontsize=9)
     ax.set_xlabel("corruption (MNIST-C)")
     ax.set_ylabel(f"% of {len(result.index):,} held-out test digits")
     ax.set_ylim(0, 105)
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(loc="lower left", fontsize=8)
+    ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncols=3, fontsize=8, frameon=False)
