@@ -111,16 +111,23 @@ def fit_digits(record: ExperimentRecord) -> int | None:
 
 def budget_sentence(record: ExperimentRecord) -> str:
     """ "Each run trained 20 epochs on 4,800 digits (6,000 with 1,200 held out for
-    validation); 10 seeds per variant." from the budget the runs actually had."""
+    validation); 10 seeds per variant, and 8 runs tuning learning rates." from the budget
+    the runs actually had ("" if the record doesn't say)."""
     budget, fit = record.budget, fit_digits(record)
     epochs, samples, seeds = (budget.get(k) for k in ("epochs", "train_samples", "seeds"))
     if not isinstance(epochs, int) or fit is None:
         return ""
-    text = f"Each run trained {_count(epochs, 'epoch')} on {fit:,} digits"
+    text = f"Each run trained {_count(epochs, 'epoch')}"
+    if any(v.epochs is not None and v.epochs != epochs for v in record.variants):
+        text += " (more where a variant needed more for its minimum of updates)"
+    text += f" on {fit:,} digits"
     if isinstance(samples, int) and samples > fit:
         text += f" ({samples:,} with {samples - fit:,} held out for validation)"
     if isinstance(seeds, int):
         text += f"; {_count(seeds, 'seed')} per variant"
+    tuning = sum(len(v.learning_rate_grid) for v in record.variants)
+    if tuning:
+        text += f", and {_count(tuning, 'run')} tuning learning rates"
     return text + "."
 
 
