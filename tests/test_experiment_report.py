@@ -341,7 +341,7 @@ def test_one_seed_shows_no_spread_and_runs_are_named_by_seed(tmp_path):
     data["variants"][-1] |= {"epochs_to_target": never, "updates_to_target": never}
     table = report(tmp_path, data=data).split('id="variants-table"')[1].split("</table>")[0]
     assert "95.12%" in table and "± 0.00%" not in table and "± 0.0000" not in table
-    assert ">seed 0</span>" in table and ">20261203" not in table
+    assert "runs, by seed: <span" in table and ">0</span>" in table and ">20261203" not in table
     assert table.count("never reached") == 1
     text = "\n".join(printed(data, tmp_path))
     assert "95.12%" in text and "± 0.00%" not in text

@@ -349,6 +349,10 @@ def _variant_row(
     the learning rate and its grid, and a link to each run's report."""
     to_target = [(label, getattr(variant, key)) for key, label in TO_TARGET.items()]
     to_target = [(label, summary) for label, summary in to_target if summary is not None]
+    runs = [
+        link | {"seed": _seed_of(link["name"], variant.name)}
+        for link in (_run_link(ref, folder, roots) for ref in variant.runs)
+    ]
     return {
         "name": variant.name,
         "description": variant.description,
@@ -367,10 +371,8 @@ def _variant_row(
         "never_reached": bool(to_target) and all(s.mean is None for _, s in to_target),
         "seconds": variant.seconds,
         "updates": variant.updates,
-        "runs": [
-            link | {"seed": _seed_of(link["name"], variant.name)}
-            for link in (_run_link(ref, folder, roots) for ref in variant.runs)
-        ],
+        "runs": runs,
+        "by_seed": all(run["seed"] is not None for run in runs),
     }
 
 
