@@ -63,36 +63,34 @@ def seed_note(counts: Sequence[int]) -> str:
     return note + ("; one seed: no band" if counts[0] < 2 else "")
 
 
-def band(ax: Axes, x, runs: Sequence[Sequence[float]], color, label: str, **style) -> np.ndarray:
+def band(ax: Axes, x, runs: Sequence[Sequence[float]], color, label: str, **style) -> None:
     """The mean across seeds as a line and its confidence interval as a band (one seed: the
-    line alone). Runs are cut to the shortest; returns the values drawn (band edges too)."""
+    line alone). Runs are cut to the shortest."""
     length = min(len(r) for r in runs)
     values = np.array([list(r)[:length] for r in runs], dtype=float)
     x = np.asarray(x, dtype=float)[:length]
     mean, low, high = mean_interval(values)
     marker = "." if length < 3 else None
     ax.plot(x, mean, color=color, label=label, marker=marker, **style)
-    if low is None:
-        return mean
-    ax.fill_between(x, low, high, color=color, alpha=0.18, lw=0)
-    return np.concatenate([mean, low, high])
+    if low is not None:
+        ax.fill_between(x, low, high, color=color, alpha=0.18, lw=0)
 
 
 def accuracy_axes(
-    fig: Figure | SubFigure, spec: SubplotSpec, percents: Sequence[float], sharex: Axes | None
-) -> tuple[Axes, Axes | None, tuple[float, float]]:
+    fig: Figure | SubFigure, spec: SubplotSpec, percents: Sequence[float]
+) -> tuple[Axes, Axes | None]:
     """Axes for accuracies in percent: full (0–100%), or broken when every value lies above
     `BREAK_ABOVE` (a zoomed panel over a short one holding 0, break marks between them, one
-    scale in both). Returns (the axes to draw in, the panel holding 0 or None, y limits)."""
+    scale in both). Returns the axes to draw in and the panel holding 0 (None: full axis)."""
     values = np.asarray([v for v in percents if np.isfinite(v)], dtype=float)
     if not len(values) or values.min() <= BREAK_ABOVE:
-        ax = fig.add_subplot(spec, sharex=sharex)
+        ax = fig.add_subplot(spec)
         ax.set_ylim(0, 100)
-        return ax, None, (0.0, 100.0)
+        return ax, None
     low, high = values.min(), values.max()
     pad = max((high - low) * 0.1, 0.25)
     limits = (max(low - pad, BREAK_ABOVE), min(high + pad, 100.0))
-    ax = fig.add_subplot(spec, sharex=sharex)
+    ax = fig.add_subplot(spec)
     # Below it, inside its layout box (an inset: no padding between the two), one scale.
     zero = ax.inset_axes([0, -BREAK_GAP - 1 / BREAK_RATIO, 1, 1 / BREAK_RATIO], sharex=ax)
     ax.set_ylim(*limits)
@@ -105,7 +103,7 @@ def accuracy_axes(
     marks.update(color="k", mec="k", mew=1, clip_on=False, gid=BREAK_GID)
     ax.plot([0, 1], [0, 0], transform=ax.transAxes, **marks)
     zero.plot([0, 1], [1, 1], transform=zero.transAxes, **marks)
-    return ax, zero, limits
+    return ax, zero
 
 
 def finish_accuracy_axes(ax: Axes, zero: Axes | None, xlabel: str, ylabel: str) -> Axes:

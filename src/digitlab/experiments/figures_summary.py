@@ -60,7 +60,7 @@ def test_accuracy_figure(variants: list[dict[str, Any]]) -> Figure:
     values = [_values(v, "test_accuracy", 100) for v in variants]
     extent = [x for vals in values if len(vals) for x in vals]
     extent += [x for vals in values if len(vals) > 1 for x in common.mean_interval(vals)[1:]]
-    ax, zero, _ = common.accuracy_axes(fig, fig.add_gridspec(1, 1)[0], extent, None)
+    ax, zero = common.accuracy_axes(fig, fig.add_gridspec(1, 1)[0], extent)
     for i, vals in enumerate(values):
         common.seed_points(ax, i, vals, SEED)
         if len(vals):
@@ -166,7 +166,7 @@ def _to_target_panel(ax, variants, curves, key: str) -> list[tuple[float, float]
     ax.set_xscale("log")
     _batch_ticks(ax, variants)
     ax.set_yscale("log")
-    ax.margins(y=0.25)
+    ax.margins(y=0.3)  # room above for the notes of runs that never reached it
     ax.set_xlabel("batch size (digits per update, log)")
     ax.grid(alpha=0.3, which="both")
     return means
@@ -221,7 +221,7 @@ def learning_rates_figure(variants: list[dict[str, Any]]) -> Figure:
     percents = [100 * p["val_accuracy"] for v in tuned for p in v["learning_rate_grid"]
                 if p.get("val_accuracy") is not None and not p.get("diverged")]  # fmt: skip
     diverged_any = any(p.get("diverged") for v in tuned for p in v["learning_rate_grid"])
-    ax, zero, _ = common.accuracy_axes(fig, fig.add_gridspec(1, 1)[0], percents, None)
+    ax, zero = common.accuracy_axes(fig, fig.add_gridspec(1, 1)[0], percents)
     for color, variant in zip(common.colors(len(tuned)), tuned, strict=True):
         grid = sorted(variant["learning_rate_grid"], key=lambda p: p["learning_rate"])
         ok = [(p["learning_rate"], 100 * p["val_accuracy"]) for p in grid

@@ -81,6 +81,10 @@ def _figure_legend(fig: Figure, ncols: int = 3) -> None:
         fig.legend(handles.values(), handles.keys(), loc="outside lower center", ncols=ncols)
 
 
+def _panel_title(ax, name: str, seeds: int) -> None:
+    ax.set_title(common.wrap(f"{name} ({seeds} seed{'s' * (seeds > 1)})", 34), fontsize=10)
+
+
 def _loss_top(curves: dict[str, list[dict]]) -> float:
     """A y limit that keeps the curves readable: the first epochs' spikes are cut off."""
     values = [x for runs in curves.values() for c in runs
@@ -106,7 +110,7 @@ def _loss_figure(curves: dict[str, list[dict]]) -> Figure:
             common.band(ax, x, train, TRAINING, label)
         if all(c.get("val_loss") for c in runs):
             common.band(ax, x, [c["val_loss"] for c in runs], VALIDATION, "validation", ls="--")
-        ax.set_title(common.wrap(f"{name} ({len(runs)} seed{'s' * (len(runs) > 1)})", 34))
+        _panel_title(ax, name, len(runs))
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel("loss (cross-entropy)" if i % cols == 0 else "")
@@ -178,12 +182,12 @@ def _accuracy_curves_figure(curves: dict[str, list[dict]]) -> Figure:
     )
     grid, cols = _panels(fig, len(shown))
     for i, (name, pairs) in enumerate(drawn.items()):
-        ax, zero, _ = common.accuracy_axes(fig, grid[i // cols, i % cols], percents, None)
+        ax, zero = common.accuracy_axes(fig, grid[i // cols, i % cols], percents)
         for values, label, color, style in pairs:
             length = min(len(r) for r in values)
             common.band(ax, np.arange(1, length + 1), values, color, label, ls=style)
         runs = shown[name]
-        ax.set_title(common.wrap(f"{name} ({len(runs)} seed{'s' * (len(runs) > 1)})", 34))
+        _panel_title(ax, name, len(runs))
         bottom = common.finish_accuracy_axes(
             ax, zero, "epoch", "accuracy (%)" if i % cols == 0 else ""
         )
