@@ -50,16 +50,14 @@ def _images(n: int = 64, seed: int = 1) -> np.ndarray:
 
 def _saved(spec: Spec, tmp_path):
     """A compiled, randomized Keras model of `spec`, and its NumPy forward pass (from the
-    model.keras it was saved to)."""
+    model.keras it was saved to; None where forward.py doesn't run it)."""
     from digitlab.model import build_model, compile_model
 
     model = _randomized(build_model(spec))
     compile_model(model, spec)
     path = tmp_path / f"{spec.name}.keras"
     model.save(path)
-    forward = load_forward(path)
-    assert forward is not None
-    return model, forward
+    return model, load_forward(path)
 
 
 # ------------------------------------------------------------------------------ evaluate --json
@@ -303,3 +301,110 @@ def test_summary_needs_no_keras_or_jax():
     assert out.returncode == 0, out.stderr
     assert out.stderr.strip() == "[]"
     assert "184,874 (184,682 trainable)" in out.stdout  # the cnn's, as Keras counts them
+
+
+# ------------------------------------------------------------------------------------ explain
+def _spec_run(spec: Spec, path):
+    """A run folder holding a randomized, untrained model of `spec`."""
+    from runfiles import config
+
+    from digitlab.runs import read_run
+
+    model, _ = _saved(spec, path.parent)
+    path.mkdir()
+    model.save(path / "model.keras")
+    preprocessing = {"input": spec.input, "shape": list(spec.input_shape), "scale": 1 / 255}
+    data = config(spec=spec.to_dict(), preprocessing=preprocessing)
+    (path / "config.json").write_text(json.dumps(data))
+    return read_run(path)
+
+
+def _assert_probes_agree(run) -> None:
+    """The NumPy probe against the compiled JAX one: layers, values, logits, gradients,
+    integrated gradients and probabilities, to 1e-5 of each quantity's scale."""
+    from digitlab.insight.probe import NumpyProbe, Probe
+
+    numpy_probe, jax_probe = NumpyProbe.load(run), Probe(run)
+    assert numpy_probe is not None, f"{run.spec.name}: left to JAX"
+    assert numpy_probe.layers == jax_probe.layers
+
+    def close(got, expected):
+        expected = np.asarray(expected)
+        assert got.shape == expected.shape
+        assert np.abs(got - expected).max() <= 1e-5 * max(1.0, np.abs(expected).max())
+
+    x = numpy_probe.inputs(_images(8))
+    targets = np.arange(8, dtype=np.int32) % 10
+    (values, logits), (jax_values, jax_logits) = numpy_probe.forward(x), jax_probe.forward(x)
+    for got, expected in zip([*values, logits], [*jax_values, jax_logits], strict=True):
+        close(got, expected)
+    close(numpy_probe.gradient(x, targets), jax_probe.gradient(x, targets))
+    for steps, target in ((32, targets), (0, np.full(8, -1, np.int32))):
+        *_, chosen, saliency = numpy_probe._explain(x, target, steps)
+        *_, jax_chosen, jax_saliency = jax_probe._explain(x, target, steps)
+        assert (chosen == np.asarray(jax_chosen)).all()
+        close(saliency, jax_saliency)
+    close(numpy_probe.probabilities(logits), jax_probe.probabilities(np.asarray(jax_logits)))
+
+
+@pytest.mark.parametrize("name", preset_names())
+def test_every_presets_explanation_equals_jaxs(name, tmp_path):
+    _assert_probes_agree(_spec_run(get_preset(name), tmp_path / "run"))
+
+
+def test_the_other_layers_explanations_equal_jaxs(tmp_path):
+    layers = (
+        {"type": "Rescaling", "scale": 2.0, "offset": -0.5},
+        {"type": "Conv2D", "filters": 4, "kernel_size": 3, "strides": 2, "padding": "same"},
+        {"type": "BatchNormalization", "center": False},
+        {"type": "Activation", "activation": "tanh"},
+        {"type": "SpatialDropout2D", "rate": 0.5},
+        {"type": "Conv2D", "filters": 6, "kernel_size": [2, 3], "activation": "sigmoid"},
+        {"type": "AveragePooling2D", "pool_size": [2, 3], "strides": [1, 2]},
+        {"type": "GlobalAveragePooling2D", "keepdims": True},
+        {"type": "Reshape", "target_shape": (3, 2)},
+        {"type": "Flatten"},
+        {"type": "GaussianNoise", "stddev": 1.0},
+        {"type": "Dense", "units": 12, "activation": "softmax"},
+        {"type": "Dense", "units": 10, "activation": "tanh"},
+    )
+    _assert_probes_agree(
+        _spec_run(Spec(name="others", input="image", layers=layers), tmp_path / "run")
+    )
+
+
+@pytest.mark.parametrize(
+    "layer",
+    [
+        {"type": "MaxPooling2D"},
+        {"type": "LayerNormalization"},
+        {"type": "Activation", "activation": "gelu"},
+    ],
+)
+def test_a_layer_without_a_gradient_rule_is_explained_by_jax(layer, tmp_path):
+    from digitlab.insight.probe import NumpyProbe, Probe
+
+    spec = Spec(name="other", input="image", layers=(layer, {"type": "Flatten"}, DENSE_OUT))
+    run = _spec_run(spec, tmp_path / "run")
+    assert NumpyProbe.load(run) is None
+    probe = Probe.of(run)
+    assert type(probe) is Probe
+    assert probe.saliency(_images(2)).shape == (2, 28, 28)
+
+
+def test_explain_needs_no_keras_or_jax(tmp_path, mnist):
+    run_dir = model_run(tmp_path / "run")
+    probe = (
+        "import sys\n"
+        "from digitlab.cli import main\n"
+        f"sys.argv = ['digitlab', 'explain', {str(run_dir)!r}, '--index', '0']\n"
+        "try:\n"
+        "    main()\n"
+        "finally:\n"
+        "    heavy = {'keras', 'jax', 'sklearn'}\n"
+        "    print(sorted({m.split('.')[0] for m in sys.modules} & heavy), file=sys.stderr)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stderr.strip() == "[]"
+    assert (run_dir / "inspect" / "explain-test0.png").stat().st_size > 0

@@ -85,19 +85,26 @@ def _pair(value) -> tuple[int, int]:
     return (value, value) if isinstance(value, int) else tuple(value)
 
 
+def padding_of(shape: tuple[int, ...], size, strides, padding: str) -> list[tuple[int, int]]:
+    """The zeros a window of `size` pads an N×H×W×C input of `shape` with on each side of
+    each axis: none for "valid"; for "same" XLA's SAME, the total split, the odd pixel after."""
+    if padding == "valid":
+        return [(0, 0)] * 4
+    if padding != "same":
+        raise Unsupported(f"padding {padding!r}")
+    pads = [(0, 0)]
+    for n, k, s in zip(shape[1:3], _pair(size), _pair(strides), strict=True):
+        total = max((-(-n // s) - 1) * s + k - n, 0)
+        pads.append((total // 2, total - total // 2))
+    return [*pads, (0, 0)]
+
+
 def _windows(x: np.ndarray, size, strides, padding: str):
     """Each offset (i, j) of a size[0]×size[1] window and the slice of `x` (N×H×W×C) it sees
     at every output position: what a convolution sums and a pooling reduces."""
     (kh, kw), (sh, sw) = _pair(size), _pair(strides)
-    if padding == "same":  # XLA's SAME: total padding split, the odd pixel after
-        height, width = x.shape[1:3]
-        pad_h = max((-(-height // sh) - 1) * sh + kh - height, 0)
-        pad_w = max((-(-width // sw) - 1) * sw + kw - width, 0)
-        x = np.pad(
-            x, ((0, 0), (pad_h // 2, pad_h - pad_h // 2), (pad_w // 2, pad_w - pad_w // 2), (0, 0))
-        )
-    elif padding != "valid":
-        raise Unsupported(f"padding {padding!r}")
+    if padding != "valid":
+        x = np.pad(x, padding_of(x.shape, size, strides, padding))
     out_h, out_w = (x.shape[1] - kh) // sh + 1, (x.shape[2] - kw) // sw + 1
     for i in range(kh):
         for j in range(kw):
