@@ -92,6 +92,8 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "digitlab.confidence",
             "digitlab.insight.*",  # probe, inspection, explanation
             "digitlab.ood",
+            "digitlab.mechanisms",  # issue 21: noise scale, Hessian, conditioning, saturation
+            "digitlab.mechanisms.*",
             "digitlab.robustness",  # a run under MNIST-C's corruptions
             "digitlab.report.*",  # training writes a run's report.html
             "digitlab.experiments.plots",  # and its figures_* modules
