@@ -135,14 +135,29 @@ def test_the_confusion_matrix_is_scikit_learns():
 
 
 def test_a_trained_runs_measure_equals_keras(trained_run, mnist):
-    """The whole test set, through the NumPy pass and loss, against `model.evaluate`."""
+    """The whole test set, through the NumPy pass and loss, against Keras's `predict` (as
+    training evaluates) and `model.evaluate`'s loss."""
     _, (x_test, y_test) = mnist
-    keras_figures = evaluate_model(
-        trained_run.model, trained_run.spec, x_test, y_test, trained_run.class_names
-    ).to_dict()
+    model, spec = trained_run.model, trained_run.spec
+    keras_figures = evaluate_model(model, spec, x_test, y_test, trained_run.class_names).to_dict()
+    keras_loss = _keras_loss(model, spec, x_test, y_test)
     figures = measure(trained_run).to_dict()
-    assert figures.pop("test_loss") == pytest.approx(keras_figures.pop("test_loss"), rel=1e-5)
+    assert keras_figures.pop("test_loss") == pytest.approx(keras_loss, rel=1e-5)
+    assert figures.pop("test_loss") == pytest.approx(keras_loss, rel=1e-5)
     assert figures == keras_figures
+
+
+def test_a_penalised_network_is_evaluated_by_keras(tmp_path):
+    """Keras adds the weight penalty to `evaluate`'s loss: `evaluate_model` asks it."""
+    layers = ({"type": "Dense", "units": 10, "kernel_regularizer": "l2"},)
+    spec = Spec(name="l2", layers=layers, train=TrainConfig(loss="categorical_crossentropy"))
+    model, forward = _saved(spec, tmp_path)
+    images, labels = _images(), np.random.default_rng(5).integers(0, 10, 64)
+    evaluation = evaluate_model(model, spec, images, labels, [str(k) for k in range(10)])
+    unpenalised = Spec(name="plain", layers=({"type": "Dense", "units": 10},), train=spec.train)
+    plain = numpy_loss(forward(prepare_inputs(images, spec.input_shape)), labels, unpenalised)
+    assert evaluation.loss == pytest.approx(_keras_loss(model, spec, images, labels), rel=1e-5)
+    assert evaluation.loss > plain + 1e-3  # the penalty is in it
 
 
 def test_evaluate_json_needs_no_keras_jax_scikit_learn_or_matplotlib(tmp_path, mnist):

@@ -202,11 +202,16 @@ class Evaluation:
 def evaluate_model(
     model, spec: Spec, x_test: np.ndarray, y_test: np.ndarray, class_names: list[str]
 ) -> Evaluation:
-    """Evaluate a compiled Keras model on uint8 test images with integer labels."""
+    """Evaluate a compiled Keras model on uint8 test images with integer labels: its outputs
+    from `model.predict`, and the loss `model.evaluate` would give computed from them
+    (`numpy_loss`), which spares a second pass over the test set; `model.evaluate` itself
+    for a network whose weight penalties Keras adds to the loss."""
     x = prepare_inputs(x_test, spec.input_shape)
     outputs = model.predict(x, batch_size=1024, verbose=0)
-    targets = loss_targets(y_test, spec, len(class_names))
-    loss = model.evaluate(x, targets, batch_size=1024, verbose=0, return_dict=True)["loss"]
+    loss = numpy_loss(outputs, y_test, spec)
+    if loss is None:
+        targets = loss_targets(y_test, spec, len(class_names))
+        loss = model.evaluate(x, targets, batch_size=1024, verbose=0, return_dict=True)["loss"]
     return _evaluation(outputs, float(loss), spec, y_test, class_names)
 
 
