@@ -92,6 +92,8 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "digitlab.confidence",
             "digitlab.insight.*",  # probe, inspection, explanation
             "digitlab.ood",
+            "digitlab.conformal",  # issue 22: 95% prediction sets
+            "digitlab.outliers",  # issue 22: what "not a digit" is learned from
             "digitlab.mechanisms",  # issue 21: noise scale, Hessian, conditioning, saturation
             "digitlab.mechanisms.*",
             "digitlab.robustness",  # a run under MNIST-C's corruptions

@@ -109,6 +109,29 @@ def test_letters_and_shapes_are_flagged_more_often_than_digits(calibrated_run, m
     assert fake > real + 0.2
 
 
+@pytest.mark.slow
+def test_prediction_sets_hold_held_out_digits_as_often_as_promised(calibrated_run, mnist):
+    """On the 10,000 test digits (never trained on, never calibrated on), the run's stored
+    95% sets hold the true digit within their sampling error, in each verdict group."""
+    from test_confidence_sets import covered, lowest_plausible
+
+    (x_train, _), (x_test, y_test) = mnist
+    held_out = slice(2700, 3000)  # the run's validation digits, its calibration digits
+    calibration = predict(calibrated_run, x_train[held_out]).to_list()
+    rows = predict(calibrated_run, x_test).to_list()
+    hit = covered([row["prediction_set"] for row in rows], y_test)
+    for group in (True, False):
+        n = sum(row["confident"] is group for row in calibration)
+        mask = np.array([row["confident"] is group for row in rows])
+        coverage = calibrated_run.thresholds["set_coverage"]
+        assert hit[mask].sum() >= lowest_plausible(int(mask.sum()), n, coverage), group
+    sizes = np.array([len(row["prediction_set"]) for row in rows])
+    confident = np.array([row["confident"] for row in rows])
+    assert sizes[~confident].mean() > sizes[confident].mean()  # a doubtful answer widens
+    shown = CliRunner().invoke(app, ["predict", str(calibrated_run.path), "--index", "0"])
+    assert "95% set" in shown.output
+
+
 @pytest.fixture
 def old_run(calibrated_run, tmp_path):
     """A copy of the run as older versions wrote it: no thresholds, no confidence.npz."""
@@ -140,6 +163,27 @@ def test_an_old_run_predicts_with_confident_null_until_calibrated(old_run, mnist
     assert not list(old_run.glob(".*tmp"))  # written atomically: no temporary left behind
     row = predict(load_run(old_run), x_test[0]).to_list()[0]
     assert isinstance(row["confident"], bool)
+    assert row["prediction_set"] and row["prediction_set"][0] == row["digit"]
+
+
+@pytest.mark.slow
+def test_a_run_calibrated_before_prediction_sets_gets_them_from_calibrate(old_run, mnist):
+    (_, _), (x_test, _) = mnist
+    CliRunner().invoke(app, ["calibrate", str(old_run)])
+    config = json.loads((old_run / CONFIG_FILE).read_text())
+    config["thresholds"] = {
+        k: v for k, v in config["thresholds"].items() if not k.startswith("set_")
+    }  # as issue 12's calibration left it
+    (old_run / CONFIG_FILE).write_text(json.dumps(config))
+    row = predict(load_run(old_run), x_test[0]).to_list()[0]
+    assert isinstance(row["confident"], bool) and row["prediction_set"] is None
+    shown = CliRunner().invoke(app, ["predict", str(old_run), "--index", "0"])
+    assert "no prediction sets in this run" in shown.output
+    assert "digitlab calibrate" in shown.output
+
+    result = CliRunner().invoke(app, ["calibrate", str(old_run)])
+    assert result.exit_code == 0 and "95% of the time" in " ".join(result.output.split())
+    assert predict(load_run(old_run), x_test[0]).to_list()[0]["prediction_set"]
 
 
 @pytest.mark.slow
@@ -165,7 +209,7 @@ def _three_ways(run, image):
     with TestClient(create_app(run)) as client:
         response = client.post("/predict", json={"pixels": image.tolist()})
     assert response.status_code == 200, response.text
-    keys = ("confidence", "confident", "reason")
+    keys = ("confidence", "confident", "reason", "prediction_set")
     return [
         {k: row[k] for k in keys} for row in (json.loads(cli.output)[0], library, response.json())
     ]
@@ -193,4 +237,6 @@ def test_every_path_applies_the_one_judge(calibrated_run, monkeypatch, mnist):
 
     monkeypatch.setattr(confidence, "judge", everything_is_unsure)
     verdicts = _three_ways(calibrated_run, x_test[0])
+    for verdict in verdicts:  # the not-confident group's set: wider than the digit alone
+        assert len(verdict.pop("prediction_set")) >= 1
     assert verdicts == [{"confidence": 0.5, "confident": False, "reason": "unsure"}] * 3

@@ -10,7 +10,7 @@ from test_web import base_url, draw_strokes, page  # noqa: F401  (fixtures; brow
 from digitlab import confidence
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
-MESSAGES = {"not a digit": "that doesn't look like a digit", "unsure": "not sure"}
+MESSAGES = {"not a digit": "Not a digit?", "unsure": "Unsure:", None: "Confident:"}
 
 
 def circle(cx=140, cy=140, r=90, n=24):
@@ -37,10 +37,11 @@ def draw_circle(page):  # noqa: F811
 def test_a_circle_shows_the_verdict_the_server_gave(page):  # noqa: F811
     last = draw_circle(page)[-1]
     assert isinstance(last["confident"], bool)  # the served run is calibrated at training
-    expected = "" if last["confident"] else MESSAGES[last["reason"]]
-    doubt = page.locator("#doubt")
-    assert (doubt.text_content() if doubt.is_visible() else "").startswith(expected)
-    assert doubt.is_visible() == (not last["confident"])
+    words = page.locator("#verdict-words")
+    assert words.is_visible()
+    assert words.text_content().startswith(MESSAGES[None if last["confident"] else last["reason"]])
+    doubtful = "doubtful" in page.locator("#digit").get_attribute("class").split()
+    assert doubtful == (not last["confident"])
 
 
 def test_a_flagged_drawing_says_it_does_not_look_like_a_digit(page, monkeypatch):  # noqa: F811
@@ -52,7 +53,7 @@ def test_a_flagged_drawing_says_it_does_not_look_like_a_digit(page, monkeypatch)
 
     monkeypatch.setattr(confidence, "judge", flag_everything)  # the server is in-process
     draw_circle(page)
-    page.wait_for_selector("#doubt:not([hidden])")
-    assert page.locator("#doubt").text_content() == "that doesn't look like a digit"
+    page.wait_for_selector("#verdict-words:has-text('Not a digit?')")
+    assert page.locator("#set").text_content().startswith("If it is a digit at all, it is ")
     page.click("#clear")
-    assert page.locator("#doubt").is_hidden()
+    assert page.locator("#verdict-words").is_hidden()

@@ -36,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from digitlab import conformal
 from digitlab.data import PIXEL_MAX
 from digitlab.errors import RunError
 
@@ -126,14 +127,15 @@ def calibrate(
             f"only {int(correct.sum())} correctly classified calibration digits; "
             "calibrating needs at least 100"
         )
-    scores = residuals(stats, images, predicted)[correct]
+    every = residuals(stats, images, predicted)
     thresholds = {
         MARGIN: float(np.quantile(margins(probabilities)[correct], FLAG_RATE)),
-        RESIDUAL: float(np.quantile(scores, 1 - FLAG_RATE)),
+        RESIDUAL: float(np.quantile(every[correct], 1 - FLAG_RATE)),
         "calibration_digits": float(len(labels)),
     }
-    confident = judge(probabilities[correct], thresholds, scores)[1]
-    thresholds["flagged_correct_calibration"] = round(float(np.mean(~confident)), 6)
+    confident = judge(probabilities, thresholds, every)[1]
+    thresholds["flagged_correct_calibration"] = round(float(np.mean(~confident[correct])), 6)
+    thresholds |= conformal.calibrate(probabilities, labels, confident)
     return thresholds, stats
 
 
@@ -188,10 +190,12 @@ def judge(
 
 
 def verdicts(run: Any, images: np.ndarray, probabilities: np.ndarray) -> list[dict[str, Any]]:
-    """`{"confidence", "confident", "reason"}` per image for a `Run`'s predictions.
+    """`{"confidence", "confident", "reason", "prediction_set"}` per image for a `Run`'s
+    predictions.
 
     `images` are the uint8 N×H×W the network read; `probabilities` its answers. A run without
-    thresholds gets `confident: None` and `reason: None`.
+    thresholds gets `confident`, `reason` and `prediction_set` None; one calibrated before
+    prediction sets existed gets `prediction_set` None (`conformal.prediction_sets`).
     """
     thresholds = run.thresholds
     residual = None
@@ -199,11 +203,13 @@ def verdicts(run: Any, images: np.ndarray, probabilities: np.ndarray) -> list[di
         stats = run.confidence_stats()
         residual = residuals(stats, images, np.asarray(probabilities).argmax(axis=1))
     confidence, confident, reasons = judge(probabilities, thresholds, residual)
+    sets = conformal.prediction_sets(probabilities, confident, thresholds)
     return [
         {
             "confidence": round(float(confidence[i]), 6),
             "confident": None if confident is None else bool(confident[i]),
             "reason": reasons[i],
+            "prediction_set": None if sets is None else sets[i],
         }
         for i in range(len(confidence))
     ]
@@ -239,5 +245,6 @@ def calibration_message(run_name: str, thresholds: dict[str, float]) -> str:
         f"calibrated {run_name} on {int(thresholds['calibration_digits'])} held-out digits: "
         f"unsure below a top-two margin of {thresholds['unsure_margin']:.3f}, not a digit "
         f"above a reconstruction distance of {thresholds['not_a_digit_residual']:.2f}; "
-        f"{flagged:.1%} of the correctly classified ones flagged"
+        f"{flagged:.1%} of the correctly classified ones flagged; prediction sets hold the "
+        f"true digit {thresholds['set_coverage']:.0%} of the time"
     )

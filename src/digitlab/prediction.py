@@ -49,11 +49,12 @@ class Refused:
 class Prediction:
     """Predicted classes and the probabilities behind them, one row per predicted input.
 
-    `verdicts` holds each row's `confidence`, `confident` and `reason`
+    `verdicts` holds each row's `confidence`, `confident`, `reason` and `prediction_set`
     (`digitlab.confidence.verdicts`: None for `confident`/`reason` when the run has no
-    calibrated thresholds). `refused` holds the inputs that could not be read (a blank or
-    broken image among good ones): they have no row in `probabilities`, and `to_list` and
-    `table` show each in its place with its reason.
+    calibrated thresholds; `prediction_set` lists the classes that hold the true one with
+    95% probability, most probable first, `digitlab.conformal`). `refused` holds the inputs
+    that could not be read (a blank or broken image among good ones): they have no row in
+    `probabilities`, and `to_list` and `table` show each in its place with its reason.
     """
 
     probabilities: np.ndarray
@@ -111,11 +112,7 @@ class Prediction:
                     "label": self.class_names[best],
                     "probability": float(probs[best]),
                     "probabilities": [round(float(p), 6) for p in probs],
-                    **(
-                        self.verdicts[i]
-                        if i < len(self.verdicts)
-                        else {"confidence": float(probs[best]), "confident": None, "reason": None}
-                    ),
+                    **(self.verdicts[i] if i < len(self.verdicts) else _no_verdict(probs)),
                 }
             )
         if truths is not None:
@@ -127,32 +124,46 @@ class Prediction:
 
     def table(self, truths: Sequence[str | None] | None = None):
         """The table `digitlab predict` prints: a row per input with its label, probability,
-        confidence verdict, true label (`truths`, one per predicted input, "–" where
-        unknown) and all probabilities; a refused input's row gives its reason instead."""
+        confidence verdict, prediction set ("4 or 9"), true label (`truths`, one per
+        predicted input, "–" where unknown) and all probabilities; a refused input's row
+        gives its reason instead."""
         from rich.table import Table
         from rich.text import Text
 
+        from digitlab.conformal import in_words
+
         classes = " ".join(self.class_names)
-        table = Table(
-            "input", "prediction", "probability", "verdict", "true", f"probabilities ({classes})"
-        )
+        columns = ("input", "prediction", "probability", "verdict", "95% set", "true")
+        table = Table(*columns, f"probabilities ({classes})")
         reasons = {refused.input: refused.reason for refused in self.refused}
         for row in self.to_list(truths):
             if "error" in row:
-                table.add_row(row["input"], Text(reasons[row["input"]], style="red"), *["–"] * 4)
+                table.add_row(row["input"], Text(reasons[row["input"]], style="red"), *["–"] * 5)
                 continue
             verdict = "confident" if row["confident"] else row["reason"]
             if row["confident"] is None:
                 verdict = "–"  # no thresholds in the run
+            chosen = row["prediction_set"]
             table.add_row(
                 row["input"],
                 row["label"],
                 f"{row['probability']:.3f}",
                 verdict,
+                "–" if chosen is None else in_words(chosen, self.class_names),
                 row.get("true_label") or "–",
                 " ".join(f"{p:.2f}" for p in row["probabilities"]),
             )
         return table
+
+
+def _no_verdict(probabilities: np.ndarray) -> dict[str, Any]:
+    """The verdict of a row predicted without one: its top probability, nothing more."""
+    return {
+        "confidence": float(probabilities.max()),
+        "confident": None,
+        "reason": None,
+        "prediction_set": None,
+    }
 
 
 def as_batch(images: np.ndarray, shape: tuple[int, int] = MNIST_SHAPE) -> np.ndarray:
@@ -393,7 +404,8 @@ def predict(
 
     Returns:
         A `Prediction`: `.digits` and `.probabilities` (N×10, rows sum to 1), and each row's
-        verdict (`confidence`, `confident`, `reason`; see `digitlab.confidence`).
+        verdict (`confidence`, `confident`, `reason`, `prediction_set`; see
+        `digitlab.confidence`).
 
     Example:
         >>> import digitlab

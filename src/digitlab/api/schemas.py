@@ -61,6 +61,14 @@ class Prediction(BaseModel):
         description='Why not confident: "unsure" (two classes close) or "not a digit" (far '
         "from every training digit); null when confident or uncalibrated."
     )
+    prediction_set: list[int] | None = Field(
+        description="The classes (digits) that hold the true one with 95% probability, most "
+        'probable first: [4, 9] is "4 or 9". Split conformal prediction calibrated on '
+        "digits the network did not train on, apart for confident and other answers; the "
+        "guarantee is for digits like MNIST's. Null for a run calibrated without sets "
+        "(`digitlab calibrate RUN` adds them).",
+        examples=[[4, 9]],
+    )
 
 
 class PredictedImage(Prediction):

@@ -52,10 +52,13 @@ def predict(
         print_json(prediction.to_list(inputs.truths))
     else:
         console.print(prediction.table(inputs.truths))
-        if prediction.verdicts and prediction.verdicts[0]["confident"] is None:
+        first = prediction.verdicts[0] if prediction.verdicts else {}
+        if first.get("confident", False) is None:
             console.print(
                 f"no confidence thresholds in this run: `digitlab calibrate {run}` adds them"
             )
+        elif first and first.get("prediction_set") is None:
+            console.print(f"no prediction sets in this run: `digitlab calibrate {run}` adds them")
     if prediction.refused:
         total = len(prediction.probabilities) + len(prediction.refused)
         where = 'its "error" entry' if as_json else "its row"
@@ -103,12 +106,13 @@ def calibrate(
     data_dir: Path | None = DataDirOption,
     as_json: bool = JsonOption,
 ) -> None:
-    """Calibrate a run's confidence thresholds ("unsure", "not a digit") and store them.
+    """Calibrate a run's confidence verdict ("unsure", "not a digit") and its 95% prediction
+    sets ("4 or 9"), and store them.
 
-    New runs are calibrated when training ends; this adds thresholds to an older run (whose
-    predictions carry `confident: null`) or redoes them. Calibration uses the run's
-    validation split, or the first half of the test split when it has none. config.json
-    and confidence.npz are rewritten atomically.
+    New runs are calibrated when training ends; this adds them to an older run (whose
+    predictions carry `confident: null` or `prediction_set: null`) or redoes them.
+    Calibration uses the run's validation split, or the first half of the test split when
+    it has none. config.json and confidence.npz are rewritten atomically.
 
     Example: `digitlab calibrate latest`
     """

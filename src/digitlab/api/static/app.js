@@ -53,33 +53,63 @@ function buildBars() {
   });
 }
 
-// The confidence verdict (issue 12, prediction display only): the server's one rule,
-// digitlab.confidence.judge, decides `confident` and `reason`; the page only words them.
-const DOUBTS = {
-  "not a digit": "that doesn't look like a digit",
-  unsure: "not sure: two digits are close",
+// The verdict (issues 12 and 22): the server's one rule, digitlab.confidence.judge, decides
+// `confident` and `reason`, and digitlab.conformal the `prediction_set`; the page only words
+// them. The probability is the network's own number, never called "sure".
+const VERDICT_WORDS = {
+  confident:
+    "Confident: it looks like the digits the network learned from, and no other digit comes close.",
+  "not a digit":
+    "Not a digit? It is unlike every digit the network learned from, so its answer means little.",
+  unsure: "Unsure: the network can't tell between digits; the answer is a close call.",
 };
+const SET_NOTE =
+  "(sets like this held the true digit 95% of the time on digits the network never saw)";
 
-function showDoubt(result) {
-  const doubt = document.getElementById("doubt");
-  const message = result.confident === false ? DOUBTS[result.reason] || "not sure" : "";
-  doubt.textContent = message;
-  doubt.hidden = !message;
-  digitOut.classList.toggle("doubtful", Boolean(message));
+function probabilityText(p) {
+  return p >= 0.9995 ? "probability above 0.999" : `probability ${p.toFixed(3)}`;
+}
+
+function setWords(digits) {
+  const names = digits.map((d) => classNames[d] ?? String(d));
+  if (names.length === classNames.length && names.length > 2) return `any of the ${names.length}`;
+  if (names.length <= 1) return names.join("");
+  return `${names.slice(0, -1).join(", ")} or ${names.at(-1)}`;
+}
+
+function showVerdict(result) {
+  const words = document.getElementById("verdict-words");
+  const known = typeof result.confident === "boolean";
+  const key = result.confident ? "confident" : result.reason;
+  words.textContent = known ? VERDICT_WORDS[key] || VERDICT_WORDS.unsure : "";
+  words.hidden = !known;
+  words.classList.toggle("trusted", result.confident === true);
+  digitOut.classList.toggle("doubtful", result.confident === false);
+  document.getElementById("probability-note").hidden = !("probabilities" in result);
+
+  const set = document.getElementById("set");
+  set.replaceChildren();
+  const digits = result.prediction_set;
+  set.hidden = !Array.isArray(digits) || digits.length === 0;
+  if (set.hidden) return;
+  const lead = result.reason === "not a digit" ? "If it is a digit at all, it is " : "95% set: ";
+  const strong = document.createElement("strong");
+  strong.textContent = setWords(digits);
+  set.append(lead, strong, ` ${SET_NOTE}`);
+  set.dataset.digits = digits.join(",");
 }
 
 function showPrediction(result) {
   digitOut.textContent = result.label;
   digitOut.classList.remove("idle");
   seenFigure.hidden = false;
-  const best = result.probabilities[result.digit];
-  confidence.textContent = `${(best * 100).toFixed(1)}% sure`;
-  showDoubt(result);
+  confidence.textContent = probabilityText(result.probabilities[result.digit]);
+  showVerdict(result);
   seen.src = `data:image/png;base64,${result.preprocessed}`;
   bars.querySelectorAll("li").forEach((row, i) => {
     const p = result.probabilities[i] ?? 0;
     row.querySelector(".bar").style.width = `${(p * 100).toFixed(1)}%`;
-    row.querySelector(".value").textContent = `${(p * 100).toFixed(1)}%`;
+    row.querySelector(".value").textContent = p.toFixed(2);
     row.classList.toggle("top", i === result.digit);
   });
 }
@@ -156,7 +186,7 @@ function resetPrediction() {
   digitOut.textContent = "–";
   digitOut.classList.add("idle");
   confidence.textContent = "no prediction yet";
-  showDoubt({});
+  showVerdict({});
   seen.removeAttribute("src");
   seenFigure.hidden = true;
   bars.querySelectorAll("li").forEach((row) => {
