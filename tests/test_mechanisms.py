@@ -190,21 +190,24 @@ def test_hessian_vector_products_are_the_hessian_times_the_vector():
     np.testing.assert_allclose(np.asarray(hvp(v)), hessian @ v, rtol=1e-4, atol=1e-5)
 
 
-def test_top_eigenvalue_matches_jax_hessian_and_eigvalsh():
-    model = _tiny_classifier(seed=3)
+# seed 2: the top eigenvalue (0.55) is the largest in magnitude; seed 3: −0.76 is, and the top
+# (0.598) needs the shifted second run, next to a close 0.572.
+@pytest.mark.parametrize("seed", [2, 3])
+def test_top_eigenvalue_matches_jax_hessian_and_eigvalsh(seed):
+    model = _tiny_classifier(seed=seed)
     x, y = _tiny_data(50)
     eigenvalues = np.linalg.eigvalsh(_full_hessian(model, x, y))
     assert eigenvalues[-1] > 0
-    top = top_hessian_eigenvalue(model, x, y, iterations=2000, tolerance=1e-8)
+    top = top_hessian_eigenvalue(model, x, y, iterations=2000, tolerance=1e-4)
     assert top.converged
-    assert top.value == pytest.approx(eigenvalues[-1], rel=1e-3)
-    assert top.residual < 0.05
+    assert top.value == pytest.approx(eigenvalues[-1], rel=1e-4)
+    assert top.residual <= 1e-3
 
 
 def test_power_iteration_finds_the_top_eigenvalue_past_a_larger_negative_one():
     rotation, _ = np.linalg.qr(np.random.default_rng(0).standard_normal((5, 5)))
     matrix = rotation @ np.diag([-6.0, 3.0, 1.0, 0.5, -1.0]) @ rotation.T
-    top = power_iteration(lambda v: matrix @ v, 5, iterations=5000, tolerance=1e-12)
+    top = power_iteration(lambda v: matrix @ v, 5, iterations=5000, tolerance=1e-9)
     assert top.value == pytest.approx(3.0, rel=1e-6)
     assert top.converged
 

@@ -145,7 +145,7 @@ def noise_scale_two_batches(
     y: np.ndarray,
     *,
     small_batch: int = 32,
-    big_batch: int = 1024,
+    big_batch: int | None = None,
     seed: int = 0,
 ) -> NoiseScale:
     """`B_simple` from batch-gradient norms at two batch sizes (Appendix A), dropout off.
@@ -157,14 +157,14 @@ def noise_scale_two_batches(
         model: a compiled Keras model at the weights to measure.
         x, y: the digits (as the model takes them) and their loss targets.
         small_batch: `B_small` (default 32, the notebook's batch).
-        big_batch: `B_big` (default 1,024), at most `len(x)`.
+        big_batch: `B_big`, at most `len(x)` (default: all the digits, one batch, whose
+            `|G_big|²` is then exact for the sample: the least noisy choice).
         seed: draws the shuffle (default 0).
 
     Returns:
         A `NoiseScale` with method "two batch sizes (B_small, B_big)".
     """
-    if big_batch > len(x):
-        raise ValueError(f"big_batch={big_batch} is more than the {len(x)} digits given")
+    big_batch = len(x) if big_batch is None else big_batch
     loss = training_loss(model)
     order = np.random.default_rng(seed).permutation(len(x))
     _, small = batch_gradients(loss, x, y, small_batch, order)
