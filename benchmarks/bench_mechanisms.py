@@ -140,14 +140,15 @@ def markdown(result: dict) -> str:
         f"{result['digits']:,} MNIST training digits, `seed` preset, dropout off in every "
         "measurement; load average {:.1f}–{:.1f}.".format(*result["load"]),
         "",
-        "| epochs | train loss | B_simple per-example | B_simple two batches (32, all) "
-        "| tr Σ | \\|G\\|² | λ_max | 2/λ_max |",
+        "| epochs | train loss | B_simple per-example ± jackknife SE "
+        "| B_simple two batches (32, all) | tr Σ | \\|G\\|² | λ_max | 2/λ_max |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for row in result["training"]:
         pe, two, top = row["per_example"], row["two_batches"], row["top_eigenvalue"]
         lines.append(
-            f"| {row['epochs']} | {row['train_loss_dropout_off']:.3f} | {pe['simple']:,.0f} | "
+            f"| {row['epochs']} | {row['train_loss_dropout_off']:.3f} | "
+            f"{pe['simple']:,.0f} ± {pe['standard_error']:,.0f} | "
             f"{two['simple']:,.0f} | {pe['trace_covariance']:.3g} | {pe['gradient_norm_sq']:.3g} "
             f"| {top['value']:.4g} ({top['iterations']} HVPs) | {row['max_stable_rate']:.3g} |"
         )

@@ -47,6 +47,8 @@ from digitlab.mechanisms.loss import TrainingLoss, flat_gradient, training_loss
 # Examples whose gradients are held at once: 256 × the seed network's 99,710 weights × 4 bytes
 # is 100 MB, and a larger chunk is no faster on 2 cores.
 CHUNK_EXAMPLES = 256
+# Groups of digits the per-example estimate leaves out in turn for its standard error.
+JACKKNIFE_GROUPS = 10
 
 
 @dataclass(frozen=True)
@@ -61,6 +63,8 @@ class NoiseScale:
         gradient_norm_sq: `|G|²`, the squared norm of the true gradient.
         examples: the digits measured on.
         method: "per-example" or "two batch sizes (B_small, B_big)".
+        standard_error: `simple`'s jackknife standard error over groups of the digits
+            (per-example only; `nan` for two batch sizes, `inf` when a group's estimate is).
     """
 
     simple: float
@@ -68,15 +72,18 @@ class NoiseScale:
     gradient_norm_sq: float
     examples: int
     method: str
+    standard_error: float = float("nan")
 
     def to_dict(self) -> dict[str, float | int | str]:
         """The fields, for a JSON record."""
         return dataclasses.asdict(self)
 
 
-def _measurement(trace: float, norm_sq: float, examples: int, method: str) -> NoiseScale:
+def _measurement(
+    trace: float, norm_sq: float, examples: int, method: str, error: float = float("nan")
+) -> NoiseScale:
     simple = trace / norm_sq if norm_sq > 0 else float("inf")
-    return NoiseScale(float(simple), float(trace), float(norm_sq), examples, method)
+    return NoiseScale(float(simple), float(trace), float(norm_sq), examples, method, error)
 
 
 def per_example_estimate(
@@ -123,7 +130,8 @@ def two_batch_estimate(
 
 
 def noise_scale(model: keras.Model, x: np.ndarray, y: np.ndarray) -> NoiseScale:
-    """`B_simple` from every example's own gradient (`jax.vmap`), dropout off.
+    """`B_simple` from every example's own gradient (`jax.vmap`), dropout off, with its
+    delete-a-group jackknife standard error (`JACKKNIFE_GROUPS` groups of digits).
 
     Args:
         model: a compiled Keras model at the weights to measure.
@@ -133,10 +141,28 @@ def noise_scale(model: keras.Model, x: np.ndarray, y: np.ndarray) -> NoiseScale:
         A `NoiseScale` with method "per-example".
     """
     loss = training_loss(model)
-    order = np.arange(len(x))
-    gradient_sum, squared_norms = batch_gradients(loss, x, y, 1, order)
-    trace, norm_sq = per_example_estimate(gradient_sum, float(squared_norms.sum()), len(x))
-    return _measurement(trace, norm_sq, len(x), "per-example")
+    groups = max(1, min(JACKKNIFE_GROUPS, len(x) // 2))
+    sums, squared = batch_gradients(loss, x, y, 1, np.arange(len(x)), groups=groups)
+    counts = np.bincount(np.arange(len(x)) * groups // len(x), minlength=groups)
+    norms = np.bincount(np.arange(len(x)) * groups // len(x), weights=squared)
+    trace, norm_sq = per_example_estimate(sums.sum(axis=0), norms.sum(), len(x))
+    error = _jackknife(sums, norms, counts) if groups > 1 else float("nan")
+    return _measurement(trace, norm_sq, len(x), "per-example", error)
+
+
+def _jackknife(sums: np.ndarray, norms: np.ndarray, counts: np.ndarray) -> float:
+    """The jackknife standard error of `B_simple`, leaving out one group of digits at a time:
+    `sqrt((K − 1) / K · Σ_k (B_k − B̄)²)` (Efron & Tibshirani 1993, eq. 11.5)."""
+    total, norm_total, count = sums.sum(axis=0), norms.sum(), counts.sum()
+    estimates = []
+    for k in range(len(counts)):
+        left = count - counts[k]
+        trace, norm_sq = per_example_estimate(total - sums[k], norm_total - norms[k], left)
+        estimates.append(trace / norm_sq if norm_sq > 0 else float("inf"))
+    estimates = np.asarray(estimates)
+    if not np.isfinite(estimates).all():
+        return float("inf")
+    return float(np.sqrt((len(estimates) - 1) * np.var(estimates)))
 
 
 def noise_scale_two_batches(
@@ -168,14 +194,19 @@ def noise_scale_two_batches(
     loss = training_loss(model)
     order = np.random.default_rng(seed).permutation(len(x))
     _, small = batch_gradients(loss, x, y, small_batch, order)
-    _, big = batch_gradients(loss, x, y, big_batch, order)
+    _, big = batch_gradients(loss, x, y, big_batch, order)  # (no jackknife: one big batch)
     trace, norm_sq = two_batch_estimate(small_batch, big_batch, small.mean(), big.mean())
     method = f"two batch sizes ({small_batch}, {big_batch})"
     return _measurement(trace, norm_sq, len(x), method)
 
 
 def batch_gradients(
-    loss: TrainingLoss, x: np.ndarray, y: np.ndarray, batch_size: int, order: np.ndarray
+    loss: TrainingLoss,
+    x: np.ndarray,
+    y: np.ndarray,
+    batch_size: int,
+    order: np.ndarray,
+    groups: int = 1,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The gradients of the disjoint batches `order` cuts the digits into, summarised.
 
@@ -185,10 +216,11 @@ def batch_gradients(
         batch_size: examples per batch (1: per-example gradients).
         order: the digits' indices; consecutive runs of `batch_size` make the batches, and a
             last partial batch is left out.
+        groups: `K`; batch `b` of `n` is in group `b K // n` (default 1: all in one).
 
     Returns:
-        `Σ_b g_b`, the sum of the batches' mean-loss gradients (flat, float64), and each
-        batch's `|g_b|²` (float64, one per batch).
+        Per group, `Σ_b g_b`, the sum of its batches' mean-loss gradients (K × weights,
+        float64), and each batch's `|g_b|²` (float64, one per batch).
     """
     batches = len(order) // batch_size
     if batches == 0:
@@ -196,27 +228,29 @@ def batch_gradients(
     index = np.asarray(order[: batches * batch_size]).reshape(batches, batch_size)
     per_chunk = max(1, CHUNK_EXAMPLES // batch_size)
     program = _chunk_program(loss)
-    total = np.zeros(loss.size, np.float64)
+    group = np.arange(batches) * groups // batches
+    total = np.zeros((groups, loss.size), np.float64)
     norms = []
     for start in range(0, batches, per_chunk):
         rows = index[start : start + per_chunk]
         used = len(rows)  # the last chunk is padded to one compiled shape, and masked
-        mask = np.arange(per_chunk) < used
+        masks = np.zeros((per_chunk, groups), np.float32)  # batch i of the chunk → its group
+        masks[np.arange(used), group[start : start + used]] = 1
         rows = np.concatenate([rows, np.repeat(rows[:1], per_chunk - used, axis=0)])
-        gradient_sum, squared = program(loss.weights, x[rows], y[rows], mask.astype(np.float32))
-        total += np.asarray(gradient_sum, np.float64)
+        gradient_sums, squared = program(loss.weights, x[rows], y[rows], masks)
+        total += np.asarray(gradient_sums, np.float64)
         norms.append(np.asarray(squared, np.float64)[:used])
     return total, np.concatenate(norms)
 
 
 def _chunk_program(loss: TrainingLoss):
-    """A compiled `(weights, x, y, mask) -> (Σ mask·g_b, |g_b|²)` over a chunk of batches
-    (`x`: batches × batch_size × input)."""
+    """A compiled `(weights, x, y, masks) -> (masksᵀ g, |g_b|²)` over a chunk of batches
+    (`x`: batches × batch_size × input; `masks`: batches × groups, 1 where a batch counts)."""
     batch_gradient = jax.vmap(flat_gradient(loss), in_axes=(None, 0, 0))
 
     @jax.jit
-    def program(weights, x, y, mask):
+    def program(weights, x, y, masks):
         gradients = batch_gradient(weights, x, y)
-        return mask @ gradients, jnp.sum(gradients * gradients, axis=1)
+        return masks.T @ gradients, jnp.sum(gradients * gradients, axis=1)
 
     return program
