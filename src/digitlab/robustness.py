@@ -36,7 +36,7 @@ from digitlab.errors import DataError
 from digitlab.runs import Run
 from digitlab.runs.folder import ROBUSTNESS_FILE, check_replaceable, write_robustness
 
-DEFAULT_SAMPLES = 5000  # digits per corruption: about 30 s for the seed preset on 2 cores
+DEFAULT_SAMPLES = 5000  # digits per corruption: ~50 s for the seed preset on 2 busy cores
 FIGURE_FILE = "robustness.png"
 CLEAN = "clean"
 EXAMPLES = 4  # digits in the figure's grid, each under every corruption
