@@ -10,8 +10,9 @@
   the mean gradient of the class logit (pixels inked by < 1% of training digits blank).
 - `explain`: for one digit, every shown layer's activations, the top-3 classes and a saliency
   map: the gradient of the class score (the output layer's pre-activation, its logit) with
-  respect to the input pixels, by JAX autodiff through the model's `stateless_call`, or
-  integrated gradients (Sundararajan et al. 2017) from a black image, the default.
+  respect to the input pixels, by the chain rule in NumPy (`NumpyProbe`) or JAX autodiff
+  through the model's `stateless_call` where NumPy lacks a layer's rule, or integrated
+  gradients (Sundararajan et al. 2017) from a black image, the default.
 
 Integrated gradients is the default because it measures better on the occlusion check
 (`occlusion_drop`): removing the 5% of pixels it ranks highest lowers the class probability
@@ -20,7 +21,7 @@ pixels high, where removing "ink" changes nothing (see `tests/test_insight.py` a
 README's "What a saliency map does and doesn't tell you").
 
 Everything here reads a `Run`; figures are matplotlib `Figure`s written by
-`plots.save_figure`. The compiled functions are built once per run (`Probe.of(run)`).
+`plots.save_figure`. The probe is built once per run (`Probe.of(run)`).
 
 The package: `probe` (the compiled model), `inspection` (what it learned), `explanation`
 (why it answered); the public names are re-exported here.
