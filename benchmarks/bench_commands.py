@@ -5,14 +5,16 @@ each once untimed (warm caches: the dataset, JAX's compilation cache, the OS's f
 and then `--repeats` times: `predict RUN --index 0`, `predict RUN my.png` (a drawn 3),
 `evaluate RUN --json`, `summary`, `runs`, `explain RUN --index 0`, the time from starting
 `serve RUN` to a 200 from `/health`, and `train --preset seed` as a whole process divided by
-its own `train_seconds` (metrics.json). Then what remains of `predict RUN --index 0`: its
-slowest imports (`python -X importtime`) and its cProfile top entries.
+its own `train_seconds` (metrics.json). Then what remains of each command (`--profile`, by
+default all but `runs`): its slowest imports (`python -X importtime`) and its cProfile top
+entries.
 
 Targets (issue 23, idle 2-core machine): each command ≤ 1.5 s, /health ≤ 2 s, train ≤ 1.4×.
 The load average before and after is printed: on a shared machine it inflates every wall
 time, so each command's CPU seconds (user + system) are given too.
 
     .venv/bin/python benchmarks/bench_commands.py [--repeats 5] [--train-repeats 3] [--json]
+        [--commands "explain RUN --index 0" ...] [--no-serve] [--profile COMMAND ...]
 """
 
 from __future__ import annotations
@@ -171,27 +173,32 @@ def _measure(args, tmp: Path, env: dict[str, str]) -> dict[str, object]:
     (run,) = (p.name for p in runs.iterdir() if (p / "model.keras").exists())
     env = {**env, "DIGITLAB_RUNS_DIR": str(runs)}
     rows: dict[str, dict[str, float]] = {}
-    for label, command in COMMANDS.items():
+    for label in args.commands:
+        command = COMMANDS[label]
         argv = [DIGITLAB, *(run if a == "RUN" else a for a in command)]
         _run(argv, tmp, env)  # warm-up, untimed
         walls, cpus = zip(*(_timed(argv, tmp, env) for _ in range(args.repeats)), strict=True)
         rows[label], rows[f"{label}, CPU s"] = _summary(walls), _summary(cpus)
         print(label, rows[label], cpus, file=sys.stderr, flush=True)  # survives an interrupt
-    _serve_seconds(run, tmp, env)
-    rows["serve /health"] = _summary([_serve_seconds(run, tmp, env) for _ in range(args.repeats)])
-    print("serve /health", rows["serve /health"], file=sys.stderr, flush=True)
+    if args.serve:
+        _serve_seconds(run, tmp, env)
+        seconds = [_serve_seconds(run, tmp, env) for _ in range(args.repeats)]
+        rows["serve /health"] = _summary(seconds)
+        print("serve /health", rows["serve /health"], file=sys.stderr, flush=True)
     if args.train_repeats:  # 0: leave train out (a change that doesn't touch training)
         extra = args.train_options.split()
         _train_ratio(tmp, env, extra)
         trains = [_train_ratio(tmp, env, extra) for _ in range(args.train_repeats)]
         rows["train ÷ train_seconds"] = _summary([wall / seconds for wall, seconds in trains])
         rows["train whole process, s"] = _summary([wall for wall, _ in trains])
-    predict = ["predict", run, "--index", "0"]
-    return {
-        "rows": rows,
-        "predict_imports_s": _import_times(predict, tmp, env, args.top),
-        "predict_profile_s": _profile(predict, tmp, env, args.top),
-    }
+    profiles = {}
+    for label in args.profile:
+        argv = [run if a == "RUN" else a for a in COMMANDS[label]]
+        profiles[label] = {
+            "imports_s": _import_times(argv, tmp, env, args.top),
+            "profile_s": _profile(argv, tmp, env, args.top),
+        }
+    return {"rows": rows, "profiles": profiles}
 
 
 def main() -> None:
@@ -207,6 +214,23 @@ def main() -> None:
         "--train-options", default="", help="options of the timed `train --preset seed`"
     )
     parser.add_argument("--top", type=int, default=15)
+    parser.add_argument(
+        "--commands",
+        nargs="*",
+        choices=list(COMMANDS),
+        default=list(COMMANDS),
+        metavar="COMMAND",
+        help="the commands (their labels, quoted) to time [default: all]",
+    )
+    parser.add_argument("--no-serve", dest="serve", action="store_false", help="leave serve out")
+    parser.add_argument(
+        "--profile",
+        nargs="*",
+        choices=list(COMMANDS),
+        default=[label for label in COMMANDS if label != "runs"],
+        metavar="COMMAND",
+        help="the commands (their labels, quoted) to profile after timing them",
+    )
     parser.add_argument("--json", action="store_true", help="print only the JSON")
     args = parser.parse_args()
     before = _load()
@@ -238,12 +262,13 @@ def _print_table(result: dict) -> None:
         met = "" if target is None else ("yes" if s["median"] <= target else "**no**")
         shown = "" if target is None else f"≤ {target}"
         print(f"| {label} | {s['median']} ({s['min']}–{s['max']}) | {shown} | {met} |")
-    print("\npredict RUN --index 0, slowest top-level imports (s, cumulative):")
-    for name, seconds in result["predict_imports_s"]:
-        print(f"  {name:<30} {seconds:6.3f}")
-    print("\npredict RUN --index 0, cProfile top entries (cumulative s, calls):")
-    for where, seconds, calls in result["predict_profile_s"]:
-        print(f"  {seconds:7.3f}  {calls:>7}  {where}")
+    for label, profile in result["profiles"].items():
+        print(f"\n{label}, slowest top-level imports (s, cumulative):")
+        for name, seconds in profile["imports_s"]:
+            print(f"  {name:<30} {seconds:6.3f}")
+        print(f"\n{label}, cProfile top entries (cumulative s, calls):")
+        for where, seconds, calls in profile["profile_s"]:
+            print(f"  {seconds:7.3f}  {calls:>7}  {where}")
     print()
 
 
