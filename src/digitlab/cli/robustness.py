@@ -9,6 +9,7 @@ import typer
 from digitlab.cli.app import app, console, print_json
 from digitlab.cli.options import DataDirOption, JsonOption, RunArgument, RunsDirOption
 from digitlab.corruptions import CORRUPTIONS
+from digitlab.errors import DataError
 from digitlab.robustness import DEFAULT_SAMPLES
 
 
@@ -53,6 +54,8 @@ def robustness(
     names = None
     if corruption:  # a typo is one line before any work
         names = check_names(part for value in corruption for part in value.split(",") if part)
+        if not names:
+            raise DataError("--corruption needs a name: one of " + ", ".join(CORRUPTIONS))
     loaded = load_run(run, runs_dir)
     result = measure_robustness(loaded, names, samples=samples, seed=seed, data_dir=data_dir)
     save_robustness(loaded, result)
