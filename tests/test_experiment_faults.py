@@ -162,7 +162,7 @@ def test_a_record_edited_to_a_bad_policy_is_refused_on_resume(experiment, no_tra
 
 
 def test_an_unknown_policy_is_refused_before_anything_trains(tmp_path, no_training):
-    with pytest.raises(SpecError, match="learning_rate_policy must be one of same, linear"):
+    with pytest.raises(SpecError, match="learning_rate_policy must be one of tuned, same, linear"):
         _run(_definition({"name": "a"}), tmp_path, learning_rate_policy="cubic")
     assert list(tmp_path.rglob("*")) == []
 

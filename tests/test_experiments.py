@@ -19,50 +19,6 @@ from digitlab.schema import validate
 
 
 # ------------------------------------------------------------------------------- statistics
-def test_noise_is_no_measurable_difference():
-    rng = np.random.default_rng(0)
-    a, b = 0.95 + rng.normal(0, 0.004, 5), 0.95 + rng.normal(0, 0.004, 5)
-    sentence = conclusions.compare_sentence("x", "base", a, b)
-    assert "no measurable difference" in sentence
-    assert "Welch" in sentence and "95% CI" in sentence
-    assert not conclusions.difference(a, b).measurable
-
-
-def test_real_difference_is_stated_with_its_uncertainty():
-    rng = np.random.default_rng(1)
-    b = 0.95 + rng.normal(0, 0.002, 5)
-    a = b + 0.02  # two points better, far outside a 0.2-point spread
-    d = conclusions.difference(a, b)
-    assert d.measurable and d.p < 0.05 and d.low < 0.02 < d.high
-    sentence = conclusions.compare_sentence("x", "base", a, b)
-    assert sentence.startswith("x has a higher test accuracy than base: +2.00 points")
-    assert "no measurable" not in sentence
-    worse = conclusions.compare_sentence("y", "base", b - 0.02, b)
-    assert "lower test accuracy" in worse
-
-
-def test_one_seed_claims_nothing():
-    sentence = conclusions.compare_sentence("x", "base", [0.99], [0.90])
-    assert "one seed: no uncertainty estimate" in sentence
-    assert "higher" not in sentence and "lower" not in sentence
-
-
-def test_conclude_compares_every_variant_with_the_baseline_and_ranks_them():
-    rng = np.random.default_rng(2)
-    noise = lambda m: list(m + rng.normal(0, 0.002, 4))  # noqa: E731
-    results = {
-        "base": {"test_accuracy": noise(0.95), "generalization_gap": noise(0.30)},
-        "same": {"test_accuracy": noise(0.95), "generalization_gap": noise(0.30)},
-        "better": {"test_accuracy": noise(0.97), "generalization_gap": noise(0.10)},
-    }
-    lines = conclusions.conclude(results, "base")
-    text = "\n".join(lines)
-    assert "same vs base: no measurable difference in test accuracy" in text
-    assert "better has a higher test accuracy than base" in text
-    assert "better has a smaller generalisation gap" in text
-    assert lines[-1].startswith("Mean test accuracy, best first: better")
-
-
 def test_summarize_std_is_sample_std_and_zero_for_one_value():
     assert conclusions.summarize([1.0, 3.0])["std"] == pytest.approx(np.sqrt(2))
     assert conclusions.summarize([0.5]) == {"mean": 0.5, "std": 0.0, "values": [0.5]}
@@ -78,6 +34,54 @@ def test_built_ins_are_the_three_notes():
     assert scalings == {"unit", "raw", "standardize"}
     for definition in BUILT_IN.values():
         assert definition.quick.epochs == 1 and definition.quick.seeds == 1
+
+
+@pytest.mark.parametrize("name", ["dropout", "batch-size", "normalization"])
+def test_built_in_definitions_validate_and_their_claims_name_their_variants(name):
+    definition = BUILT_IN[name]
+    again = validate(Definition, definition.model_dump(mode="json"), name)
+    assert again == definition
+    names = {v.name for v in definition.variants}
+    assert len(definition.claims) >= 3
+    for claim in definition.claims:
+        assert set(claim.variants) <= names and len(set(claim.variants)) == len(claim.variants)
+        assert claim.anchor and claim.statement and claim.effect > 0
+    for pair in definition.pairs:
+        assert set(pair) <= names
+    # no description counts digits: the budget decides how many a run trains on
+    assert "5,000" not in json.dumps(definition.model_dump(mode="json"))
+
+
+def _layers_without_units(layers):
+    return [{k: v for k, v in layer.items() if k != "units"} for layer in layers]
+
+
+def test_dropouts_wide_variants_differ_from_the_notebooks_only_in_units():
+    from digitlab.presets import get_preset
+
+    by_name = {v.name: v for v in BUILT_IN["dropout"].variants}
+    assert list(by_name["notebook-0.2"].layers) == list(get_preset("seed").layers)
+    for rate in ("0", "0.5"):
+        narrow, wide = by_name[f"notebook-{rate}"].layers, by_name[f"wide-{rate}"].layers
+        assert _layers_without_units(narrow) == _layers_without_units(wide)
+        units = [(a.get("units"), b.get("units")) for a, b in zip(narrow, wide, strict=True)]
+        assert units[-1] == (10, 10)  # the output layer is the same
+        hidden = [pair for pair in units[:-1] if pair != (None, None)]
+        assert len(hidden) == 3 and all(n == 100 and w > n for n, w in hidden)
+        assert by_name[f"notebook-{rate}"].train == by_name[f"wide-{rate}"].train
+
+
+def test_batch_size_variants_are_plain_sgd_without_dropout_each_with_a_grid():
+    definition = BUILT_IN["batch-size"]
+    grids = [set(v.learning_rates) for v in definition.variants]
+    assert set.intersection(*grids), "a rate in every grid: the 'at one rate' view"
+    for variant in definition.variants:
+        assert all(layer["type"] != "Dropout" for layer in variant.layers)
+        assert variant.train["optimizer"] == "sgd" and len(variant.learning_rates) >= 3
+        large = variant.full_batch or variant.train["batch_size"] >= 1024
+        assert (variant.min_updates is not None) == large
+        assert (variant.train.get("warmup_epochs", 0) > 0) == large
+    assert definition.target == 0.9 and definition.matched_loss is not None
 
 
 @pytest.mark.parametrize(
@@ -129,33 +133,118 @@ def test_variant_specs_scale_inputs_and_batches():
 
     norm, budget = BUILT_IN["normalization"], BUILT_IN["normalization"].budget
     by_name = {v.name: v for v in norm.variants}
-    raw = variant_spec(norm, by_name["scale-raw"], budget, 2, "same")
+    raw = variant_spec(norm, by_name["raw-adam"], budget, 2, "same")
     assert raw.layers[0] == {"type": "Rescaling", "scale": 255.0}
     assert raw.train.seed == 2 and raw.train.epochs == budget.epochs
-    std = variant_spec(norm, by_name["scale-standardize"], budget, 0, "same", (0.13, 0.31))
-    assert std.layers[0]["offset"] == pytest.approx(-0.13 / 0.31)
+    mean, std = np.array([0.0, 0.5, 0.2]), np.array([1.0, 0.25, 0.5])  # per pixel
+    std_spec = variant_spec(norm, by_name["std-adam"], budget, 0, "same", (mean, std))
+    assert std_spec.layers[0]["scale"] == pytest.approx([1.0, 4.0, 2.0])
+    assert std_spec.layers[0]["offset"] == pytest.approx([0.0, -2.0, -0.4])
     batch = BUILT_IN["batch-size"]
     full = next(v for v in batch.variants if v.full_batch)
     assert variant_spec(batch, full, batch.budget, 0, "same").train.batch_size == 5000
     b128 = next(v for v in batch.variants if v.name == "batch-128")
-    assert variant_spec(batch, b128, batch.budget, 0, "same").train.learning_rate == 0.01
+    assert variant_spec(batch, b128, batch.budget, 0, "same").train.learning_rate == 0.3
     scaled = variant_spec(batch, b128, batch.budget, 0, "linear")
-    assert scaled.train.learning_rate == pytest.approx(0.01 * 128 / 32)
+    assert scaled.train.learning_rate == pytest.approx(0.3 * 128 / 32)
+    tuned = variant_spec(batch, b128, batch.budget, 0, "tuned", learning_rate=1.0)
+    assert tuned.train.learning_rate == 1.0
 
 
-def test_a_variant_on_a_preset_trains_at_the_presets_batch_size_unless_it_sets_one():
-    from digitlab.experiments.plan import variant_spec
+def test_per_pixel_standardization_centres_each_pixel_and_spares_constant_ones():
+    from digitlab.experiments.plan import standardization
+
+    pixels = np.array([[0.0, 1.0, 0.5], [0.0, 0.0, 0.5], [0.0, 0.5, 0.5]])
+    mean, std = standardization(pixels, (3,))
+    assert mean == pytest.approx([0.0, 0.5, 0.5])
+    assert std == pytest.approx([1.0, np.std([1.0, 0.0, 0.5]), 1.0])  # constant: only centred
+    standardised = (pixels - mean) / std
+    assert standardised[:, 1].mean() == pytest.approx(0)
+    assert standardised[:, 1].std() == pytest.approx(1)
+
+
+def test_linear_policy_scales_by_the_batch_actually_used():
+    """With 480 digits to fit, batches of 1024 and the full batch are both 480 digits: one
+    update per epoch, so one rate (0.3 × 480 / 32), not 0.3 × 1024 / 32."""
+    from digitlab.experiments.plan import make_budget, steps_per_epoch, variant_spec
+
+    batch = BUILT_IN["batch-size"]
+    budget = make_budget(batch, False, train_samples=600, epochs=1)
+    assert budget.fit_samples == 500
+    by_name = {v.name: v for v in batch.variants}
+    rates = {
+        name: variant_spec(batch, by_name[name], budget, 0, "linear").train.learning_rate
+        for name in ("batch-1024", "full-batch", "batch-128")
+    }
+    assert rates["batch-1024"] == pytest.approx(0.3 * 500 / 32) == rates["full-batch"]
+    assert rates["batch-128"] == pytest.approx(0.3 * 128 / 32)
+    assert steps_per_epoch(1024, budget) == steps_per_epoch(500, budget) == 1
+
+
+def test_min_updates_raises_a_variants_epochs_but_not_a_smoke_runs():
+    from digitlab.experiments.plan import updates_per_run, variant_epochs, variant_spec
     from digitlab.experiments.schema import Variant
+
+    definition, budget = BUILT_IN["dropout"], Budget(epochs=2, train_samples=1250)
+    variant = Variant(name="big", train={"batch_size": 256}, min_updates=30)
+    assert variant_epochs(variant, 256, budget) == 8  # 1,000 digits: 4 updates an epoch
+    assert variant_epochs(variant, 256, budget, quick=True) == 2
+    assert variant_epochs(Variant(name="small"), 32, budget) == 2
+    spec = variant_spec(definition, variant, budget, 0, "same")
+    assert spec.train.epochs == 8 and updates_per_run(spec, budget) == 32
+
+
+def test_learning_rates_are_tuned_only_under_the_tuned_policy_and_not_when_quick():
+    from digitlab.experiments.plan import choose_rate, tunes, tuning_to_do
+
+    batch = BUILT_IN["batch-size"]
+    b32 = next(v for v in batch.variants if v.name == "batch-32")
+    assert tunes(batch, b32, "tuned", quick=False)
+    assert not tunes(batch, b32, "same", False) and not tunes(batch, b32, "linear", False)
+    assert not tunes(batch, b32, "tuned", quick=True)
+    todo = tuning_to_do(
+        batch, "tuned", False, done=[("batch-32", 0.3)], diverged=[("batch-1", 0.3)]
+    )
+    assert len(todo) == sum(len(v.learning_rates) for v in batch.variants) - 2
+    assert ("batch-32", 0.3) not in {(v.name, r) for v, r in todo}
+    points = [
+        {"learning_rate": 0.1, "val_accuracy": 0.91, "val_loss": 0.3},
+        {"learning_rate": 0.3, "val_accuracy": 0.93, "val_loss": 0.25},
+        {"learning_rate": 1.0, "val_accuracy": 0.93, "val_loss": 0.2},  # ties: lower loss
+        {"learning_rate": 3.0, "diverged": True},
+    ]
+    assert choose_rate(points) == 1.0
+    assert choose_rate(points[:2]) == 0.3
+    assert choose_rate([{"learning_rate": 3.0, "diverged": True}]) is None
+
+
+def _compiled_rate(spec):
+    """The learning rate (a number or a schedule) `compile_model` gave the optimizer, read
+    back through the optimizer's config as Keras saves it."""
+    import keras
+
+    from digitlab.model import build_model, compile_model
+
+    model = build_model(spec)
+    compile_model(model, spec)
+    rate = model.optimizer.get_config()["learning_rate"]
+    return rate if isinstance(rate, float) else keras.optimizers.schedules.deserialize(rate)
+
+
+def test_warm_up_ramps_the_rate_linearly_then_holds_or_decays_it():
     from digitlab.presets import get_preset
 
-    definition = BUILT_IN["dropout"]
-    for preset in ("mlp", "fast", "seed"):
-        variant = Variant(name=preset, preset=preset)
-        spec = variant_spec(definition, variant, definition.budget, 0, "same")
-        assert spec.train.batch_size == get_preset(preset).train.batch_size
-    assert get_preset("mlp").train.batch_size == 128 and get_preset("fast").train.batch_size == 256
-    own = Variant(name="own", preset="mlp", train={"batch_size": 64})
-    assert variant_spec(definition, own, definition.budget, 0, "same").train.batch_size == 64
+    spec = get_preset("seed").replace(
+        train={"optimizer": "sgd", "learning_rate": 0.4, "batch_size": 100, "epochs": 5,
+               "train_samples": 1000, "warmup_epochs": 2}
+    )  # fmt: skip
+    schedule = _compiled_rate(spec)
+    rates = [float(schedule(step)) for step in (0, 5, 10, 20, 30, 49)]  # 10 updates an epoch
+    assert rates == pytest.approx([0.0, 0.1, 0.2, 0.4, 0.4, 0.4])
+    cosine = _compiled_rate(spec.replace(train={"learning_rate_schedule": "cosine"}))
+    assert float(cosine(10)) == pytest.approx(0.2) and float(cosine(20)) == pytest.approx(0.4)
+    assert float(cosine(35)) == pytest.approx(0.2, abs=1e-6) and float(cosine(50)) < 1e-6
+    assert _compiled_rate(spec.replace(train={"warmup_epochs": 0})) == pytest.approx(0.4)
 
 
 def test_the_plan_lists_the_cells_still_to_train_seed_by_seed():
@@ -168,8 +257,11 @@ def test_the_plan_lists_the_cells_still_to_train_seed_by_seed():
         *((n, 0) for n in names[1:]),
         *((n, 1) for n in names if n != names[1]),
     ]
+    untrained = cells_to_do(definition, 1, set(), set(), untrainable=[names[2]])
+    assert [v.name for v, _ in untrained] == [n for n in names if n != names[2]]
     budget = definition.budget
-    assert epochs_to_do(cells, budget, {(names[1], 0): 3}) == len(cells) * budget.epochs - 3
+    specs = {v.name: variant_spec(definition, v, budget, 0, "same") for v in definition.variants}
+    assert epochs_to_do(cells, specs, {(names[1], 0): 3}) == len(cells) * budget.epochs - 3
     # the runner builds each seed's spec from the seed-0 one
     variant = definition.variants[1]
     spec = variant_spec(definition, variant, budget, 0, "same")
@@ -184,6 +276,92 @@ def test_budget_overrides_are_validated():
     with pytest.raises(SpecError, match="'seeds' must be at least 1"):
         make_budget(BUILT_IN["dropout"], False, seeds=0)
     assert Budget(epochs=1, train_samples=600, validation_split=0.2).fit_samples == 480
+
+
+# --------------------------------------------------------------------------- to the target
+def _curve(val_accuracy, inference_loss=None, val_loss=None, updates=10, seconds=2.0):
+    n = len(val_accuracy)
+    return {
+        "val_accuracy": list(val_accuracy),
+        "inference_loss": list(inference_loss or [1.0] * n),
+        "val_loss": list(val_loss or [1.2] * n),
+        "epoch_seconds": [seconds] * n,
+        "updates_per_epoch": updates,
+        "examples_per_epoch": 480,
+    }
+
+
+def test_time_to_target_counts_to_the_end_of_the_first_epoch_that_reaches_it():
+    from digitlab.experiments.results import to_target
+
+    curve = _curve([0.5, 0.88, 0.91, 0.85, 0.95], updates=15, seconds=1.5)
+    assert to_target(curve, 0.9) == {
+        "epochs_to_target": 3.0,
+        "updates_to_target": 45.0,
+        "examples_to_target": 1440.0,
+        "seconds_to_target": 4.5,
+    }
+    assert to_target(curve, 0.5)["epochs_to_target"] == 1.0  # reached at once: one epoch
+    assert set(to_target(curve, 0.99).values()) == {None}  # never reached
+    assert set(to_target(curve, None).values()) == {None}  # no target
+
+
+def test_the_gap_is_read_where_the_training_loss_first_reaches_the_matched_loss():
+    from digitlab.experiments.results import gap_at_matched_loss
+
+    curve = _curve([0.5] * 4, inference_loss=[0.9, 0.5, 0.28, 0.1], val_loss=[1.0, 0.6, 0.4, 0.5])
+    assert gap_at_matched_loss(curve, 0.3) == pytest.approx(0.4 - 0.28)
+    assert gap_at_matched_loss(curve, 0.05) is None and gap_at_matched_loss(curve, None) is None
+
+
+def test_missing_runs_are_counted_in_a_summary():
+    from digitlab.experiments.results import summary
+
+    assert summary([3.0, None, 5.0, float("nan")]) == {
+        "mean": 4.0, "std": pytest.approx(np.sqrt(2)), "values": [3.0, 5.0], "missing": 2
+    }  # fmt: skip
+
+
+def test_an_automatic_target_is_never_near_chance():
+    from digitlab.experiments.results import target_accuracy
+
+    definition = validate(
+        Definition,
+        {"name": "t", "question": "?", "budget": {"epochs": 1, "train_samples": 100},
+         "variants": [{"name": "a"}, {"name": "b"}]},
+        "test",
+    )  # fmt: skip
+
+    def finals(a, b):
+        return {"a": [_curve([0.1, a])], "b": [_curve([0.1, b])]}
+
+    assert target_accuracy(definition, finals(0.95, 0.5), 10) == pytest.approx(0.855)  # 90%
+    # two classes: 90% of a best of 0.62 is 0.558, within half the way from chance (0.5) to it
+    assert target_accuracy(definition, finals(0.62, 0.52), 2) == pytest.approx(0.56)
+    assert target_accuracy(definition, finals(0.15, 0.11), 10) is None  # too near chance
+    fixed = definition.model_copy(update={"target": 0.9})
+    assert target_accuracy(fixed, finals(0.15, 0.11), 10) == 0.9  # declared: as declared
+
+
+# ------------------------------------------------------------------------------- progress
+def test_the_progress_bar_counts_each_epoch_at_its_estimated_cost():
+    """A wide network's epoch weighs more than the notebook's, so the ETA (cost left over
+    cost done per second) doesn't jump when the wide runs start."""
+    from rich.console import Console
+
+    from digitlab.experiments.progress import Progress, epoch_cost
+
+    notebook, wide = epoch_cost(99_710, 5000, 157), epoch_cost(932_362, 5000, 157)
+    assert wide > 5 * notebook
+    assert epoch_cost(99_710, 5000, 5000) > epoch_cost(99_710, 5000, 157)  # per update too
+    console = Console(file=open(os.devnull, "w"), force_terminal=True)  # noqa: SIM115
+    with Progress(console, 2 * notebook + 2 * wide, 4, 2, live=True) as progress:
+        progress.advance(notebook)
+        progress.advance(notebook)
+        (task,) = progress.bar.tasks
+        assert task.completed == pytest.approx(2 * notebook) and task.fields["epochs"] == "2/4"
+        assert task.percentage < 20  # two of four epochs, but the cheap ones
+    console.file.close()
 
 
 # ----------------------------------------------------------------------- activation statistics
@@ -233,7 +411,13 @@ def _check_folder(outcome, definition):
         assert run.metrics.test_accuracy == variant["test_accuracy"]["values"][0]
         gap = variant["final_val_loss"]["mean"] - variant["final_train_loss"]["mean"]
         assert variant["generalization_gap"]["mean"] == pytest.approx(gap)
-    assert record.conclusion and "one seed: no uncertainty estimate" in record.conclusion[0]
+    assert record.smoke and data["smoke"] is True  # a --quick run: a smoke run
+    assert "smoke run" in record.answer[0] and "smoke run" in record.conclusion[0]
+    assert all(claim.verdict == "not tested" for claim in record.claims)
+    for variant in data["variants"]:  # the training digits, dropout off, every epoch
+        run = read_run(folder / "runs" / variant["runs"][0])
+        assert len(run.history["inference_loss"]) == len(run.history["val_loss"]) == 1
+        assert variant["train_accuracy"]["values"] == run.history["inference_accuracy"]
     for plot in data["plots"]:
         assert (folder / plot).stat().st_size > 1000
     return data
@@ -249,7 +433,7 @@ def test_quick_experiment_writes_runs_record_and_plots(tmp_path, name, mnist):
     data = _check_folder(outcome, definition)
     assert set(data["plots"]) >= {"loss.png", "accuracy.png"}
     if name == "normalization":
-        raw = next(v for v in data["variants"] if v["name"] == "scale-raw")
+        raw = next(v for v in data["variants"] if v["name"] == "raw-adam")
         (stats,) = raw["activations"].values()
         assert list(stats) == ["1 sigmoid", "2 relu", "3 relu"]
         assert len(stats["1 sigmoid"]["p50"]) == 2  # before training and after the epoch
@@ -296,6 +480,90 @@ def test_interrupted_experiment_resumes_only_what_is_missing(tmp_path, monkeypat
 
     third = run_experiment(definition, resume=first.folder, runs_dir=tmp_path, live=False)
     assert third.trained == [] and third.record.status == "complete"  # nothing missing
+
+
+_TUNED = {
+    "name": "tuned",
+    "question": "Which rate?",
+    "budget": {"epochs": 2, "train_samples": 300, "seeds": 1},  # 240 digits to fit
+    "variants": [
+        {  # 1e-4 barely moves in 16 updates, 100 diverges (as _BOOM below)
+            "name": "sgd",
+            "train": {"optimizer": "sgd", "loss": "mean_squared_error"},
+            "layers": [
+                {"type": "Dense", "units": 100, "activation": "relu"},
+                {"type": "Dense", "units": 100, "activation": "relu"},
+                {"type": "Dense", "units": 10, "activation": "linear"},
+            ],
+            "learning_rates": [100.0, 0.1, 1e-4],
+        },
+        {"name": "big", "train": {"batch_size": 128}, "min_updates": 6},  # 2 updates an epoch
+    ],
+}
+
+
+def test_tuning_picks_the_best_rate_records_the_grid_and_a_resume_never_retunes(
+    tmp_path, monkeypatch, mnist
+):
+    """Ctrl-C while the second rate's run loads its data; --resume continues that run,
+    tries the third rate, then trains the seeds at the chosen rate; a second --resume with
+    --seeds 2 trains only seed 1: no rate is tuned again, the diverged one included."""
+    from digitlab import training
+    from digitlab.experiments.plan import TUNING_SEED
+    from digitlab.experiments.runner import run_experiment
+    from digitlab.runs import read_run
+
+    real_train, real_resume, calls, resumed = training.train, training.resume, [], []
+
+    def train(*args, **kwargs):
+        calls.append(kwargs["name"])
+        if kwargs["name"] == "sgd-lr0.1" and calls.count("sgd-lr0.1") == 1:
+            os.kill(os.getpid(), signal.SIGINT)  # a real Ctrl-C, before its fit
+        return real_train(*args, **kwargs)
+
+    def resume(run, **kwargs):
+        resumed.append(run.name)
+        return real_resume(run, **kwargs)
+
+    monkeypatch.setattr(training, "train", train)
+    monkeypatch.setattr(training, "resume", resume)
+    definition = validate(Definition, _TUNED, "test")
+    first = run_experiment(definition, runs_dir=tmp_path, live=False)
+    assert first.interrupted and calls == ["sgd-lr0.0001", "sgd-lr0.1"]
+    assert [
+        p["learning_rate"] for p in first.record.variants[0].model_dump()["learning_rate_grid"]
+    ] == [1e-4]
+
+    second = run_experiment(definition, resume="latest", runs_dir=tmp_path, live=False)
+    assert not second.interrupted and len(resumed) == 1 and "lr0.1" in resumed[0]
+    assert calls[2:] == ["sgd-lr100", "sgd-seed0", "big-seed0"]
+    sgd, big = second.record.variants
+    grid = {p.learning_rate: p for p in sgd.learning_rate_grid}
+    assert list(grid) == [1e-4, 0.1, 100.0] and grid[100.0].diverged and grid[100.0].run is None
+    tried = [p for p in grid.values() if not p.diverged]
+    best = max(tried, key=lambda p: p.val_accuracy)
+    assert sgd.learning_rate == best.learning_rate and best.val_accuracy > 0.1
+    for point in tried:  # ordinary runs in runs/, at the tuning seed
+        run = read_run(second.folder / "runs" / point.run)
+        assert (
+            run.spec.train.seed == TUNING_SEED
+            and run.spec.train.learning_rate == point.learning_rate
+        )
+        assert run.history["val_accuracy"][-1] == pytest.approx(point.val_accuracy)
+    (seed_run,) = sgd.runs
+    assert (
+        read_run(second.folder / "runs" / seed_run).spec.train.learning_rate == best.learning_rate
+    )
+    assert big.learning_rate_grid == () and big.epochs == 3 and big.updates == 6  # min_updates
+    assert len(read_run(second.folder / "runs" / big.runs[0]).history["loss"]) == 3
+    assert any(
+        "Learning rates chosen on the validation digits" in line
+        for line in second.record.conclusion
+    )
+
+    third = run_experiment(definition, resume="latest", seeds=2, runs_dir=tmp_path, live=False)
+    assert calls[5:] == ["sgd-seed1", "big-seed1"] and len(resumed) == 1
+    assert third.record.variants[0].learning_rate == sgd.learning_rate
 
 
 _BOOM = {  # plain SGD at rate 100 on a squared error: the loss overflows in the first epoch
@@ -394,9 +662,25 @@ def test_cli_runs_a_user_toml_experiment(tmp_path, mnist):
     assert any("fast vs default" in line for line in record["conclusion"])
     boom = record["variants"][2]
     assert boom["diverged_seeds"] == [0, 1] and boom["runs"] == []
-    assert boom["test_accuracy"] == {"mean": None, "std": None, "values": []}
+    assert boom["test_accuracy"] == {"mean": None, "std": None, "values": [], "missing": 0}
     assert record["conclusion"][0].startswith("boom diverged (the loss became NaN) with seeds 0, 1")
     assert "Welch" in record["statistics"]
+
+
+def test_cli_quick_says_first_that_it_is_a_smoke_run(tmp_path, mnist):
+    spec = tmp_path / "one.toml"
+    spec.write_text(
+        'question = "?"\n[budget]\nepochs = 1\ntrain_samples = 500\n[[variants]]\nname = "a"\n'
+    )
+    result = _cli(
+        "experiment", str(spec), "--quick", "--runs-dir", str(tmp_path / "runs"), "--json"
+    )
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines()[0].startswith(
+        "A smoke run (--quick): too small to conclude anything"
+    )
+    record = json.loads(result.output[result.output.index("{") :])
+    assert record["smoke"] is True and record["budget"]["train_samples"] == 600
 
 
 def test_definition_round_trips_through_the_record():
@@ -431,7 +715,8 @@ def test_views_print_definitions_and_a_record(tmp_path):
     console = Console(record=True, width=200)
     print_definitions(console, tmp_path)
     text = console.export_text()
-    assert "20 epochs, 6,000 digits, 3 seeds" in text and "experiment folder" not in text
+    seeds = BUILT_IN["dropout"].budget.seeds
+    assert f"20 epochs, 6,000 digits, {seeds} seeds" in text and "experiment folder" not in text
     summary = {"mean": 0.9, "std": 0.01, "values": [0.89, 0.91]}
     empty = {"mean": None, "std": None, "values": []}
     record = ExperimentRecord.model_validate(

@@ -109,11 +109,11 @@ def _fit(
 ) -> str:
     """Fit until the configured epoch, early stop or interrupt; returns the run's status."""
     callbacks: list[keras.callbacks.Callback] = [
+        *extra,  # first: one may add figures to the epoch's logs, which `log` then keeps
         log,
         fastfit.StopOnRequest(),
         keras.callbacks.TerminateOnNaN(),
         *([events] if events is not None else []),  # TensorBoard: once per epoch
-        *extra,
     ]
     if spec.train.early_stopping:
         callbacks.append(

@@ -10,9 +10,13 @@ import typer
 from digitlab.cli.app import app, console, err_console, print_json
 from digitlab.cli.options import DataDirOption, JsonOption, RunsDirOption, choices
 from digitlab.errors import DigitlabError
+from digitlab.experiments.schema import LEARNING_RATE_POLICIES
 
 # -------------------------------------------------------------------------- experiment (helper)
-LearningRatePolicy = choices("LearningRatePolicy", ("same", "linear"))
+SMOKE = (
+    "A smoke run (--quick): too small to conclude anything; it checks that every variant trains."
+)
+LearningRatePolicy = choices("LearningRatePolicy", LEARNING_RATE_POLICIES)
 
 NameArgument = typer.Argument(
     ..., metavar="NAME", help="dropout, batch-size, normalization, a TOML file, or `list`."
@@ -26,14 +30,18 @@ TrainSamplesOption = typer.Option(
     None, "--train-samples", help="The first N training digits, validation included."
 )
 QuickOption = typer.Option(
-    False, "--quick", help="A tiny budget (1 epoch, 1 seed, 600 digits; batch-size 1,250): seconds."
+    False,
+    "--quick",
+    help="A smoke run: a tiny budget (1 epoch, 1 seed, 600 digits; batch-size 1,250), each "
+    "variant at its own learning rate; seconds, too small to conclude anything.",
 )
 LearningRatePolicyOption = typer.Option(
     None,
     "--lr-policy",
     case_sensitive=False,
-    help="same: one learning rate for every batch size; linear: scaled with the batch "
-    "size (Goyal et al. 2017) [default: the experiment's].",
+    help="tuned: each variant with a rate grid at its best rate on validation; same: each "
+    "at its own rate; linear: its rate scaled with the batch size actually used (Goyal et "
+    "al. 2017) [default: the experiment's].",
 )
 ResumeOption = typer.Option(
     False, "--resume", help="Complete an interrupted experiment: train only what is missing."
@@ -64,7 +72,7 @@ def experiment_command(
     Examples:
 
     * `digitlab experiment list`
-    * `digitlab experiment dropout` (≤ 5 minutes on 2 cores)
+    * `digitlab experiment dropout` (≤ 10 minutes on 2 cores)
     * `digitlab experiment batch-size --lr-policy linear`
     * `digitlab experiment dropout --seeds 5 --epochs 40 --train-samples 60000`
     * `digitlab experiment dropout --quick`
@@ -75,6 +83,8 @@ def experiment_command(
         _list_definitions(runs_dir, as_json)
         return
     resume_from = _resume_from(name, where, resume=resume, quick=quick)
+    if quick:
+        err_console.print(SMOKE, highlight=False, markup=False)
     from digitlab.experiments.definitions import load_definition
     from digitlab.experiments.runner import run_experiment
 

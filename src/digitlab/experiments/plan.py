@@ -1,5 +1,5 @@
-"""The plan of an experiment, as pure functions: each variant's spec, the budget, and the
-(variant, seed) cells still to train.
+"""The plan of an experiment, as pure functions: each variant's spec, the budget, the
+learning rates to tune, and the (variant, seed) cells still to train.
 
 Nothing here trains, reads or writes: the runner (`runner.py`) carries the plan out.
 """
@@ -7,25 +7,54 @@ Nothing here trains, reads or writes: the runner (`runner.py`) carries the plan 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Mapping
 from pathlib import Path
+
+import numpy as np
 
 from digitlab.data import PIXEL_MAX
 from digitlab.errors import RunError, SpecError
 from digitlab.experiments.record import RECORD_FILE
 from digitlab.experiments.schema import Budget, Definition, ExperimentRecord, Variant
-from digitlab.schema import OPTIMIZERS, Spec, validate
+from digitlab.schema import Spec, validate
 
 ACTIVATION_BATCH = 500  # the fixed validation digits the activation statistics are taken on
+# The seed of a variant's learning-rate tuning runs: not one of the seeds 0..N-1 that are
+# compared, so the rate is not chosen on the very runs it is then judged by (Dodge et al.
+# 2019; Bouthillier et al. 2021).
+TUNING_SEED = 1000
 Cell = tuple[Variant, int]  # one (variant, seed): one ordinary run
+TuningCell = tuple[Variant, float]  # one (variant, learning rate) of its grid, at TUNING_SEED
 
 
-def _default_rate(optimizer: str) -> float:
-    import inspect
+def steps_per_epoch(batch_size: int, budget: Budget) -> int:
+    """Weight updates per epoch: the digits fit trains on over the batch actually used (a
+    batch larger than the digits is all of them, one update)."""
+    fit = budget.fit_samples
+    return math.ceil(fit / min(batch_size, fit))
 
-    import keras
 
-    cls = getattr(keras.optimizers, OPTIMIZERS[optimizer])
-    return float(inspect.signature(cls).parameters["learning_rate"].default)
+def variant_epochs(variant: Variant, batch_size: int, budget: Budget, quick: bool = False) -> int:
+    """The epochs each run of `variant` trains: the budget's, raised to reach the variant's
+    `min_updates` (a large batch takes few updates per epoch); a quick (smoke) budget keeps
+    its own."""
+    if variant.min_updates is None or quick:
+        return budget.epochs
+    return max(budget.epochs, math.ceil(variant.min_updates / steps_per_epoch(batch_size, budget)))
+
+
+def tunes(definition: Definition, variant: Variant, policy: str, quick: bool) -> bool:
+    """Whether `variant`'s learning rate is tuned on its grid: under the "tuned" policy, for a
+    variant with `learning_rates`, except in a quick (smoke) run, which keeps its own rate."""
+    return policy == "tuned" and bool(variant.learning_rates) and not quick
+
+
+def _base_rate(train: Mapping, spec: Spec) -> float:
+    from digitlab.model import default_learning_rate
+
+    optimizer = train.get("optimizer", spec.train.optimizer)
+    rate = train.get("learning_rate", spec.train.learning_rate)
+    return float(rate if rate is not None else default_learning_rate(optimizer))
 
 
 def variant_spec(
@@ -34,13 +63,21 @@ def variant_spec(
     budget: Budget,
     seed: int,
     policy: str,
-    standardize: tuple[float, float] = (0.0, 1.0),
+    standardize: tuple[np.ndarray, np.ndarray] | None = None,
+    *,
+    learning_rate: float | None = None,
+    quick: bool = False,
 ) -> Spec:
     """The spec of one (variant, seed): its preset, layers, training overrides, the budget.
 
     Input scaling is a `Rescaling` layer in front of the network (it sees the pixels scaled
-    to [0, 1], like every run): ×PIXEL_MAX for raw pixels, `(x − mean) / std` for
-    standardised ones, so the saved run predicts from ordinary images like any other.
+    to [0, 1], like every run): ×PIXEL_MAX for raw pixels, `(x − mean) / std` per pixel for
+    standardised ones (`standardize`: the mean and deviation of each pixel, shaped as the
+    network's input), so the saved run predicts from ordinary images like any other.
+
+    The learning rate is `learning_rate` when given (a tuning run's, or the rate tuning
+    chose); under the "linear" policy the variant's rate × batch / `reference_batch`, with
+    the batch actually used (min(batch, the digits fit trains on)); else the variant's own.
     """
     from digitlab.presets import get_preset
 
@@ -49,19 +86,22 @@ def variant_spec(
     if variant.input_scaling == "raw":
         layers.insert(0, {"type": "Rescaling", "scale": float(PIXEL_MAX)})
     elif variant.input_scaling == "standardize":
-        mean, std = standardize
-        layers.insert(0, {"type": "Rescaling", "scale": 1 / std, "offset": -mean / std})
+        mean, std = standardize if standardize is not None else (0.0, 1.0)
+        scale, offset = 1 / np.asarray(std), -np.asarray(mean) / np.asarray(std)
+        layers.insert(0, {"type": "Rescaling", "scale": scale.tolist(), "offset": offset.tolist()})
     train = {**variant.train}
     batch = (  # the preset's own batch size unless the variant sets one
         budget.fit_samples if variant.full_batch else train.get("batch_size", spec.train.batch_size)
     )
     train["batch_size"] = batch
-    if policy == "linear" and batch != definition.reference_batch:
-        optimizer = train.get("optimizer", spec.train.optimizer)
-        rate = train.get("learning_rate", spec.train.learning_rate) or _default_rate(optimizer)
-        train["learning_rate"] = rate * batch / definition.reference_batch
+    if learning_rate is not None:
+        train["learning_rate"] = learning_rate
+    elif policy == "linear":
+        used = min(batch, budget.fit_samples)
+        if used != definition.reference_batch:
+            train["learning_rate"] = _base_rate(train, spec) * used / definition.reference_batch
     train.update(
-        epochs=budget.epochs,
+        epochs=variant_epochs(variant, batch, budget, quick),
         train_samples=budget.train_samples,
         validation_split=budget.validation_split,
         seed=seed,
@@ -70,6 +110,16 @@ def variant_spec(
     return spec.replace(
         name=variant.name, layers=layers, train=train, description=description[:2000]
     )
+
+
+def standardization(pixels: np.ndarray, shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """Each pixel's mean and standard deviation over `pixels` (N × pixels, scaled to [0, 1]),
+    shaped as the network's input; a pixel that never changes keeps the deviation 1 (it is
+    only centred), as scikit-learn's `StandardScaler` does, instead of dividing by 0."""
+    flat = pixels.reshape(len(pixels), -1).astype(np.float64)
+    mean, std = flat.mean(axis=0), flat.std(axis=0)
+    std = np.where(std > 1e-8, std, 1.0)
+    return mean.reshape(shape), std.reshape(shape)
 
 
 def make_budget(definition: Definition, quick: bool, **overrides: int | None) -> Budget:
@@ -138,24 +188,63 @@ def check_budget(budget: Budget, specs: dict[str, Spec]) -> None:
             )
 
 
+def tuning_to_do(
+    definition: Definition,
+    policy: str,
+    quick: bool,
+    done: Iterable[tuple[str, float]],
+    diverged: Iterable[tuple[str, float]],
+) -> list[TuningCell]:
+    """The (variant, rate) tuning runs still to train, variant by variant: every rate of each
+    tuned variant's grid but those `done` (complete) or `diverged`."""
+    skip = {(name, float(rate)) for name, rate in (*done, *diverged)}
+    return [
+        (variant, float(rate))
+        for variant in definition.variants
+        if tunes(definition, variant, policy, quick)
+        for rate in variant.learning_rates
+        if not any(name == variant.name and math.isclose(r, rate) for name, r in skip)
+    ]
+
+
+def choose_rate(points: Iterable[Mapping]) -> float | None:
+    """The rate of the grid point with the best final validation accuracy (the lower
+    validation loss breaks a tie); diverged points and points without a figure are left
+    out. None when none is left: every rate diverged."""
+    ranked = [
+        (p["val_accuracy"], -(p.get("val_loss") or 0.0), p["learning_rate"])
+        for p in points
+        if not p.get("diverged") and p.get("val_accuracy") is not None
+    ]
+    return max(ranked)[2] if ranked else None
+
+
 def cells_to_do(
-    definition: Definition, seeds: int, complete: set[tuple[str, int]], diverged: set
+    definition: Definition,
+    seeds: int,
+    complete: set[tuple[str, int]],
+    diverged: set,
+    untrainable: Iterable[str] = (),
 ) -> list[Cell]:
     """The (variant, seed) cells still to train, seed by seed (so an interrupted experiment
-    holds comparable variants): all but those `complete` or `diverged`, by (name, seed)."""
+    holds comparable variants): all but those `complete` or `diverged`, by (name, seed), and
+    those of `untrainable` variants (every rate of their grid diverged)."""
+    skip = set(untrainable)
     return [
         (v, s)
         for s in range(seeds)
         for v in definition.variants
-        if (v.name, s) not in complete and (v.name, s) not in diverged
+        if (v.name, s) not in complete and (v.name, s) not in diverged and v.name not in skip
     ]
 
 
-def epochs_to_do(cells: list[Cell], budget: Budget, epochs_done: dict[tuple[str, int], int]) -> int:
+def epochs_to_do(
+    cells: list[Cell], specs: Mapping[str, Spec], epochs_done: Mapping[tuple[str, int], int]
+) -> int:
     """The epochs the cells still need: a partly trained run continues where it stopped."""
-    return sum(budget.epochs - epochs_done.get((v.name, s), 0) for v, s in cells)
+    return sum(specs[v.name].train.epochs - epochs_done.get((v.name, s), 0) for v, s in cells)
 
 
-def updates_per_run(spec: Spec, budget: Budget, epochs: int) -> int:
-    """Weight updates of one run: steps per epoch × epochs."""
-    return math.ceil(budget.fit_samples / spec.train.batch_size) * epochs
+def updates_per_run(spec: Spec, budget: Budget) -> int:
+    """Weight updates of one run: steps per epoch × its epochs."""
+    return steps_per_epoch(spec.train.batch_size, budget) * spec.train.epochs

@@ -153,14 +153,20 @@ def list_experiments(runs_dir: str | Path | None = None) -> list[tuple[Path, Exp
     return found
 
 
-def existing_runs(folder: Path) -> dict[tuple[str, int], Run]:
-    """The runs already in an experiment's runs/ folder, by (variant, seed): a complete run
-    wins over an interrupted one of the same key."""
-    found: dict[tuple[str, int], Run] = {}
+def existing_runs(folder: Path, tuning_seed: int) -> tuple[dict, dict]:
+    """The runs already in an experiment's runs/ folder: `(cells, tuning)`, the runs of the
+    compared seeds by (variant, seed) and the learning-rate tuning runs (seed `tuning_seed`)
+    by (variant, learning rate); a complete run wins over an interrupted one of one key."""
+    cells: dict[tuple[str, int], Run] = {}
+    tuning: dict[tuple[str, float], Run] = {}
     for run in scan_runs(folder / RUNS_FOLDER):
         if not isinstance(run, Run):
             continue
-        key = (run.spec.name, run.spec.train.seed)
+        train = run.spec.train
+        if train.seed == tuning_seed:
+            found, key = tuning, (run.spec.name, float(train.learning_rate or 0.0))
+        else:
+            found, key = cells, (run.spec.name, train.seed)
         if key not in found or (run.status == "complete" and found[key].status != "complete"):
             found[key] = run
-    return found
+    return cells, tuning

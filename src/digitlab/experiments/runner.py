@@ -4,34 +4,38 @@ An experiment's folder is `RUNS_DIR/experiments/<timestamp>-<name>/`:
 
 - `runs/`: one ordinary run per (variant, seed), trained by `training.train` like
   `digitlab train` does, so `evaluate`, `predict`, `serve` and `compare` take any of them;
+  and, for a variant with a learning-rate grid, one tuning run per rate (`<variant>-lr0.03`,
+  seed `plan.TUNING_SEED`);
 - `experiment.json`: the definition, the budget, per-variant figures across seeds and the
   conclusion; rewritten (atomically) after every finished run, so a kill loses no finished
   work, and marked `interrupted` until every run is done;
 - the plots, and `report.html` when the report writer is installed.
 
 All runs train in this one process: imports and the JAX compilation are paid once (and the
-compiled programs are cached across variants that share shapes). Runs go seed by seed, so an
-interrupted experiment holds comparable variants. `resume` trains only what is missing.
+compiled programs are cached across variants that share shapes). The learning rates are tuned
+first, variant by variant; then runs go seed by seed, so an interrupted experiment holds
+comparable variants. `resume` trains only what is missing: it neither retunes a rate nor
+retrains a seed that is done.
 
 The work is split: `plan` (pure: specs, budget, cells), `record` (experiment.json and the
 folders), `results` (figures and sentences), `progress` (the terminal); this module carries
-the plan out: plan → train each cell → conclude → write the record, plots and report.
+the plan out: plan → tune → train each cell → conclude → write the record, plots and report.
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-import numpy as np
-
 from digitlab import interrupts
 from digitlab.errors import DivergedError, RunError, SpecError
 from digitlab.experiments import plan, results
-from digitlab.experiments.progress import Progress
+from digitlab.experiments.inputs import Inputs
+from digitlab.experiments.progress import SECONDS_PER_RUN, Progress, epoch_cost
 from digitlab.experiments.record import (
     RECORD_FILE,
     RUNS_FOLDER,
@@ -81,13 +85,15 @@ def run_experiment(
     console=None,
     live: bool | None = None,
 ) -> Outcome:
-    """Train every (variant, seed) of `definition`, then write experiment.json, plots, report.
+    """Tune each variant's learning rate on its grid, train every (variant, seed) of
+    `definition`, then write experiment.json, plots, report.
 
     Args:
         definition: a built-in (`load_definition("dropout")`) or a user's definition.
         seeds, epochs, train_samples: override the budget (seeds 0..N-1).
-        quick: the definition's tiny budget (1 epoch, a few hundred digits, 1 seed).
-        learning_rate_policy: "same" or "linear" (default: the definition's).
+        quick: the definition's tiny budget (a smoke run: 1 epoch, a few hundred digits, 1
+            seed, each variant at its own rate: no tuning, no `min_updates`).
+        learning_rate_policy: "tuned", "same" or "linear" (default: the definition's).
         runs_dir: where `experiments/` lives (default `$DIGITLAB_RUNS_DIR` or ./runs).
         resume: an experiment folder (path, name, or "latest") to complete: only runs it
             lacks are trained, with its own budget; `seeds` may add seeds.
@@ -114,70 +120,13 @@ def run_experiment(
             experiment = _start(definition, quick, sizes, policy, runs_dir, data_dir, held)
         else:
             experiment = _resume(resume, definition.name, sizes, policy, runs_dir, data_dir, held)
-        cells = plan.cells_to_do(
-            experiment.definition,
-            experiment.budget.seeds,
-            {key for key, done in experiment.done.items() if done.run.status == "complete"},
-            experiment.diverged,
-        )
         experiment.write("interrupted")  # the folder is an experiment from now on, resumable
-        status = _train_cells(experiment, cells, console, live)
+        status = _train_all(experiment, console, live)
         record = experiment.write(status, final=True)
     return Outcome(experiment.folder, record, experiment.trained)
 
 
 # ------------------------------------------------------------------------------ the experiment
-class _Inputs:
-    """The digits an experiment measures its runs on, loaded once per dataset and shape: the
-    training digits fit sees (the final training loss, in inference mode) and the activation
-    batch (`plan.ACTIVATION_BATCH` validation digits just before the test-free end)."""
-
-    def __init__(self, budget: Budget, data_dir: str | Path | None):
-        self.budget, self.data_dir = budget, data_dir
-        self._train: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-        self._arrays: dict[tuple, np.ndarray] = {}
-
-    def _training_digits(self, dataset: str) -> tuple[np.ndarray, np.ndarray]:
-        from digitlab.data import load_dataset
-
-        if dataset not in self._train:
-            self._train[dataset] = load_dataset(dataset, data_dir=self.data_dir)[0]
-        return self._train[dataset]
-
-    def standardize(self, dataset: str) -> tuple[float, float]:
-        """One mean and one deviation of the scaled pixels over the training digits fit sees."""
-        from digitlab.model import prepare_inputs
-
-        x, _ = self._training_digits(dataset)
-        pixels = prepare_inputs(x[: self.budget.fit_samples])
-        return float(pixels.mean()), float(pixels.std())
-
-    def for_spec(self, spec: Spec) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(fit images, their loss targets, the activation batch), as `spec`'s network takes
-        them."""
-        from digitlab.data import class_names
-        from digitlab.evaluation import loss_targets
-        from digitlab.model import prepare_inputs
-
-        dataset, shape = spec.train.dataset, spec.input_shape
-        fit, end = self.budget.fit_samples, self.budget.train_samples
-        start = max(fit, end - plan.ACTIVATION_BATCH)
-        x, y = self._training_digits(dataset)
-        classes = len(class_names(dataset))
-        return (
-            self._cached((dataset, shape, "fit"), lambda: prepare_inputs(x[:fit], shape)),
-            self._cached(
-                (dataset, spec.train.one_hot), lambda: loss_targets(y[:fit], spec, classes)
-            ),
-            self._cached((dataset, shape, "batch"), lambda: prepare_inputs(x[start:end], shape)),
-        )
-
-    def _cached(self, key: tuple, make) -> np.ndarray:
-        if key not in self._arrays:
-            self._arrays[key] = make()
-        return self._arrays[key]
-
-
 @dataclass
 class _Experiment:
     """One experiment while it runs: what it is, where, and what is done so far."""
@@ -188,9 +137,12 @@ class _Experiment:
     policy: str
     quick: bool
     created: datetime
-    inputs: _Inputs
+    inputs: Inputs
     data_dir: str | Path | None
     specs: dict[str, Spec] = field(default_factory=dict)  # each variant's, at seed 0
+    weights: dict[str, int] = field(default_factory=dict)  # each variant's parameters
+    classes: int = 10
+    tuning: dict[str, results.Tuning] = field(default_factory=dict)  # tuned variants' grids
     done: dict[tuple[str, int], results.Done] = field(default_factory=dict)
     diverged: set[tuple[str, int]] = field(default_factory=set)
     trained: list[str] = field(default_factory=list)
@@ -205,23 +157,58 @@ class _Experiment:
         from digitlab.experiments import plots
 
         seeds = list(range(self.budget.seeds))
-        variants = results.variant_results(
-            self.definition, self.budget, self.specs, self.done, seeds, self.diverged
-        )
         curves = results.curves_of(self.definition, self.done, self.budget)
-        drawn: list[str] = []
-        if final and any(curves.values()):
-            drawn = [p.name for p in plots.draw(self.folder, self.definition, variants, curves)]
+        target = results.target_accuracy(self.definition, curves, self.classes)
+        variants = results.variant_results(
+            self.definition, self.budget, self.specs, self.done, seeds, self.diverged,
+            tuning=self.tuning, target=target,
+        )  # fmt: skip
         record = results.build_record(
-            self.definition, self.budget, self.policy, self.quick, self.specs, variants, curves,
-            status=status, created=self.created, seeds=seeds, plots=drawn,
+            self.definition, self.budget, self.policy, self.quick, self.specs, variants,
+            target, self.classes, status=status, created=self.created, seeds=seeds, plots=[],
             wall_seconds=self.seconds_before[0] + time.perf_counter() - self.started[0],
             cpu_seconds=self.seconds_before[1] + time.process_time() - self.started[1],
         )  # fmt: skip
+        if final and any(curves.values()):
+            tested = [*record.claims, *record.tests]
+            drawn = plots.draw(
+                self.folder, self.definition, variants, curves, tested, target=target
+            )
+            record = record.model_copy(update={"plots": tuple(p.name for p in drawn)})
         write_record(self.folder, record)
-        if final and drawn:
+        if final and record.plots:
             write_report(self.folder)
         return record
+
+    def spec_for(self, variant: Variant, seed: int, rate: float | None = None) -> Spec:
+        """The spec of one run: the variant's at `seed`, at `rate` if given (a tuning run)."""
+        spec = self.specs[variant.name]
+        if rate is None:
+            return spec.replace(train={"seed": seed})
+        return spec.replace(train={"seed": seed, "learning_rate": rate})
+
+    def choose_rates(self) -> None:
+        """Give each tuned variant whose grid is done the rate tuning chose."""
+        for name, tuning in self.tuning.items():
+            variant = next(v for v in self.definition.variants if v.name == name)
+            rate = tuning.chosen(variant.learning_rates)
+            if rate is not None:
+                self.specs[name] = self.specs[name].replace(train={"learning_rate": rate})
+
+    def untrainable(self) -> set[str]:
+        """Tuned variants whose every rate diverged: none is left to train their seeds at."""
+        return {
+            v.name
+            for v in self.definition.variants
+            if v.name in self.tuning
+            and self.tuning[v.name].finished(v.learning_rates)
+            and self.tuning[v.name].chosen(v.learning_rates) is None
+        }
+
+    def epoch_cost(self, name: str) -> float:
+        batch = self.specs[name].train.batch_size
+        steps = plan.steps_per_epoch(batch, self.budget)
+        return epoch_cost(self.weights[name], self.budget.fit_samples, steps)
 
 
 def _start(definition, quick, sizes, policy, runs_dir, data_dir, held) -> _Experiment:
@@ -229,16 +216,19 @@ def _start(definition, quick, sizes, policy, runs_dir, data_dir, held) -> _Exper
     `mkdir`: no other process gets it) and locked in `held`."""
     budget = plan.make_budget(definition, quick, **sizes)
     policy = policy or definition.learning_rate_policy
-    inputs = _Inputs(budget, data_dir)
-    specs = _specs(definition, budget, policy, inputs)
+    inputs = Inputs(budget, data_dir)
+    specs = _specs(definition, budget, policy, quick, inputs)
     plan.check_budget(budget, specs)
-    _build_each(specs)
+    weights, classes = _build_each(specs)
     folder = claim_run_path(check_writable(experiments_dir(runs_dir)), definition.name)
     held.enter_context(locked(folder))
     check_writable(folder / RUNS_FOLDER)
-    return _Experiment(
-        folder, definition, budget, policy, quick, datetime.now(), inputs, data_dir, specs
-    )
+    experiment = _Experiment(
+        folder, definition, budget, policy, quick, datetime.now(), inputs, data_dir, specs,
+        weights, classes,
+    )  # fmt: skip
+    experiment.tuning = _tuned(definition, policy, quick)
+    return experiment
 
 
 def _resume(ref, name, sizes, policy, runs_dir, data_dir, held) -> _Experiment:
@@ -249,59 +239,81 @@ def _resume(ref, name, sizes, policy, runs_dir, data_dir, held) -> _Experiment:
     previous = read_record(folder)
     definition = validate(Definition, previous.definition, f"{folder / RECORD_FILE}")
     budget = plan.resumed_budget(previous, folder, policy=policy, **sizes)
-    inputs = _Inputs(budget, data_dir)
-    specs = _specs(definition, budget, previous.learning_rate_policy, inputs)
+    policy, quick = previous.learning_rate_policy, bool(previous.budget.get("quick", False))
+    inputs = Inputs(budget, data_dir)
+    specs = _specs(definition, budget, policy, quick, inputs)
     plan.check_budget(budget, specs)
-    _build_each(specs)
+    weights, classes = _build_each(specs)
     check_writable(folder / RUNS_FOLDER)
     experiment = _Experiment(
-        folder, definition, budget, previous.learning_rate_policy,
-        bool(previous.budget.get("quick", False)), previous.created, inputs, data_dir, specs,
-        seconds_before=(previous.wall_seconds, previous.cpu_seconds),
+        folder, definition, budget, policy, quick, previous.created, inputs, data_dir, specs,
+        weights, classes, seconds_before=(previous.wall_seconds, previous.cpu_seconds),
         diverged={(v.name, s) for v in previous.variants for s in v.diverged_seeds},
     )  # fmt: skip
+    experiment.tuning = _tuned(definition, policy, quick)
+    cells, tuning = _runs_of(folder, specs)
+    for (variant, rate), run in tuning.items():
+        if variant in experiment.tuning:
+            experiment.tuning[variant].runs[rate] = run
+    for variant, rate in results.recorded_diverged_rates(previous):
+        if variant in experiment.tuning:
+            experiment.tuning[variant].diverged.add(rate)
+    experiment.choose_rates()
     activations = results.recorded_activations(previous)
-    for key, run in _runs_of(folder, experiment.specs).items():
-        if key[1] < budget.seeds and key[0] in experiment.specs:
+    for key, run in cells.items():
+        if key[1] < budget.seeds:
             complete = run.status == "complete"
             loss = results.recorded_train_loss(previous, run.name) if complete else None
             experiment.done[key] = results.Done(run, loss, activations.get(run.name, {}))
     return experiment
 
 
-def _runs_of(folder: Path, specs: dict[str, Spec]) -> dict[tuple[str, int], Run]:
-    """The runs in the folder's runs/, by (variant, seed); each must be of a variant of the
-    definition (one renamed in experiment.json would train again and leave its runs out).
+def _tuned(definition: Definition, policy: str, quick: bool) -> dict[str, results.Tuning]:
+    """An empty grid for each variant whose learning rate is tuned."""
+    return {
+        v.name: results.Tuning()
+        for v in definition.variants
+        if plan.tunes(definition, v, policy, quick)
+    }
+
+
+def _runs_of(folder: Path, specs: dict[str, Spec]) -> tuple[dict, dict]:
+    """The runs in the folder's runs/: by (variant, seed) and the tuning runs by (variant,
+    rate); each must be of a variant of the definition (one renamed in experiment.json would
+    train again and leave its runs out).
 
     Raises:
         RunError: a run's variant is not in the definition.
     """
-    runs = existing_runs(folder)
-    for (variant, _seed), run in runs.items():
+    cells, tuning = existing_runs(folder, plan.TUNING_SEED)
+    for (variant, _key), run in [*cells.items(), *tuning.items()]:
         if variant not in specs:
             raise RunError(
                 f"{folder / RUNS_FOLDER / run.name} is a run of variant '{variant}', which the "
                 f"definition in {RECORD_FILE} does not have (its variants: {', '.join(specs)}); "
                 "restore the definition, or move the run out of runs/"
             )
-    return runs
+    return cells, tuning
 
 
-def _specs(definition: Definition, budget: Budget, policy: str, inputs: _Inputs) -> dict[str, Spec]:
+def _specs(
+    definition: Definition, budget: Budget, policy: str, quick: bool, inputs: Inputs
+) -> dict[str, Spec]:
     """Each variant's spec at seed 0; standardised inputs use their dataset's statistics."""
     specs = {}
     for variant in definition.variants:
-        spec = plan.variant_spec(definition, variant, budget, 0, policy)
+        spec = plan.variant_spec(definition, variant, budget, 0, policy, quick=quick)
         if variant.input_scaling == "standardize":
-            stats = inputs.standardize(spec.train.dataset)
-            spec = plan.variant_spec(definition, variant, budget, 0, policy, stats)
+            stats = inputs.standardize(spec.train.dataset, spec.input_shape)
+            spec = plan.variant_spec(definition, variant, budget, 0, policy, stats, quick=quick)
         specs[variant.name] = spec
     return specs
 
 
-def _build_each(specs: dict[str, Spec]) -> None:
+def _build_each(specs: dict[str, Spec]) -> tuple[dict[str, int], int]:
     """Build and compile every variant's network once, as its runs will, so a layer, loss or
-    optimizer that doesn't fit is refused before the first cell trains.
+    optimizer that doesn't fit is refused before the first cell trains. Returns each
+    variant's parameter count (what its epochs cost) and the dataset's number of classes.
 
     Raises:
         SpecError: naming the variant.
@@ -309,37 +321,122 @@ def _build_each(specs: dict[str, Spec]) -> None:
     from digitlab.data import class_names
     from digitlab.model import build_model, compile_model
 
+    weights, classes = {}, 10
     for name, spec in specs.items():
         classes = len(class_names(spec.train.dataset))
         try:
-            compile_model(build_model(spec, num_classes=classes), spec, num_classes=classes)
+            model = build_model(spec, num_classes=classes)
+            compile_model(model, spec, num_classes=classes)
         except SpecError as exc:
             raise SpecError(f"variant '{name}': {exc}") from None
+        weights[name] = model.count_params()
+    return weights, classes
 
 
 # ------------------------------------------------------------------------------------ training
-def _train_cells(experiment: _Experiment, cells: list[plan.Cell], console, live) -> str:
-    """Train the cells in order, the record rewritten after each; returns the status."""
-    epochs_done = {key: done.run.epochs_done for key, done in experiment.done.items()}
-    total = plan.epochs_to_do(cells, experiment.budget, epochs_done)
+def _train_all(experiment: _Experiment, console, live) -> str:
+    """Tune the learning rates, then train the cells, the record rewritten after each run;
+    returns the status."""
+    definition = experiment.definition
+    tuning = plan.tuning_to_do(
+        definition, experiment.policy, experiment.quick,
+        done=[(n, r) for n, t in experiment.tuning.items() for r, run in t.runs.items()
+              if run.status == "complete"],
+        diverged=[(n, r) for n, t in experiment.tuning.items() for r in t.diverged],
+    )  # fmt: skip
+    cells = plan.cells_to_do(
+        definition,
+        experiment.budget.seeds,
+        {key for key, done in experiment.done.items() if done.run.status == "complete"},
+        experiment.diverged,
+        experiment.untrainable(),
+    )
+    done_epochs = {key: done.run.epochs_done for key, done in experiment.done.items()}
+    for (name, rate), left in _partial_tuning(experiment).items():
+        done_epochs[(name, rate)] = left
+    work = [(v.name, r) for v, r in tuning] + [(v.name, s) for v, s in cells]
+    epochs = {key: experiment.specs[key[0]].train.epochs - done_epochs.get(key, 0) for key in work}
+    cost = sum(n * experiment.epoch_cost(key[0]) + SECONDS_PER_RUN for key, n in epochs.items())
     with (
-        Progress(console, total, len(cells), live) as progress,
+        Progress(console, cost, sum(epochs.values()), len(work), live) as progress,
         interrupts.stop_on_signals() as stop,
     ):
-        for index, (variant, seed) in enumerate(cells):
-            if stop.is_set():  # a signal between two fits
+        for variant, rate in tuning:
+            if stop.is_set() or not _tune(experiment, variant, rate, progress, stop):
                 return "interrupted"
-            run = _train_cell(experiment, variant, seed, progress, stop)
-            if run is not None and run.status != "complete":  # a signal during the fit
+            experiment.write("interrupted")  # a kill from here on loses no finished run
+        experiment.choose_rates()
+        untrainable = experiment.untrainable()
+        for index, (variant, seed) in enumerate(cells):
+            if variant.name in untrainable:
+                continue
+            if stop.is_set() or not _train_cell(experiment, variant, seed, progress, stop):
                 return "interrupted"
             if index < len(cells) - 1:
-                experiment.write("interrupted")  # a kill from here on loses no finished run
+                experiment.write("interrupted")
     return "complete"
 
 
-def _train_cell(experiment: _Experiment, variant: Variant, seed: int, progress, stop) -> Run | None:
-    """Train (or continue) one (variant, seed) as an ordinary run; None if it diverged,
-    which is recorded as a result, not a failure.
+def _partial_tuning(experiment: _Experiment) -> dict[tuple[str, float], int]:
+    """The epochs done by interrupted tuning runs, by (variant, rate)."""
+    return {
+        (name, rate): run.epochs_done
+        for name, tuning in experiment.tuning.items()
+        for rate, run in tuning.runs.items()
+        if run.status != "complete"
+    }
+
+
+def _tune(experiment: _Experiment, variant: Variant, rate: float, progress, stop) -> bool:
+    """Train (or continue) the tuning run of one rate of `variant`'s grid; False if it was
+    interrupted. A run that diverges is recorded as a point of the grid."""
+    tuning = experiment.tuning[variant.name]
+    label = f"{experiment.definition.name} {variant.name} learning rate {rate:g}"
+    previous = next((r for k, r in tuning.runs.items() if math.isclose(k, rate)), None)
+    spec = experiment.spec_for(variant, plan.TUNING_SEED, rate)
+    name = f"{variant.name}-lr{rate:g}"
+    run, _ = _fit(experiment, spec, name, previous, label, progress, stop, statistics=False)
+    if run is None:
+        tuning.diverged.add(rate)
+        return True
+    tuning.runs[rate] = run
+    return run.status == "complete"
+
+
+def _train_cell(experiment: _Experiment, variant: Variant, seed: int, progress, stop) -> bool:
+    """Train (or continue) one (variant, seed) as an ordinary run; False if it was
+    interrupted. A run that diverges is recorded as a result, not a failure."""
+    key = (variant.name, seed)
+    label = f"{experiment.definition.name} {variant.name} seed {seed}"
+    previous = experiment.done.get(key)
+    spec = experiment.spec_for(variant, seed)
+    stats = experiment.definition.activation_stats
+    run, activations = _fit(
+        experiment, spec, f"{variant.name}-seed{seed}", previous.run if previous else None,
+        label, progress, stop, statistics=stats,
+        activations=previous.activations if previous else None,
+    )  # fmt: skip
+    if run is None:
+        experiment.diverged.add(key)
+        return True
+    experiment.done[key] = results.Done(run, None, activations)
+    return run.status == "complete"
+
+
+def _fit(
+    experiment: _Experiment,
+    spec: Spec,
+    name: str,
+    previous: Run | None,
+    label: str,
+    progress,
+    stop,
+    *,
+    statistics: bool,
+    activations: dict | None = None,
+) -> tuple[Run | None, dict]:
+    """Train a new run, or continue an interrupted `previous` one, with the experiment's
+    callbacks; (None, {}) if it diverged.
 
     Raises:
         SpecError: the run's spec fails to train (the record is written first).
@@ -347,45 +444,41 @@ def _train_cell(experiment: _Experiment, variant: Variant, seed: int, progress, 
     from digitlab.experiments.callbacks import ActivationStatistics, EpochProgress, TrainingLoss
     from digitlab.fastfit import StopOnRequest
 
-    definition, key = experiment.definition, (variant.name, seed)
-    label = f"{definition.name} {variant.name} seed {seed}"
     progress.starting(label)
-    spec = experiment.specs[variant.name].replace(train={"seed": seed})
     x_fit, y_fit, x_batch = experiment.inputs.for_spec(spec)
-    previous = experiment.done.get(key)
-    loss = TrainingLoss(x_fit, y_fit)
-    stats = ActivationStatistics(x_batch, previous.activations if previous else None)
-    callbacks = [EpochProgress(progress.advance), StopOnRequest(stop), loss]
-    if definition.activation_stats:
-        callbacks.append(stats)
+    cost = experiment.epoch_cost(spec.name)
+    stats = ActivationStatistics(x_batch, activations)
+    callbacks = [
+        TrainingLoss(x_fit, y_fit),  # first: it adds to the epoch's logs
+        EpochProgress(lambda: progress.advance(cost)),
+        StopOnRequest(stop),
+        *([stats] if statistics else []),
+    ]
     try:
-        run = _train_one(spec, experiment, variant.name, seed, previous, callbacks)
+        run = _train_one(spec, experiment, name, previous, callbacks)
     except DivergedError:
-        experiment.diverged.add(key)
         progress.diverged(label)
-        return None
+        return None, {}
     except SpecError as exc:
         experiment.write("interrupted", final=True)  # keep what is finished, say where
         raise SpecError(
             f"{label}: {exc}. The finished runs are kept in {experiment.folder}"
         ) from None
-    activations = stats.values if definition.activation_stats else {}
-    experiment.done[key] = results.Done(run, loss.loss, activations)
     experiment.trained.append(run.name)
     progress.finished_run(label, run)
-    return run
+    return run, (stats.values if statistics else {})
 
 
-def _train_one(spec, experiment: _Experiment, variant, seed, previous, callbacks) -> Run:
+def _train_one(spec, experiment: _Experiment, name: str, previous: Run | None, callbacks) -> Run:
     from digitlab import training
 
     data_dir = experiment.data_dir
-    if previous is not None and previous.run.status == "interrupted":
-        return training.resume(previous.run, data_dir=data_dir, verbose=0, callbacks=callbacks)
+    if previous is not None and previous.status == "interrupted":
+        return training.resume(previous, data_dir=data_dir, verbose=0, callbacks=callbacks)
     return training.train(
         spec,
         runs_dir=experiment.folder / RUNS_FOLDER,
-        name=f"{variant}-seed{seed}",
+        name=name,
         data_dir=data_dir,
         verbose=0,
         callbacks=callbacks,

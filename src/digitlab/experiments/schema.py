@@ -16,8 +16,12 @@ from pydantic import Field, field_validator, model_validator
 
 from digitlab.schema import TrainConfig, _Record, _Strict, register, unknown
 
-INPUT_SCALINGS = ("unit", "raw", "standardize")  # x/255 (the notebook's), 0–255, zero mean
-LEARNING_RATE_POLICIES = ("same", "linear")  # one rate for all, or Goyal et al.'s scaling
+# x/255 (the notebook's), 0–255, each pixel to zero mean and unit variance (LeCun et al. 1998)
+INPUT_SCALINGS = ("unit", "raw", "standardize")
+# tuned: each variant with a grid at its best rate on validation (others at their own);
+# same: every variant at its own rate, grids unused; linear: the own rate × batch / reference
+# batch (Goyal et al. 2017), grids unused.
+LEARNING_RATE_POLICIES = ("tuned", "same", "linear")
 PLOTS = (
     "loss",  # training (dropout off) and validation loss per epoch, CI bands
     "gap",  # the generalisation gap per variant
@@ -119,6 +123,16 @@ class Variant(_Strict):
     # variant's epochs are max(budget epochs, ceil(min_updates / updates per epoch)).
     min_updates: int | None = Field(None, ge=1, le=1_000_000)
 
+    @field_validator("learning_rates")
+    @classmethod
+    def _rates(cls, value: tuple[float, ...]) -> tuple[float, ...]:
+        for rate in value:
+            if not 0 < rate <= 100:  # TrainConfig's learning_rate bounds
+                raise ValueError(f"each learning rate must be in (0, 100], got {rate!r}")
+        if len(set(value)) != len(value):
+            raise ValueError(f"learning_rates repeats a rate: {list(value)}")
+        return tuple(sorted(value))
+
     @field_validator("train")
     @classmethod
     def _train_fields(cls, value: dict[str, Any]) -> dict[str, Any]:
@@ -167,7 +181,7 @@ class Definition(_Strict):
     baseline: str | None = None  # the variant the others are compared with (default: first)
     budget: Budget
     quick: Budget = Budget(epochs=1, train_samples=600, validation_split=0.2, seeds=1)
-    learning_rate_policy: Literal[LEARNING_RATE_POLICIES] = "same"
+    learning_rate_policy: Literal[LEARNING_RATE_POLICIES] = "tuned"
     reference_batch: int = Field(32, ge=1)  # the batch size the base learning rate is for
     plots: tuple[Literal[PLOTS], ...] = Field(("loss", "gap", "accuracy"), strict=False)
     activation_stats: bool = False  # per-layer statistics of a fixed validation batch
@@ -220,6 +234,11 @@ class Definition(_Strict):
             for name in claim.variants:
                 if name not in names:
                     raise ValueError(f"claim {claim.name}: {unknown('variant', name, names)}")
+            if claim.metric == "gap_at_matched_loss" and self.matched_loss is None:
+                raise ValueError(
+                    f"claim {claim.name} is about gap_at_matched_loss: set matched_loss, the "
+                    "training loss at which the gap is read"
+                )
         return self
 
     @property
