@@ -27,6 +27,10 @@ from digitlab.runs import INSPECT_DIR, Run
 
 MAX_MAPS = 8  # conv feature maps per layer in an explanation
 MAX_MAP_SIDE = 14  # …each downsampled to at most 14×14
+# Ticks per colour bar and per strip of units, at most: every tick is an artist to lay out
+# and draw, and the picture is most of `explain`'s time (issue 23)
+BAR_TICKS, UNIT_TICKS = 4, 5
+ROUND_STEPS = (1, 2, 2.5, 5, 10)  # a colour bar's tick steps: 0, 50, 100, not 0, 80, 160
 
 
 def _downsample(maps: np.ndarray, side: int = MAX_MAP_SIDE) -> np.ndarray:
@@ -193,11 +197,16 @@ def _pixel_axes(ax, image: np.ndarray) -> None:
     label_heatmap(ax, f"{cols} pixels", f"{rows} pixels")
 
 
+def _bar_ticks() -> MaxNLocator:
+    return MaxNLocator(BAR_TICKS, steps=ROUND_STEPS)
+
+
 def _digit_panel(fig: Figure, ax, image: np.ndarray) -> None:
     shown = ax.imshow(image, cmap="gray", vmin=0, vmax=PIXEL_MAX, interpolation="nearest")
     ax.set_title("what the model sees", fontsize=10)
     _pixel_axes(ax, image)
-    fig.colorbar(shown, ax=ax, shrink=0.8).set_label("ink (pixel value)", fontsize=8)
+    bar = fig.colorbar(shown, ax=ax, shrink=0.8, ticks=_bar_ticks())
+    bar.set_label("ink (pixel value)", fontsize=8)
 
 
 def _saliency_panel(fig: Figure, ax, image: np.ndarray, explanation: dict[str, Any]) -> None:
@@ -214,7 +223,7 @@ def _saliency_panel(fig: Figure, ax, image: np.ndarray, explanation: dict[str, A
     target = explanation["target"]
     ax.set_title(f"saliency for {target} ({explanation['method']})", fontsize=10)
     _pixel_axes(ax, image)
-    bar = fig.colorbar(shown, ax=ax, shrink=0.8)
+    bar = fig.colorbar(shown, ax=ax, shrink=0.8, ticks=_bar_ticks())
     bar.set_label(f"red: for {target}, blue: against", fontsize=8)
 
 
@@ -268,10 +277,10 @@ def _layer_strip(fig: Figure, ax, layer: dict[str, Any], explanation, *, output:
             ax.set_xticks(range(len(names)), labels=names, fontsize=8, **slant)
         else:
             label_heatmap(ax, "unit")
-            ticks = MaxNLocator(10, integer=True).tick_values(0, values.shape[1] - 1)
+            ticks = MaxNLocator(UNIT_TICKS, integer=True).tick_values(0, values.shape[1] - 1)
             ticks = [int(t) for t in ticks if 0 <= t < values.shape[1]]
             ax.set_xticks(ticks, labels=[str(t) for t in ticks], fontsize=7)
-    bar = fig.colorbar(shown, ax=ax, fraction=0.02, pad=0.01)
+    bar = fig.colorbar(shown, ax=ax, fraction=0.02, pad=0.01, ticks=_bar_ticks())
     bar.set_label("activation", fontsize=7)
     bar.ax.tick_params(labelsize=7)
 
