@@ -5,7 +5,10 @@ plainly, for the wall time, then once more under cProfile (`-o`, read back with 
 the breakdown by phase. Also times `digitlab --help` and `digitlab data info` (target ≤ 0.5 s).
 Every run after the first finds warm caches (the dataset, JAX's compilation cache on disk).
 Reported: medians (min–max) of the wall seconds, the run's own `train_seconds`, and their
-ratio (target ≤ 1.4); then the profiled phases, cumulative seconds.
+ratio (target ≤ 1.4); then the profiled phases, cumulative seconds; then the same phases
+timed without a profiler (cProfile doubles Python-bound code such as matplotlib's), wall and
+CPU seconds (user + system: on a shared machine, closer to what an idle one takes), by
+wrapping each phase's function in the process (`TIMER`).
 
     .venv/bin/python benchmarks/profile_command.py --repeats 3 [--preset seed] [--json]
 """
@@ -42,6 +45,62 @@ PHASES = [
     ("XLA compiles (backend_compile_and_load)", "jax/_src/compiler.py", "backend_compile_and_load"),
     ("persistent cache reads", "jax/_src/compiler.py", "_cache_read"),
 ]
+
+
+# (label, module, attribute) of the functions `TIMER` wraps, as `digitlab.training` calls them
+TIMED = [
+    ("load the dataset", "digitlab.training", "load_dataset_files"),
+    ("build_model", "digitlab.training", "build_model"),
+    ("fit (compile + epochs)", "digitlab.training", "_fit"),
+    ("_save_run (all below)", "digitlab.training", "_save_run"),
+    ("  write_run_files (model.save, ...)", "digitlab.training", "write_run_files"),
+    ("  evaluate_model", "digitlab.training", "evaluate_model"),
+    ("  write_pictures", "digitlab.training", "write_pictures"),
+    ("  calibration", "digitlab.training", "_calibrated"),
+    ("  TensorBoard events.write", "digitlab.events", "EpochEvents.write"),
+    ("  write_run_report", "digitlab.training", "write_run_report"),
+]
+# Runs `digitlab ARGS...` in this process with each TIMED function wrapped; prints the phases
+# (label, wall s, CPU s, calls) as JSON on stderr's last line.
+TIMER = """
+import functools, importlib, json, sys, time
+start = time.perf_counter(), time.process_time()
+totals = {}
+def timed(label, fn):
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        wall, cpu = time.perf_counter(), time.process_time()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            row = totals.setdefault(label, [0.0, 0.0, 0])
+            row[0] += time.perf_counter() - wall
+            row[1] += time.process_time() - cpu
+            row[2] += 1
+    return wrapper
+def clock(label, module):
+    wall, cpu = time.perf_counter(), time.process_time()
+    importlib.import_module(module)
+    totals[label] = [time.perf_counter() - wall, time.process_time() - cpu, 1]
+clock("import digitlab.cli", "digitlab.cli")
+clock("import digitlab.training (keras, jax)", "digitlab.training")
+for label, module, attribute in json.loads(sys.argv[1]):
+    owner = importlib.import_module(module)
+    *path, name = attribute.split(".")
+    for part in path:
+        owner = getattr(owner, part)
+    setattr(owner, name, timed(label, getattr(owner, name)))
+from digitlab.cli import main
+sys.argv = ["digitlab", *sys.argv[2:]]
+try:
+    main()
+except SystemExit:
+    pass
+totals["whole process (after Python's start)"] = [
+    time.perf_counter() - start[0], time.process_time() - start[1], 1
+]
+print(json.dumps([[label, *row] for label, row in totals.items()]), file=sys.stderr)
+"""
 
 
 def _wall(command: list[str]) -> float:
@@ -99,6 +158,13 @@ def main() -> None:
         )
         result["profiled_train_s"] = _train_seconds(runs)
         result["phases"] = _phases(profile)
+        runs = Path(tmp) / "timed"
+        timer = [sys.executable, "-c", TIMER, json.dumps(TIMED)]
+        out = subprocess.run(
+            [*timer, *train[1:], "--runs-dir", str(runs)], capture_output=True, text=True
+        )
+        result["timed_train_s"] = _train_seconds(runs)
+        result["timed_phases"] = json.loads(out.stderr.strip().splitlines()[-1])
     result["help_s"] = _summary([_wall([DIGITLAB, "--help"]) for _ in range(args.repeats)])
     result["data_info_s"] = _summary(
         [_wall([DIGITLAB, "data", "info"]) for _ in range(args.repeats)]
@@ -119,6 +185,9 @@ def main() -> None:
     print(f"\nprofiled run (cProfile adds overhead; train_seconds {result['profiled_train_s']}):")
     for label, seconds, calls in result["phases"]:
         print(f"  {label:<44} {seconds:6.2f} s  ({calls} calls)")
+    print(f"\nunprofiled run (train_seconds {result['timed_train_s']}), wall and CPU s:")
+    for label, wall, cpu, calls in result["timed_phases"]:
+        print(f"  {label:<44} {wall:6.2f}  {cpu:6.2f}  ({calls} calls)")
 
 
 if __name__ == "__main__":
