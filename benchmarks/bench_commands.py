@@ -111,7 +111,9 @@ def _train_ratio(tmp: Path, env: dict[str, str], extra: list[str]) -> tuple[floa
 
 
 def _import_times(args: list[str], cwd: Path, env: dict[str, str], top: int) -> list[list]:
-    """The top-level packages whose import took longest (cumulative s), from -X importtime."""
+    """The packages whose modules took longest to import, each module's own time (-X
+    importtime's `self` column) summed by top-level package: digitlab's own modules apart
+    from the matplotlib or h5py they import lazily."""
     out = subprocess.run(
         [sys.executable, "-X", "importtime", "-c", MAIN, *args],
         cwd=cwd,
@@ -121,15 +123,21 @@ def _import_times(args: list[str], cwd: Path, env: dict[str, str], top: int) -> 
     )
     packages: dict[str, float] = {}
     for line in out.stderr.splitlines():
-        match = re.match(r"import time:\s+\d+ \|\s+(\d+) \| ( *)(\S+)", line)
-        if match and len(match.group(2)) <= 1:  # a top-level import: its cumulative time
-            name = match.group(3).split(".")[0]
+        match = re.match(r"import time:\s+(\d+) \|\s+\d+ \| *(\S+)", line)
+        if match:
+            name = match.group(2).split(".")[0]
             packages[name] = packages.get(name, 0.0) + int(match.group(1)) / 1e6
     return [[n, round(s, 3)] for n, s in sorted(packages.items(), key=lambda p: -p[1])[:top]]
 
 
+# Frames every command passes through (the process, the import machinery, Typer and Click
+# calling the command): their cumulative time is the whole command's, which says nothing.
+WRAPPERS = ("typer/", "_click/", "click/", "cli/app.py", "importlib/")
+
+
 def _profile(args: list[str], cwd: Path, env: dict[str, str], top: int) -> list[list]:
-    """cProfile's top entries by cumulative time (the script's own frames left out)."""
+    """cProfile's top entries by cumulative time, the wrappers around every command and the
+    script's own frames left out."""
     profile, script = cwd / "command.prof", cwd / "command.py"
     script.write_text(MAIN + "\n")
     subprocess.run(
@@ -141,11 +149,10 @@ def _profile(args: list[str], cwd: Path, env: dict[str, str], top: int) -> list[
     stats = pstats.Stats(str(profile)).stats  # {(file, line, name): (cc, nc, tt, ct, callers)}
     rows = []
     for (file, line, name), (_, calls, _, cumulative, _) in stats.items():
-        if file in ("~", str(script)) or file.startswith("<frozen"):  # the whole process,
-            continue  # and the import machinery around every import
-        rows.append(
-            [f"{Path(file).parent.name}/{Path(file).name}:{line}({name})", cumulative, calls]
-        )
+        where = f"{Path(file).parent.name}/{Path(file).name}"
+        if file in ("~", str(script)) or file.startswith("<frozen") or where.startswith(WRAPPERS):
+            continue
+        rows.append([f"{where}:{line}({name})", cumulative, calls])
     rows.sort(key=lambda row: -row[1])
     return [[where, round(seconds, 3), calls] for where, seconds, calls in rows[:top]]
 
@@ -263,7 +270,7 @@ def _print_table(result: dict) -> None:
         shown = "" if target is None else f"≤ {target}"
         print(f"| {label} | {s['median']} ({s['min']}–{s['max']}) | {shown} | {met} |")
     for label, profile in result["profiles"].items():
-        print(f"\n{label}, slowest top-level imports (s, cumulative):")
+        print(f"\n{label}, slowest imports (s, each module's own, by package):")
         for name, seconds in profile["imports_s"]:
             print(f"  {name:<30} {seconds:6.3f}")
         print(f"\n{label}, cProfile top entries (cumulative s, calls):")
