@@ -49,6 +49,9 @@ EXPECTATIONS = ("higher", "lower", "equivalent")  # what the literature says: a 
 VERDICTS = ("higher", "lower", "equivalent", "inconclusive", "not tested")
 LITERATURE = ("agrees", "disagrees", "inconclusive", "not tested")
 RECORD_STATUSES = ("complete", "interrupted")
+# Issue 21: what the mechanism measured before the runs predicted, judged after them on the
+# measured intervals (`experiments.predictions`); "pending" until the runs it needs are done.
+PREDICTION_VERDICTS = ("held", "missed", "inconclusive", "pending")
 # Training fields an experiment's budget sets for every variant: a variant may not change them.
 BUDGET_FIELDS = ("epochs", "train_samples", "validation_split", "seed")
 
@@ -338,6 +341,41 @@ class VariantResult(_Record):
     gap_at_matched_loss: Summary | None = None
     # run name -> layer -> statistic -> one value per epoch (normalization experiment)
     activations: dict[str, dict[str, dict[str, list[float]]]] = Field(default_factory=dict)
+    # An experiment on many workers (issue 24): per run, in `runs` order, the machine that
+    # trained it and its folder there (each run stays where it was trained); the seeds whose
+    # every try failed (a worker died each time): left out of the figures and tests.
+    machines: tuple[str, ...] = Field((), strict=False)
+    run_paths: tuple[str, ...] = Field((), strict=False)
+    failed_seeds: tuple[int, ...] = Field((), strict=False)
+
+
+class PredictionPart(_Record):
+    """One tested consequence of a prediction: e.g. one batch size's digits to the target."""
+
+    name: str  # what is predicted: a variant, or a variant pair
+    predicted: str  # the prediction in words, with its numbers
+    measured: str = ""  # what the runs measured, with its interval ("" while pending)
+    verdict: Literal[PREDICTION_VERDICTS]
+    why: str = ""  # how it held or missed, or why it can't be told
+    # the numbers behind the words, for the figure: low/high of each interval, etc.
+    values: dict[str, float | None] = Field(default_factory=dict, strict=False)
+
+
+class Prediction(_Record):
+    """A mechanism measured on the network before the runs, and what it predicted (issue 21).
+
+    `statement` is printed before the runs start; `verdict`, `sentence` and `parts` are
+    recomputed from the runs each time the record is written.
+    """
+
+    mechanism: str  # "noise-scale", "curvature" or "short-run-gap"
+    statement: tuple[str, ...] = Field(strict=False)  # the prediction, in plain words
+    measured: dict[str, Any] = Field(default_factory=dict)  # the mechanism's measurements
+    made: datetime = Field(strict=False)  # when: before the first run
+    seconds: float = Field(0.0, ge=0, strict=False)  # the measurement's wall time
+    verdict: Literal[PREDICTION_VERDICTS] = "pending"
+    sentence: str = ""  # "held: …", "missed by …: …" or "inconclusive: …"
+    parts: tuple[PredictionPart, ...] = Field((), strict=False)
 
 
 class ExperimentRecord(_Record):
@@ -364,6 +402,10 @@ class ExperimentRecord(_Record):
     definition: dict[str, Any] = Field(default_factory=dict)  # what was run, to resume it
     wall_seconds: float = Field(0.0, ge=0, strict=False)  # the runs, statistics and plots
     cpu_seconds: float = Field(0.0, ge=0, strict=False)  # CPU time of the process, all threads
+    study: str = ""  # on many workers: the Optuna study holding the cells (`tune dashboard`)
+    storage: str = ""  # and where it is: the journal file, or the database URL (no password)
+    prediction: Prediction | None = None  # issue 21: the mechanism's prediction, judged
+    guess: str | None = Field(None, max_length=500)  # the learner's own, before the runs
 
 
 for _model in (
@@ -376,6 +418,8 @@ for _model in (
     Test,
     ClaimResult,
     VariantResult,
+    PredictionPart,
+    Prediction,
     ExperimentRecord,
 ):
     register(_model)

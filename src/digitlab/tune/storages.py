@@ -72,7 +72,9 @@ def journal_path(storage: str | Path | None, runs_dir: str | Path | None) -> Pat
 
 
 def open_storage(
-    storage: str | Path | None = None, runs_dir: str | Path | None = None
+    storage: str | Path | None = None,
+    runs_dir: str | Path | None = None,
+    retries: int | None = None,
 ) -> optuna.storages.BaseStorage:
     """Open the storage a study lives in.
 
@@ -81,6 +83,8 @@ def open_storage(
             file elsewhere (e.g. on a shared disk); or a database URL with `://`, such as
             `postgresql://user@host/db`, that many machines can reach.
         runs_dir: the runs folder (default `$DIGITLAB_RUNS_DIR` or `./runs`).
+        retries: on a database, a trial whose heartbeat stopped is enqueued again this many
+            times at most (Optuna's `RetryHeartbeatStaleTrialCallback`; None: never).
 
     Raises:
         SpecError: the journal file holds something else than Optuna's journal; it is left
@@ -112,6 +116,9 @@ def open_storage(
                 engine_kwargs=engine_kwargs,
                 heartbeat_interval=HEARTBEAT_INTERVAL_S,
                 grace_period=HEARTBEAT_GRACE_S,
+                heartbeat_stale_trial_callback=None
+                if retries is None
+                else optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=retries),
             )
     except ImportError as exc:
         driver = getattr(exc.__cause__, "name", None) or exc.name or "its driver"
