@@ -19,7 +19,9 @@ SMOKE = (
 LearningRatePolicy = choices("LearningRatePolicy", LEARNING_RATE_POLICIES)
 
 NameArgument = typer.Argument(
-    ..., metavar="NAME", help="dropout, batch-size, normalization, a TOML file, or `list`."
+    ...,
+    metavar="NAME",
+    help="dropout, batch-size, normalization, a TOML file, `list`, or `status`.",
 )
 FolderArgument = typer.Argument(
     None, metavar="[FOLDER]", help="With --resume: the experiment folder [default: latest]."
@@ -46,6 +48,22 @@ LearningRatePolicyOption = typer.Option(
 ResumeOption = typer.Option(
     False, "--resume", help="Complete an interrupted experiment: train only what is missing."
 )
+WorkersOption = typer.Option(
+    None,
+    "--workers",
+    min=1,
+    help="Worker processes training the cells on this machine; with 2 or more, or with "
+    "--storage, the cells are the trials of an Optuna study that workers claim [default: 1, "
+    "all in this process].",
+)
+ExperimentStorageOption = typer.Option(
+    None,
+    "--storage",
+    envvar="DIGITLAB_EXPERIMENT_STORAGE",
+    help="Where the cells are shared: a database URL, postgresql://HOST/DB, that the same "
+    "command on other machines joins, or a journal file [default: experiment.journal in the "
+    "experiment folder].",
+)
 
 
 @app.command(
@@ -61,6 +79,8 @@ def experiment_command(
     quick: bool = QuickOption,
     lr_policy: LearningRatePolicy | None = LearningRatePolicyOption,
     resume: bool = ResumeOption,
+    workers: int | None = WorkersOption,
+    storage: str | None = ExperimentStorageOption,
     runs_dir: Path | None = RunsDirOption,
     data_dir: Path | None = DataDirOption,
     as_json: bool = JsonOption,
@@ -78,18 +98,26 @@ def experiment_command(
     * `digitlab experiment dropout --quick`
     * `digitlab experiment dropout --resume` (or `--resume latest`, or `--resume FOLDER`)
     * `digitlab experiment my.toml` (variants as spec overrides; see the README)
+    * `digitlab experiment dropout --workers 2` (2 processes; the cells in a study)
+    * `digitlab experiment dropout --storage postgresql://db-host/digitlab --workers 2` (the
+      same command on every machine joins the experiment)
+    * `digitlab experiment status` (cells done, running, failed and to do)
     """
     if name == "list":
         _list_definitions(runs_dir, as_json)
+        return
+    if name == "status":
+        _status(where, storage, runs_dir, as_json)
         return
     resume_from = _resume_from(name, where, resume=resume, quick=quick)
     if quick:
         err_console.print(SMOKE, highlight=False, markup=False)
     from digitlab.experiments.definitions import load_definition
-    from digitlab.experiments.runner import run_experiment
 
-    outcome = run_experiment(
-        load_definition(name),
+    definition = load_definition(name)
+    run = _runner(workers, storage, definition.name, resume_from, runs_dir)
+    outcome = run(
+        definition,
         seeds=seeds,
         epochs=epochs,
         train_samples=train_samples,
@@ -100,7 +128,43 @@ def experiment_command(
         data_dir=data_dir,
         console=err_console,
     )
-    _print_outcome(name, outcome, as_json)
+    again = f" --storage {storage}" * bool(storage) + f" --workers {workers}" * bool(workers)
+    _print_outcome(name + again, outcome, as_json)
+
+
+def _runner(workers: int | None, storage: str | None, name: str, resume: str | None, runs_dir):
+    """The experiment in this process (`run_experiment`), or on workers sharing a study
+    (`run_shared`): with --workers 2 or more, --storage, or to resume one that ran so."""
+    from functools import partial
+
+    from digitlab.experiments.runner import run_experiment
+
+    shared = (workers or 1) > 1 or storage is not None
+    if not shared and resume is not None:
+        from digitlab.experiments.distributed import ran_on_workers
+
+        shared = ran_on_workers(resume, name, runs_dir)
+    if not shared:
+        return run_experiment
+    from digitlab.experiments.distributed import run_shared
+
+    return partial(run_shared, workers=workers or 1, storage=storage)
+
+
+def _status(where: str | None, storage: str | None, runs_dir: Path | None, as_json: bool):
+    """`digitlab experiment status`: the experiments of the runs folder, or of a storage."""
+    from digitlab.experiments import status
+
+    if where is not None:
+        raise DigitlabError(
+            f"unexpected argument '{where}'; `digitlab experiment status` takes --storage or "
+            "--runs-dir"
+        )
+    found = status.of_storage(storage) if storage else status.of_runs_folder(runs_dir)
+    if as_json:
+        print_json([progress.as_dict() for progress in found])
+    else:
+        status.print_status(console, found)
 
 
 def _list_definitions(runs_dir: Path | None, as_json: bool) -> None:

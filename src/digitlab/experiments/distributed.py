@@ -67,6 +67,7 @@ def run_shared(
     data_dir: str | Path | None = None,
     console=None,
     live: bool | None = None,
+    guess: str | None = None,
 ) -> Outcome:
     """Run (or join, or resume) `definition` as a shared study trained by `workers` worker
     processes here; the other arguments are `run_experiment`'s.
@@ -101,6 +102,15 @@ def run_shared(
         status = "interrupted" if stopped or cells.left else "complete"
         record = experiment.write(status, final=True)
     return Outcome(experiment.folder, record, experiment.trained)
+
+
+def ran_on_workers(ref: str | Path, name: str, runs_dir: str | Path | None) -> bool:
+    """Whether the experiment `--resume` names ran on workers (its folder has a journal)."""
+    try:
+        folder = find_experiment(ref, name, runs_dir)
+    except RunError:
+        return False  # resuming says why
+    return journal_exists(folder / queue.JOURNAL_FILE)
 
 
 # ------------------------------------------------------------------------- the study, opened
@@ -140,7 +150,7 @@ def _start(definition, quick, sizes, policy, storage, runs_dir, held) -> _Opened
         folder.mkdir(exist_ok=True)
     held.enter_context(locked(folder))
     _grow(study, sizes["seeds"])
-    queue.enqueue(study, _cells(queue.setup_of(study)))
+    queue.enqueue(study, planned_cells(queue.setup_of(study)))
     return _Opened(study, storage, folder)
 
 
@@ -172,7 +182,7 @@ def _resume(ref, name, seeds, storage, runs_dir, held) -> _Opened:
     folder.mkdir(exist_ok=True)
     held.enter_context(locked(folder))
     _grow(study, seeds)
-    queue.enqueue(study, _cells(queue.setup_of(study)), again=True)
+    queue.enqueue(study, planned_cells(queue.setup_of(study)), again=True)
     return _Opened(study, storage, folder)
 
 
@@ -184,7 +194,7 @@ def _grow(study: optuna.Study, seeds: int | None) -> None:
         study.set_user_attr(queue.SETUP_ATTR, setup)
 
 
-def _cells(setup: dict[str, Any]) -> list[Cell]:
+def planned_cells(setup: dict[str, Any]) -> list[Cell]:
     """Every cell of the experiment, in the order they are claimed: the learning-rate tuning
     runs, then seed by seed."""
     definition = validate(Definition, setup["definition"], "the study's definition")
@@ -315,7 +325,9 @@ def _follow(experiment: _Shared, opened: _Opened, workers: int, data_dir, consol
         )
         for i in range(workers)
     ]
-    left = [c for c in _cells(queue.setup_of(opened.study)) if not experiment.cells.resolved(c)]
+    left = [
+        c for c in planned_cells(queue.setup_of(opened.study)) if not experiment.cells.resolved(c)
+    ]
     cost = {c: _cost(experiment, c) for c in left}
     epochs = sum(experiment.specs[c.variant].train.epochs for c in left)
     reported = set(experiment.cells.trained) | experiment.cells.diverged
