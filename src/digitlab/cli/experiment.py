@@ -64,6 +64,13 @@ ExperimentStorageOption = typer.Option(
     "command on other machines joins, or a journal file [default: experiment.journal in the "
     "experiment folder].",
 )
+GuessOption = typer.Option(
+    None,
+    "--guess",
+    help="Your own prediction before the runs, stored and shown beside the result [default: "
+    "asked for on a terminal].",
+)
+MAX_GUESS = 500  # characters, as the record keeps it
 
 
 @app.command(
@@ -79,22 +86,21 @@ def experiment_command(
     quick: bool = QuickOption,
     lr_policy: LearningRatePolicy | None = LearningRatePolicyOption,
     resume: bool = ResumeOption,
+    guess: str | None = GuessOption,
     workers: int | None = WorkersOption,
     storage: str | None = ExperimentStorageOption,
     runs_dir: Path | None = RunsDirOption,
     data_dir: Path | None = DataDirOption,
     as_json: bool = JsonOption,
 ) -> None:
-    """Run a controlled experiment: variants × seeds trained as normal runs, compared with
-    their uncertainty, written to `RUNS_DIR/experiments/TIMESTAMP-NAME/` (experiment.json,
-    plots, report.html, runs/).
+    """Run a controlled experiment: variants × seeds trained as normal runs, compared with their
+    uncertainty, in `RUNS_DIR/experiments/TIMESTAMP-NAME/` (experiment.json, plots, report).
 
     Examples:
 
     * `digitlab experiment list`
     * `digitlab experiment dropout` (≤ 10 minutes on 2 cores)
     * `digitlab experiment batch-size --lr-policy linear`
-    * `digitlab experiment dropout --seeds 5 --epochs 40 --train-samples 60000`
     * `digitlab experiment dropout --quick`
     * `digitlab experiment dropout --resume` (or `--resume latest`, or `--resume FOLDER`)
     * `digitlab experiment my.toml` (variants as spec overrides; see the README)
@@ -127,6 +133,7 @@ def experiment_command(
         resume=resume_from,
         data_dir=data_dir,
         console=err_console,
+        guess=_guess(guess, resume=resume, ask=not as_json),
     )
     again = f" --storage {storage}" * bool(storage) + f" --workers {workers}" * bool(workers)
     _print_outcome(name + again, outcome, as_json)
@@ -190,6 +197,41 @@ def _resume_from(name: str, where: str | None, *, resume: bool, quick: bool) -> 
     return (where or "latest") if resume else None
 
 
+def _guess(guess: str | None, *, resume: bool, ask: bool) -> str | None:
+    """The learner's guess: `--guess`, else asked for on a terminal (Enter skips); refused
+    with `--resume` (a guess is made before the runs) and when longer than `MAX_GUESS`."""
+    import sys
+
+    if guess is not None and resume:
+        raise DigitlabError("a guess is made before the runs; --resume continues runs made")
+    if guess is None and ask and not resume and sys.stdin.isatty() and sys.stderr.isatty():
+        guess = typer.prompt(
+            "What do you expect? Your guess before the runs (Enter to skip)",
+            default="",
+            show_default=False,
+            err=True,
+        )
+    guess = (guess or "").strip() or None
+    if guess is not None and len(guess) > MAX_GUESS:
+        raise DigitlabError(f"--guess is {len(guess)} characters; keep it under {MAX_GUESS}")
+    return guess
+
+
+def _print_prediction(record) -> None:
+    """The prediction made before the runs and its verdict, and the learner's guess."""
+    say = lambda text, **style: console.print(  # noqa: E731
+        text, highlight=False, markup=False, soft_wrap=True, **style
+    )
+    prediction = record.prediction
+    if prediction is not None:
+        say("Predicted before the runs:", style="bold")
+        for line in prediction.statement:
+            say(f"  {line}")
+        say(f"  → {prediction.sentence}", style="bold")
+    if record.guess:
+        say(f"Your guess before the runs: {record.guess}", style="bold")
+
+
 def _print_outcome(name: str, outcome, as_json: bool) -> None:
     """The experiment's record (table or JSON); an interrupted one also says how to go on,
     on stderr, and exits with 130."""
@@ -199,6 +241,7 @@ def _print_outcome(name: str, outcome, as_json: bool) -> None:
         print_json(json.loads(outcome.record.model_dump_json()))
     else:
         print_record(console, outcome.record, outcome.folder)
+        _print_prediction(outcome.record)
     if outcome.interrupted:
         err_console.print(
             f"Interrupted; the finished runs are kept. Continue with: "

@@ -375,6 +375,12 @@ NORMALIZATION = {
     ],
 }
 
+# Issue 21: the mechanism each built-in measures on its network before the runs, and predicts
+# the outcome from (`experiments.predictions`): the gradient's noise scale (batch size), the
+# loss's curvature, the inputs' conditioning and the sigmoid's saturation at initialisation
+# (normalization), the generalisation gap of a short run without dropout (dropout).
+MECHANISMS = {"batch-size": "noise-scale", "normalization": "curvature", "dropout": "short-run-gap"}
+
 BUILT_IN: dict[str, Definition] = {
     data["name"]: validate(Definition, data, f"experiment {data['name']}")
     for data in (DROPOUT, BATCH_SIZE, NORMALIZATION)

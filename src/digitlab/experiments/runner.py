@@ -33,7 +33,7 @@ from pathlib import Path
 
 from digitlab import interrupts
 from digitlab.errors import DivergedError, RunError, SpecError
-from digitlab.experiments import plan, results
+from digitlab.experiments import plan, predictions, results
 from digitlab.experiments.inputs import Inputs
 from digitlab.experiments.progress import SECONDS_PER_RUN, Progress, epoch_cost
 from digitlab.experiments.record import (
@@ -84,6 +84,7 @@ def run_experiment(
     data_dir: str | Path | None = None,
     console=None,
     live: bool | None = None,
+    guess: str | None = None,
 ) -> Outcome:
     """Tune each variant's learning rate on its grid, train every (variant, seed) of
     `definition`, then write experiment.json, plots, report.
@@ -100,6 +101,7 @@ def run_experiment(
         data_dir: where the dataset is read from (default: as `load_dataset`).
         console: a Rich console for progress (default: stderr).
         live: force the progress bar on or off (default: on a terminal only).
+        guess: the learner's own guess, made before the runs: stored, shown beside the result.
 
     Returns:
         The `Outcome`; `outcome.interrupted` after Ctrl-C/SIGTERM, with a partial record.
@@ -120,6 +122,7 @@ def run_experiment(
             experiment = _start(definition, quick, sizes, policy, runs_dir, data_dir, held)
         else:
             experiment = _resume(resume, definition.name, sizes, policy, runs_dir, data_dir, held)
+        predictions.before_runs(experiment, guess, console)  # issue 21: measure, then predict
         experiment.write("interrupted")  # the folder is an experiment from now on, resumable
         status = _train_all(experiment, console, live)
         record = experiment.write(status, final=True)
@@ -175,6 +178,7 @@ class _Experiment:
                 self.folder, self.definition, variants, curves, tested, target=target
             )
             record = record.model_copy(update={"plots": tuple(p.name for p in drawn)})
+        record = predictions.judged(self.folder, record, draw=final and any(curves.values()))
         write_record(self.folder, record)
         if final and record.plots:
             write_report(self.folder)

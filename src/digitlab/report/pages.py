@@ -288,7 +288,8 @@ def write_experiment_report(folder: Path, runs_dir: Path | None = None) -> Path:
     ]
     shared, diffs = lesson.changes(record)
     figures = _experiment_pictures(folder, record.plots)
-    lead = next((f for f in figures if f["file"] == "forest.png"), figures[0] if figures else None)
+    leads = [f for name in ("prediction.png", "forest.png") for f in figures if f["file"] == name]
+    lead = leads[0] if leads else figures[0] if figures else None  # the prediction first
     html = render(
         "experiment.html.j2",
         title=f"Experiment {record.name or folder.name}",

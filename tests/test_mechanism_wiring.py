@@ -1,0 +1,315 @@
+"""Issue 21's wiring: predictions stored before the runs and judged after them, the learner's
+guess kept and shown, and the training recorder's figures against direct computations.
+
+The formulas themselves are tested against oracles in test_mechanisms.py; here synthetic
+records with known intervals check that a prediction is judged "held", "missed by ×k" or
+"inconclusive" exactly when its intervals say so.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from datetime import datetime
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from scipy import stats
+
+os.environ.setdefault("KERAS_BACKEND", "jax")
+
+from digitlab.experiments import predictions, verdicts
+from digitlab.experiments.schema import ExperimentRecord, Prediction
+
+FIT = 5000
+
+
+def _summary(values, missing: int = 0) -> dict:
+    values = [float(v) for v in values]
+    std = float(np.std(values, ddof=1)) if len(values) > 1 else (0.0 if values else None)
+    return {
+        "mean": float(np.mean(values)) if values else None,
+        "std": std,
+        "values": values,
+        "missing": missing,
+    }
+
+
+def _variant(name: str, batch: int, examples=(), **fields) -> dict:
+    base = _summary([0.9, 0.91, 0.92])
+    return {
+        "name": name,
+        "spec": {},
+        "runs": [f"{name}-seed{i}" for i in range(3)],
+        "seeds": [0, 1, 2],
+        "batch_size": batch,
+        "test_accuracy": base,
+        "final_train_loss": base,
+        "final_val_loss": base,
+        "generalization_gap": base,
+        "seconds": base,
+        "updates": 100,
+        "epochs": 20,
+        "examples_to_target": _summary(examples) if examples else None,
+        **fields,
+    }
+
+
+def _record(variants: list[dict], status: str = "complete", **fields) -> ExperimentRecord:
+    now = datetime(2026, 12, 3)
+    return ExperimentRecord.model_validate(
+        {
+            "name": "batch-size",
+            "question": "?",
+            "status": status,
+            "created": now,
+            "updated": now,
+            "seeds": [0, 1, 2],
+            "budget": {"fit_samples": FIT},
+            "learning_rate_policy": "tuned",
+            "baseline": "batch-32",
+            "variants": variants,
+            "conclusion": ["a conclusion"],
+            "statistics": "",
+            **fields,
+        }
+    )
+
+
+NOISE = {"variant": "batch-32", "noise_scale": 100.0, "standard_error": 0.0}
+ANCHOR = [20000, 20000, 25000]  # digits to the target: 4, 4 and 5 epochs of 5,000
+
+
+def _predicted_range(batch: int, parts: int) -> tuple[float, float]:
+    """The anchor's interval (t, Bonferroni over `parts`, one epoch lower) × E(B)/E(32)."""
+    at = 1 - 0.05 / parts
+    half = stats.t.ppf(0.5 + at / 2, 2) * stats.sem(ANCHOR)
+    ratio = (batch + 100) / (32 + 100)
+    return (np.mean(ANCHOR) - half - FIT) * ratio, (np.mean(ANCHOR) + half) * ratio
+
+
+def test_a_noise_scale_prediction_within_the_measured_interval_holds():
+    low, high = _predicted_range(1024, 1)
+    middle = (low + high) / 2
+    record = _record(
+        [
+            _variant("batch-32", 32, ANCHOR),
+            _variant("batch-1024", 1024, [middle - 5000, middle, middle + 5000]),
+        ]
+    )
+    parts = verdicts.noise_scale_parts(record, NOISE)
+    assert [p["verdict"] for p in parts] == ["held"]
+    assert parts[0]["values"]["predicted_low"] == pytest.approx(low)
+    assert parts[0]["values"]["predicted_high"] == pytest.approx(high)
+    assert verdicts.overall(parts)[0] == "held"
+
+
+def test_a_noise_scale_prediction_outside_it_is_missed_by_the_gap_between_them():
+    low, _ = _predicted_range(1024, 1)
+    took = [30000, 30000, 30000]  # far fewer digits than predicted (no spread: mean ± 0)
+    record = _record([_variant("batch-32", 32, ANCHOR), _variant("batch-1024", 1024, took)])
+    verdict, sentence = verdicts.overall(verdicts.noise_scale_parts(record, NOISE))
+    assert verdict == "missed"
+    assert sentence.startswith(f"missed by ×{low / 30000:.2g} at batch-1024")
+
+
+def test_a_batch_that_never_reached_the_target_holds_only_if_predicted_to_need_more():
+    never = _variant("batch-1024", 1024, examples=())
+    never["examples_to_target"] = _summary([], missing=3)  # 20 epochs × 5,000, not reached
+    record = _record([_variant("batch-32", 32, ANCHOR), never])
+    (part,) = verdicts.noise_scale_parts(record, NOISE)
+    assert part["verdict"] == "held"  # predicted ~190,000: more than the 95,000 it got to
+    small = dict(NOISE, noise_scale=1e6)  # a huge B_noise: batch 1024 needs the anchor's digits
+    (part,) = verdicts.noise_scale_parts(record, small)
+    assert part["verdict"] == "missed"
+
+
+def test_one_seed_or_an_anchor_short_of_the_target_is_inconclusive():
+    one = _record([_variant("batch-32", 32, [20000]), _variant("batch-128", 128, [40000])])
+    assert verdicts.noise_scale_parts(one, NOISE)[0]["verdict"] == "inconclusive"
+    short = _variant("batch-32", 32)
+    short["examples_to_target"] = _summary([20000], missing=2)
+    record = _record([short, _variant("batch-128", 128, [40000, 45000, 40000])])
+    (part,) = verdicts.noise_scale_parts(record, NOISE)
+    assert part["verdict"] == "inconclusive" and "anchor" in part["why"]
+    waiting = _record(
+        [_variant("batch-32", 32, ANCHOR), _variant("batch-128", 128)], status="interrupted"
+    )
+    assert verdicts.noise_scale_parts(waiting, NOISE)[0]["verdict"] == "pending"
+
+
+def test_the_stable_rate_holds_between_the_grids_last_trained_and_first_diverged_rate():
+    grid = [{"learning_rate": r, "diverged": r > 0.5, "run": None} for r in (0.1, 0.3, 1.0)]
+    record = _record([_variant("unit-sgd", 32, learning_rate_grid=grid)])
+    held, low, high = (
+        verdicts.stable_rate_parts(record, {"unit-sgd": rate})[0] for rate in (0.6, 0.2, 2.0)
+    )
+    assert held["verdict"] == "held"
+    assert low["verdict"] == "missed" and low["why"].startswith("by ×1.5 at unit-sgd")
+    assert high["verdict"] == "missed" and high["why"].startswith("by ×2 at unit-sgd")
+
+
+def test_an_order_holds_when_the_welch_interval_excludes_zero():
+    fast = _variant("std-sgd", 32, final_train_loss=_summary([0.10, 0.11, 0.12]))
+    slow = _variant("unit-sgd", 32, final_train_loss=_summary([0.30, 0.31, 0.33]))
+    near = _variant("raw-sgd", 32, final_train_loss=_summary([0.09, 0.13, 0.11]))
+    record = _record([fast, slow, near])
+    at = verdicts.level(2)
+    assert (
+        verdicts.order_part(record, "std-sgd", "unit-sgd", "final_train_loss", at, "")["verdict"]
+        == "held"
+    )
+    assert (
+        verdicts.order_part(record, "unit-sgd", "std-sgd", "final_train_loss", at, "")["verdict"]
+        == "missed"
+    )
+    assert (
+        verdicts.order_part(record, "std-sgd", "raw-sgd", "final_train_loss", at, "")["verdict"]
+        == "inconclusive"
+    )
+
+
+def test_saturation_is_held_within_two_points_of_the_runs_epoch_zero():
+    runs = {
+        f"raw-sgd-seed{i}": {"1 sigmoid": {"saturated": [0.96 + i / 100, 1.0]}} for i in range(3)
+    }
+    record = _record([_variant("raw-sgd", 32, activations=runs)])
+    assert verdicts.saturation_part(record, "raw-sgd", 0.97, 0.95)["verdict"] == "held"
+    missed = verdicts.saturation_part(record, "raw-sgd", 0.5, 0.95)
+    assert missed["verdict"] == "missed" and missed["why"].startswith("by ")
+
+
+# ------------------------------------------------------------------------------- the stage
+def _experiment(folder, done=False) -> SimpleNamespace:
+    from digitlab.experiments.definitions import BUILT_IN
+
+    return SimpleNamespace(
+        folder=folder,
+        definition=BUILT_IN["batch-size"],
+        done={("batch-32", 0): object()} if done else {},
+        tuning={},
+    )
+
+
+def test_the_prediction_is_printed_and_stored_before_the_runs_then_judged(tmp_path, monkeypatch):
+    from rich.console import Console
+
+    measured = dict(NOISE)
+    monkeypatch.setitem(
+        predictions.MEASURES,
+        "noise-scale",
+        lambda experiment: (measured, ["noise scale ≈ 100 digits"]),
+    )
+    console = Console(record=True, width=200)
+    made = predictions.before_runs(_experiment(tmp_path), "batch-1 wins", console)
+    assert "noise scale ≈ 100 digits" in console.export_text()
+    assert made.verdict == "pending" and made.made <= datetime.now()
+    stored = json.loads((tmp_path / predictions.PREDICTION_FILE).read_text())
+    assert stored["guess"] == "batch-1 wins" and stored["prediction"]["measured"] == measured
+
+    low, high = _predicted_range(1024, 1)
+    middle = (low + high) / 2
+    record = _record(
+        [
+            _variant("batch-32", 32, ANCHOR),
+            _variant("batch-1024", 1024, [middle - 5000, middle, middle + 5000]),
+        ]
+    )
+    judged = predictions.judged(tmp_path, record, draw=True)
+    assert judged.guess == "batch-1 wins"
+    assert judged.prediction.verdict == "held" and judged.prediction.parts[0].name == "batch-1024"
+    assert judged.conclusion[-1].startswith("The prediction made before the runs")
+    again = predictions.judged(tmp_path, judged)  # rejudging keeps one line about it
+    assert sum(line.startswith(predictions.CONCLUSION) for line in again.conclusion) == 1
+    assert judged.plots[0] == predictions.PREDICTION_PNG
+    assert (tmp_path / predictions.PREDICTION_PNG).stat().st_size > 10_000
+    # the record round-trips through experiment.json with its prediction
+    back = ExperimentRecord.model_validate_json(judged.model_dump_json())
+    assert back.prediction == judged.prediction and back.guess == "batch-1 wins"
+
+
+def test_a_resumed_experiment_keeps_its_prediction_and_never_measures_after_runs(
+    tmp_path, monkeypatch
+):
+    calls = []
+    monkeypatch.setitem(
+        predictions.MEASURES,
+        "noise-scale",
+        lambda experiment: calls.append(1) or (dict(NOISE), ["first"]),
+    )
+    predictions.before_runs(_experiment(tmp_path), None)
+    predictions.before_runs(_experiment(tmp_path, done=True), None)  # a resume
+    assert calls == [1]
+    late = tmp_path / "late"
+    late.mkdir()
+    assert predictions.before_runs(_experiment(late, done=True), "g") is None  # runs started
+    assert calls == [1] and predictions.read_prediction(late) == (None, "g")
+
+
+def test_a_damaged_prediction_file_is_one_line(tmp_path):
+    from digitlab.errors import RunError
+
+    (tmp_path / predictions.PREDICTION_FILE).write_text("[1, 2]")
+    with pytest.raises(RunError, match="not a JSON object"):
+        predictions.read_prediction(tmp_path)
+    (tmp_path / predictions.PREDICTION_FILE).write_text('{"prediction": {"mechanism": 1}}')
+    with pytest.raises(RunError, match="prediction.json"):
+        predictions.read_prediction(tmp_path)
+
+
+def test_the_report_leads_with_the_prediction_and_shows_the_guess(tmp_path, monkeypatch):
+    from digitlab.experiments.record import write_record
+    from digitlab.report import write_experiment_report
+
+    monkeypatch.setitem(
+        predictions.MEASURES,
+        "noise-scale",
+        lambda experiment: (dict(NOISE), ["noise scale ≈ 100 digits"]),
+    )
+    predictions.before_runs(_experiment(tmp_path), "batch-1 <wins>")
+    record = _record([_variant("batch-32", 32, ANCHOR), _variant("batch-128", 128, [1, 1, 1])])
+    write_record(tmp_path, predictions.judged(tmp_path, record, draw=True))
+    html = write_experiment_report(tmp_path).read_text()
+    assert html.index('id="prediction"') < html.index('id="variants"')
+    assert "batch-1 &lt;wins&gt;" in html  # escaped
+    assert "missed by" in html and "noise scale ≈ 100 digits" in html
+
+
+def test_prediction_model_refuses_an_unknown_verdict():
+    with pytest.raises(ValueError):
+        Prediction(mechanism="x", statement=(), made=datetime.now(), verdict="maybe")
+
+
+# --------------------------------------------------------------------------------- --guess
+def _cli(*args):
+    from typer.testing import CliRunner
+
+    from digitlab.cli import app
+
+    return CliRunner().invoke(app, list(args))
+
+
+def test_a_guess_round_trips_through_the_record_and_is_shown_beside_the_result(tmp_path, mnist):
+    spec = tmp_path / "one.toml"
+    spec.write_text(
+        'question = "?"\n[budget]\nepochs = 1\ntrain_samples = 500\n[[variants]]\nname = "a"\n'
+    )
+    runs = str(tmp_path / "runs")
+    guess = "a reaches 50% — or not"
+    result = _cli(
+        "experiment", str(spec), "--quick", "--runs-dir", runs, "--guess", guess, "--json"
+    )
+    assert result.exit_code == 0, result.output
+    record = json.loads(result.output[result.output.index("{") :])
+    assert record["guess"] == guess and record["prediction"] is None  # no mechanism for it
+    shown = _cli("experiment", str(spec), "--quick", "--runs-dir", runs, "--guess", guess)
+    assert shown.exit_code == 0, shown.output
+    assert f"Your guess before the runs: {guess}" in shown.output
+
+
+def test_a_guess_with_resume_or_too_long_is_one_line(tmp_path):
+    resumed = _cli("experiment", "dropout", "--resume", "--guess", "x", "--runs-dir", str(tmp_path))
+    assert resumed.exit_code == 2 and "a guess is made before the runs" in resumed.output
+    long = _cli("experiment", "dropout", "--guess", "x" * 501, "--runs-dir", str(tmp_path))
+    assert long.exit_code == 2 and "keep it under 500" in long.output
