@@ -15,6 +15,7 @@ time, so each command's CPU seconds (user + system) are given too.
 
     .venv/bin/python benchmarks/bench_commands.py [--repeats 5] [--train-repeats 3] [--json]
         [--commands "explain RUN --index 0" ...] [--no-serve] [--profile COMMAND ...]
+        [--before-src /tmp/old/src]
 """
 
 from __future__ import annotations
@@ -175,18 +176,29 @@ def _measure(args, tmp: Path, env: dict[str, str]) -> dict[str, object]:
 
     draw_digit(3).save(tmp / "my.png")
     runs = tmp / "runs"
+    before = {**env, "PYTHONPATH": args.before_src} if args.before_src else None
     train = ["train", "--preset", "seed", "--runs-dir", str(runs), *args.run_options.split()]
-    subprocess.run([DIGITLAB, *train], cwd=tmp, env=env, check=True, capture_output=True)
+    # the older tree trains the run when there is one: the newer reads older runs
+    subprocess.run([DIGITLAB, *train], cwd=tmp, env=before or env, check=True, capture_output=True)
     (run,) = (p.name for p in runs.iterdir() if (p / "model.keras").exists())
     env = {**env, "DIGITLAB_RUNS_DIR": str(runs)}
+    trees = {"": env}
+    if before:
+        trees[" (before)"] = {**before, "DIGITLAB_RUNS_DIR": str(runs)}
     rows: dict[str, dict[str, float]] = {}
     for label in args.commands:
         command = COMMANDS[label]
         argv = [DIGITLAB, *(run if a == "RUN" else a for a in command)]
-        _run(argv, tmp, env)  # warm-up, untimed
-        walls, cpus = zip(*(_timed(argv, tmp, env) for _ in range(args.repeats)), strict=True)
-        rows[label], rows[f"{label}, CPU s"] = _summary(walls), _summary(cpus)
-        print(label, rows[label], cpus, file=sys.stderr, flush=True)  # survives an interrupt
+        times: dict[str, list[tuple[float, float]]] = {tree: [] for tree in trees}
+        for tree_env in trees.values():
+            _run(argv, tmp, tree_env)  # warm-up, untimed
+        for _ in range(args.repeats):  # the trees in turn: both see the same load
+            for tree, tree_env in trees.items():
+                times[tree].append(_timed(argv, tmp, tree_env))
+        for tree, pairs in times.items():
+            walls, cpus = zip(*pairs, strict=True)
+            rows[label + tree], rows[f"{label}{tree}, CPU s"] = _summary(walls), _summary(cpus)
+            print(label + tree, rows[label + tree], cpus, file=sys.stderr, flush=True)
     if args.serve:
         _serve_seconds(run, tmp, env)
         seconds = [_serve_seconds(run, tmp, env) for _ in range(args.repeats)]
@@ -231,6 +243,12 @@ def main() -> None:
     )
     parser.add_argument("--no-serve", dest="serve", action="store_false", help="leave serve out")
     parser.add_argument(
+        "--before-src",
+        metavar="SRC",
+        help="also time the commands with PYTHONPATH=SRC (an older tree's src, e.g. from "
+        "`git archive`), in turn with this one's: on a shared machine both see the same load",
+    )
+    parser.add_argument(
         "--profile",
         nargs="*",
         choices=list(COMMANDS),
@@ -264,7 +282,7 @@ def _print_table(result: dict) -> None:
     print(f"\n| command | median s (min–max), {result['repeats']} warm runs | target | met |")
     print("|---|---|---|---|")
     for label, s in result["rows"].items():
-        plain = not label.startswith("train whole") and not label.endswith("CPU s")
+        plain = not label.startswith("train whole") and not label.endswith(("CPU s", "(before)"))
         target = TARGETS.get(label, 1.5 if plain else None)
         met = "" if target is None else ("yes" if s["median"] <= target else "**no**")
         shown = "" if target is None else f"≤ {target}"
