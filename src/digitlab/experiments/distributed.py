@@ -20,7 +20,6 @@ import contextlib
 import multiprocessing
 import multiprocessing.connection
 import os
-import shutil
 import socket
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -31,17 +30,19 @@ import optuna
 
 from digitlab.errors import DigitlabError, RunError, SpecError
 from digitlab.experiments import plan, queue, results
+from digitlab.experiments.inputs import Inputs
 from digitlab.experiments.progress import SECONDS_PER_RUN, Progress
 from digitlab.experiments.queue import Cell, Cells
 from digitlab.experiments.record import (
     RECORD_FILE,
+    RUNS_FOLDER,
     experiments_dir,
     find_experiment,
     locked,
     read_record,
     write_record,
 )
-from digitlab.experiments.runner import Outcome, _build_each, _Experiment, write_report
+from digitlab.experiments.runner import Outcome, _build_each, _Experiment, _specs, write_report
 from digitlab.experiments.schema import Definition, ExperimentRecord
 from digitlab.experiments.worker import Job, context, open_study, process, sync
 from digitlab.interrupts import requested, stop_on_signals
@@ -92,7 +93,9 @@ def run_shared(
     sizes = {"seeds": seeds, "epochs": epochs, "train_samples": train_samples}
     with contextlib.ExitStack() as held:
         if resume is None:
-            shared = _start(definition, quick, sizes, learning_rate_policy, storage, runs_dir, held)
+            shared = _start(
+                definition, quick, sizes, learning_rate_policy, storage, runs_dir, data_dir, held
+            )
         else:
             shared = _resume(resume, definition.name, seeds, storage, runs_dir, held)
         experiment = _Shared.of(shared, data_dir)
@@ -121,12 +124,24 @@ class _Opened:
     folder: Path
 
 
-def _start(definition, quick, sizes, policy, storage, runs_dir, held) -> _Opened:
+def _start(definition, quick, sizes, policy, storage, runs_dir, data_dir, held) -> _Opened:
     """Create the experiment's study and enqueue its cells, or join the study the same
-    command made on another machine; the folder of the study's name is claimed (or made)
-    here and locked."""
+    command made on another machine; the folder of the study's name is made here and
+    locked. Every variant is checked first, and a storage that is not an experiment's is
+    refused, before anything is written."""
     budget = plan.make_budget(definition, quick, **sizes)
     policy = policy or definition.learning_rate_policy
+    specs = _specs(definition, budget, policy, quick, Inputs(budget, data_dir))
+    plan.check_budget(budget, specs)
+    _build_each(specs)
+    parent, created = check_writable(experiments_dir(runs_dir)), datetime.now()
+    folder = parent / f"{created:%Y%m%d-%H%M%S}-{definition.name}"  # as on other machines
+    if storage is None:  # a new journal in a new folder
+        folder = claim_run_path(parent, definition.name)
+        storage = str(folder / queue.JOURNAL_FILE)
+    opened, label = open_study(storage)
+    if "://" not in storage:
+        queue.check_journal_is_experiments(opened, label)
     setup = {
         "name": definition.name,
         "definition": definition.model_dump(mode="json"),
@@ -135,20 +150,12 @@ def _start(definition, quick, sizes, policy, storage, runs_dir, held) -> _Opened
         "quick": quick,
     }
     name = queue.study_name(definition.name, setup)
-    parent = check_writable(experiments_dir(runs_dir))
-    folder = claim_run_path(parent, definition.name)
-    if storage is None:
-        storage = str(folder / queue.JOURNAL_FILE)
-    opened, label = open_study(storage)
-    if "://" not in storage and storage != str(folder / queue.JOURNAL_FILE):
-        queue.check_journal_is_experiments(opened, label)
-    setup |= {"created": datetime.now().isoformat(), "folder": folder.name}
-    study, created = queue.create_or_join(opened, name, setup, label)
-    if not created:  # joined: the study's own folder name, the same on every machine
-        shutil.rmtree(folder, ignore_errors=True)
-        folder = parent / queue.setup_of(study)["folder"]
-        folder.mkdir(exist_ok=True)
+    setup |= {"created": created.isoformat(), "folder": folder.name}
+    study, _ = queue.create_or_join(opened, name, setup, label)
+    folder = parent / queue.setup_of(study)["folder"]  # the same on every machine
+    folder.mkdir(exist_ok=True)
     held.enter_context(locked(folder))
+    check_writable(folder / RUNS_FOLDER)
     _grow(study, sizes["seeds"])
     queue.enqueue(study, planned_cells(queue.setup_of(study)))
     return _Opened(study, storage, folder)
@@ -181,6 +188,7 @@ def _resume(ref, name, seeds, storage, runs_dir, held) -> _Opened:
     folder = check_writable(experiments_dir(runs_dir)) / queue.setup_of(study)["folder"]
     folder.mkdir(exist_ok=True)
     held.enter_context(locked(folder))
+    check_writable(folder / RUNS_FOLDER)
     _grow(study, seeds)
     queue.enqueue(study, planned_cells(queue.setup_of(study)), again=True)
     return _Opened(study, storage, folder)

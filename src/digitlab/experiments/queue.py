@@ -230,16 +230,24 @@ def claim(
 
 
 def _held_elsewhere(study: optuna.Study, mine: FrozenTrial, cell: Cell) -> bool:
-    """Whether another trial of the cell is trained, diverged, or running with a lower
-    number (the lower number wins a race)."""
-    for trial in study.get_trials(deepcopy=False):
+    """Whether another trial of the cell is trained or diverged, or was claimed first: every
+    process orders the claims alike, by (start time, number), so of two racing claims one
+    yields, whichever checks first."""
+    trials = {t.number: t for t in study.get_trials(deepcopy=False)}
+    claimed = trials[mine.number]
+    for trial in trials.values():
         if trial.number == mine.number or Cell.of(trial) != cell:
             continue
         if trial.state == TrialState.COMPLETE or trial.user_attrs.get(OUTCOME) == "diverged":
             return True
-        if trial.state == TrialState.RUNNING and trial.number < mine.number:
+        if trial.state == TrialState.RUNNING and _claimed_at(trial) < _claimed_at(claimed):
             return True
     return False
+
+
+def _claimed_at(trial: FrozenTrial) -> tuple[float, int]:
+    start = trial.datetime_start
+    return (start.timestamp() if start is not None else math.inf, trial.number)
 
 
 def finish(study: optuna.Study, trial: FrozenTrial, outcome: str, **attrs: Any) -> None:
