@@ -165,6 +165,7 @@ def _resume(ref, name, seeds, storage, runs_dir, held) -> _Opened:
     """The study to complete: the one in the folder's journal, or (with `storage`) the
     newest study of experiment `name` there, or the one `ref` names; cells that failed on
     every try get a fresh set of tries, and `seeds` may add seeds."""
+    folder = None
     if storage is None:
         folder = find_experiment(ref, name, runs_dir)
         journal = folder / queue.JOURNAL_FILE
@@ -176,22 +177,26 @@ def _resume(ref, name, seeds, storage, runs_dir, held) -> _Opened:
         storage = str(journal)
     opened, label = open_study(storage)
     found = queue.experiment_studies(opened)
-    if str(ref) != "latest":
-        found = [
-            s for s in found if ref in (s.study_name, s.user_attrs[queue.SETUP_ATTR]["folder"])
-        ]
-    else:
+    if folder is None and str(ref) != "latest":  # a study, or its folder, by name
+        named = Path(ref).name
+        found = [s for s in found if named in (s.study_name, _folder(s))]
+    elif folder is None:
         found = [s for s in found if s.user_attrs[queue.SETUP_ATTR].get("name") == name]
     if not found:
         raise RunError(f"no {name} experiment to resume in {label}; run it without --resume first")
     study = queue.load_study(opened, found[-1].study_name, label)
-    folder = check_writable(experiments_dir(runs_dir)) / queue.setup_of(study)["folder"]
-    folder.mkdir(exist_ok=True)
+    if folder is None:  # the study's folder, made on this machine if it ran elsewhere
+        folder = check_writable(experiments_dir(runs_dir)) / queue.setup_of(study)["folder"]
+        folder.mkdir(exist_ok=True)
     held.enter_context(locked(folder))
     check_writable(folder / RUNS_FOLDER)
     _grow(study, seeds)
     queue.enqueue(study, planned_cells(queue.setup_of(study)), again=True)
     return _Opened(study, storage, folder)
+
+
+def _folder(study) -> str:
+    return str(study.user_attrs[queue.SETUP_ATTR].get("folder", ""))
 
 
 def _grow(study: optuna.Study, seeds: int | None) -> None:
