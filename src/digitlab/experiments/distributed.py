@@ -325,60 +325,69 @@ def _follow(experiment: _Shared, opened: _Opened, workers: int, data_dir, consol
     Raises:
         DigitlabError: every worker ended with an error while cells were left.
     """
-    job = Job(
-        study=opened.study.study_name,
-        storage=opened.storage,
-        folder=str(opened.folder),
-        data_dir=None if data_dir is None else str(data_dir),
-    )
-    context_ = multiprocessing.get_context("spawn")  # fresh interpreters: JAX dislikes fork
-    processes = [
-        context_.Process(
-            target=process, args=(job, i, os.getpid()), name=f"digitlab-experiment-{i}"
-        )
-        for i in range(workers)
-    ]
+    processes = _workers(opened, workers, data_dir)
     left = [
         c for c in planned_cells(queue.setup_of(opened.study)) if not experiment.cells.resolved(c)
     ]
     cost = {c: _cost(experiment, c) for c in left}
     epochs = sum(experiment.specs[c.variant].train.epochs for c in left)
     reported = set(experiment.cells.trained) | experiment.cells.diverged
-    host, buried, relayed = socket.gethostname(), {}, False
+    buried: dict[int, str] = {}
+    relayed = False
     with (
         Progress(console, sum(cost.values()), epochs, len(left), live) as progress,
         stop_on_signals(),
     ):
         for p in processes:
             p.start()
-        while alive := [p for p in processes if p.is_alive()]:
+        try:
+            while alive := [p for p in processes if p.is_alive()]:
+                _bury(opened.study, processes, buried)
+                if requested.is_set() and not relayed:
+                    for p in alive:
+                        p.terminate()  # SIGTERM: the worker stops at its next batch
+                    relayed = True
+                _report(experiment, reported, progress, cost)
+                multiprocessing.connection.wait([p.sentinel for p in alive], timeout=POLL_S)
+        except KeyboardInterrupt:  # a second Ctrl-C: stop now
             for p in processes:
-                if p.exitcode is not None and p.pid not in buried:
-                    reason = f"its worker (pid {p.pid}) ended with exit code {p.exitcode}"
-                    buried[p.pid] = queue.fail_worker(opened.study, f"{host}:{p.pid}", reason)
-            if requested.is_set() and not relayed:
-                for p in alive:
-                    p.terminate()  # SIGTERM: the worker stops at its next batch
-                relayed = True
-            _report(experiment, reported, progress, cost)
-            multiprocessing.connection.wait([p.sentinel for p in alive], timeout=POLL_S)
-        for p in processes:
-            if p.pid not in buried:
-                queue.fail_worker(opened.study, f"{host}:{p.pid}", "its worker ended")
+                p.kill()
+                p.join()
+        _bury(opened.study, processes, buried)
         _report(experiment, reported, progress, cost)
-    errors = [p for p in processes if p.exitcode not in (0, 130, -15)]
-    if (
-        errors
-        and len(errors) == len(processes)
-        and experiment.cells.left
-        and not requested.is_set()
-    ):
+    errors = [p.exitcode for p in processes if p.exitcode not in (0, 130, -15)]
+    if len(errors) == len(processes) and experiment.cells.left and not requested.is_set():
         experiment.write("interrupted")
         raise DigitlabError(
-            f"every worker ended early (exit codes {', '.join(str(p.exitcode) for p in errors)}); "
-            "the finished cells are kept in the study: run the same command with --resume"
+            f"every worker ended early ({'; '.join(buried.values())}); the finished cells are "
+            "kept in the study: run the same command with --resume"
         )
     return requested.is_set()
+
+
+def _workers(opened: _Opened, workers: int, data_dir) -> list:
+    """The worker processes (not started): fresh interpreters, as JAX dislikes fork."""
+    job = Job(
+        study=opened.study.study_name,
+        storage=opened.storage,
+        folder=str(opened.folder),
+        data_dir=None if data_dir is None else str(data_dir),
+    )
+    spawn = multiprocessing.get_context("spawn")
+    return [
+        spawn.Process(target=process, args=(job, i, os.getpid()), name=f"digitlab-experiment-{i}")
+        for i in range(workers)
+    ]
+
+
+def _bury(study: optuna.Study, processes: list, buried: dict[int, str]) -> None:
+    """The cells of workers that ended: failed, and enqueued again within the retries."""
+    host = socket.gethostname()
+    for p in processes:
+        if p.exitcode is not None and p.pid not in buried:
+            how = f"its worker (pid {p.pid}) ended with exit code {p.exitcode}"
+            queue.fail_worker(study, f"{host}:{p.pid}", how)
+            buried[p.pid] = f"worker pid {p.pid}: exit code {p.exitcode}"
 
 
 def _cost(experiment: _Shared, cell: Cell) -> float:

@@ -105,21 +105,8 @@ def open_storage(
             f"the storage URL {label} is malformed ({exc}); "
             "write it like postgresql://user@host:5432/db"
         ) from None
-    engine_kwargs: dict[str, Any] = {"pool_pre_ping": True}
-    if url.startswith("postgresql"):
-        engine_kwargs["connect_args"] = {"connect_timeout": CONNECT_TIMEOUT_S}
     try:
-        with warnings.catch_warnings():  # the heartbeat is "experimental" since Optuna 2.9
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.storages.RDBStorage(
-                url,
-                engine_kwargs=engine_kwargs,
-                heartbeat_interval=HEARTBEAT_INTERVAL_S,
-                grace_period=HEARTBEAT_GRACE_S,
-                heartbeat_stale_trial_callback=None
-                if retries is None
-                else optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=retries),
-            )
+        return _database(url, retries)
     except ImportError as exc:
         driver = getattr(exc.__cause__, "name", None) or exc.name or "its driver"
         raise DigitlabError(
@@ -136,6 +123,25 @@ def open_storage(
             f"cannot open the study storage {label}: {reason}; "
             "check the URL and that the database server is running and reachable"
         ) from None
+
+
+def _database(url: str, retries: int | None) -> optuna.storages.RDBStorage:
+    """Optuna's RDBStorage with digitlab's heartbeat, and its retry of silent trials."""
+    engine_kwargs: dict[str, Any] = {"pool_pre_ping": True}
+    if url.startswith("postgresql"):
+        engine_kwargs["connect_args"] = {"connect_timeout": CONNECT_TIMEOUT_S}
+    retry = None
+    with warnings.catch_warnings():  # the heartbeat is "experimental" since Optuna 2.9
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        if retries is not None:
+            retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=retries)
+        return optuna.storages.RDBStorage(
+            url,
+            engine_kwargs=engine_kwargs,
+            heartbeat_interval=HEARTBEAT_INTERVAL_S,
+            grace_period=HEARTBEAT_GRACE_S,
+            heartbeat_stale_trial_callback=retry,
+        )
 
 
 def journal_exists(path: Path) -> bool:
