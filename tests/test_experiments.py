@@ -715,8 +715,9 @@ def test_views_print_definitions_and_a_record(tmp_path):
     console = Console(record=True, width=200)
     print_definitions(console, tmp_path)
     text = console.export_text()
-    seeds = BUILT_IN["dropout"].budget.seeds
-    assert f"20 epochs, 6,000 digits, {seeds} seeds" in text and "experiment folder" not in text
+    budget = BUILT_IN["dropout"].budget
+    shown = f"{budget.epochs} epochs, 6,000 digits, {budget.seeds} seeds"
+    assert shown in text and "experiment folder" not in text
     summary = {"mean": 0.9, "std": 0.01, "values": [0.89, 0.91]}
     empty = {"mean": None, "std": None, "values": []}
     record = ExperimentRecord.model_validate(

@@ -418,14 +418,19 @@ def build_record(
     variants: list[dict[str, Any]],
     target: float | None,
     classes: int,
+    judged: bool = True,
     **fields: Any,
 ) -> ExperimentRecord:
     """The experiment's record from its figures, its claims and comparisons judged
-    (`statistics.judge`); `fields` are the rest: status, created, seeds, plots,
-    wall_seconds, cpu_seconds."""
-    from digitlab.experiments.statistics import judge
+    (`statistics.judge`) when `judged` (the record written after each run leaves the tests
+    to the final one: they cost most of a second each time); `fields` are the rest:
+    status, created, seeds, plots, wall_seconds, cpu_seconds."""
+    from digitlab.experiments.statistics import Judgement, judge
 
-    judged = judge(definition, variants, smoke=quick)
+    if judged:
+        judgement = judge(definition, variants, smoke=quick)
+    else:
+        judgement = Judgement([], [], [], ["Not tested yet: the runs are still training."], "")
     return ExperimentRecord.model_validate(
         {
             "name": definition.name,
@@ -446,12 +451,12 @@ def build_record(
             "baseline": definition.baseline_name,
             "variants": variants,
             "conclusion": conclusion_lines(
-                definition, variants, judged.lines, target, classes, smoke=quick
+                definition, variants, judgement.lines, target, classes, smoke=quick
             ),
-            "statistics": judged.statistics,
-            "answer": judged.answer,
-            "claims": judged.claims,
-            "tests": judged.tests,
+            "statistics": judgement.statistics,
+            "answer": judgement.answer,
+            "claims": judgement.claims,
+            "tests": judgement.tests,
             "target": target,
             "smoke": quick,
             "plots": fields["plots"],

@@ -168,7 +168,8 @@ class _Experiment:
         )  # fmt: skip
         record = results.build_record(
             self.definition, self.budget, self.policy, self.quick, self.specs, variants,
-            target, self.classes, status=status, created=self.created, seeds=seeds, plots=[],
+            target, self.classes, final, status=status, created=self.created, seeds=seeds,
+            plots=[],
             wall_seconds=self.seconds_before[0] + time.perf_counter() - self.started[0],
             cpu_seconds=self.seconds_before[1] + time.process_time() - self.started[1],
         )  # fmt: skip
@@ -486,7 +487,8 @@ def _train_one(spec, experiment: _Experiment, name: str, previous: Run | None, c
         data_dir=data_dir,
         verbose=0,
         callbacks=callbacks,
-        pictures=not experiment.quick,  # ~3 s a run; a report draws curves and matrix itself
+        pictures=False,  # ~1 s a run: its report draws the curves and matrices; `digitlab
+        # evaluate RUN` draws the misclassified gallery
         calibrate=False,  # confidence thresholds: longer than the fit, and not compared here
     )
 
