@@ -29,7 +29,7 @@ from typing import Any
 import optuna
 
 from digitlab.errors import DigitlabError, RunError, SpecError
-from digitlab.experiments import plan, queue, results
+from digitlab.experiments import plan, predictions, queue, results
 from digitlab.experiments.inputs import Inputs
 from digitlab.experiments.progress import SECONDS_PER_RUN, Progress
 from digitlab.experiments.queue import Cell, Cells
@@ -99,6 +99,7 @@ def run_shared(
         else:
             shared = _resume(resume, definition.name, seeds, storage, runs_dir, held)
         experiment = _Shared.of(shared, data_dir)
+        predictions.before_runs(experiment, guess, console)  # issue 21: measure, then predict
         experiment.write("interrupted")
         stopped = _follow(experiment, shared, workers, data_dir, console, live)
         cells = experiment.refresh()
