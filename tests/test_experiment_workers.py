@@ -342,3 +342,27 @@ def test_ctrl_c_stops_the_workers_and_resume_trains_only_what_is_left(tmp_path, 
     assert resumed.exit_code == 0, resumed.output
     _trained_once(_study(str(folder / queue.JOURNAL_FILE)))
     assert _record(folder)["status"] == "complete"
+
+
+def test_the_experiment_is_a_study_tune_dashboard_shows(tmp_path):
+    import threading
+    import urllib.request
+
+    from digitlab.board import start_dashboard
+
+    study = _journal_study(tmp_path, seeds=2)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server, _ = start_dashboard(
+        study.study_name, storage=str(tmp_path / queue.JOURNAL_FILE), port=port
+    )
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies", timeout=10) as got:
+            (shown,) = json.load(got)["study_summaries"]
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert shown["study_name"] == "experiment-pair-test"
+    assert shown["user_attrs"][0]["key"] == queue.SETUP_ATTR
