@@ -68,6 +68,7 @@ def _noise_scale(record: ExperimentRecord) -> Figure:
             "batch": min(anchor.batch_size, fit),
             "measured_low": base["low"],
             "measured_high": base["high"],
+            "measured_mean": base["mean"],
         }
         _measured_point(steps_ax, digits_ax, point, anchor=True)
     target = f"{record.target:.0%}" if record.target else "the target"
@@ -78,7 +79,7 @@ def _noise_scale(record: ExperimentRecord) -> Figure:
         ax.set_ylabel(f"{label} to the target (log)")
         ax.set_title(f"{label.capitalize()} to {target} validation accuracy", fontsize=10)
         ax.grid(alpha=0.3, which="both")
-    _legend(fig, "measured: interval of the mean over seeds, one epoch wider below")
+    _legend(fig, "measured: the mean over seeds and its interval, one epoch wider below")
     return fig
 
 
@@ -133,7 +134,8 @@ def _measured_point(steps_ax, digits_ax, values: dict, anchor: bool = False) -> 
             ax.plot([batch], [bottom], "^", color=color, ms=7, label=f"{label}: lower bound")
             continue
         ax.plot([batch, batch], [bottom, high * per], "-", color=color, lw=3, alpha=0.7)
-        ax.plot([batch], [math.sqrt(bottom * high * per)], "o", color=color, ms=5, label=label)
+        mean = values.get("measured_mean") or math.sqrt(max(low, 1.0) * high)
+        ax.plot([batch], [mean * per], "o", color=color, ms=5, label=label)
 
 
 def _legend(fig: Figure, note: str) -> None:

@@ -67,6 +67,15 @@ def overall(parts: Sequence[dict[str, Any]]) -> tuple[str, str]:
     if held:
         rest = len(parts) - len(held)
         tail = f"; {rest} of {len(parts)} not yet or not decidable" if rest else ""
+        ratios = [
+            max(p["values"]["predicted"], p["values"]["measured_mean"])
+            / min(p["values"]["predicted"], p["values"]["measured_mean"])
+            for p in held
+            if (p["values"].get("predicted") or 0) > 0
+            and (p["values"].get("measured_mean") or 0) > 0
+        ]
+        if ratios:
+            tail += f"; the point predictions within ×{max(ratios):.2g} of the measured means"
         return (
             "held",
             f"held: {len(held)} of {len(parts)} consequences within the measured intervals{tail}",
@@ -108,11 +117,13 @@ def reached(variant: VariantResult | None, fit: int, at: float) -> dict[str, Any
     if missing:
         end = (variant.epochs or 0) * fit
         mean = (sum(values) + missing * end) / (len(values) + missing)
-        return {"low": max(mean - fit, 0.0), "high": math.inf, "n": len(values) + missing}
+        n = len(values) + missing
+        return {"low": max(mean - fit, 0.0), "high": math.inf, "n": n, "mean": mean}
     mean, low, high = mean_interval(values, at)
+    mean = float(mean)
     if low is None:
-        return {"low": max(mean - fit, 0.0), "high": float(mean), "n": 1}
-    return {"low": max(float(low) - fit, 0.0), "high": float(high), "n": len(values)}
+        return {"low": max(mean - fit, 0.0), "high": mean, "n": 1, "mean": mean}
+    return {"low": max(float(low) - fit, 0.0), "high": float(high), "n": len(values), "mean": mean}
 
 
 def examples_ratio(batch: float, anchor: float, noise: float) -> float:
@@ -154,17 +165,23 @@ def _batch_part(v, base, b0, noise, noises, fit, at, record) -> dict:
         why = "the anchor did not reach the target in every seed: no point to anchor on"
         return part(v.name, words, "inconclusive", why=why, **numbers)
     low, high = base["low"] * min(ratios), base["high"] * max(ratios)
-    words = f"{words}: {span(low, high)} digits"
-    numbers |= {
-        "predicted_low": low,
-        "predicted_high": high,
-        "predicted": ratio * (base["low"] + base["high"]) / 2,
-    }
+    point = ratio * base["mean"]
+    words = f"{words}: ≈ {count(point)} ({span(low, high)}) digits"
+    numbers |= {"predicted_low": low, "predicted_high": high, "predicted": point}
     found = reached(v, fit, at)
     if found is None:
         return part(v.name, words, waiting, why=f"{v.name} has no finished runs", **numbers)
-    numbers |= {"measured_low": found["low"], "measured_high": found["high"]}
+    numbers |= {
+        "measured_low": found["low"],
+        "measured_high": found["high"],
+        "measured_mean": found["mean"] if math.isfinite(found["high"]) else None,
+    }
     measured = f"{span(found['low'], found['high'])} digits ({found['n']} seeds)"
+    if math.isfinite(found["high"]):
+        measured = (
+            f"≈ {count(found['mean'])} ({span(found['low'], found['high'])}) digits, "
+            f"{found['n']} seeds"
+        )
     if min(base["n"], found["n"]) < 2:
         why = "fewer than 2 seeds: no interval"
         return part(v.name, words, "inconclusive", measured, why, **numbers)
