@@ -326,7 +326,7 @@ def _follow(experiment: _Shared, opened: _Opened, workers: int, data_dir, consol
     Raises:
         DigitlabError: every worker ended with an error while cells were left.
     """
-    processes = _workers(opened, workers, data_dir)
+    processes = _workers(opened, workers if experiment.cells.left else 0, data_dir)
     left = [
         c for c in planned_cells(queue.setup_of(opened.study)) if not experiment.cells.resolved(c)
     ]

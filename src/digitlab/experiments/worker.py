@@ -97,9 +97,9 @@ def ready(experiment: _Experiment, cell: Cell) -> bool:
     return experiment.tuning[cell.variant].finished(variant.learning_rates)
 
 
-def work(job: Job, index: int = 0, stop: threading.Event | None = None) -> None:
+def work(job: Job, index: int = 0, stop: threading.Event | None = None) -> bool:
     """Claim and train cells until none is waiting or running anywhere, or a stop is wanted
-    (`stop` set, Ctrl-C or SIGTERM, or the parent gone).
+    (`stop` set, Ctrl-C or SIGTERM, or the parent gone); True if it stopped so.
 
     Raises:
         DigitlabError: the storage or the study can't be opened.
@@ -117,13 +117,14 @@ def work(job: Job, index: int = 0, stop: threading.Event | None = None) -> None:
         claimed = queue.claim(study, lambda cell: ready(experiment, cell), worker)
         if claimed is None:
             if not cells.left:
-                return
+                return False
             time.sleep(POLL_S)
             continue
         trial, cell = claimed
         with queue.beating(study, trial):
             _train(study, trial, cell, experiment, stop, first=trained == 0, index=index)
         trained += 1
+    return True
 
 
 def _train(
@@ -201,9 +202,9 @@ def process(job: Job, index: int, parent: int) -> None:
     with stop_on_signals() as stop:
         follow_parent(parent)
         try:
-            work(job, index, stop)
+            stopped = work(job, index, stop)
         except DigitlabError as exc:  # one line, as the parent would print it
             print(f"Error: experiment worker {index}: {exc}", file=sys.stderr)
             raise SystemExit(2) from None
-    if stop_wanted():
+    if stopped:
         raise SystemExit(130)
