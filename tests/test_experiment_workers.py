@@ -188,16 +188,23 @@ def test_a_worker_killed_mid_cell_has_its_cell_retried_and_the_experiment_comple
 def _setup(name: str, seeds: int) -> dict:
     """A study's setup as `digitlab experiment` writes it: one variant 'a', a tiny budget."""
     budget = {"epochs": 1, "train_samples": 300, "seeds": seeds}
-    definition = {"name": name, "question": "?", "budget": budget, "variants": [{"name": "a"}]}
-    return {"name": name, "definition": validate(Definition, definition, "test").model_dump(
-        mode="json"), "budget": budget, "policy": "same", "quick": False,
-        "created": "2026-01-01T00:00:00", "folder": "x"}  # fmt: skip
+    definition = validate(
+        Definition,
+        {"name": name, "question": "?", "budget": budget, "variants": [{"name": "a"}],
+         "learning_rate_policy": "same"},
+        "test",
+    )  # fmt: skip
+    return {"name": name, "definition": definition.model_dump(mode="json"), "quick": False,
+            "budget": definition.budget.model_dump(), "policy": "same",
+            "created": "2026-01-01T00:00:00", "folder": "x"}  # fmt: skip
 
 
 def _journal_study(tmp_path, seeds: int = 1) -> optuna.Study:
+    """The study `digitlab experiment` would make of `_setup` (so that it joins it)."""
     opened = open_storage(tmp_path / queue.JOURNAL_FILE, retries=queue.MAX_RETRIES)
     setup = _setup("pair", seeds)
-    study, created = queue.create_or_join(opened, "experiment-pair-test", setup, "test")
+    name = queue.study_name("pair", setup)
+    study, created = queue.create_or_join(opened, name, setup, "test")
     assert created
     queue.enqueue(study, [Cell("a", seed) for seed in range(seeds)])
     return study
@@ -216,6 +223,17 @@ def test_a_cell_whose_worker_dies_every_time_is_failed_after_the_retries(tmp_pat
     cells = queue.read_cells(study)
     assert list(cells.failed) == [Cell("a", 0)] and not cells.left
     assert len(cells.failed[Cell("a", 0)]) == queue.MAX_RETRIES + 1
+    # the record, assembled from the study (nothing left to train: no worker starts), names it
+    from digitlab.experiments.distributed import run_shared
+
+    definition = validate(Definition, queue.setup_of(study)["definition"], "test")
+    outcome = run_shared(  # joins the study: --resume would give the cell new tries
+        definition, storage=str(tmp_path / queue.JOURNAL_FILE), runs_dir=tmp_path / "runs",
+        live=False,
+    )  # fmt: skip
+    (variant,) = outcome.record.variants
+    assert variant.failed_seeds == (0,) and variant.runs == ()
+    assert "a: seed 0 failed on every try (3)" in outcome.record.conclusion[0]
 
 
 def test_on_postgresql_a_cell_whose_heartbeat_stopped_is_enqueued_again(
@@ -364,5 +382,5 @@ def test_the_experiment_is_a_study_tune_dashboard_shows(tmp_path):
     finally:
         server.shutdown()
         server.server_close()
-    assert shown["study_name"] == "experiment-pair-test"
+    assert shown["study_name"] == study.study_name
     assert shown["user_attrs"][0]["key"] == queue.SETUP_ATTR
