@@ -39,9 +39,29 @@ def test_judge_flags_far_images_and_close_calls():
     thresholds = {confidence.MARGIN: 0.3, confidence.RESIDUAL: 5.0}
     probabilities = np.array([[0.9, 0.1], [0.55, 0.45], [0.99, 0.01], [0.5, 0.5]])
     residual = np.array([1.0, 1.0, 9.0, 9.0])
-    _, confident, reasons = confidence.judge(probabilities, thresholds, residual)
+    _, confident, reasons = confidence.judge(
+        probabilities, thresholds, {confidence.RESIDUAL: residual}
+    )
     assert confident.tolist() == [True, False, False, False]
     assert reasons == [None, "unsure", "not a digit", "not a digit"]
+
+
+def test_judge_reads_the_verifiers_two_scores():
+    thresholds = {
+        confidence.MARGIN: 0.1,
+        confidence.OTHER: 0.5,
+        confidence.DISAGREE: 0.9,
+    }
+    probabilities = np.array([[0.9, 0.1]] * 4)
+    found = {
+        confidence.OTHER: np.array([0.1, 0.9, 0.1, 0.9]),
+        confidence.DISAGREE: np.array([0.1, 0.1, 0.95, 0.95]),
+    }
+    _, confident, reasons = confidence.judge(probabilities, thresholds, found)
+    assert confident.tolist() == [True, False, False, False]
+    assert reasons == [None, "not a digit", "unsure", "not a digit"]
+    only_one = {confidence.OTHER: found[confidence.OTHER]}
+    assert confidence.judge(probabilities, thresholds, only_one)[1] is None  # one is missing
 
 
 def test_calibrate_run_computes_and_the_run_stores(monkeypatch, tmp_path):
@@ -68,8 +88,9 @@ def test_calibrate_run_computes_and_the_run_stores(monkeypatch, tmp_path):
     )
     thresholds = confidence.calibrate_run(run)
     assert stored[0][0] is thresholds and thresholds["calibration_digits"] == 300
-    assert stored[0][1]["means"].shape == (10, 784)
-    assert stored[0][1]["components"].shape == (10, confidence.COMPONENTS, 784)
+    assert confidence.MARGIN in thresholds and "set_quantile_confident" in thresholds
+    # 300 training digits: too few for a verifier, so the margin judges alone
+    assert stored[0][1] == {} and confidence.OTHER not in thresholds
     assert list(tmp_path.iterdir()) == []  # the run, not confidence, writes its files
 
 
@@ -78,7 +99,10 @@ def test_a_new_run_is_calibrated_on_its_validation_digits(calibrated_run, mnist)
     thresholds = calibrated_run.thresholds
     assert thresholds["calibration_digits"] == 300
     assert thresholds["flagged_correct_calibration"] <= 0.03
+    assert {confidence.MARGIN, confidence.OTHER, confidence.DISAGREE} <= set(thresholds)
     assert (calibrated_run.path / STATS_FILE).is_file()
+    weights = calibrated_run.confidence_stats()
+    assert weights["verifier_kernel_1"].shape[1] == len(calibrated_run.class_names) + 1
 
     (_, _), (x_test, y_test) = mnist
     result = predict(calibrated_run, x_test[:1000])

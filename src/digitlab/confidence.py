@@ -4,28 +4,34 @@ Softmax always picks a class, so a scribble gets "8, 100%". Every prediction her
 verdict from one function, `judge`, which the CLI, `digitlab.predict`, `POST /predict` and the
 drawing page all reach through `verdicts`:
 
-- `confidence`: the top class probability;
+- `confidence`: the top class probability (the network's own number, not a guarantee);
 - `confident`: False when the answer should not be trusted, None for a run without
   calibrated thresholds (older runs: `digitlab calibrate RUN` adds them);
-- `reason`: `"unsure"` (the top two classes are close) or `"not a digit"` (the image is far
-  from every digit the run was trained on), None when confident.
+- `reason`: `"unsure"` (a close call, or a second network disagrees) or `"not a digit"`
+  (the image is unlike every digit the run learned from), None when confident;
+- `prediction_set`: the digits that hold the true one with 95% probability
+  (`digitlab.conformal`).
 
-Two scores, chosen by measurement (`benchmarks/bench_ood.py`, `benchmarks/RESULTS.md`):
+Three scores, chosen by measurement (`benchmarks/bench_verdict.py`, `benchmarks/RESULTS.md`,
+"The verdict under shift"):
 
-- **unsure**: the margin between the top two probabilities. It catches two-digits-close
-  answers but barely any non-digit: a network trained on digits is as sure of a letter.
-- **not a digit**: a reconstruction check in pixel space. For each class, the 20 main
-  directions (PCA) of its training digits are fitted once; an image's score is its distance
-  from the span of the predicted class's directions. A letter, a scribble or noise read as
-  a "3" is far from every real 3. It measured better than the maximum softmax probability,
-  the energy score and the Mahalanobis distance on the last hidden layer, alone or combined.
+- **unsure**: the margin between the run's top two probabilities;
+- **unsure**: the run's *verifier* (`digitlab.outliers`), a small second network trained
+  with the run, gives the run's answer little probability: two networks built differently
+  rarely make the same confident mistake, on a corrupted digit or another hand;
+- **not a digit**: the verifier's probability of its extra class, "not a digit", learned by
+  outlier exposure (Hendrycks et al. 2019) from Fashion-MNIST and synthetic strokes, blobs,
+  textures, noise, overlapping and turned digits; never from letters or the fonts
+  `benchmarks/bench_ood.py` measures with.
 
-Both thresholds are calibrated on real digits the network did not train on: the run's
+Each threshold is calibrated on real digits the network did not train on: the run's
 validation split when it has one, else the first half of the test split (the second half
-stays for measuring). Each flags at most 1% of the correctly classified calibration digits,
-so at most 2% in all. This module computes them; the run keeps them
-(`Run.store_calibration`: the thresholds in `RunConfig.thresholds`, the class directions in a
-file beside it, read back by `Run.confidence_stats`).
+stays for measuring). Each flags at most its `FLAG_RATES` share of the correctly classified
+calibration digits, 2% in all. This module computes them; the run keeps them
+(`Run.store_calibration`: the thresholds in `RunConfig.thresholds`, the verifier's weights in
+a file beside it, read back by `Run.confidence_stats`). Runs calibrated before issue 22 keep
+their "not a digit" check, a distance from the predicted class's 20 main PCA directions
+(`residuals`), until `digitlab calibrate RUN` replaces it.
 """
 
 from __future__ import annotations
@@ -36,20 +42,32 @@ from typing import Any
 
 import numpy as np
 
-from digitlab import conformal
-from digitlab.data import PIXEL_MAX
+from digitlab import conformal, outliers
+from digitlab.data import DEFAULT_DATASET, PIXEL_MAX
 from digitlab.errors import RunError
 
-COMPONENTS = 20  # PCA directions per class
-FIT_PER_CLASS = 4000  # training digits per class the directions are fitted on
-FLAG_RATE = 0.01  # each score flags at most this fraction of correct calibration digits
 UNSURE, NOT_A_DIGIT = "unsure", "not a digit"
-MARGIN, RESIDUAL = "unsure_margin", "not_a_digit_residual"
+MARGIN = "unsure_margin"  # flags a top-two margin below it
+DISAGREE = "unsure_verifier"  # flags a verifier probability of the answer below 1 − it
+OTHER = "not_a_digit_verifier"  # flags a verifier "not a digit" probability above it
+RESIDUAL = "not_a_digit_residual"  # runs calibrated before issue 22: a PCA distance above it
+REASONS = {DISAGREE: UNSURE, OTHER: NOT_A_DIGIT, RESIDUAL: NOT_A_DIGIT}
+FLAG_RATES = {MARGIN: 0.005, DISAGREE: 0.0075, OTHER: 0.0075}  # of correct calibration digits
+COMPONENTS = 20  # PCA directions per class (issue 12's check)
+FIT_PER_CLASS = 4000  # training digits per class the directions are fitted on
 
 
-# --------------------------------------------------------------------------------- the stats
+# -------------------------------------------------------------------------------- the scores
+def margins(probabilities: np.ndarray) -> np.ndarray:
+    """Top probability minus the second, per row."""
+    top2 = np.sort(np.asarray(probabilities, dtype=np.float64), axis=1)[:, -2:]
+    return top2[:, 1] - top2[:, 0]
+
+
 def fit_stats(images: np.ndarray, labels: np.ndarray, num_classes: int) -> dict[str, np.ndarray]:
-    """Per class: the mean training image and its `COMPONENTS` main directions (PCA).
+    """Per class: the mean training image and its `COMPONENTS` main directions (PCA), which
+    `residuals` measures against (issue 12's "not a digit" check; calibration no longer
+    fits them, but a run that has them keeps them, and tests build one with them).
 
     The directions are the top eigenvectors of each class's 784×784 covariance (the same
     span as the SVD of its centred digits, at a tenth of the cost: ~0.5 s for ten classes).
@@ -74,8 +92,14 @@ def fit_stats(images: np.ndarray, labels: np.ndarray, num_classes: int) -> dict[
     }
 
 
+def _flat(images: np.ndarray) -> np.ndarray:
+    images = np.asarray(images)
+    return images.reshape(len(images), -1).astype(np.float32) / np.float32(PIXEL_MAX)
+
+
 def residuals(stats: dict[str, np.ndarray], images: np.ndarray, predicted: np.ndarray):
-    """Each image's distance (0–1 pixels) from its predicted class's PCA span."""
+    """Each image's distance (0–1 pixels) from its predicted class's PCA span (the "not a
+    digit" score of runs calibrated before issue 22)."""
     x = _flat(images)
     predicted = np.asarray(predicted)
     out = np.empty(len(x), dtype=np.float64)
@@ -87,15 +111,34 @@ def residuals(stats: dict[str, np.ndarray], images: np.ndarray, predicted: np.nd
     return out
 
 
-def margins(probabilities: np.ndarray) -> np.ndarray:
-    """Top probability minus the second, per row."""
-    top2 = np.sort(np.asarray(probabilities, dtype=np.float64), axis=1)[:, -2:]
-    return top2[:, 1] - top2[:, 0]
+def scores(
+    stats: dict[str, np.ndarray], keys, images: np.ndarray, probabilities: np.ndarray
+) -> dict[str, np.ndarray]:
+    """The scores `keys` name (`REASONS`' keys; others are ignored) for each image, higher
+    meaning more doubtful, from the run's stored `stats`.
 
-
-def _flat(images: np.ndarray) -> np.ndarray:
-    images = np.asarray(images)
-    return images.reshape(len(images), -1).astype(np.float32) / np.float32(PIXEL_MAX)
+    Raises:
+        RunError: the stats lack what a key needs, or don't fit the images (a damaged or
+            mismatched confidence.npz).
+    """
+    keys = [key for key in REASONS if key in keys]
+    predicted = np.asarray(probabilities).argmax(axis=1)
+    out = {}
+    try:
+        if RESIDUAL in keys:
+            out[RESIDUAL] = residuals(stats, images, predicted)
+        if OTHER in keys or DISAGREE in keys:
+            verifier = outliers.verifier_probabilities(stats, images)
+            digits = verifier[:, :-1]
+            answer = digits[np.arange(len(digits)), predicted]
+            out[OTHER] = verifier[:, -1]
+            out[DISAGREE] = 1 - answer / np.maximum(digits.sum(axis=1), 1e-12)
+    except (KeyError, ValueError, IndexError) as exc:
+        raise RunError(
+            f"the run's confidence.npz doesn't fit its thresholds ({exc}); run "
+            "`digitlab calibrate RUN` to write it again"
+        ) from None
+    return out
 
 
 # --------------------------------------------------------------------------------- calibrate
@@ -104,36 +147,46 @@ def calibrate(
     train: tuple[np.ndarray, np.ndarray],
     calibration: tuple[np.ndarray, np.ndarray],
     num_classes: int,
+    dataset: str = DEFAULT_DATASET,
 ) -> tuple[dict[str, float], dict[str, np.ndarray]]:
-    """Fit the class directions on `train` and the thresholds on `calibration` digits.
+    """Train the verifier on `train` and set the thresholds on `calibration` digits.
 
     Args:
         predict_proba: uint8 N×H×W → N×classes probabilities (`Run.predict_proba`).
-        train: (images, labels) the network trained on; the PCA directions come from these.
+        train: (images, labels) the network trained on; the verifier trains on these. With
+            fewer than `outliers.MIN_DIGITS`, or for a dataset other than the digits, there
+            is no verifier, and only the margin judges.
         calibration: (images, labels) it did not train on; each threshold flags at most
-            `FLAG_RATE` of those it classifies correctly.
+            its `FLAG_RATES` share of those it classifies correctly, and the prediction
+            sets' quantiles come from them too (`conformal.calibrate`).
+        dataset: the run's dataset; "not a digit" is learned for the digits only.
 
     Returns:
-        The thresholds for `RunConfig.thresholds` and the class directions (`means`,
-        `components`), both for `Run.store_calibration`.
+        The thresholds for `RunConfig.thresholds` and the verifier's weights (empty without
+        one), both for `Run.store_calibration`.
     """
-    stats = fit_stats(*train, num_classes)
     images, labels = calibration
     probabilities = predict_proba(images)
-    predicted = probabilities.argmax(axis=1)
-    correct = predicted == np.asarray(labels)
+    correct = probabilities.argmax(axis=1) == np.asarray(labels)
     if correct.sum() < 100:
         raise RunError(
             f"only {int(correct.sum())} correctly classified calibration digits; "
             "calibrating needs at least 100"
         )
-    every = residuals(stats, images, predicted)
     thresholds = {
-        MARGIN: float(np.quantile(margins(probabilities)[correct], FLAG_RATE)),
-        RESIDUAL: float(np.quantile(every[correct], 1 - FLAG_RATE)),
+        MARGIN: float(np.quantile(margins(probabilities)[correct], FLAG_RATES[MARGIN])),
         "calibration_digits": float(len(labels)),
     }
-    confident = judge(probabilities, thresholds, every)[1]
+    stats: dict[str, np.ndarray] = {}
+    digits = dataset == DEFAULT_DATASET and images.shape[1:] == outliers.FRAME
+    if digits and len(train[0]) >= outliers.MIN_DIGITS:
+        stats, seen = outliers.train_verifier(*train, num_classes)
+        thresholds["verifier_examples"] = float(sum(seen.values()))
+        found = scores(stats, (OTHER, DISAGREE), images, probabilities)
+        for key in (OTHER, DISAGREE):
+            thresholds[key] = float(np.quantile(found[key][correct], 1 - FLAG_RATES[key]))
+    found = scores(stats, thresholds, images, probabilities)
+    confident = judge(probabilities, thresholds, found)[1]
     thresholds["flagged_correct_calibration"] = round(float(np.mean(~confident[correct])), 6)
     thresholds |= conformal.calibrate(probabilities, labels, confident)
     return thresholds, stats
@@ -163,30 +216,34 @@ def calibration_split(
 def judge(
     probabilities: np.ndarray,
     thresholds: dict[str, float],
-    residual: np.ndarray | None = None,
+    scores: dict[str, np.ndarray] | None = None,
 ) -> tuple[np.ndarray, np.ndarray | None, list[str | None]]:
     """The verdict for each row of probabilities: the one rule everyone applies.
 
     Args:
         probabilities: N×classes, rows summing to 1.
         thresholds: a run's calibrated thresholds (`Run.thresholds`); {} for an old run.
-        residual: each image's `residuals` score; needed when thresholds are given.
+        scores: each image's score for every threshold of `REASONS` the run has (`scores`).
 
     Returns:
         (confidence, confident, reason): the top probabilities; a boolean array, or None
-        when there are no thresholds; per row `"not a digit"`, `"unsure"` or None.
+        when there are no thresholds (or their scores are missing); per row `"not a
+        digit"`, `"unsure"` or None. "not a digit" goes first when both apply.
     """
     probabilities = np.asarray(probabilities, dtype=np.float64)
     confidence = probabilities.max(axis=1)
-    if MARGIN not in thresholds or RESIDUAL not in thresholds or residual is None:
+    needed = [key for key in REASONS if key in thresholds]
+    if MARGIN not in thresholds or any(key not in (scores or {}) for key in needed):
         return confidence, None, [None] * len(probabilities)
-    not_digit = np.asarray(residual) > thresholds[RESIDUAL]
-    unsure = margins(probabilities) < thresholds[MARGIN]
+    flagged = {UNSURE: margins(probabilities) < thresholds[MARGIN]}
+    flagged[NOT_A_DIGIT] = np.zeros(len(probabilities), dtype=bool)
+    for key in needed:
+        flagged[REASONS[key]] = flagged[REASONS[key]] | (np.asarray(scores[key]) > thresholds[key])
     reasons = [
         NOT_A_DIGIT if far else UNSURE if close else None
-        for far, close in zip(not_digit, unsure, strict=True)
+        for far, close in zip(flagged[NOT_A_DIGIT], flagged[UNSURE], strict=True)
     ]
-    return confidence, ~(not_digit | unsure), reasons
+    return confidence, ~(flagged[NOT_A_DIGIT] | flagged[UNSURE]), reasons
 
 
 def verdicts(run: Any, images: np.ndarray, probabilities: np.ndarray) -> list[dict[str, Any]]:
@@ -196,13 +253,16 @@ def verdicts(run: Any, images: np.ndarray, probabilities: np.ndarray) -> list[di
     `images` are the uint8 N×H×W the network read; `probabilities` its answers. A run without
     thresholds gets `confident`, `reason` and `prediction_set` None; one calibrated before
     prediction sets existed gets `prediction_set` None (`conformal.prediction_sets`).
+
+    Raises:
+        RunError: the run's confidence.npz is missing or damaged (`Run.confidence_stats`).
     """
     thresholds = run.thresholds
-    residual = None
-    if MARGIN in thresholds and RESIDUAL in thresholds:
-        stats = run.confidence_stats()
-        residual = residuals(stats, images, np.asarray(probabilities).argmax(axis=1))
-    confidence, confident, reasons = judge(probabilities, thresholds, residual)
+    found = None
+    if MARGIN in thresholds:
+        stored = run.confidence_stats() if any(key in thresholds for key in REASONS) else {}
+        found = scores(stored, thresholds, images, probabilities)
+    confidence, confident, reasons = judge(probabilities, thresholds, found)
     sets = conformal.prediction_sets(probabilities, confident, thresholds)
     return [
         {
@@ -232,19 +292,22 @@ def calibrate_run(run: Any, data_dir: str | Path | None = None) -> dict[str, flo
     if train_samples is not None:
         x_train, y_train = x_train[:train_samples], y_train[:train_samples]
     train, held_out = calibration_split(x_train, y_train, test, run.spec.train.validation_split)
-    thresholds, stats = calibrate(run.predict_proba, train, held_out, len(run.class_names))
+    thresholds, stats = calibrate(
+        run.predict_proba, train, held_out, len(run.class_names), run.dataset.name
+    )
     run.store_calibration(thresholds, stats)
     return thresholds
 
 
 def calibration_message(run_name: str, thresholds: dict[str, float]) -> str:
-    """The line `digitlab calibrate` prints: on how many digits, both thresholds, and the
-    share of correct answers they flag."""
+    """The line `digitlab calibrate` prints: on how many digits, what judges, the share of
+    correct answers flagged, and the prediction sets' coverage."""
+    judges = "the top-two margin" + (
+        " and a verifier network (unsure, not a digit)" if OTHER in thresholds else ""
+    )
     flagged = thresholds["flagged_correct_calibration"]
     return (
         f"calibrated {run_name} on {int(thresholds['calibration_digits'])} held-out digits: "
-        f"unsure below a top-two margin of {thresholds['unsure_margin']:.3f}, not a digit "
-        f"above a reconstruction distance of {thresholds['not_a_digit_residual']:.2f}; "
-        f"{flagged:.1%} of the correctly classified ones flagged; prediction sets hold the "
-        f"true digit {thresholds['set_coverage']:.0%} of the time"
+        f"{judges} flag {flagged:.1%} of the correctly classified ones; prediction sets "
+        f"hold the true digit {thresholds['set_coverage']:.0%} of the time"
     )

@@ -11,7 +11,9 @@ detection, crop, 20 px box, centre of mass), except uniform noise, which is alre
 - `noise`: uniform noise, every pixel 0–255.
 - `shapes`: a circle, a square or a cross, random size, line width and rotation.
 
-`benchmarks/bench_ood.py` reports the fraction of each family a run flags.
+`benchmarks/bench_ood.py` reports the fraction of each family a run flags. `typeset_digits`
+gives the other side, digits in the same fonts (`benchmarks/bench_verdict.py`). None of these
+is ever trained on: the "not a digit" side learns from `digitlab.outliers`.
 """
 
 from __future__ import annotations
@@ -41,16 +43,30 @@ def _canvas() -> tuple[Image.Image, ImageDraw.ImageDraw]:
     return image, ImageDraw.Draw(image)
 
 
-def letters(fonts: list[Path] | None = None) -> np.ndarray:
-    """A–Z in each font, white on black, preprocessed: 26 × len(fonts) images."""
+def _typeset(characters: str, fonts: list[Path] | None) -> np.ndarray:
+    """Each character in each font, white on black, preprocessed: font by font."""
     out = []
     for path in dejavu_fonts() if fonts is None else fonts:
         font = ImageFont.truetype(str(path), 180)
-        for letter in "ABCDEFGHIJKLMNOPQRSTUVWXYZ":
+        for character in characters:
             image, draw = _canvas()
-            draw.text((CANVAS // 2, CANVAS // 2), letter, fill=PIXEL_MAX, font=font, anchor="mm")
+            mid = CANVAS // 2
+            draw.text((mid, mid), character, fill=PIXEL_MAX, font=font, anchor="mm")
             out.append(preprocess(image))
     return np.stack(out) if out else np.zeros((0, *FRAME), np.uint8)
+
+
+def letters(fonts: list[Path] | None = None) -> np.ndarray:
+    """A–Z in each font, white on black, preprocessed: 26 × len(fonts) images."""
+    return _typeset("ABCDEFGHIJKLMNOPQRSTUVWXYZ", fonts)
+
+
+def typeset_digits(fonts: list[Path] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """0–9 in each font, preprocessed, and their labels: digits, but not handwritten ones
+    (`benchmarks/bench_verdict.py` measures how many of these the verdict flags)."""
+    digits = "0123456789"
+    images = _typeset(digits, fonts)
+    return images, np.tile(np.arange(len(digits)), len(images) // len(digits))
 
 
 def scribbles(n: int, rng: np.random.Generator) -> np.ndarray:

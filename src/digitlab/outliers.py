@@ -7,7 +7,9 @@ images (white on black):
 
 - `fashion`: Fashion-MNIST's training images (Debian's dataset-fashion-mnist), half as they
   are, half framed as a drawing is (`preprocess`: thresholded, 20 px box, centre of mass);
-- `strokes`: smooth random curves and zigzags, 1–3 of them, drawn with a pen;
+- `strokes`: smooth random curves and zigzags, 1–3 of them, or a polygon's or a star's
+  outline, drawn with a pen;
+- `rings`: an ellipse or a polygon with 1–3 marks inside (a face, a ⊕): a 0 is empty;
 - `blobs`: filled ellipses and polygons, 1–3 of them;
 - `textures`: gratings, checkerboards and thresholded smooth noise over the whole frame;
 - `speckle`: Gaussian noise and sparse dots;
@@ -19,6 +21,16 @@ makes the other side: digits as people's pens and scanners change them (stroke w
 low resolution, elastic warps, faint ink, a drawing's thresholded strokes), so that shift
 alone is not taken for "not a digit". None of MNIST-C's 15 corruptions (`digitlab.corruptions`)
 is among them: those are kept for measuring.
+
+From both, `train_verifier` fits the run's **verifier**: a second, small network that reads
+the digit differently from the run's own (a histogram of oriented gradients, Dalal & Triggs
+2005, of the image moved so its centre of mass is the frame's middle, into one hidden layer
+of `HIDDEN` relu units) and answers in one more class than the run: "not a digit". The
+verdict (`digitlab.confidence`) flags an answer as "not a digit" when the verifier gives that
+class too much probability, and as "unsure" when the verifier gives the run's answer too
+little: two networks built differently rarely make the same confident mistake (the
+argument of deep ensembles, Lakshminarayanan et al. 2017). It trains in seconds with the run
+and is stored with it (`verifier_probabilities` reads it back in NumPy).
 """
 
 from __future__ import annotations
@@ -31,10 +43,11 @@ from PIL import Image, ImageDraw
 from scipy import ndimage
 
 from digitlab.data import PIXEL_MAX
+from digitlab.errors import DigitlabError
 from digitlab.preprocess import BOX_FRACTION, FRAME, _centre, _fit_box, _ink_box, _thicken
 
 CANVAS = 64  # px: drawings are made this size, then framed as a drawn digit is
-KINDS = ("fashion", "strokes", "blobs", "textures", "speckle", "overlays", "turned")
+KINDS = ("fashion", "strokes", "rings", "blobs", "textures", "speckle", "overlays", "turned")
 
 
 # ------------------------------------------------------------------------------- not digits
@@ -69,14 +82,56 @@ def _curve(rng: np.random.Generator) -> list[tuple[float, float]]:
     return [tuple(p) for p in bezier]
 
 
+def _outline(rng: np.random.Generator) -> list[tuple[float, float]]:
+    """A closed outline: a triangle, a pentagon, a hexagon or a five-pointed star (never an
+    ellipse, which a 0 is, nor a square, which `digitlab.ood` keeps for measuring)."""
+    corners = int(rng.choice([3, 5, 6, 10]))
+    turn = np.linspace(0, 2 * math.pi, corners, endpoint=False) + rng.uniform(0, 2 * math.pi)
+    radius = rng.uniform(0.22, 0.44) * CANVAS * np.ones(corners)
+    if corners == 10:  # a star: every other corner pulled in
+        radius[1::2] *= 0.45
+    points = CANVAS / 2 + np.stack([radius * np.cos(turn), radius * np.sin(turn)], axis=1)
+    return [tuple(p) for p in np.concatenate([points, points[:1]])]
+
+
 def strokes(n: int, rng: np.random.Generator) -> np.ndarray:
-    """`n` drawings of 1–3 smooth random curves or zigzags."""
+    """`n` drawings of 1–3 smooth random curves or zigzags, or of an outline and a curve."""
     out = []
     for _ in range(n):
         image = Image.new("L", (CANVAS, CANVAS), 0)
         draw = ImageDraw.Draw(image)
+        lines = [_curve(rng) for _ in range(rng.integers(1, 4))]
+        if rng.random() < 0.25:
+            lines = [_outline(rng), *lines[:1]] if rng.random() < 0.5 else [_outline(rng)]
+        for line in lines:
+            draw.line(line, fill=PIXEL_MAX, width=_pen(rng), joint="curve")
+        out.append(_framed(image))
+    return np.stack(out)
+
+
+def rings(n: int, rng: np.random.Generator) -> np.ndarray:
+    """`n` closed outlines (an ellipse or a polygon) with 1–3 marks inside: dots or short
+    arcs. An empty ring is a 0; one with something in it (a face, a ⊕) is not."""
+    out = []
+    for _ in range(n):
+        image = Image.new("L", (CANVAS, CANVAS), 0)
+        draw = ImageDraw.Draw(image)
+        half = rng.uniform(0.28, 0.44, 2) * CANVAS
+        pen = _pen(rng)
+        if rng.random() < 0.6:
+            box = [CANVAS / 2 - half[0], CANVAS / 2 - half[1], CANVAS / 2 + half[0]]
+            draw.ellipse([*box, CANVAS / 2 + half[1]], outline=PIXEL_MAX, width=pen)
+        else:
+            draw.line(_outline(rng), fill=PIXEL_MAX, width=pen, joint="curve")
         for _ in range(rng.integers(1, 4)):
-            draw.line(_curve(rng), fill=PIXEL_MAX, width=_pen(rng), joint="curve")
+            at = CANVAS / 2 + rng.uniform(-0.5, 0.5, 2) * half
+            if rng.random() < 0.5:  # a dot
+                r = rng.uniform(1.5, 4)
+                draw.ellipse([*(at - r), *(at + r)], fill=PIXEL_MAX)
+            else:  # a short arc or line
+                start, length = rng.uniform(0, 360), rng.uniform(40, 180)
+                r = rng.uniform(4, 0.6 * half.min())
+                draw.arc([*(at - r), *(at + r)], start, start + length, fill=PIXEL_MAX, width=pen)
         out.append(_framed(image))
     return np.stack(out)
 
@@ -135,7 +190,10 @@ def fashion(n: int, rng: np.random.Generator, data_dir=None) -> np.ndarray:
 
     # the registry's other dataset, Fashion-MNIST: real images of things that are no digit
     clothes = next(name for name in DATASET_NAMES if name != DEFAULT_DATASET)
-    (images, _), _ = load_dataset(clothes, data_dir=data_dir)
+    try:
+        (images, _), _ = load_dataset(clothes, data_dir=data_dir)
+    except DigitlabError:  # not installed here (make system-deps): the other kinds stand in
+        return np.zeros((0, *FRAME), np.uint8)
     chosen = images[rng.choice(len(images), n, replace=False)]
     half = n // 2
     framed = [_framed(image, level=int(rng.integers(20, 120))) for image in chosen[:half]]
@@ -178,11 +236,12 @@ def not_digits(
 ) -> dict[str, np.ndarray]:
     """About `n` non-digits of every kind (`KINDS`), made from `seed`."""
     rng = np.random.default_rng(seed)
-    share = {"fashion": 0.2, "strokes": 0.2, "blobs": 0.1, "textures": 0.05}
+    share = {"fashion": 0.2, "strokes": 0.15, "rings": 0.05, "blobs": 0.1, "textures": 0.05}
     share |= {"speckle": 0.05, "overlays": 0.2, "turned": 0.2}
     makers: dict[str, Callable[[int], np.ndarray]] = {
         "fashion": lambda k: fashion(k, rng, data_dir),
         "strokes": lambda k: strokes(k, rng),
+        "rings": lambda k: rings(k, rng),
         "blobs": lambda k: blobs(k, rng),
         "textures": lambda k: textures(k, rng),
         "speckle": lambda k: speckle(k, rng),
@@ -243,10 +302,24 @@ def _faint(x, rng):
     return x * rng.uniform(0.3, 0.7, (len(x), 1, 1))
 
 
-def _drawn(x, rng):
-    """Strokes as a drawing's: thresholded, then anti-aliased by the downscale."""
-    big = ndimage.zoom(x, (1, 4, 4), order=1) > 0.5
-    return ndimage.zoom(big.astype(np.float64), (1, 0.25, 0.25), order=1)
+def _drawn(x, rng, factor: int = 4):
+    """Strokes as a drawing's: thresholded at `factor`× the size (bilinear), then each
+    factor×factor block averaged (the downscale's anti-aliasing)."""
+    n, height, width = x.shape
+    rows, cols = _bilinear(height, factor), _bilinear(width, factor)
+    big = (rows @ x.astype(np.float32) @ cols.T) > 0.5  # two small matrix products per image
+    return big.reshape(n, height, factor, width, factor).mean(axis=(2, 4))
+
+
+def _bilinear(size: int, factor: int) -> np.ndarray:
+    """The (size·factor)×size matrix of bilinear upsampling (pixel centres aligned)."""
+    at = np.clip((np.arange(size * factor) + 0.5) / factor - 0.5, 0, size - 1)
+    low = np.floor(at).astype(np.intp)
+    high = np.minimum(low + 1, size - 1)
+    matrix = np.zeros((size * factor, size), np.float32)
+    np.add.at(matrix, (np.arange(size * factor), low), 1 - (at - low))
+    np.add.at(matrix, (np.arange(size * factor), high), at - low)
+    return matrix
 
 
 SHIFT_FUNCTIONS = {
@@ -258,3 +331,136 @@ SHIFT_FUNCTIONS = {
     "faint": _faint,
     "drawn": _drawn,
 }
+
+
+# ---------------------------------------------------------------------------- the verifier
+CELL, BINS = 4, 9  # histogram cells of 4×4 px, 9 orientations over 180° (Dalal & Triggs)
+HIDDEN = 256  # the verifier's relu units
+EPOCHS, BATCH_SIZE = 8, 128
+MAX_DIGITS = 40_000  # training digits the verifier sees (and as many shifted copies)
+NON_DIGITS_PER_DIGIT = 0.75  # non-digits made per training digit
+MIN_DIGITS = 1_000  # fewer training digits than this: no verifier (a run of a few hundred)
+WEIGHTS = ("kernel_0", "bias_0", "kernel_1", "bias_1")  # stored as verifier_<name>
+
+
+def centred(images: np.ndarray) -> np.ndarray:
+    """The images moved, by whole pixels, so each one's centre of mass is the frame's middle
+    ((14, 14) in 28×28, where MNIST and `preprocess` put it): a digit off the centre reads
+    as the same digit."""
+    x = np.asarray(images, dtype=np.float32)
+    _, height, width = x.shape
+    ink = np.maximum(x.sum(axis=(1, 2)), 1e-9)
+    row = (x.sum(axis=2) * np.arange(height)).sum(axis=1) / ink
+    col = (x.sum(axis=1) * np.arange(width)).sum(axis=1) / ink
+    shifts = np.floor(np.stack([height / 2 - row, width / 2 - col], axis=1) + 0.5)
+    out = np.zeros_like(images)
+    for i, (down, right) in enumerate(shifts.astype(int)):
+        rows = slice(max(0, -down), height - max(0, down))
+        cols = slice(max(0, -right), width - max(0, right))
+        source = images[i, rows, cols]
+        top, left = max(0, down), max(0, right)
+        out[i, top : top + source.shape[0], left : left + source.shape[1]] = source
+    return out
+
+
+def features(images: np.ndarray) -> np.ndarray:
+    """What the verifier reads: each centred image's histogram of oriented gradients, in
+    `CELL`-px cells, each 2×2 block of cells normalised (N×(6·6·4·9) for 28×28)."""
+    images = np.asarray(images)
+    chunk = 8192  # images at a time: the gradients of 8,192 take ~50 MB
+    return (
+        np.concatenate(
+            [_gradient_histograms(images[at : at + chunk]) for at in range(0, len(images), chunk)]
+        )
+        if len(images)
+        else np.zeros((0, 0), np.float32)
+    )
+
+
+def _gradient_histograms(images: np.ndarray) -> np.ndarray:
+    x = centred(images).astype(np.float32) / np.float32(PIXEL_MAX)
+    padded = np.pad(x, ((0, 0), (1, 1), (1, 1)))  # beyond the frame is background, 0
+    gy = padded[:, 2:, 1:-1] - padded[:, :-2, 1:-1]  # central differences (× 2: the
+    gx = padded[:, 1:-1, 2:] - padded[:, 1:-1, :-2]  # blocks are normalised anyway)
+    magnitude = np.hypot(gx, gy)
+    angle = np.mod(np.arctan2(gy, gx), np.pi)  # unsigned: a stroke's two edges agree
+    which = np.minimum((angle * (BINS / np.pi)).astype(np.intp), BINS - 1)
+    n, height, width = x.shape
+    rows, cols = height // CELL, width // CELL
+    cell_row = np.minimum(np.arange(height) // CELL, rows - 1)  # a ragged edge joins the last
+    cell_col = np.minimum(np.arange(width) // CELL, cols - 1)
+    cell = (cell_row[:, None] * cols + cell_col[None, :]) * BINS
+    slot = (np.arange(n)[:, None, None] * (rows * cols * BINS) + cell) + which
+    cells = np.bincount(slot.ravel(), magnitude.ravel(), n * rows * cols * BINS)
+    cells = cells.reshape(n, rows, cols, BINS).astype(np.float32)
+    blocks = np.concatenate(
+        [cells[:, i : rows - 1 + i, j : cols - 1 + j] for i in (0, 1) for j in (0, 1)], axis=3
+    )
+    blocks /= np.sqrt((blocks**2).sum(axis=3, keepdims=True) + 1e-3)
+    return blocks.reshape(n, -1)
+
+
+def training_set(digits: np.ndarray, labels: np.ndarray, num_classes: int, seed: int = 0):
+    """The verifier's examples: up to `MAX_DIGITS` training digits, a shifted copy of each,
+    and `NON_DIGITS_PER_DIGIT` non-digits per digit, labelled `num_classes`; shuffled.
+
+    Returns:
+        (images, targets, counts): uint8 N×28×28, int targets, how many of each kind.
+    """
+    rng = np.random.default_rng(seed)
+    chosen = rng.choice(len(digits), min(len(digits), MAX_DIGITS), replace=False)
+    clean, classes = digits[chosen], np.asarray(labels)[chosen]
+    others = not_digits(round(len(chosen) * NON_DIGITS_PER_DIGIT), digits, labels, seed=seed)
+    counts = {"digits": len(clean), "shifted": len(clean)}
+    counts |= {kind: len(images) for kind, images in others.items()}
+    images = np.concatenate([clean, shifted(clean, rng), *others.values()])
+    targets = np.concatenate([classes, classes, np.full(len(images) - 2 * len(clean), num_classes)])
+    order = rng.permutation(len(images))
+    return images[order], targets[order].astype(np.int32), counts
+
+
+def train_verifier(
+    digits: np.ndarray, labels: np.ndarray, num_classes: int, seed: int = 0
+) -> tuple[dict[str, np.ndarray], dict[str, int]]:
+    """Fit the verifier (Keras, a fixed seed: the same digits give the same weights).
+
+    Args:
+        digits: uint8 N×28×28 training digits (the run's own).
+        labels: their classes, 0 … num_classes − 1.
+
+    Returns:
+        The weights (`verifier_kernel_0`, … for `Run.store_calibration`) and how many
+        examples of each kind it saw.
+    """
+    import keras
+
+    images, targets, counts = training_set(digits, labels, num_classes, seed)
+    x = features(images)
+    model = keras.Sequential(
+        [
+            keras.Input((x.shape[1],)),
+            keras.layers.Dense(
+                HIDDEN, "relu", kernel_initializer=keras.initializers.GlorotUniform(seed)
+            ),
+            keras.layers.Dense(
+                num_classes + 1,
+                "softmax",
+                kernel_initializer=keras.initializers.GlorotUniform(seed + 1),
+            ),
+        ]
+    )
+    model.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy")
+    model.fit(x, targets, batch_size=BATCH_SIZE, epochs=EPOCHS, shuffle=False, verbose=0)
+    weights = [np.asarray(w, np.float32) for w in model.get_weights()]
+    return {f"verifier_{name}": w for name, w in zip(WEIGHTS, weights, strict=True)}, counts
+
+
+def verifier_probabilities(weights: dict[str, np.ndarray], images: np.ndarray) -> np.ndarray:
+    """The verifier's probabilities for uint8 N×28×28 images: N×(classes + 1), the last
+    column "not a digit"."""
+    w = [weights[f"verifier_{name}"] for name in WEIGHTS]
+    hidden = np.maximum(features(images) @ w[0] + w[1], 0)
+    logits = hidden @ w[2] + w[3]
+    logits -= logits.max(axis=1, keepdims=True)
+    odds = np.exp(logits)
+    return odds / odds.sum(axis=1, keepdims=True)

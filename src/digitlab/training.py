@@ -245,12 +245,13 @@ def _evaluate(folder: Path, model, spec, dataset, log, test, pictures: bool) -> 
 
 
 def _calibrated(model, spec, config, calibration, folder: Path) -> RunConfig:
-    """Calibrate the confidence thresholds; keep the class directions in `folder`."""
+    """Calibrate the confidence verdict; keep its verifier network's weights in `folder`."""
     from digitlab.confidence import calibrate
 
     classes = len(config.dataset.class_names)
+    predict = probability_function(model, spec)
     try:
-        thresholds, stats = calibrate(probability_function(model, spec), *calibration, classes)
+        thresholds, stats = calibrate(predict, *calibration, classes, config.dataset.name)
     except RunError:  # too few correct held-out digits (a tiny or weak run): still a run,
         return config  # saved without thresholds, like a run from before calibration
     write_run_files(folder, stats=stats)

@@ -36,12 +36,13 @@ MODEL_FILE = "model.keras"
 CONFIG_FILE = "config.json"  # written last: a folder with it is a complete run
 HISTORY_FILE = "history.csv"
 METRICS_FILE = "metrics.json"
-STATS_FILE = "confidence.npz"  # the class directions `confidence.verdicts` measures against
+STATS_FILE = "confidence.npz"  # the verifier `confidence.verdicts` measures with
 INSPECT_DIR = "inspect"  # `digitlab inspect`'s pictures and summary, inside the run
 INSPECT_FILE = "inspect.json"
 EVENTS_DIR = "tensorboard"  # the TensorBoard event files `digitlab.events` writes during training
 REPORT_FILE = "report.html"  # the run's offline page, `digitlab.report` draws it
 ROBUSTNESS_FILE = "robustness.json"  # `digitlab robustness`'s figures under MNIST-C
+MECHANISMS_FILE = "mechanisms.json"  # what `mechanisms.recorder` recorded during training
 
 
 def exists(path: Path) -> bool:
@@ -121,8 +122,36 @@ def read_folder_history(folder: Path) -> dict[str, list[float]]:
 _STATS_CACHE: dict[tuple[str, int], dict[str, np.ndarray]] = {}
 
 
+# What confidence.npz may hold, with each array's number of dimensions: the verifier's
+# weights (`outliers.train_verifier`), or, in runs calibrated before issue 22, the class
+# directions of the PCA check.
+STATS_ARRAYS = {
+    "verifier_kernel_0": 2,
+    "verifier_bias_0": 1,
+    "verifier_kernel_1": 2,
+    "verifier_bias_1": 1,
+    "means": 2,
+    "components": 3,
+}
+
+
+def _check_stats(stats: dict[str, np.ndarray]) -> None:
+    """Raise ValueError unless the arrays are numbers of the shapes calibration writes."""
+    for name, array in stats.items():
+        if array.ndim != STATS_ARRAYS[name] or array.dtype.kind != "f":
+            raise ValueError(f"{name} is not a {STATS_ARRAYS[name]}-D array of numbers")
+    if "verifier_kernel_0" in stats:
+        k0, b0 = stats["verifier_kernel_0"], stats.get("verifier_bias_0")
+        k1, b1 = stats.get("verifier_kernel_1"), stats.get("verifier_bias_1")
+        if b0 is None or k1 is None or b1 is None:
+            raise ValueError("the verifier's weights are incomplete")
+        if b0.shape != (k0.shape[1],) or k1.shape[0] != k0.shape[1] or b1.shape != k1.shape[1:]:
+            raise ValueError("the verifier's weights don't fit together")
+
+
 def read_confidence_stats(folder: Path) -> dict[str, np.ndarray]:
-    """The folder's confidence.npz (`means`, `components`), read once per file version.
+    """The folder's confidence.npz (the verifier's weights, or an older run's `means` and
+    `components`), read once per file version.
 
     Raises:
         RunError: it is missing, not a regular file, or not the arrays calibration writes.
@@ -134,9 +163,8 @@ def read_confidence_stats(folder: Path) -> dict[str, np.ndarray]:
         key = (str(path), os.stat(path).st_mtime_ns)
         if key not in _STATS_CACHE:
             with np.load(path, allow_pickle=False) as data:
-                stats = {"means": data["means"], "components": data["components"]}
-            if stats["means"].ndim != 2 or stats["components"].ndim != 3:
-                raise ValueError("wrong shapes")
+                stats = {name: data[name] for name in STATS_ARRAYS if name in data.files}
+            _check_stats(stats)
             _STATS_CACHE[key] = stats
         return _STATS_CACHE[key]
     except RunError as exc:
@@ -179,6 +207,30 @@ def read_robustness(folder: Path) -> dict[str, Any] | None:
     return data
 
 
+def read_mechanisms(folder: Path) -> dict[str, Any] | None:
+    """What `mechanisms.recorder.MechanismRecorder` recorded while the run in `folder`
+    trained (its docstring describes it), or None for a run trained without it.
+
+    Raises:
+        RunError: the file is there but too big, or not a JSON object.
+    """
+    path = Path(folder) / MECHANISMS_FILE
+    if not exists(path):
+        return None
+    try:
+        data = json.loads(read_capped(path, MAX_JSON_BYTES, RunError))
+    except ValueError:
+        data = None
+    if not isinstance(data, dict):
+        raise RunError(f"{path} is not a JSON object; train the run again to record it")
+    return data
+
+
+def write_mechanisms(folder: str | Path, recording: dict[str, Any]) -> Path:
+    """Write the recorder's values as the run's mechanisms.json, atomically."""
+    return write_json(Path(folder) / MECHANISMS_FILE, recording)
+
+
 # ------------------------------------------------------------------------------------ writing
 def check_replaceable(folder: Path, *names: str, doing: str) -> None:
     """Before long work that ends by writing these files of the run: each must be a regular
@@ -217,7 +269,7 @@ def write_config(folder: Path, config: RunConfig) -> Path:
 
 
 def write_confidence_stats(folder: Path, stats: dict[str, np.ndarray]) -> Path:
-    """Save the class directions (`means`, `components`) as the folder's confidence.npz."""
+    """Save what the verdict measures with (the verifier's weights) as confidence.npz."""
     path = Path(folder) / STATS_FILE
     with atomic_path(path) as tmp, open(tmp, "wb") as out:
         np.savez(out, **stats)
@@ -239,7 +291,8 @@ def write_run_files(
         model: the trained Keras model → model.keras (with its optimizer state).
         history: Keras's `History.history` → history.csv.
         metrics: the test figures and timings → metrics.json.
-        stats: the confidence class directions → confidence.npz.
+        stats: what the confidence verdict measures with → confidence.npz (nothing is
+            written for an empty dict: a run calibrated without a verifier).
         config: the run's `RunConfig` → config.json. It marks a complete run, so it is
             written after everything else passed in the same call.
     """
@@ -250,7 +303,7 @@ def write_run_files(
         write_history(folder / HISTORY_FILE, history)
     if metrics is not None:
         write_json(folder / METRICS_FILE, metrics)
-    if stats is not None:
+    if stats:
         write_confidence_stats(folder, stats)
     if config is not None:
         write_config(folder, config)

@@ -155,7 +155,8 @@ class Run:
         return self._predict_proba(images)
 
     def confidence_stats(self) -> dict[str, np.ndarray]:
-        """The class directions the "not a digit" check measures against (`confidence`).
+        """What the confidence verdict measures with: the verifier network's weights (or,
+        for a run calibrated before issue 22, the class directions of its PCA check).
 
         Raises:
             RunError: the run has none, or its file is damaged (the message says how to
@@ -164,9 +165,9 @@ class Run:
         return read_confidence_stats(self.path)
 
     def store_calibration(self, thresholds: dict[str, float], stats: dict[str, np.ndarray]) -> None:
-        """Keep calibrated confidence thresholds and class directions with the run.
+        """Keep calibrated confidence thresholds and the verifier's weights with the run.
 
-        The directions are written first and the config last, each atomically, so a kill
+        The weights are written first and the config last, each atomically, so a kill
         leaves either the old run or the calibrated one. `run.thresholds` returns the new ones.
         """
         config = self.config.model_copy(update={"thresholds": thresholds})
