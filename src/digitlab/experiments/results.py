@@ -192,19 +192,7 @@ def variant_results(
     for variant in definition.variants:
         runs = [done[(variant.name, s)] for s in seeds if (variant.name, s) in done]
         complete = [d for d in runs if d.run.status == "complete"]
-        spec = specs[variant.name]
-        curves = [curve_of(d.run, budget) for d in complete]
-        train_loss = [_train_loss(d) for d in complete]
-        val_loss = [_last(d.run.history, "val_loss") for d in complete]
-        gaps = [
-            None if None in (v, t) else v - t for v, t in zip(val_loss, train_loss, strict=True)
-        ]
-        reached = [to_target(c, target) for c in curves]
-        grid = tuning.get(variant.name)
-        rates = variant.learning_rates
-        rate = spec.train.learning_rate
-        if grid is not None:
-            rate = grid.chosen(rates)
+        spec, grid, rates = specs[variant.name], tuning.get(variant.name), variant.learning_rates
         results.append(
             {
                 "name": variant.name,
@@ -213,29 +201,38 @@ def variant_results(
                 "runs": [d.run.name for d in runs],
                 "seeds": [d.run.spec.train.seed for d in runs],
                 "batch_size": spec.train.batch_size,
-                "learning_rate": rate,
+                "learning_rate": spec.train.learning_rate if grid is None else grid.chosen(rates),
                 "epochs": spec.train.epochs,
                 "learning_rate_grid": grid.points(rates) if grid is not None else [],
-                "test_accuracy": summary([d.run.metrics.test_accuracy for d in complete]),
-                "train_accuracy": summary(
-                    [_last(d.run.history, "inference_accuracy") for d in complete]
-                ),
-                "final_train_loss": summary(train_loss),
-                "final_val_loss": summary(val_loss),
-                "generalization_gap": summary(gaps),
-                **{key: summary([r[key] for r in reached]) for key in TO_TARGET},
-                "gap_at_matched_loss": summary(
-                    [gap_at_matched_loss(c, definition.matched_loss) for c in curves]
-                )
-                if definition.matched_loss is not None
-                else None,
-                "seconds": summary([d.run.metrics.train_seconds for d in complete]),
+                **_measured(complete, budget, target, definition.matched_loss),
                 "updates": updates_per_run(spec, budget),
                 "diverged_seeds": sorted(s for name, s in diverged if name == variant.name),
                 "activations": {d.run.name: d.activations for d in runs if d.activations},
             }
         )
     return results
+
+
+def _measured(
+    complete: list[Done], budget: Budget, target: float | None, matched_loss: float | None
+) -> dict[str, Any]:
+    """The figures a variant's finished runs give, each a `Summary` across them."""
+    curves = [curve_of(d.run, budget) for d in complete]
+    train_loss = [_train_loss(d) for d in complete]
+    val_loss = [_last(d.run.history, "val_loss") for d in complete]
+    gaps = [None if None in (v, t) else v - t for v, t in zip(val_loss, train_loss, strict=True)]
+    reached = [to_target(c, target) for c in curves]
+    at_matched = [gap_at_matched_loss(c, matched_loss) for c in curves]
+    return {
+        "test_accuracy": summary([d.run.metrics.test_accuracy for d in complete]),
+        "train_accuracy": summary([_last(d.run.history, "inference_accuracy") for d in complete]),
+        "final_train_loss": summary(train_loss),
+        "final_val_loss": summary(val_loss),
+        "generalization_gap": summary(gaps),
+        **{key: summary([r[key] for r in reached]) for key in TO_TARGET},
+        "gap_at_matched_loss": summary(at_matched) if matched_loss is not None else None,
+        "seconds": summary([d.run.metrics.train_seconds for d in complete]),
+    }
 
 
 def _train_loss(d: Done) -> float | None:
