@@ -313,3 +313,166 @@ def test_a_guess_with_resume_or_too_long_is_one_line(tmp_path):
     assert resumed.exit_code == 2 and "a guess is made before the runs" in resumed.output
     long = _cli("experiment", "dropout", "--guess", "x" * 501, "--runs-dir", str(tmp_path))
     assert long.exit_code == 2 and "keep it under 500" in long.output
+
+
+# ------------------------------------------------------------------------- the recorder
+def _tiny(optimizer: str = "sgd"):
+    import keras
+
+    keras.utils.set_random_seed(3)
+    model = keras.Sequential(
+        [
+            keras.Input((4,)),
+            keras.layers.Dense(5, activation="sigmoid"),
+            keras.layers.Dense(5, activation="relu"),
+            keras.layers.Dense(3),
+        ]
+    )
+    model.compile(
+        optimizer=keras.optimizers.SGD(0.1) if optimizer == "sgd" else optimizer,
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    rng = np.random.default_rng(0)
+    x = rng.normal(0, 2, (128, 4)).astype("float32")
+    y = np.argmax(x[:, :3] + rng.normal(0, 1, (128, 3)), axis=1)  # learnable, not certain
+    return model, x, y
+
+
+def _direct(model, x, y, batch: int, rate: float) -> dict:
+    """What the recorder should find at the model's weights, computed apart: NumPy's forward
+    pass and histogram, jax.grad of the compiled loss (`mechanisms.loss`), SGD's step."""
+    import jax
+
+    from digitlab.mechanisms.gradient_noise import two_batch_estimate
+    from digitlab.mechanisms.loss import training_loss
+
+    w = [np.asarray(v) for v in model.get_weights()]
+    sigmoid = 1 / (1 + np.exp(-(x[:256] @ w[0] + w[1])))
+    relu = np.maximum(sigmoid @ w[2] + w[3], 0)
+    loss = training_loss(model)
+
+    def grad(xs, ys) -> list[np.ndarray]:
+        return [np.asarray(g) for g in jax.grad(loss.function)(loss.weights, xs, ys)]
+
+    def layer(tensors) -> list[float]:  # each Dense layer's kernel and bias together
+        return [np.sqrt(sum(np.sum(t**2) for t in tensors[i : i + 2])) for i in (0, 2, 4)]
+
+    step = grad(x[:batch], y[:batch])
+    batches = [
+        np.concatenate([g.ravel() for g in grad(x[k : k + 32], y[k : k + 32])])
+        for k in range(0, 128, 32)
+    ]
+
+    def simple(rows):
+        small = np.mean([r @ r for r in rows])
+        mean = np.mean(rows, axis=0)
+        trace, norm_sq = two_batch_estimate(32, 32 * len(rows), small, mean @ mean)
+        return trace / norm_sq
+
+    left = [simple(batches[:k] + batches[k + 1 :]) for k in range(len(batches))]
+    return {
+        "sigmoid": sigmoid,
+        "relu": relu,
+        "gradient_norms": layer(grad(x, y)),
+        "update_ratios": [rate * g / n for g, n in zip(layer(step), layer(w), strict=True)],
+        "noise": simple(batches),
+        "error": np.sqrt(3 * np.var(left)),
+    }
+
+
+def test_the_recorders_values_equal_a_direct_computation():
+    from digitlab import fastfit
+    from digitlab.mechanisms.recorder import MechanismRecorder
+
+    model, x, y = _tiny()
+    recorder = MechanismRecorder(x, y, batch_size=16)
+    fastfit.fit(model, x, y, batch_size=16, epochs=1, callbacks=[recorder], verbose=0)
+    values, direct = recorder.values, _direct(model, x, y, batch=16, rate=0.1)
+    assert values["epochs"] == [0, 1] and values["noise_scale"]["epochs"] == [0, 1]
+    first, second, _ = model.layers
+    for key in ("gradient_norms", "update_ratios"):
+        found = [values[key][layer.name][-1] for layer in model.layers]
+        np.testing.assert_allclose(found, direct[key], rtol=1e-4)
+    sigmoid = values["activations"][first.name]
+    counts, _ = np.histogram(direct["sigmoid"], bins=sigmoid["edges"])
+    assert sigmoid["counts"][-1] == counts.tolist()
+    saturated = np.mean((direct["sigmoid"] <= 0.01) | (direct["sigmoid"] >= 0.99))
+    assert sigmoid["saturated"][-1] == pytest.approx(saturated) and sigmoid["dead"][-1] is None
+    relu = values["activations"][second.name]
+    assert relu["dead"][-1] == pytest.approx(np.mean((direct["relu"] <= 0).all(axis=0)))
+    above = np.mean(direct["relu"] > relu["edges"][-1])
+    assert relu["above"][-1] == pytest.approx(above)
+    counts, _ = np.histogram(np.clip(direct["relu"], None, relu["edges"][-1]), bins=relu["edges"])
+    assert relu["counts"][-1] == counts.tolist()  # beyond the top edge: in the top bin
+    noise = values["noise_scale"]
+    assert 0 < direct["noise"] < np.inf and 0 < direct["error"] < np.inf
+    assert noise["simple"][-1] == pytest.approx(direct["noise"], rel=1e-3)
+    assert noise["error"][-1] == pytest.approx(direct["error"], rel=1e-3)
+
+
+def test_the_update_ratio_is_of_the_optimizers_own_next_step():
+    """Adam's first step moves every weight by about its rate (its moments start at 0): the
+    ratio is about rate × √(weights) / |w|, whatever the gradient's size."""
+    from digitlab import fastfit
+    from digitlab.mechanisms.recorder import MechanismRecorder
+
+    model, x, y = _tiny("adam")
+    recorder = MechanismRecorder(x, y, batch_size=16)
+    fastfit.fit(model, x, y, batch_size=16, epochs=1, callbacks=[recorder], verbose=0)
+    kernel = recorder.values["update_ratios"][model.layers[0].name][0]
+    keras_rate = float(model.optimizer.learning_rate)
+    model_before, _, _ = _tiny("adam")  # the same initial weights (seed 3)
+    w = model_before.layers[0].get_weights()
+    size = np.sqrt(sum(t.size for t in w)) * keras_rate
+    assert kernel == pytest.approx(size / np.sqrt(sum(np.sum(t**2) for t in w)), rel=0.05)
+
+
+def test_noise_epochs_are_the_start_and_a_geometric_spread():
+    from digitlab.mechanisms.recorder import noise_epochs
+
+    assert noise_epochs(10) == [0, 1, 2, 5, 10]
+    assert noise_epochs(1) == [0, 1]
+    assert noise_epochs(20) == [0, 1, 3, 7, 20]
+
+
+def test_a_run_keeps_its_record_a_resume_continues_it_and_inspect_draws_it(tmp_path, mnist):
+    from digitlab.insight.recording import HISTOGRAMS_PNG, NOT_RECORDED, SIGNALS_PNG
+    from digitlab.presets import get_preset
+    from digitlab.runs.folder import read_mechanisms
+    from digitlab.training import resume, train
+
+    spec = get_preset("seed").replace(
+        train={"train_samples": 3000, "validation_split": 0.2, "epochs": 1}
+    )
+    run = train(
+        spec, runs_dir=tmp_path, verbose=0, pictures=False, calibrate=False, mechanisms=True
+    )
+    first = read_mechanisms(run.path)
+    assert first["epochs"] == [0, 1] and first["noise_scale"]["epochs"] == [0, 1]
+    run = resume(run, epochs=2, verbose=0)
+    again = read_mechanisms(run.path)
+    assert again["epochs"] == [0, 1, 2]  # continued, not restarted
+    assert again["update_ratios"]["dense"][:2] == first["update_ratios"]["dense"]
+
+    result = _cli("inspect", str(run.path), "--count", "200", "--json")
+    assert result.exit_code == 0, result.output
+    drawn = json.loads(result.output)["training_record"]
+    assert [p.rsplit("/", 1)[1] for p in drawn] == [HISTOGRAMS_PNG, SIGNALS_PNG]
+    assert all(os.path.getsize(p) > 10_000 for p in drawn)
+
+    bare = train(spec, runs_dir=tmp_path, verbose=0, pictures=False, calibrate=False)
+    assert read_mechanisms(bare.path) is None  # by default a run records when it draws
+    result = _cli("inspect", str(bare.path), "--count", "200")
+    assert result.exit_code == 0 and NOT_RECORDED[:40] in " ".join(result.output.split())
+
+
+def test_a_damaged_record_is_one_line(tmp_path):
+    from digitlab.errors import RunError
+    from digitlab.insight.recording import save_recording_pictures
+
+    (tmp_path / "mechanisms.json").write_text('{"epochs": "soon"}')
+    with pytest.raises(RunError, match="mechanisms.json is not a training record"):
+        save_recording_pictures(SimpleNamespace(path=tmp_path), tmp_path / "out")
+    (tmp_path / "mechanisms.json").write_text("[]")
+    with pytest.raises(RunError, match="not a JSON object"):
+        save_recording_pictures(SimpleNamespace(path=tmp_path), tmp_path / "out")

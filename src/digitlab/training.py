@@ -33,6 +33,7 @@ from digitlab.errors import DivergedError, RunError, SpecError
 from digitlab.evaluation import evaluate_model, loss_targets, write_pictures
 from digitlab.events import EpochEvents
 from digitlab.interrupts import stop_on_signals
+from digitlab.mechanisms.recorder import MechanismRecorder
 from digitlab.model import PIXEL_SCALE, build_model, compile_model, probability_function
 from digitlab.report import write_run_report
 from digitlab.runs import (
@@ -56,6 +57,7 @@ class _EpochLog(keras.callbacks.Callback):
         super().__init__()
         self.history = {key: list(values) for key, values in (history or {}).items()}
         self.epoch_seconds: list[float] = []
+        self.recorders: tuple[MechanismRecorder, ...] = ()  # mechanisms.json's (issue 21)
 
     def on_epoch_begin(self, epoch, logs=None):
         self._start = time.perf_counter()
@@ -68,6 +70,11 @@ class _EpochLog(keras.callbacks.Callback):
     @property
     def epochs_done(self) -> int:
         return len(self.history.get("loss", []))
+
+    @property
+    def mechanisms(self) -> dict[str, Any] | None:
+        """What the recorder recorded, for mechanisms.json (None: not recorded)."""
+        return self.recorders[0].values if self.recorders else None
 
 
 def _versions() -> dict[str, str]:
@@ -111,6 +118,7 @@ def _fit(
     callbacks: list[keras.callbacks.Callback] = [
         *extra,  # first: one may add figures to the epoch's logs, which `log` then keeps
         log,
+        *log.recorders,  # activations, gradients, update ratios, noise scale (issue 21)
         fastfit.StopOnRequest(),
         keras.callbacks.TerminateOnNaN(),
         *([events] if events is not None else []),  # TensorBoard: once per epoch
@@ -183,7 +191,7 @@ def _save_run(
     }
     try:
         with staged_run(path, claimed=claimed) as staging:
-            write_run_files(staging, model=model, history=log.history)
+            write_run_files(staging, model=model, history=log.history, mechanisms=log.mechanisms)
             if status == "complete":
                 metrics |= _evaluate(staging, model, spec, dataset, log, test, pictures)
                 if calibrate_on is not None:
@@ -310,6 +318,7 @@ def train(
     callbacks: tuple[keras.callbacks.Callback, ...] = (),
     pictures: bool = True,
     calibrate: bool = True,
+    mechanisms: bool | None = None,
 ) -> Run:
     """Train the network `spec` describes and write a run directory.
 
@@ -329,6 +338,8 @@ def train(
             True; an experiment's `--quick` runs skip them, ~3 s a run).
         calibrate: calibrate the confidence thresholds (default True; an experiment's runs
             skip it: it costs more than a short fit, and they are compared, not served).
+        mechanisms: record activations, gradient norms, update ratios and the noise scale
+            while training, into mechanisms.json (`mechanisms.recorder`; default: `pictures`).
 
     Returns:
         The `Run`: status "complete" with test metrics and pictures, or "interrupted" (Ctrl-C
@@ -366,6 +377,8 @@ def train(
     }
 
     log, events = _EpochLog(), EpochEvents(x, input_scale=PIXEL_SCALE)
+    recorded = pictures if mechanisms is None else mechanisms  # issue 21: the training record
+    log.recorders = MechanismRecorder.for_run(x, y, spec, recorded)
     start = time.perf_counter()
     status = _fit(model, spec, x, y, log, verbose, tuple(callbacks), events)
     path = claim_run_path(runs_dir, name or spec.name)  # one mkdir: no other writer gets it
@@ -427,6 +440,7 @@ def resume(
     (x_train, y_train), test = load_dataset(spec.train.dataset, data_dir=data_dir)
     x, y = _prepare_training_data(spec, x_train, y_train, len(run.class_names))
     log, events = _EpochLog(run.history), EpochEvents(x, input_scale=PIXEL_SCALE)
+    log.recorders = MechanismRecorder.for_run(x, y, spec, previous=run.path)  # if it recorded
     start = time.perf_counter()
     status = _fit(model, spec, x, y, log, verbose, tuple(callbacks), events)
     seconds = run.metrics.train_seconds + time.perf_counter() - start

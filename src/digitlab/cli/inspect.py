@@ -52,9 +52,12 @@ def inspect_command(
     data_dir: Path | None = DataDirOption,
     as_json: bool = JsonOption,
 ) -> None:
-    """What the network learned: first-layer weights, activation statistics, class averages.
+    """What the network learned: first-layer weights, activation statistics, class averages,
+    and, for a run that recorded its training, activations, gradients, update ratios and the
+    noise scale over its epochs.
 
-    Writes weights.png, activations.png, class_inputs.png and inspect.json.
+    Writes weights.png, activations.png, class_inputs.png and inspect.json, and
+    activation_histograms.png and training_signals.png from the run's mechanisms.json.
 
     Examples:
 
@@ -62,13 +65,20 @@ def inspect_command(
     * `digitlab inspect latest --count 5000 --out inspect-seed`
     """
     from digitlab.insight import inspect as inspect_run
-    from digitlab.runs import load_run
+    from digitlab.insight.recording import NOT_RECORDED, save_recording_pictures
+    from digitlab.runs import INSPECT_DIR, load_run
 
-    result = inspect_run(load_run(run, runs_dir), out, count=count, data_dir=data_dir)
+    loaded = load_run(run, runs_dir)
+    result = inspect_run(loaded, out, count=count, data_dir=data_dir)
+    recorded = save_recording_pictures(loaded, out or loaded.path / INSPECT_DIR)
     if as_json:
-        print_json(result.to_dict())
+        print_json({**result.to_dict(), "training_record": [str(p) for p in recorded]})
         return
     result.print(console)
+    for path in recorded:
+        console.print(f"training record: {path}", highlight=False, markup=False)
+    if not recorded:
+        console.print(NOT_RECORDED, highlight=False, markup=False)
 
 
 @app.command("explain")

@@ -283,6 +283,7 @@ def write_run_files(
     history: dict[str, list[float]] | None = None,
     metrics: dict[str, Any] | None = None,
     stats: dict[str, np.ndarray] | None = None,
+    mechanisms: dict[str, Any] | None = None,
     config: RunConfig | None = None,
 ) -> None:
     """Write the given files of a run into `folder`, each atomically, config.json last.
@@ -293,6 +294,7 @@ def write_run_files(
         metrics: the test figures and timings → metrics.json.
         stats: what the confidence verdict measures with → confidence.npz (nothing is
             written for an empty dict: a run calibrated without a verifier).
+        mechanisms: what `mechanisms.recorder` recorded while training → mechanisms.json.
         config: the run's `RunConfig` → config.json. It marks a complete run, so it is
             written after everything else passed in the same call.
     """
@@ -305,6 +307,8 @@ def write_run_files(
         write_json(folder / METRICS_FILE, metrics)
     if stats:
         write_confidence_stats(folder, stats)
+    if mechanisms is not None:
+        write_mechanisms(folder, mechanisms)
     if config is not None:
         write_config(folder, config)
 
