@@ -337,7 +337,7 @@ SHIFT_FUNCTIONS = {
 CELL, BINS = 4, 9  # histogram cells of 4×4 px, 9 orientations over 180° (Dalal & Triggs)
 HIDDEN = 256  # the verifier's relu units
 EPOCHS, BATCH_SIZE = 8, 128
-MAX_DIGITS = 40_000  # training digits the verifier sees (and as many shifted copies)
+MAX_DIGITS = 40_000  # training digits the verifier sees, and a shifted copy of each
 NON_DIGITS_PER_DIGIT = 0.75  # non-digits made per training digit
 MIN_DIGITS = 1_000  # fewer training digits than this: no verifier (a run of a few hundred)
 WEIGHTS = ("kernel_0", "bias_0", "kernel_1", "bias_1")  # stored as verifier_<name>
@@ -401,8 +401,10 @@ def _gradient_histograms(images: np.ndarray) -> np.ndarray:
 
 
 def training_set(digits: np.ndarray, labels: np.ndarray, num_classes: int, seed: int = 0):
-    """The verifier's examples: up to `MAX_DIGITS` training digits, a shifted copy of each,
-    and `NON_DIGITS_PER_DIGIT` non-digits per digit, labelled `num_classes`; shuffled.
+    """The verifier's examples: up to `MAX_DIGITS` training digits, a shifted copy of each
+    (`shifted`), and `NON_DIGITS_PER_DIGIT` non-digits per digit, labelled `num_classes`;
+    shuffled. (Shifting half of the digits instead of copying them all measured 80.6% of
+    non-digits flagged against 82.3%, for 37 s of CPU against 50: RESULTS, the verdict.)
 
     Returns:
         (images, targets, counts): uint8 N×28×28, int targets, how many of each kind.
@@ -412,9 +414,10 @@ def training_set(digits: np.ndarray, labels: np.ndarray, num_classes: int, seed:
     clean, classes = digits[chosen], np.asarray(labels)[chosen]
     others = not_digits(round(len(chosen) * NON_DIGITS_PER_DIGIT), digits, labels, seed=seed)
     counts = {"digits": len(clean), "shifted": len(clean)}
-    counts |= {kind: len(images) for kind, images in others.items()}
+    counts |= {kind: len(made) for kind, made in others.items()}
     images = np.concatenate([clean, shifted(clean, rng), *others.values()])
-    targets = np.concatenate([classes, classes, np.full(len(images) - 2 * len(clean), num_classes)])
+    targets = np.concatenate([classes, classes])
+    targets = np.concatenate([targets, np.full(len(images) - len(targets), num_classes)])
     order = rng.permutation(len(images))
     return images[order], targets[order].astype(np.int32), counts
 
@@ -434,6 +437,8 @@ def train_verifier(
     """
     import keras
 
+    from digitlab import fastfit
+
     images, targets, counts = training_set(digits, labels, num_classes, seed)
     x = features(images)
     model = keras.Sequential(
@@ -450,7 +455,8 @@ def train_verifier(
         ]
     )
     model.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy")
-    model.fit(x, targets, batch_size=BATCH_SIZE, epochs=EPOCHS, shuffle=False, verbose=0)
+    # an epoch per compiled program, shuffled from `seed` (as `digitlab train` fits)
+    fastfit.fit(model, x, targets, batch_size=BATCH_SIZE, epochs=EPOCHS, verbose=0, seed=seed)
     weights = [np.asarray(w, np.float32) for w in model.get_weights()]
     return {f"verifier_{name}": w for name, w in zip(WEIGHTS, weights, strict=True)}, counts
 
