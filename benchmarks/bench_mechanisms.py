@@ -18,8 +18,16 @@ Each measurement is timed, wall and CPU seconds of this process (the machine is 
 time is what the measurement itself costs), compilation included. Target: ≤ 30 s each on 2
 cores. Prints Markdown tables (for benchmarks/RESULTS.md, "Mechanisms (issue 21)").
 
+`--recorder` measures instead what `mechanisms.recorder.MechanismRecorder` (the training
+record every `digitlab train` run keeps) costs an epoch: the seed preset on all 60,000 MNIST
+digits (its 20% validation split, batch 32), `--recorder-epochs` epochs, `--repeats` fits
+with and without it, interleaved; each of its calls timed apart (the first one traces its
+programs; a noise-scale point adds its batch gradients), against the epoch's own time (the
+recorder runs after the epoch's clock stops). Target: ≤ 5% of an epoch.
+
     .venv/bin/python benchmarks/bench_mechanisms.py
     .venv/bin/python benchmarks/bench_mechanisms.py --train-samples 2000 --json-out m.json
+    .venv/bin/python benchmarks/bench_mechanisms.py --recorder --recorder-epochs 4 --repeats 2
 """
 
 from __future__ import annotations
@@ -184,11 +192,151 @@ def markdown(result: dict) -> str:
     return "\n".join(lines)
 
 
+class _EpochClock(keras.callbacks.Callback):
+    """Each epoch's wall and CPU seconds, from its start to its end (validation included)."""
+
+    def __init__(self):
+        super().__init__()
+        self.epochs: list[tuple[float, float]] = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = (time.perf_counter(), time.process_time())
+
+    def on_epoch_end(self, epoch, logs=None):
+        wall, cpu = self._start
+        self.epochs.append((time.perf_counter() - wall, time.process_time() - cpu))
+
+
+def _timed_recorder(x, y):
+    """A `MechanismRecorder` whose every record (and noise-scale point) is timed."""
+    from digitlab.mechanisms.recorder import MechanismRecorder
+    from digitlab.model import PIXEL_SCALE
+
+    class Timed(MechanismRecorder):
+        def _record(self, epoch):
+            wall, cpu = time.perf_counter(), time.process_time()
+            noise_before = self.values.get("noise_scale", {}).get("epochs", []).copy()
+            super()._record(epoch)
+            noise = self.values.get("noise_scale", {}).get("epochs", []) != noise_before
+            self.calls.append(
+                {
+                    "epoch": epoch,
+                    "noise": noise,
+                    "first": not self.calls,
+                    "wall_s": time.perf_counter() - wall,
+                    "cpu_s": time.process_time() - cpu,
+                }
+            )
+
+    recorder = Timed(x, y, 32, input_scale=PIXEL_SCALE)
+    recorder.calls = []
+    return recorder
+
+
+def recorder_overhead(epochs: int, repeats: int) -> dict:
+    """Fits of the seed preset with and without the recorder, interleaved; see the docstring."""
+    from digitlab.evaluation import loss_targets
+    from digitlab.model import PIXEL_SCALE
+
+    spec = get_preset("seed")
+    (images, labels), _ = load_dataset("mnist")
+    x, y = images.reshape(len(images), -1), loss_targets(labels, spec, 10)
+    fits, calls = [], []
+    for repeat in range(repeats):
+        for recorded in (False, True) if repeat % 2 == 0 else (True, False):
+            keras.utils.set_random_seed(SEED)
+            model = build_model(spec)
+            compile_model(model, spec)
+            clock = _EpochClock()
+            recorder = [_timed_recorder(x, y)] if recorded else []
+            fastfit.fit(
+                model,
+                x,
+                y,
+                batch_size=32,
+                epochs=epochs,
+                verbose=0,
+                seed=SEED,
+                validation_split=spec.train.validation_split,
+                input_scale=PIXEL_SCALE,
+                callbacks=[clock, *recorder],
+            )
+            fits.append({"recorder": recorded, "epochs": clock.epochs[1:]})  # 1st compiles
+            if recorded:
+                calls += recorder[0].calls
+                values = recorder[0].values
+    return {
+        "fits": fits,
+        "calls": calls,
+        "noise_scale": values.get("noise_scale"),
+        "load": os.getloadavg()[0],
+    }
+
+
+def recorder_markdown(result: dict) -> str:
+    median = lambda rows, i: float(np.median([r[i] for r in rows]))  # noqa: E731
+    plain = [e for f in result["fits"] if not f["recorder"] for e in f["epochs"]]
+    recorded = [e for f in result["fits"] if f["recorder"] for e in f["epochs"]]
+    calls = result["calls"]
+    kinds = {
+        "first record (traces its two programs; epoch 0, with a noise point)": [
+            c for c in calls if c["first"]
+        ],
+        "an epoch's record (activations, gradient norms, update ratios)": [
+            c for c in calls if not c["first"] and not c["noise"]
+        ],
+        "an epoch's record with a noise-scale point (32 batch gradients of 32)": [
+            c for c in calls if not c["first"] and c["noise"]
+        ],
+    }
+    epoch_wall, epoch_cpu = median(plain, 0), median(plain, 1)
+    lines = [
+        f"Load average {result['load']:.1f}. Epochs (after the first): without the recorder "
+        f"{epoch_wall:.2f} s wall, {epoch_cpu:.2f} s CPU (median of {len(plain)}); with it "
+        f"{median(recorded, 0):.2f} s wall, {median(recorded, 1):.2f} s CPU (its own time "
+        "not counted: it runs after the epoch's clock).",
+        "",
+        "| recorder call | n | wall s (median) | CPU s (median) | CPU, % of an epoch's |",
+        "|---|---|---|---|---|",
+    ]
+    costs = {}
+    for label, rows in kinds.items():
+        if rows:
+            wall, cpu = (
+                median([(c["wall_s"], c["cpu_s"]) for c in rows], 0),
+                median([(c["wall_s"], c["cpu_s"]) for c in rows], 1),
+            )
+            costs[label] = cpu
+            lines.append(
+                f"| {label} | {len(rows)} | {wall:.3f} | {cpu:.3f} | {100 * cpu / epoch_cpu:.1f}% |"
+            )
+    first, plain_cost, noise_cost = (costs.get(label, 0.0) for label in kinds)
+    steady = (6 * plain_cost + 4 * noise_cost) / 10  # epochs 1–10: noise after 1, 2, 5, 10
+    lines += [
+        "",
+        f"A 10-epoch run: {100 * steady / epoch_cpu:.1f}% of an epoch's CPU time per epoch "
+        "(6 plain records, 4 with a noise point), and once the first record, "
+        f"{first:.2f} s CPU ({100 * first / (10 * epoch_cpu):.1f}% of the 10 epochs); "
+        f"in all {100 * (first + 10 * steady) / (10 * epoch_cpu):.1f}%.",
+    ]
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--train-samples", type=int, default=5_000, help="MNIST digits used")
     parser.add_argument("--json-out", help="also write the results here")
+    parser.add_argument("--recorder", action="store_true", help="the recorder's overhead only")
+    parser.add_argument("--recorder-epochs", type=int, default=4, help="epochs per fit")
+    parser.add_argument("--repeats", type=int, default=2, help="fits with and without it")
     args = parser.parse_args()
+    if args.recorder:
+        result = recorder_overhead(args.recorder_epochs, args.repeats)
+        if args.json_out:
+            with open(args.json_out, "w", encoding="utf-8") as file:
+                json.dump(result, file, indent=1)
+        print(recorder_markdown(result))
+        return
 
     (images, labels), _ = load_dataset("mnist")
     x = prepare_inputs(images[: args.train_samples], get_preset("seed").input_shape)

@@ -39,7 +39,7 @@ from jax.flatten_util import ravel_pytree
 
 SAMPLE_SIZE = 256  # training digits the activations, gradients and updates are measured on
 NOISE_BATCH = 32  # B_small of the noise scale's two batch sizes
-NOISE_BATCHES = 64  # disjoint batches: B_big = 2,048 digits, all of them
+NOISE_BATCHES = 32  # disjoint batches: B_big = 1,024 digits, all of them
 NOISE_POINTS = 4  # epochs with a noise scale, besides the start
 BINS = 40  # as fast.ai's ActivationStats histograms
 SATURATION_MARGIN = 0.01  # as digitlab.insight.inspection and the experiments' statistics
@@ -105,21 +105,26 @@ class MechanismRecorder(keras.callbacks.Callback):
         return (cls(x, y, spec.train.batch_size, input_scale=PIXEL_SCALE, previous=before),)
 
     def on_train_begin(self, logs=None):
-        sample = self.x[:SAMPLE_SIZE]
-        self._programs = _Programs(self.model, self.batch_size, self._edges(sample))
+        self._programs = _Programs(self.model, self.batch_size)
+        self._programs.edges = self._edges(self._programs, self.x[:SAMPLE_SIZE])
         if not self.values.get("epochs"):
             self._record(0)
 
     def on_epoch_end(self, epoch, logs=None):
         self._record(epoch + 1)
 
-    def _edges(self, sample: np.ndarray) -> dict[str, list[float]]:
-        """Each recorded layer's bin edges: kept from `previous`, else from its kind."""
+    def _edges(self, programs: _Programs, sample: np.ndarray) -> dict[str, list[float]]:
+        """Each recorded layer's bin edges: kept from `previous`, else from its kind and,
+        for an unbounded activation, its outputs on `sample` before this fit."""
         kept = {name: layer["edges"] for name, layer in self.values.get("activations", {}).items()}
         if len(kept) and all(kept.values()):
             return kept
+        if programs.probe is None:
+            return {}
+        found = programs.probe(sample, training=False)[: len(programs.layers)]
         edges = {}
-        for layer, outputs in zip(*_probe(self.model, sample), strict=True):
+        for layer, outputs in zip(programs.layers, found, strict=True):
+            outputs = np.asarray(keras.ops.convert_to_numpy(outputs))
             kind = activation_name(layer)
             if kind in BOUNDED:
                 low, high = BOUNDED[kind]
@@ -221,24 +226,16 @@ def recorded_layers(model: keras.Model) -> tuple[list, keras.Model | None]:
         return [], None
 
 
-def _probe(model: keras.Model, x: np.ndarray) -> tuple[list, list[np.ndarray]]:
-    """The recorded layers and their outputs on `x`, inference mode."""
-    layers, probe = recorded_layers(model)
-    if probe is None:
-        return [], []
-    outputs = probe(x, training=False)[: len(layers)]
-    return layers, [np.asarray(keras.ops.convert_to_numpy(o)) for o in outputs]
-
-
 class _Programs:
     """The recorder's two compiled programs, with the weights as arguments: `summary`
-    (activations, gradient norms, the next step's update) and `noise` (per-example
-    gradient sums per chunk)."""
+    (activations, gradient norms, the next step's update) and `noise` (the sums of batch
+    gradients that `batch_noise_scale` needs)."""
 
-    def __init__(self, model: keras.Model, batch_size: int, edges: dict[str, list[float]]):
-        self.model, self.batch_size, self.edges = model, batch_size, edges
-        layers, self.probe = recorded_layers(model)
-        self.kinds = {layer.name: activation_name(layer) for layer in layers}
+    def __init__(self, model: keras.Model, batch_size: int):
+        self.model, self.batch_size = model, batch_size
+        self.edges: dict[str, list[float]] = {}  # each recorded layer's bins, set before a call
+        self.layers, self.probe = recorded_layers(model)
+        self.kinds = {layer.name: activation_name(layer) for layer in self.layers}
         paths = [v.path for v in model.trainable_variables]
         self.weighted = [layer.name for layer in model.layers if layer.trainable_weights]
         self.layer_kinds = {
