@@ -203,10 +203,11 @@ def _order_panel(ax, spreads: dict, by_name: dict) -> None:
         values = list(by_name[name].final_train_loss.values) if name in by_name else []
         if values:
             common.mean_with_whisker(ax, i, values, MEASURED, label="final training loss")
-    labels = [f"{common.wrap(n, 12)}\nspread {spreads[n]['top_to_median']:,.0f}" for n in names]
+    labels = [f"{common.wrap(n, 12)}\n{spreads[n]['top_to_median']:,.0f}" for n in names]
     ax.set_xticks(range(len(names)), labels, fontsize=7)
     ax.set_xlim(-0.6, len(names) - 0.4)
     ax.set_ylabel("training loss at the end (dropout off)", fontsize=8)
+    ax.set_xlabel("variant and its inputs' spread (λ_max / median)", fontsize=8)
     ax.set_title("Predicted order: best conditioned first", fontsize=10)
     ax.grid(alpha=0.3, axis="y")
 
