@@ -144,3 +144,19 @@ def test_interrupt_saves_a_run_that_resumes(tmp_path, sig):
     assert finished.status == "complete" and finished.epochs_done == done + 1
     assert len(finished.history["loss"]) == done + 1
     assert finished.metrics.test_accuracy > 0.85  # it kept what it had learned
+
+
+def test_a_report_that_fails_costs_the_report_not_the_run(tmp_path, monkeypatch, capsys):
+    """A broken page (e.g. a template another process just replaced) must not lose the run."""
+    import digitlab.training
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("'dict object' has no attribute 'by_seed'")
+
+    monkeypatch.setattr(digitlab.training, "write_run_report", broken)
+    run = train(_quick(epochs=1), runs_dir=tmp_path, verbose=0, calibrate=False)
+    assert run.status == "complete" and run.metrics.test_accuracy is not None
+    assert not (run.path / "report.html").exists()
+    warning = capsys.readouterr().err
+    assert "report.html could not be written" in warning and "by_seed" in warning
+    assert f"digitlab report {run.spec.name}" in warning

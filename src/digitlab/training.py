@@ -208,7 +208,7 @@ def _save_run(
                     pictures=staging if status == "complete" else None,
                     previous=path / EVENTS_DIR,
                 )
-            write_run_report(staging, config=config)  # report.html, before the run appears
+            _write_report(staging, config)  # report.html, before the run appears
             write_run_files(staging, config=config)  # last: it marks the run complete
     except OSError as exc:
         rescue = _rescue(model, config)
@@ -217,6 +217,21 @@ def _save_run(
             f"The trained model is kept in {rescue}; free some space or pass another --runs-dir"
         ) from None
     return read_run(path)
+
+
+def _write_report(staging: Path, config: RunConfig) -> None:
+    """The run's report.html; a report that fails (a template bug, a picture that can't be
+    drawn) costs the report, never the trained run: one line says how to write it later."""
+    try:
+        write_run_report(staging, config=config)
+    except OSError:
+        raise  # a full or read-only disk: the caller rescues the model
+    except Exception as exc:  # the run matters more than its page
+        print(
+            f"warning: report.html could not be written ({type(exc).__name__}: {exc}); the run "
+            f"is saved: write it later with `digitlab report {config.name}`",
+            file=sys.stderr,
+        )
 
 
 def _run_config(
