@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/bench_experiments.py [dropout batch-size normalization]
         [--runs-dir DIR] [--write] [--from-folders FOLDER ...]
+        [--workers 1 2] [--seeds N] [--epochs N] [--train-samples N]
 
 Each experiment runs as a user runs it, `digitlab experiment NAME` in a fresh process, so the
 wall time includes imports and compilation (target: ≤ 10 minutes on 2 cores). Each primary
@@ -10,6 +11,13 @@ tests, Holm-adjusted) and checked against the direction its literature anchor pr
 `--write` replaces the "Experiments" section of benchmarks/RESULTS.md, copies each record
 and its figures to docs/experiments/ and regenerates the README's "What the notes claim,
 measured" (scripts/notes_measured.py).
+
+`--workers 1 2` (issue 24) runs each experiment once per worker count, `--workers N` (1: in
+this one process, as by default; 2 or more: worker processes sharing the experiment's study),
+and reports the wall time of each, the speed-up, and whether the records' figures and
+verdicts are identical (the same seeds must give the same numbers however many workers ran
+them); `--seeds`, `--epochs` and `--train-samples` reduce the budget for it. With `--write`
+it replaces the "Experiments on many workers (issue 24)" section of RESULTS.md instead.
 """
 
 from __future__ import annotations
@@ -29,14 +37,17 @@ RESULTS = ROOT / "benchmarks" / "RESULTS.md"
 DOCS = ROOT / "docs" / "experiments"
 TARGET_SECONDS = 600
 NAMES = ("dropout", "batch-size", "normalization")
+WORKERS_HEADING = "## Experiments on many workers (issue 24)"
 
 
-def run(name: str, runs_dir: Path) -> tuple[float, dict, Path]:
-    """`digitlab experiment NAME --json` in a fresh process: (wall seconds, record, folder)."""
+def run(name: str, runs_dir: Path, flags: tuple[str, ...] = ()) -> tuple[float, dict, Path]:
+    """`digitlab experiment NAME --json [FLAGS]` in a fresh process: (wall seconds, record,
+    folder)."""
     env = {**os.environ, "DIGITLAB_RUNS_DIR": str(runs_dir)}
+    runs_dir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     out = subprocess.run(
-        [str(ROOT / ".venv" / "bin" / "digitlab"), "experiment", name, "--json"],
+        [str(ROOT / ".venv" / "bin" / "digitlab"), "experiment", name, "--json", *flags],
         env=env,
         check=True,
         stdout=subprocess.PIPE,
@@ -154,9 +165,88 @@ def section(results: list[tuple[str, float, dict, Path]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_section(text: str) -> None:
+def figures(record: dict) -> dict:
+    """What the same seeds must reproduce: each variant's values across seeds and chosen
+    rate, and each claim's and test's verdict and estimate."""
+    keys = ("test_accuracy", "final_train_loss", "final_val_loss", "generalization_gap")
+    return {
+        "variants": {
+            v["name"]: {"rate": v.get("learning_rate"), **{k: v[k]["values"] for k in keys}}
+            for v in record["variants"]
+        },
+        "verdicts": [
+            (t.get("name") or t["metric"], t["verdict"], t.get("estimate"))
+            for t in [*record.get("claims", []), *record.get("tests", [])]
+        ],
+    }
+
+
+def workers_section(rows: list[tuple[str, str, dict, dict, bool]], command: str) -> str:
+    """RESULTS' section of `--workers`: wall and CPU time per worker count, speed-up, and
+    whether the figures are identical."""
+    counts = sorted({n for _, _, seconds, _, _ in rows for n in seconds})
+    lines = [
+        WORKERS_HEADING,
+        "",
+        f"`{command}`: each experiment run as `digitlab experiment NAME --workers N` in a "
+        "fresh process on this machine's 2 cores, the wall time of each worker count (and the "
+        "CPU time its record counts: the process's, or the sum of its cells'), the speed-up "
+        "over one worker, and whether the records' figures (every seed's values, the chosen "
+        "rates, every claim's and test's verdict and estimate) are identical.",
+        "",
+        "| experiment | budget | "
+        + " | ".join(f"{n} worker{'s' * (n > 1)}" for n in counts)
+        + " | speed-up | identical |",
+        "|---|---|" + "---|" * len(counts) + "---|---|",
+    ]
+    for name, budget, seconds, cpu, same in rows:
+        base = seconds.get(counts[0])
+        speed = ", ".join(
+            f"×{base / seconds[n]:.2f} ({n})" for n in counts[1:] if base and seconds.get(n)
+        )
+        cells = " | ".join(
+            f"{seconds[n]:.0f} s (CPU {cpu[n]:.0f} s)" if n in seconds else "–" for n in counts
+        )
+        lines.append(f"| {name} | {budget} | {cells} | {speed} | {'yes' if same else 'NO'} |")
+    return "\n".join(lines) + "\n"
+
+
+def run_workers(args) -> None:
+    """`--workers N ...`: each experiment once per worker count, compared."""
+    runs_dir = args.runs_dir or Path(tempfile.mkdtemp(prefix="bench-experiments-"))
+    given = {"--seeds": args.seeds, "--epochs": args.epochs, "--train-samples": args.train_samples}
+    budget = [str(f) for flag, value in given.items() if value is not None for f in (flag, value)]
+    rows = []
+    for name in args.names:
+        seconds, records = {}, {}
+        for n in args.workers:
+            load = os.getloadavg()[0]
+            flags = (*budget, "--workers", str(n)) if n > 1 else tuple(budget)
+            seconds[n], records[n], folder = run(name, runs_dir / f"workers-{n}", flags)
+            print(
+                f"{name}, {n} worker(s): {seconds[n]:.0f} s (load {load:.1f}), {folder}", flush=True
+            )
+        first = next(iter(records.values()))
+        same = all(figures(r) == figures(first) for r in records.values())
+        b = first["budget"]
+        described = (
+            f"{len(first['variants'])} variants × {b['seeds']} seeds, {b['epochs']} epochs, "
+            f"{b['train_samples']:,} digits"
+        )
+        cpu = {n: r.get("cpu_seconds") or 0.0 for n, r in records.items()}
+        rows.append((name, described, seconds, cpu, same))
+    command = "benchmarks/bench_experiments.py " + " ".join(
+        [*args.names, "--workers", *map(str, args.workers), *budget]
+    )
+    text = workers_section(rows, command)
+    print(text)
+    if args.write:
+        write_section(text, WORKERS_HEADING)
+
+
+def write_section(text: str, heading: str = "## Experiments") -> None:
     current = RESULTS.read_text()
-    start = current.find("## Experiments")
+    start = current.find(heading + "\n")
     if start == -1:
         updated = current.rstrip("\n") + "\n\n" + text
     else:
@@ -187,7 +277,16 @@ def main() -> None:
         help="re-read finished experiment folders instead of running (wall time taken from "
         "their records)",
     )
+    parser.add_argument(
+        "--workers", nargs="*", type=int, default=None, help="time each worker count (issue 24)"
+    )
+    parser.add_argument("--seeds", type=int, default=None, help="with --workers: fewer seeds")
+    parser.add_argument("--epochs", type=int, default=None, help="with --workers: fewer epochs")
+    parser.add_argument("--train-samples", type=int, default=None, help="with --workers")
     args = parser.parse_args()
+    if args.workers:
+        run_workers(args)
+        return
     results = []
     if args.from_folders:
         for folder in args.from_folders:
