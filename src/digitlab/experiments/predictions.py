@@ -48,8 +48,11 @@ from digitlab.schema import validate
 
 PREDICTION_FILE = "prediction.json"  # written before the first run; read back by `judged`
 PREDICTION_PNG = "prediction.png"
-NOISE_DIGITS = 5_000  # per-example gradients for B_simple: ~4 s on 2 cores (benchmarks/)
-HESSIAN_DIGITS = 2_000  # λ_max per network: ~1.5 s each
+# Digits each measurement takes (the first of those fit trains on): B_simple's per-example
+# gradients ~4 s on 2 cores, each network's λ_max ~5 s CPU (benchmarks/RESULTS.md); λ_max of
+# the mean loss over fewer digits is larger (raw pixels: 2/λ_max 0.010 on 480, 0.031 on 2,000).
+NOISE_DIGITS = 5_000
+HESSIAN_DIGITS = 5_000
 SHORT_EPOCHS = 3  # the dropout prediction's runs without dropout
 CONCLUSION = "The prediction made before the runs"  # the conclusion's line about it
 TITLES = {
@@ -118,14 +121,14 @@ def before_runs(experiment: Any, guess: str | None = None, console=None) -> Pred
     prediction = None
     if mechanism is not None and not started:
         say(f"Predict, then measure: {TITLES[mechanism]}, measured before the runs…")
-        began = time.perf_counter()
+        began, cpu = time.perf_counter(), time.process_time()
         found = MEASURES[mechanism](experiment)
         if found is not None:
             measured, statement = found
             prediction = Prediction(
                 mechanism=mechanism,
                 statement=tuple(statement),
-                measured=measured,
+                measured={**measured, "cpu_seconds": round(time.process_time() - cpu, 2)},
                 made=datetime.now(),
                 seconds=round(time.perf_counter() - began, 2),
             )
