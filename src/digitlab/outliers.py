@@ -40,7 +40,6 @@ from collections.abc import Callable
 
 import numpy as np
 from PIL import Image, ImageDraw
-from scipy import ndimage
 
 from digitlab.data import PIXEL_MAX
 from digitlab.errors import DigitlabError
@@ -60,6 +59,14 @@ def _framed(image: Image.Image | np.ndarray, level: int = PIXEL_MAX // 2) -> np.
         return np.zeros(FRAME, np.uint8)
     box = round(FRAME[0] * BOX_FRACTION)
     return _centre(_fit_box(_thicken(mask[_ink_box(mask)]), box), FRAME)
+
+
+def _ndimage():
+    """scipy.ndimage, imported on first use: `predict` and `serve` import this module (through
+    confidence) but need none of it, and importing it costs ~0.5 s."""
+    from scipy import ndimage
+
+    return ndimage
 
 
 def _pen(rng: np.random.Generator) -> int:
@@ -166,7 +173,7 @@ def textures(n: int, rng: np.random.Generator) -> np.ndarray:
             size = rng.integers(2, 7)
             wave = ((rows // size + cols // size) % 2) * 2.0 - 1
         else:  # smooth noise, cut at a random level
-            wave = ndimage.gaussian_filter(rng.normal(size=FRAME), rng.uniform(1, 3))
+            wave = _ndimage().gaussian_filter(rng.normal(size=FRAME), rng.uniform(1, 3))
             wave = wave / (np.abs(wave).max() + 1e-9) - rng.uniform(-0.3, 0.3)
         out[i] = np.where(wave > 0, PIXEL_MAX, 0)
     return out
@@ -209,7 +216,7 @@ def overlays(digits: np.ndarray, labels: np.ndarray, n: int, rng: np.random.Gene
     out = np.empty((n, *FRAME), np.uint8)
     for i, (a, b) in enumerate(zip(first, second, strict=True)):
         shift = rng.integers(4, 10, 2) * rng.choice([-1, 1], 2)
-        out[i] = np.maximum(digits[a], ndimage.shift(digits[b], shift, order=0))
+        out[i] = np.maximum(digits[a], _ndimage().shift(digits[b], shift, order=0))
     return out
 
 
@@ -266,23 +273,23 @@ def shifted(digits: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 
 def _thicker(x, rng):
-    return ndimage.grey_dilation(x, size=(1, 2, 2))
+    return _ndimage().grey_dilation(x, size=(1, 2, 2))
 
 
 def _thinner(x, rng):
-    thin = ndimage.grey_erosion(x, size=(1, 2, 2))
+    thin = _ndimage().grey_erosion(x, size=(1, 2, 2))
     return np.where(thin.sum(axis=(1, 2), keepdims=True) > 10, thin, x)  # not erased away
 
 
 def _blurred(x, rng):
-    blurred = ndimage.gaussian_filter(x, (0, 1, 1))
+    blurred = _ndimage().gaussian_filter(x, (0, 1, 1))
     return blurred / np.maximum(blurred.max(axis=(1, 2), keepdims=True), 1e-6)
 
 
 def _low_resolution(x, rng):
     size = int(rng.integers(10, 16))
-    small = ndimage.zoom(x, (1, size / FRAME[0], size / FRAME[1]), order=1)
-    return ndimage.zoom(small, (1, FRAME[0] / size, FRAME[1] / size), order=1)[
+    small = _ndimage().zoom(x, (1, size / FRAME[0], size / FRAME[1]), order=1)
+    return _ndimage().zoom(small, (1, FRAME[0] / size, FRAME[1] / size), order=1)[
         :, : FRAME[0], : FRAME[1]
     ]
 
@@ -290,12 +297,12 @@ def _low_resolution(x, rng):
 def _elastic(x, rng, alpha: float = 2.5, sigma: float = 3.0):
     """Simard et al. 2003's elastic warp: smoothed random displacements of ~`alpha` px."""
     n = len(x)
-    field = ndimage.gaussian_filter(rng.uniform(-1, 1, (2, n, *FRAME)), (0, 0, sigma, sigma))
+    field = _ndimage().gaussian_filter(rng.uniform(-1, 1, (2, n, *FRAME)), (0, 0, sigma, sigma))
     field *= alpha / (np.abs(field).max(axis=(2, 3), keepdims=True) + 1e-9)
     rows, cols = np.mgrid[0 : FRAME[0], 0 : FRAME[1]]
     index = np.arange(n)[:, None, None] * np.ones(FRAME)
     coords = np.stack([index, rows + field[0], cols + field[1]])
-    return ndimage.map_coordinates(x, coords, order=1, cval=0.0)
+    return _ndimage().map_coordinates(x, coords, order=1, cval=0.0)
 
 
 def _faint(x, rng):

@@ -27,7 +27,6 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageChops, ImageFilter, ImageOps
-from scipy import ndimage as ndi
 
 from digitlab.data import IMAGE_SHAPE, PIXEL_MAX
 from digitlab.errors import ImageError
@@ -52,6 +51,14 @@ NOISE_SIGMAS = 4.0  # the threshold stays this many noise deviations above the p
 NOISE_LAG = 4  # pixels; see _noise_sigma
 SPECK_FRACTION = 0.05  # ink blobs smaller than this share of the largest one are noise
 RESAMPLE = Image.Resampling.BILINEAR  # anti-aliased both ways (Pillow widens the filter to shrink)
+
+
+def _ndimage():
+    """scipy.ndimage, imported on first use (~0.5 s): `predict RUN --index` and `serve` import
+    this module through the verdict without preprocessing an image."""
+    from scipy import ndimage
+
+    return ndimage
 
 
 def load_image(
@@ -241,7 +248,7 @@ def _ink_mask(gray: Image.Image) -> np.ndarray:
     if _brightest_level(counts) < max(paper + MIN_CONTRAST, floor):
         raise no_digit_error()
     mask = np.asarray(ink) > max(_otsu_level(counts), floor)
-    labels, count = ndi.label(mask, structure=np.ones((3, 3)))  # diagonal steps connect
+    labels, count = _ndimage().label(mask, structure=np.ones((3, 3)))  # diagonal steps connect
     if count > 1:
         sizes = np.bincount(labels[mask])  # only ink pixels: a tenth of the image, or less
         keep = sizes >= SPECK_FRACTION * sizes.max()
@@ -325,7 +332,7 @@ def _thicken(crop: np.ndarray) -> np.ndarray:
     radius = (target - width) / 2
     pad = int(np.ceil(radius))
     padded = np.pad(crop, pad)
-    return ndi.distance_transform_edt(~padded) <= radius
+    return _ndimage().distance_transform_edt(~padded) <= radius
 
 
 def _fit_box(crop: np.ndarray, box: int) -> np.ndarray:
@@ -345,9 +352,9 @@ def _centre(digit: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     height, width = digit.shape
     top, left = (shape[0] - height) // 2, (shape[1] - width) // 2
     frame[top : top + height, left : left + width] = digit
-    row, col = ndi.center_of_mass(frame)
+    row, col = _ndimage().center_of_mass(frame)
     shift = (round(shape[0] / 2 - row), round(shape[1] / 2 - col))
-    frame = ndi.shift(frame, shift, order=0, mode="constant", cval=0.0)
+    frame = _ndimage().shift(frame, shift, order=0, mode="constant", cval=0.0)
     return np.clip(np.rint(frame), 0, PIXEL_MAX).astype(np.uint8)
 
 
