@@ -27,7 +27,7 @@ Three scores, chosen by measurement (`benchmarks/bench_verdict.py`, `benchmarks/
 Each threshold is calibrated on real digits the network did not train on: the run's
 validation split when it has one, else the first half of the test split (the second half
 stays for measuring). Each flags at most its `FLAG_RATES` share of the correctly classified
-calibration digits, 2% in all. This module computes them; the run keeps them
+calibration digits, 1.7% in all. This module computes them; the run keeps them
 (`Run.store_calibration`: the thresholds in `RunConfig.thresholds`, the verifier's weights in
 a file beside it, read back by `Run.confidence_stats`). Runs calibrated before issue 22 keep
 their "not a digit" check, a distance from the predicted class's 20 main PCA directions
@@ -52,7 +52,10 @@ DISAGREE = "unsure_verifier"  # flags a verifier probability of the answer below
 OTHER = "not_a_digit_verifier"  # flags a verifier "not a digit" probability above it
 RESIDUAL = "not_a_digit_residual"  # runs calibrated before issue 22: a PCA distance above it
 REASONS = {DISAGREE: UNSURE, OTHER: NOT_A_DIGIT, RESIDUAL: NOT_A_DIGIT}
-FLAG_RATES = {MARGIN: 0.005, DISAGREE: 0.0075, OTHER: 0.0075}  # of correct calibration digits
+# Each score flags at most this share of the correct calibration digits, 1.7% in all: a run
+# calibrated on its validation split flagged 2.1% of the correct test digits at 2% in all
+# (test digits differ a little from training ones: benchmarks/RESULTS.md, the verdict).
+FLAG_RATES = {MARGIN: 0.004, DISAGREE: 0.0065, OTHER: 0.0065}
 COMPONENTS = 20  # PCA directions per class (issue 12's check)
 FIT_PER_CLASS = 4000  # training digits per class the directions are fitted on
 
