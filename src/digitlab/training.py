@@ -115,13 +115,17 @@ def _fit(
     events: EpochEvents | None = None,
 ) -> str:
     """Fit until the configured epoch, early stop or interrupt; returns the run's status."""
+    # Callbacks that add figures to the epoch's logs (`adds_to_logs`) run before `log`, which
+    # keeps them; every other one last, so an epoch one of them interrupts is kept and logged.
+    adding = [c for c in extra if getattr(c, "adds_to_logs", False)]
     callbacks: list[keras.callbacks.Callback] = [
-        *extra,  # first: one may add figures to the epoch's logs, which `log` then keeps
+        *adding,
         log,
         *log.recorders,  # activations, gradients, update ratios, noise scale (issue 21)
         fastfit.StopOnRequest(),
         keras.callbacks.TerminateOnNaN(),
         *([events] if events is not None else []),  # TensorBoard: once per epoch
+        *(c for c in extra if c not in adding),
     ]
     if spec.train.early_stopping:
         callbacks.append(
