@@ -20,6 +20,7 @@ import os
 import re
 import socket
 import stat
+import time
 import warnings
 from collections.abc import Callable
 from datetime import datetime
@@ -125,8 +126,13 @@ def open_storage(
         ) from None
 
 
+CREATE_ATTEMPTS = 4  # opening a new database: the tables' creation may race another worker
+
+
 def _database(url: str, retries: int | None) -> optuna.storages.RDBStorage:
     """Optuna's RDBStorage with digitlab's heartbeat, and its retry of silent trials."""
+    import sqlalchemy
+
     engine_kwargs: dict[str, Any] = {"pool_pre_ping": True}
     if url.startswith("postgresql"):
         engine_kwargs["connect_args"] = {"connect_timeout": CONNECT_TIMEOUT_S}
@@ -135,13 +141,22 @@ def _database(url: str, retries: int | None) -> optuna.storages.RDBStorage:
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         if retries is not None:
             retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=retries)
-        return optuna.storages.RDBStorage(
-            url,
-            engine_kwargs=engine_kwargs,
-            heartbeat_interval=HEARTBEAT_INTERVAL_S,
-            grace_period=HEARTBEAT_GRACE_S,
-            heartbeat_stale_trial_callback=retry,
-        )
+        for attempt in range(CREATE_ATTEMPTS):
+            try:
+                return optuna.storages.RDBStorage(
+                    url,
+                    engine_kwargs=engine_kwargs,
+                    heartbeat_interval=HEARTBEAT_INTERVAL_S,
+                    grace_period=HEARTBEAT_GRACE_S,
+                    heartbeat_stale_trial_callback=retry,
+                )
+            except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError):
+                # Workers started together on a new database race to create Optuna's tables
+                # ("duplicate key ... pg_type_typname_nsp_index"): the loser finds them made.
+                if attempt == CREATE_ATTEMPTS - 1:
+                    raise
+                time.sleep(0.5 * (attempt + 1))
+    raise AssertionError("unreachable")
 
 
 def journal_exists(path: Path) -> bool:
