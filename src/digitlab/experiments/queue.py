@@ -138,11 +138,13 @@ def create_or_join(
         SpecError: a study of that name exists and is not an experiment's (it is left as
             it is).
     """
+    from sqlalchemy.exc import IntegrityError
+
     if not any(s.study_name == name for s in storage.get_all_studies()):
         try:
             study = optuna.create_study(study_name=name, storage=storage, direction="maximize")
-        except optuna.exceptions.DuplicatedStudyError:  # another process, just now
-            pass
+        except (optuna.exceptions.DuplicatedStudyError, IntegrityError):  # another process,
+            pass  # just now (on PostgreSQL the race can surface as the unique index's error)
         else:
             study.set_user_attr(SETUP_ATTR, setup)
             with warnings.catch_warnings():  # experimental in Optuna 3.2 to 5 at least
