@@ -139,7 +139,7 @@ def test_one_seed_or_an_anchor_short_of_the_target_is_inconclusive():
     assert verdicts.noise_scale_parts(waiting, NOISE)[0]["verdict"] == "pending"
 
 
-def test_the_stable_rate_holds_between_the_grids_last_trained_and_first_diverged_rate():
+def test_the_stable_rate_holds_between_the_grids_last_trained_and_first_failed_rate():
     grid = [{"learning_rate": r, "diverged": r > 0.5, "run": None} for r in (0.1, 0.3, 1.0)]
     record = _record([_variant("unit-sgd", 32, learning_rate_grid=grid)])
     held, low, high = (
@@ -148,6 +148,14 @@ def test_the_stable_rate_holds_between_the_grids_last_trained_and_first_diverged
     assert held["verdict"] == "held"
     assert low["verdict"] == "missed" and low["why"].startswith("by ×1.5 at unit-sgd")
     assert high["verdict"] == "missed" and high["why"].startswith("by ×2 at unit-sgd")
+    # a rate whose network ends at chance failed too, though its loss never became NaN
+    grid[2] = {"learning_rate": 1.0, "val_accuracy": 0.11, "run": "unit-sgd-lr1"}
+    record = _record([_variant("unit-sgd", 32, learning_rate_grid=grid)])
+    (part,) = verdicts.stable_rate_parts(record, {"unit-sgd": 2.0})
+    assert part["verdict"] == "missed" and "failed at 1" in part["why"]
+    grid[2]["val_accuracy"] = 0.9
+    record = _record([_variant("unit-sgd", 32, learning_rate_grid=grid)])
+    assert verdicts.stable_rate_parts(record, {"unit-sgd": 2.0})[0]["verdict"] == "held"
 
 
 def test_an_order_holds_when_the_welch_interval_excludes_zero():

@@ -173,13 +173,22 @@ def _curvature(record: ExperimentRecord) -> Figure:
 
 
 def _rates_panel(ax, rates: dict, by_name: dict) -> None:
+    from digitlab.experiments.verdicts import failed
+
     names = list(rates)
     for row, name in enumerate(names):
         grid = by_name[name].learning_rate_grid if name in by_name else ()
-        ok = [p.learning_rate for p in grid if not p.diverged]
-        bad = [p.learning_rate for p in grid if p.diverged]
+        ok = [p.learning_rate for p in grid if not failed(p)]
+        bad = [p.learning_rate for p in grid if failed(p)]
         ax.plot(ok, [row] * len(ok), "o", mfc="none", color=MEASURED, label="grid rate trained")
-        ax.plot(bad, [row] * len(bad), "x", color=DIVERGED, ms=8, label="grid rate diverged")
+        ax.plot(
+            bad,
+            [row] * len(bad),
+            "x",
+            color=DIVERGED,
+            ms=8,
+            label="grid rate failed (NaN, or at chance)",
+        )
         ax.plot(
             [rates[name]["rate"]],
             [row],
@@ -192,6 +201,7 @@ def _rates_panel(ax, rates: dict, by_name: dict) -> None:
     ax.set_yticks(range(len(names)), [common.wrap(n, 14) for n in names], fontsize=8)
     ax.set_ylim(-0.6, len(names) - 0.4)
     ax.set_xscale("log")
+    ax.margins(x=0.12)  # the grid's end markers clear of the frame
     ax.set_xlabel("SGD learning rate (log)")
     ax.set_title("Largest stable rate", fontsize=10)
     ax.grid(alpha=0.3, axis="x")

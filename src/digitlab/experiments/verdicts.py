@@ -26,8 +26,10 @@ from typing import Any
 
 import numpy as np
 
+from digitlab.data import NUM_CLASSES
 from digitlab.experiments.figures_common import mean_interval
-from digitlab.experiments.schema import ExperimentRecord, VariantResult
+from digitlab.experiments.results import NEAR_CHANCE
+from digitlab.experiments.schema import ExperimentRecord, GridPoint, VariantResult
 from digitlab.experiments.statistics import welch
 
 ALPHA = 0.05
@@ -199,46 +201,57 @@ def _batch_part(v, base, b0, noise, noises, fit, at, record) -> dict:
 
 
 # ----------------------------------------------------------------------------- curvature
+def failed(point: GridPoint) -> bool:
+    """Whether a grid rate failed to train: its loss became NaN, or its validation accuracy
+    ended within `NEAR_CHANCE` of chance (a bounded loss can blow up without a NaN: sigmoid
+    layers saturate and the network stops learning)."""
+    chance = 1 / NUM_CLASSES
+    accuracy = point.val_accuracy
+    return point.diverged or (accuracy is not None and accuracy < chance + NEAR_CHANCE)
+
+
 def stable_rate_parts(record: ExperimentRecord, rates: dict[str, float]) -> list[dict]:
     """Each SGD variant's predicted largest stable rate `2 / λ_max` against its grid: the
-    largest rate that trained and the smallest above it that diverged bound the measured one."""
+    largest rate that trained and the smallest above it that failed (`failed`) bound the
+    measured one."""
     parts = []
     for v in record.variants:
         if v.name not in rates:
             continue
         limit = rates[v.name]
-        predicted = f"stable below {limit:.3g}"
+        words = f"stable below {limit:.3g}"
         if not v.learning_rate_grid:
+            verdict = "pending" if record.status == "interrupted" else "inconclusive"
             parts.append(
                 part(
                     v.name,
-                    predicted,
-                    "pending" if record.status == "interrupted" else "inconclusive",
+                    words,
+                    verdict,
                     why="no learning-rate grid was run",
                     predicted_rate=limit,
                 )
             )
             continue
-        trained = [p.learning_rate for p in v.learning_rate_grid if not p.diverged]
-        failed = [p.learning_rate for p in v.learning_rate_grid if p.diverged]
+        trained = [p.learning_rate for p in v.learning_rate_grid if not failed(p)]
         low = max(trained, default=0.0)
-        high = min((r for r in failed if r > low), default=math.inf)
+        high = min(
+            (p.learning_rate for p in v.learning_rate_grid if failed(p) and p.learning_rate > low),
+            default=math.inf,
+        )
         measured = (
-            f"{low:g} trained, {high:g} diverged"
+            f"{low:g} trained, {high:g} failed"
             if math.isfinite(high)
-            else (f"every rate up to {low:g} trained (none diverged)")
+            else (f"every rate up to {low:g} trained")
         )
         numbers = {"predicted_rate": limit, "trained": low or None, "diverged": high}
         if trained and limit < low:
             why = f"by {factor(low, limit)} at {v.name}: SGD trained at {low:g}, above {limit:.3g}"
-            parts.append(part(v.name, predicted, "missed", measured, why, **numbers))
+            parts.append(part(v.name, words, "missed", measured, why, **numbers))
         elif limit > high:
-            why = (
-                f"by {factor(limit, high)} at {v.name}: SGD diverged at {high:g}, below {limit:.3g}"
-            )
-            parts.append(part(v.name, predicted, "missed", measured, why, **numbers))
+            why = f"by {factor(limit, high)} at {v.name}: SGD failed at {high:g}, below {limit:.3g}"
+            parts.append(part(v.name, words, "missed", measured, why, **numbers))
         else:
-            parts.append(part(v.name, predicted, "held", measured, **numbers))
+            parts.append(part(v.name, words, "held", measured, **numbers))
     return parts
 
 
