@@ -67,8 +67,10 @@ def overall(parts: Sequence[dict[str, Any]]) -> tuple[str, str]:
         others = f" (and {len(missed) - 1} more)" if len(missed) > 1 else ""
         return "missed", f"missed {worst['why']}{others}"
     if held:
-        rest = len(parts) - len(held)
-        tail = f"; {rest} of {len(parts)} not yet or not decidable" if rest else ""
+        others = [p["verdict"] for p in parts if p["verdict"] != "held"]
+        tail = "".join(
+            f"; {others.count(v)} {v}" for v in ("inconclusive", "pending") if v in others
+        )
         ratios = [
             max(p["values"]["predicted"], p["values"]["measured_mean"])
             / min(p["values"]["predicted"], p["values"]["measured_mean"])
