@@ -8,6 +8,7 @@ Two "machines" are two processes with their own runs folders sharing one Postgre
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -49,7 +50,22 @@ name = "a"
 name = "b"
 learning_rates = [0.01, 0.1]
 """
+_DATABASES = itertools.count()
 CELLS = {"a seed 0", "a seed 1", "b seed 0", "b seed 1", "b lr 0.01", "b lr 0.1"}
+
+
+@pytest.fixture
+def database(postgres_url) -> str:  # noqa: F811
+    """A new, empty database on the module's server: each test its own studies."""
+    import sqlalchemy
+
+    name = f"t{os.getpid()}_{next(_DATABASES)}"
+    url = postgres_url.replace("postgresql://", "postgresql+psycopg2://", 1)
+    engine = sqlalchemy.create_engine(url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as connection:
+        connection.execute(sqlalchemy.text(f"CREATE DATABASE {name}"))
+    engine.dispose()
+    return postgres_url.rsplit("/", 1)[0] + "/" + name
 
 
 @pytest.fixture
@@ -129,18 +145,17 @@ def test_two_workers_on_the_journal_train_every_cell_once_with_the_numbers_of_on
 
 
 @pytest.mark.slow
-def test_two_machines_on_postgresql_make_one_record(tmp_path, pair, postgres_url):  # noqa: F811
+def test_two_machines_on_postgresql_make_one_record(tmp_path, pair, database):
     machines = [tmp_path / "machine1", tmp_path / "machine2"]
     started = [
-        _cli(pair, "--storage", postgres_url, "--workers", "1", "--runs-dir", runs)
-        for runs in machines
+        _cli(pair, "--storage", database, "--workers", "1", "--runs-dir", runs) for runs in machines
     ]
     for process in started:
         _, err = process.communicate(timeout=600)
         assert process.returncode == 0, err
     study = optuna.load_study(
-        study_name=queue.experiment_studies(open_storage(postgres_url))[0].study_name,
-        storage=open_storage(postgres_url),
+        study_name=queue.experiment_studies(open_storage(database))[0].study_name,
+        storage=open_storage(database),
     )
     _trained_once(study)
     records = [_record(_only_experiment(runs)) for runs in machines]
@@ -153,7 +168,7 @@ def test_two_machines_on_postgresql_make_one_record(tmp_path, pair, postgres_url
     # a third machine assembles the record and report from the storage, training nothing
     third = runner.invoke(
         app,
-        ["experiment", str(pair), "--storage", postgres_url, "--resume",
+        ["experiment", str(pair), "--storage", database, "--resume",
          "--runs-dir", str(tmp_path / "machine3"), "--json"],
     )  # fmt: skip
     assert third.exit_code == 0, third.output
@@ -237,12 +252,12 @@ def test_a_cell_whose_worker_dies_every_time_is_failed_after_the_retries(tmp_pat
 
 
 def test_on_postgresql_a_cell_whose_heartbeat_stopped_is_enqueued_again(
-    postgres_url,  # noqa: F811
+    database,
     monkeypatch,
 ):
     monkeypatch.setattr(storages, "HEARTBEAT_INTERVAL_S", 1)
     monkeypatch.setattr(storages, "HEARTBEAT_GRACE_S", 1)
-    opened = open_storage(postgres_url, retries=queue.MAX_RETRIES)
+    opened = open_storage(database, retries=queue.MAX_RETRIES)
     study, _ = queue.create_or_join(opened, "experiment-beat-test", _setup("beat", 1), "test")
     queue.enqueue(study, [Cell("a", 0)])
     # a machine that claimed the cell, beat once, and went silent
@@ -314,7 +329,7 @@ def test_a_tune_journal_as_storage_is_refused_in_one_line_and_left_untouched(tmp
 def test_a_tune_study_of_the_experiments_name_on_postgresql_is_refused(
     tmp_path,
     pair,
-    postgres_url,  # noqa: F811
+    database,
 ):
     from digitlab.experiments.distributed import run_shared
 
@@ -323,10 +338,10 @@ def test_a_tune_study_of_the_experiments_name_on_postgresql_is_refused(
              "budget": definition.budget.model_dump(), "quick": False,
              "policy": definition.learning_rate_policy}  # fmt: skip
     name = queue.study_name(definition.name, setup)
-    tuned = optuna.create_study(study_name=name, storage=open_storage(postgres_url))
+    tuned = optuna.create_study(study_name=name, storage=open_storage(database))
     tuned.set_user_attr("digitlab.setup", {"space": {}})
     with pytest.raises(SpecError) as refused:
-        run_shared(definition, storage=postgres_url, runs_dir=tmp_path)
+        run_shared(definition, storage=database, runs_dir=tmp_path)
     assert f"study '{name}'" in str(refused.value) and "not an experiment's" in str(refused.value)
     assert tuned.user_attrs == {"digitlab.setup": {"space": {}}} and not tuned.trials
 

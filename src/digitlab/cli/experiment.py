@@ -11,6 +11,7 @@ from digitlab.cli.app import app, console, err_console, print_json
 from digitlab.cli.options import DataDirOption, JsonOption, RunsDirOption, choices
 from digitlab.errors import DigitlabError
 from digitlab.experiments.schema import LEARNING_RATE_POLICIES
+from digitlab.files import check_output_folder
 
 # -------------------------------------------------------------------------- experiment (helper)
 SMOKE = (
@@ -116,12 +117,14 @@ def experiment_command(
         _status(where, storage, runs_dir, as_json)
         return
     resume_from = _resume_from(name, where, resume=resume, quick=quick)
-    if quick:
-        err_console.print(SMOKE, highlight=False, markup=False)
     from digitlab.experiments.definitions import load_definition
 
     definition = load_definition(name)
+    if runs_dir is not None:
+        check_output_folder(runs_dir)
     run = _runner(workers, storage, definition.name, resume_from, runs_dir)
+    if quick:  # after every input is checked: a refusal stays one line
+        err_console.print(SMOKE, highlight=False, markup=False)
     outcome = run(
         definition,
         seeds=seeds,
