@@ -4,6 +4,8 @@ every command is documented, and every option the README shows a command with ex
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -93,3 +95,13 @@ def test_the_readme_parser_finds_commands_and_options():
     assert list(_invocations("digitlab train --epochs 2  # --not-an-option")) == [
         (("train",), ["--epochs"])
     ]
+
+
+def test_the_notes_measured_section_is_generated_from_the_records():
+    """README's "What the notes claim, measured" is what scripts/notes_measured.py makes of
+    docs/experiments/*.json: edit the records (bench_experiments.py --write), not the text."""
+    script = Path(__file__).resolve().parent.parent / "scripts" / "notes_measured.py"
+    checked = subprocess.run(
+        [sys.executable, str(script), "--check"], capture_output=True, text=True, timeout=120
+    )
+    assert checked.returncode == 0, checked.stderr

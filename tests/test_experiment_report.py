@@ -459,3 +459,19 @@ def test_the_terminal_prints_an_old_records_conclusion(tmp_path):
     text = "\n".join(lines)
     assert "smoke" not in text and "report:" not in text  # no report written there
     assert "How we know: Welch's t-test and TOST" in text and "3 seeds per variant" in text
+
+
+def test_a_tuning_rate_that_failed_on_every_try_is_shown_as_failed_not_as_diverged():
+    from digitlab.experiments.results import Tuning
+    from digitlab.experiments.schema import GridPoint, VariantResult
+
+    tuning = Tuning(diverged={1.0}, failed={0.1})
+    points = tuning.points([0.1, 1.0])
+    assert points == [
+        {"learning_rate": 0.1, "failed": True, "run": None},
+        {"learning_rate": 1.0, "diverged": True, "run": None},
+    ]
+    assert tuning.chosen([0.1, 1.0]) is None  # nothing trained: no rate to choose
+    grid = tuple(GridPoint.model_validate(p) for p in points)
+    variant = VariantResult.model_construct(learning_rate_grid=grid, learning_rate=None)
+    assert lesson.grid_text(variant) == "0.1: failed, not trained · 1: diverged"

@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import shlex
 import signal
 import socket
 import subprocess
@@ -118,9 +119,10 @@ def _cli(*args) -> subprocess.Popen:
 def test_two_workers_on_the_journal_train_every_cell_once_with_the_numbers_of_one_process(
     tmp_path, pair, mnist
 ):
-    from digitlab.experiments.runner import run_experiment
+    import digitlab
 
-    alone = run_experiment(load_definition(pair), runs_dir=tmp_path / "one", live=False)
+    alone = digitlab.experiment(pair, runs_dir=tmp_path / "one", live=False)  # one process
+    assert not alone.record.study and not (alone.folder / queue.JOURNAL_FILE).exists()
     result = runner.invoke(
         app, ["experiment", str(pair), "--workers", "2", "--runs-dir", str(tmp_path / "two")]
     )
@@ -144,12 +146,33 @@ def test_two_workers_on_the_journal_train_every_cell_once_with_the_numbers_of_on
     assert f"--study {record['study']}" in shown.output
 
 
+def _readme_commands(pair: Path, url: str) -> dict[str, list[str]]:
+    """The README's "On many workers and machines" commands, as this test runs them: the
+    tiny pair for `dropout`, 2 seeds for 10, the test database for db-host's; by what they
+    do (the dashboard's server is left out)."""
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    block = readme.split("#### On many workers and machines", 1)[1].split("```sh\n", 1)[1]
+    lines = [line.split(" #")[0] for line in block.split("```", 1)[0].splitlines()]
+    shown = "postgresql://digitlab@db-host/digitlab"
+    tested = {"dropout": str(pair), "10": "2", shown: url}
+    commands = [[tested.get(a, a) for a in shlex.split(line)[1:]] for line in lines if line]
+    found = {
+        "join": [c for c in commands if "--storage" in c and "--workers" in c],
+        "status": [c for c in commands if c[:2] == ["experiment", "status"] and "--storage" in c],
+        "resume": [c for c in commands if "--resume" in c and "--storage" in c],
+    }
+    assert all(len(c) == 1 for c in found.values()), f"the README's commands changed: {commands}"
+    assert shown in readme and all(url in c[0] for c in found.values())
+    return {what: c[0] for what, c in found.items()}
+
+
 @pytest.mark.slow
-def test_two_machines_on_postgresql_make_one_record(tmp_path, pair, database):
+def test_two_machines_on_postgresql_make_one_record_with_the_readmes_commands(
+    tmp_path, pair, database
+):
+    commands = _readme_commands(pair, database)
     machines = [tmp_path / "machine1", tmp_path / "machine2"]
-    started = [
-        _cli(pair, "--storage", database, "--workers", "1", "--runs-dir", runs) for runs in machines
-    ]
+    started = [_cli(*commands["join"][1:], "--runs-dir", runs) for runs in machines]
     for process in started:
         _, err = process.communicate(timeout=600)
         assert process.returncode == 0, err
@@ -165,12 +188,12 @@ def test_two_machines_on_postgresql_make_one_record(tmp_path, pair, database):
     paths = [p for v in records[0]["variants"] for p in v["run_paths"]]
     assert sorted(paths) == sorted(p for v in records[1]["variants"] for p in v["run_paths"])
     assert all(Path(p).exists() for p in paths)  # each run stays where it was trained
+    shown = runner.invoke(app, commands["status"])
+    assert shown.exit_code == 0, shown.output
+    rows = {line.split()[0]: line.split()[1:] for line in shown.output.splitlines() if line}
+    assert rows["a"] == ["2", "0", "0", "0"] and rows["b"] == ["4", "0", "0", "0"]
     # a third machine assembles the record and report from the storage, training nothing
-    third = runner.invoke(
-        app,
-        ["experiment", str(pair), "--storage", database, "--resume",
-         "--runs-dir", str(tmp_path / "machine3"), "--json"],
-    )  # fmt: skip
+    third = runner.invoke(app, [*commands["resume"], "--runs-dir", tmp_path / "machine3"])
     assert third.exit_code == 0, third.output
     folder = _only_experiment(tmp_path / "machine3")
     assert _figures(_record(folder)) == _figures(records[0])
@@ -344,6 +367,23 @@ def test_a_tune_study_of_the_experiments_name_on_postgresql_is_refused(
         run_shared(definition, storage=database, runs_dir=tmp_path)
     assert f"study '{name}'" in str(refused.value) and "not an experiment's" in str(refused.value)
     assert tuned.user_attrs == {"digitlab.setup": {"space": {}}} and not tuned.trials
+
+
+def test_the_python_api_takes_workers_and_storage_as_the_command_does(pair, monkeypatch):
+    import digitlab
+    from digitlab.experiments import distributed
+
+    calls = []
+    monkeypatch.setattr(distributed, "run_shared", lambda d, **kw: calls.append((d.name, kw)))
+    digitlab.experiment(pair, workers=2, seeds=1)
+    digitlab.experiment(pair, storage="postgresql://db-host/x", quick=True)
+    assert [(name, kw["workers"], kw["storage"]) for name, kw in calls] == [
+        ("pair", 2, None),
+        ("pair", 1, "postgresql://db-host/x"),
+    ]
+    assert calls[0][1]["seeds"] == 1 and calls[1][1]["quick"] is True
+    with pytest.raises(SpecError, match="at least 1"):
+        digitlab.experiment(pair, workers=0)
 
 
 def test_workers_must_be_at_least_one(pair):

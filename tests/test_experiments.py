@@ -475,8 +475,9 @@ def test_interrupted_experiment_resumes_only_what_is_missing(tmp_path, monkeypat
     assert {"loss.png", "accuracy.png"} <= set(data["plots"])
     assert len(list((first.folder / "runs").iterdir())) == 5
     report = (first.folder / "report.html").read_text()
-    for variant in data["variants"]:
-        assert f"runs/{variant['runs'][0]}/report.html" in report  # links to each run
+    for variant in data["variants"]:  # a smoke run links each run's folder, drawing no report
+        assert f"runs/{variant['runs'][0]}" in report
+        assert not (first.folder / "runs" / variant["runs"][0] / "report.html").exists()
 
     third = run_experiment(definition, resume=first.folder, runs_dir=tmp_path, live=False)
     assert third.trained == [] and third.record.status == "complete"  # nothing missing
@@ -609,6 +610,9 @@ def test_a_diverging_cell_is_recorded_as_diverged_by_its_error_type(tmp_path, mo
     assert boom.diverged_seeds == (0,) and boom.runs == () and ok.diverged_seeds == ()
     assert outcome.record.status == "complete" and len(ok.runs) == 1
     assert outcome.record.conclusion[0].startswith("boom diverged (the loss became NaN)")
+    # not a smoke run: the experiment's report wrote its run's report, and links to it
+    assert f"runs/{ok.runs[0]}/report.html" in (outcome.folder / "report.html").read_text()
+    assert (outcome.folder / "runs" / ok.runs[0] / "report.html").is_file()
 
 
 # ---------------------------------------------------------------------------------- the CLI

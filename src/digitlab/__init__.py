@@ -50,7 +50,9 @@ def experiment(definition, **options):
         definition: a built-in name ("dropout", "batch-size", "normalization"), the path of
             an experiment TOML file (see `examples/`), or a loaded definition.
         **options: as `digitlab.experiments.run_experiment` (seeds, epochs, train_samples,
-            quick, runs_dir, resume, data_dir, ...).
+            quick, runs_dir, resume, data_dir, ...), and `workers` (worker processes here)
+            and `storage` (a database URL every machine reaches), as `--workers` and
+            `--storage` (`digitlab.experiments.launch.run`).
 
     Returns:
         The outcome: `.folder` (the experiment's folder with report.html) and `.record`.
@@ -63,11 +65,12 @@ def experiment(definition, **options):
         >>> outcome = digitlab.experiment("dropout", seeds=1, epochs=2, quick=True)
         >>> outcome.folder  # doctest: +SKIP
     """
-    from digitlab.experiments import load_definition, run_experiment
+    from digitlab.experiments import load_definition
+    from digitlab.experiments.launch import run
 
     if isinstance(definition, str | os.PathLike):
         definition = load_definition(definition)
-    return run_experiment(definition, **options)
+    return run(definition, **options)
 
 
 def __getattr__(name: str):

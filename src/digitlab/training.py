@@ -212,7 +212,7 @@ def _save_run(
                     pictures=staging if status == "complete" else None,
                     previous=path / EVENTS_DIR,
                 )
-            _write_report(staging, config)  # report.html, before the run appears
+            _write_report(staging, config) if pictures else None  # (it draws the pictures)
             write_run_files(staging, config=config)  # last: it marks the run complete
     except OSError as exc:
         rescue = _rescue(model, config)
@@ -353,8 +353,9 @@ def train(
             per epoch (in Jupyter always lines).
         callbacks: more Keras callbacks for the fit (e.g. an experiment's progress and
             activation statistics); they see the model after every epoch.
-        pictures: draw the confusion matrix, misclassified gallery and curves PNGs (default
-            True; an experiment's `--quick` runs skip them, ~3 s a run).
+        pictures: draw the confusion matrix, misclassified gallery and curves PNGs and write
+            report.html (default True; an experiment's runs skip them, ~3 s a run: the
+            experiment's report writes its runs' reports, `digitlab report RUN` any run's).
         calibrate: calibrate the confidence thresholds (default True; an experiment's runs
             skip it: it costs more than a short fit, and they are compared, not served).
         mechanisms: record activations, gradient norms, update ratios and the noise scale
@@ -427,6 +428,8 @@ def resume(
     progress: str | bool | None = None,
     verbose: int | None = None,
     callbacks: tuple[keras.callbacks.Callback, ...] = (),
+    pictures: bool = True,
+    calibrate: bool = True,
 ) -> Run:
     """Continue an interrupted run (or extend a finished one to more `epochs`) in place.
 
@@ -438,7 +441,7 @@ def resume(
         run: a `Run`, or its path, its name in `runs_dir`, or "latest".
         epochs: the total epochs to reach (default: the run's own).
         runs_dir: where to look the run up by name (default `$DIGITLAB_RUNS_DIR` or ./runs).
-        progress, verbose: as for `train`.
+        progress, verbose, callbacks, pictures, calibrate: as for `train`.
 
     Raises:
         RunError: the run cannot be found, or it has already done `epochs` epochs.
@@ -475,6 +478,7 @@ def resume(
         test,
         seconds,
         run.config,
+        pictures=pictures,
         events=events,
-        calibrate_on=(x_train, y_train),
+        calibrate_on=(x_train, y_train) if calibrate else None,
     )

@@ -117,16 +117,13 @@ def experiment_command(
         _status(where, storage, runs_dir, as_json)
         return
     resume_from = _resume_from(name, where, resume=resume, quick=quick)
-    from digitlab.experiments.definitions import load_definition
+    definition = _checked(name, runs_dir, quick)
+    from digitlab.experiments.launch import run
 
-    definition = load_definition(name)
-    if runs_dir is not None:
-        check_output_folder(runs_dir)
-    run = _runner(workers, storage, definition.name, resume_from, runs_dir)
-    if quick:  # after every input is checked: a refusal stays one line
-        err_console.print(SMOKE, highlight=False, markup=False)
     outcome = run(
         definition,
+        workers=workers,
+        storage=storage,
         seeds=seeds,
         epochs=epochs,
         train_samples=train_samples,
@@ -142,23 +139,17 @@ def experiment_command(
     _print_outcome(name + again, outcome, as_json)
 
 
-def _runner(workers: int | None, storage: str | None, name: str, resume: str | None, runs_dir):
-    """The experiment in this process (`run_experiment`), or on workers sharing a study
-    (`run_shared`): with --workers 2 or more, --storage, or to resume one that ran so."""
-    from functools import partial
+def _checked(name: str, runs_dir: Path | None, quick: bool):
+    """The definition, once every input is checked; then a smoke run says it is one (after
+    the checks: a refusal stays one line)."""
+    from digitlab.experiments.definitions import load_definition
 
-    from digitlab.experiments.runner import run_experiment
-
-    shared = (workers or 1) > 1 or storage is not None
-    if not shared and resume is not None:
-        from digitlab.experiments.distributed import ran_on_workers
-
-        shared = ran_on_workers(resume, name, runs_dir)
-    if not shared:
-        return run_experiment
-    from digitlab.experiments.distributed import run_shared
-
-    return partial(run_shared, workers=workers or 1, storage=storage)
+    definition = load_definition(name)
+    if runs_dir is not None:
+        check_output_folder(runs_dir)
+    if quick:
+        err_console.print(SMOKE, highlight=False, markup=False)
+    return definition
 
 
 def _status(where: str | None, storage: str | None, runs_dir: Path | None, as_json: bool):

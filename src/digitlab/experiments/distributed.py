@@ -305,7 +305,7 @@ def _located(record: ExperimentRecord, cells: Cells, study: str, label: str) -> 
             lines.append(
                 f"{variant.name}: the tuning run{'s' * (len(rates) > 1)} at learning rate "
                 f"{', '.join(f'{r:g}' for r in rates)} failed on every try; the rate was chosen "
-                "from the other points of its grid (the grid shows them as not trained)."
+                "from the other points of its grid (the grid shows them as failed, not trained)."
             )
     return record.model_copy(
         update={

@@ -42,10 +42,12 @@ class Done:
 @dataclass
 class Tuning:
     """A variant's learning-rate grid as far as it is trained: its tuning runs by rate (each
-    complete or interrupted) and the rates that diverged."""
+    complete or interrupted), the rates that diverged, and those whose tuning run failed on
+    every try (on many workers: a worker killed each time)."""
 
     runs: dict[float, Run] = field(default_factory=dict)
     diverged: set[float] = field(default_factory=set)
+    failed: set[float] = field(default_factory=set)
 
     def points(self, rates: Sequence[float]) -> list[dict[str, Any]]:
         """The grid's points (`GridPoint`s) for the rates tuned so far, in grid order."""
@@ -54,6 +56,8 @@ class Tuning:
             run = next((r for k, r in self.runs.items() if math.isclose(k, rate)), None)
             if any(math.isclose(k, rate) for k in self.diverged):
                 points.append({"learning_rate": rate, "diverged": True, "run": None})
+            elif any(math.isclose(k, rate) for k in self.failed):
+                points.append({"learning_rate": rate, "failed": True, "run": None})
             elif run is not None and run.status == "complete":
                 points.append(
                     {

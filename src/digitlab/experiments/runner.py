@@ -477,20 +477,15 @@ def _fit(
 def _train_one(spec, experiment: _Experiment, name: str, previous: Run | None, callbacks) -> Run:
     from digitlab import training
 
-    data_dir = experiment.data_dir
+    # No pictures or report.html (~3 s a run: the experiment's report writes them, `digitlab
+    # evaluate RUN` the gallery), no confidence thresholds (longer than the fit; not compared).
+    plain = {"verbose": 0, "callbacks": callbacks, "pictures": False, "calibrate": False}
     if previous is not None and previous.status == "interrupted":
-        return training.resume(previous, data_dir=data_dir, verbose=0, callbacks=callbacks)
+        return training.resume(previous, data_dir=experiment.data_dir, **plain)
     return training.train(
-        spec,
-        runs_dir=experiment.folder / RUNS_FOLDER,
-        name=name,
-        data_dir=data_dir,
-        verbose=0,
-        callbacks=callbacks,
-        pictures=False,  # ~1 s a run: its report draws the curves and matrices; `digitlab
-        # evaluate RUN` draws the misclassified gallery
-        calibrate=False,  # confidence thresholds: longer than the fit, and not compared here
-    )
+        spec, runs_dir=experiment.folder / RUNS_FOLDER, name=name, data_dir=experiment.data_dir,
+        **plain,
+    )  # fmt: skip
 
 
 def write_report(folder: Path) -> Path:

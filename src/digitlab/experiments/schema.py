@@ -274,7 +274,8 @@ class GridPoint(_Record):
     val_accuracy: float | None = Field(None, strict=False)
     val_loss: float | None = Field(None, strict=False)
     diverged: bool = False
-    run: str | None = None  # the tuning run's folder name, in runs/ (None: diverged)
+    failed: bool = False  # its tuning run failed on every try (a worker killed each time)
+    run: str | None = None  # the tuning run's folder name, in runs/ (None: diverged, failed)
 
 
 class Test(_Record):

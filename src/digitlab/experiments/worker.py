@@ -78,13 +78,16 @@ def context(setup: dict, folder: Path, data_dir: str | Path | None) -> _Experime
 def sync(experiment: _Experiment, cells: Cells) -> None:
     """Give the experiment the tuning runs done so far (anywhere), and each tuned variant
     whose grid is done the rate tuning chose. A tuning run that failed on every try counts
-    as a point of the grid that did not train (as a diverged one does)."""
+    as a point of the grid that did not train, shown as failed."""
     for cell, found in cells.trained.items():
         if cell.tuning and cell.variant in experiment.tuning:
             experiment.tuning[cell.variant].runs[cell.rate] = found.run
-    for cell in [*cells.diverged, *cells.failed]:
+    for cell in cells.diverged:
         if cell.tuning and cell.variant in experiment.tuning:
             experiment.tuning[cell.variant].diverged.add(cell.rate)
+    for cell in cells.failed:
+        if cell.tuning and cell.variant in experiment.tuning:
+            experiment.tuning[cell.variant].failed.add(cell.rate)
     experiment.choose_rates()
 
 

@@ -256,7 +256,13 @@ def grid_text(variant: VariantResult) -> str:
 
     points = []
     for point in variant.learning_rate_grid:
-        result = "diverged" if point.diverged else percent(point.val_accuracy)
+        result = (
+            "diverged"
+            if point.diverged
+            else "failed, not trained"
+            if point.failed
+            else percent(point.val_accuracy)
+        )
         chosen = " (chosen)" if point.learning_rate == variant.learning_rate else ""
         points.append(f"{point.learning_rate:g}: {result}{chosen}")
     return " · ".join(points)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -287,6 +289,9 @@ def write_experiment_report(folder: Path, runs_dir: Path | None = None) -> Path:
         folder.parent.parent,
     ]
     shared, diffs = lesson.changes(record)
+    # A smoke run's runs are linked as folders: drawing each run's report would take longer
+    # than the smoke run trained (`digitlab report RUN` writes one).
+    links = partial(_run_link, folder=folder, roots=roots, write_missing=not record.smoke)
     figures = _experiment_pictures(folder, record.plots)
     leads = [f for name in ("prediction.png", "forest.png") for f in figures if f["file"] == name]
     lead = leads[0] if leads else figures[0] if figures else None  # the prediction first
@@ -300,7 +305,7 @@ def write_experiment_report(folder: Path, runs_dir: Path | None = None) -> Path:
         claims=lesson.claim_rows(record),
         tests=lesson.comparison_rows(record),
         shared=shared,
-        variants=[_variant_row(v, diffs[v.name], folder, roots) for v in record.variants],
+        variants=[_variant_row(v, diffs[v.name], links) for v in record.variants],
         columns=_variant_columns(record),
         lead=lead,
         figures=[f for f in figures if f is not lead],
@@ -344,15 +349,14 @@ TO_TARGET = {
 
 
 def _variant_row(
-    variant: VariantResult, changes: list[str], folder: Path, roots: list[Path]
+    variant: VariantResult, changes: list[str], link_of: Callable[[str], dict[str, str | None]]
 ) -> dict[str, Any]:
     """One row of the variants table: the record's figures, the changes against the preset,
     the learning rate and its grid, and a link to each run's report."""
     to_target = [(label, getattr(variant, key)) for key, label in TO_TARGET.items()]
     to_target = [(label, summary) for label, summary in to_target if summary is not None]
     runs = [
-        link | {"seed": _seed_of(link["name"], variant.name)}
-        for link in (_run_link(ref, folder, roots) for ref in variant.runs)
+        link | {"seed": _seed_of(link["name"], variant.name)} for link in map(link_of, variant.runs)
     ]
     return {
         "name": variant.name,
@@ -383,14 +387,19 @@ def _seed_of(run: str, variant: str) -> str | None:
     return found[1] if found else None
 
 
-def _run_link(ref: str, folder: Path, roots: list[Path]) -> dict[str, str | None]:
+def _run_link(
+    ref: str, folder: Path, roots: list[Path], write_missing: bool = True
+) -> dict[str, str | None]:
     """A run of the experiment: its name, and a relative link to its report.html (written
-    now if the run lacks one), or None when the run can't be found or read."""
+    now if the run lacks one and `write_missing`; else to the run's folder), or None when
+    the run can't be found or read."""
     candidates = [Path(ref)] if Path(ref).is_absolute() else [root / ref for root in roots]
     for path in candidates:
         if not has_config(path):
             continue
         report = path / REPORT_FILE
+        if not report.exists() and not write_missing:
+            return {"name": Path(ref).name, "href": relative_href(path, folder)}
         if not report.exists():
             try:
                 write_run_report(path)
