@@ -149,7 +149,13 @@ def section(results: list[tuple[str, float, dict, Path]]) -> str:
             for v in grids:
                 points = ", ".join(
                     f"{g['learning_rate']:g}: "
-                    + ("diverged" if g.get("diverged") else f"{g['val_accuracy']:.1%}")
+                    + (
+                        "diverged"
+                        if g.get("diverged")
+                        else "failed"
+                        if g.get("val_accuracy") is None
+                        else f"{g['val_accuracy']:.1%}"
+                    )
                     for g in v["learning_rate_grid"]
                 )
                 lines.append(f"- {v['name']}: {points} → {v['learning_rate']:g}")

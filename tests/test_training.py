@@ -27,7 +27,8 @@ def _quick(**overrides):
 
 
 def test_seed_preset_two_epochs_reaches_95_percent(tmp_path):
-    run = train(with_overrides(get_preset("seed"), epochs=2), runs_dir=tmp_path, verbose=0)
+    spec = with_overrides(get_preset("seed"), epochs=2)
+    run = train(spec, runs_dir=tmp_path, verbose=0, calibrate=False)  # the training alone
     assert run.status == "complete"
     assert run.metrics.test_accuracy >= 0.95
     assert len(run.history["loss"]) == 2
@@ -77,7 +78,7 @@ def test_same_seed_gives_identical_weights_and_metrics(tmp_path):
     for wa, wb in zip(a.model.get_weights(), b.model.get_weights(), strict=True):
         np.testing.assert_array_equal(wa, wb)
     assert a.metrics.test_accuracy == b.metrics.test_accuracy
-    other = train(_quick(epochs=1, seed=6), runs_dir=tmp_path, verbose=0)
+    other = train(_quick(epochs=1, seed=6), runs_dir=tmp_path, verbose=0, calibrate=False)
     assert not np.array_equal(other.model.get_weights()[0], a.model.get_weights()[0])
 
 
@@ -96,10 +97,10 @@ def test_early_stopping_stops_and_records_validation(tmp_path):
 
 
 def test_resume_refuses_a_finished_run(tmp_path):
-    run = train(_quick(epochs=1), runs_dir=tmp_path, verbose=0)
+    run = train(_quick(epochs=1), runs_dir=tmp_path, verbose=0, calibrate=False)
     with pytest.raises(RunError, match="already trained 1 of 1 epochs; pass --epochs"):
         resume(run)
-    extended = resume(run, epochs=2, verbose=0)
+    extended = resume(run, epochs=2, verbose=0, calibrate=False)
     assert extended.path == run.path and extended.epochs_done == 2
     assert len(extended.history["loss"]) == 2
 
@@ -140,7 +141,7 @@ def test_interrupt_saves_a_run_that_resumes(tmp_path, sig):
     run = load_run(run_path)
     assert run.status == "interrupted" and run.epochs_done >= 2
     done = run.epochs_done
-    finished = resume(run_path, epochs=done + 1, verbose=0)
+    finished = resume(run_path, epochs=done + 1, verbose=0, calibrate=False)
     assert finished.status == "complete" and finished.epochs_done == done + 1
     assert len(finished.history["loss"]) == done + 1
     assert finished.metrics.test_accuracy > 0.85  # it kept what it had learned

@@ -11,15 +11,11 @@ An experiment's folder is `RUNS_DIR/experiments/<timestamp>-<name>/`:
   work, and marked `interrupted` until every run is done;
 - the plots, and `report.html` when the report writer is installed.
 
-All runs train in this one process: imports and the JAX compilation are paid once (and the
-compiled programs are cached across variants that share shapes). The learning rates are tuned
-first, variant by variant; then runs go seed by seed, so an interrupted experiment holds
-comparable variants. `resume` trains only what is missing: it neither retunes a rate nor
-retrains a seed that is done.
-
-The work is split: `plan` (pure: specs, budget, cells), `record` (experiment.json and the
-folders), `results` (figures and sentences), `progress` (the terminal); this module carries
-the plan out: plan → tune → train each cell → conclude → write the record, plots and report.
+All runs train in this one process (imports and compilation paid once; `distributed` runs
+them on workers). Rates are tuned first, then runs go seed by seed, so an interrupted
+experiment holds comparable variants; `resume` trains only what is missing. `plan` (pure:
+specs, budget, cells), `record` (the files), `results` (figures and sentences), `progress`
+(the terminal); this module carries the plan out: tune → train → conclude → write.
 """
 
 from __future__ import annotations
@@ -158,6 +154,7 @@ class _Experiment:
         """Compute the figures and the conclusion, write experiment.json; once `final`, draw
         the plots and write the report too."""
         from digitlab.experiments import plots
+        from digitlab.report.pages import write_run_reports
 
         seeds = list(range(self.budget.seeds))
         curves = results.curves_of(self.definition, self.done, self.budget)
@@ -169,9 +166,7 @@ class _Experiment:
         record = results.build_record(
             self.definition, self.budget, self.policy, self.quick, self.specs, variants,
             target, self.classes, final, status=status, created=self.created, seeds=seeds,
-            plots=[],
-            wall_seconds=self.seconds_before[0] + time.perf_counter() - self.started[0],
-            cpu_seconds=self.seconds_before[1] + time.process_time() - self.started[1],
+            plots=[], **self._clock(),
         )  # fmt: skip
         if final and any(curves.values()):
             tested = [*record.claims, *record.tests]
@@ -180,10 +175,19 @@ class _Experiment:
             )
             record = record.model_copy(update={"plots": tuple(p.name for p in drawn)})
         record = predictions.judged(self.folder, record, draw=final and any(curves.values()))
+        if final and record.plots:  # the runs' pages too, in the time the record states
+            write_run_reports(self.folder, record, runs_dir=self.folder / RUNS_FOLDER)
+            record = record.model_copy(update=self._clock())
         write_record(self.folder, record)
         if final and record.plots:
             write_report(self.folder)
         return record
+
+    def _clock(self) -> dict[str, float]:
+        """The record's wall_seconds and cpu_seconds so far (a resumed one's included)."""
+        wall = self.seconds_before[0] + time.perf_counter() - self.started[0]
+        cpu = self.seconds_before[1] + time.process_time() - self.started[1]
+        return {"wall_seconds": round(wall, 2), "cpu_seconds": round(cpu, 2)}
 
     def spec_for(self, variant: Variant, seed: int, rate: float | None = None) -> Spec:
         """The spec of one run: the variant's at `seed`, at `rate` if given (a tuning run)."""

@@ -282,12 +282,7 @@ def write_experiment_report(folder: Path, runs_dir: Path | None = None) -> Path:
     """
     folder = Path(folder)
     record = read_record(folder)
-    roots = [
-        folder,
-        folder / RUNS_FOLDER,  # where `digitlab experiment` trains its runs
-        *([Path(runs_dir)] if runs_dir is not None else []),
-        folder.parent.parent,
-    ]
+    roots = _roots(folder, runs_dir)
     shared, diffs = lesson.changes(record)
     # A smoke run's runs are linked as folders: drawing each run's report would take longer
     # than the smoke run trained (`digitlab report RUN` writes one).
@@ -314,6 +309,27 @@ def write_experiment_report(folder: Path, runs_dir: Path | None = None) -> Path:
         details_rows=_experiment_details(record),
     )
     return write_text(folder / REPORT_FILE, html)
+
+
+def write_run_reports(folder: Path, record: ExperimentRecord, runs_dir: Path | None = None):
+    """The report.html of each of the record's runs that lacks one (none for a smoke run):
+    what the experiment's report links to, written before it (and timed with the
+    experiment)."""
+    if not record.smoke:
+        roots = _roots(Path(folder), runs_dir)
+        for ref in (ref for variant in record.variants for ref in variant.runs):
+            _run_link(ref, Path(folder), roots)
+
+
+def _roots(folder: Path, runs_dir: Path | None) -> list[Path]:
+    """Where an experiment's runs are looked up: as given, in the folder and its `runs/`,
+    in `runs_dir`, and in the runs folder that holds `experiments/`."""
+    return [
+        folder,
+        folder / RUNS_FOLDER,  # where `digitlab experiment` trains its runs
+        *([Path(runs_dir)] if runs_dir is not None else []),
+        folder.parent.parent,
+    ]
 
 
 def _experiment_details(record: ExperimentRecord) -> list[tuple[str, str]]:
