@@ -94,6 +94,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "digitlab.ood",
             "digitlab.conformal",  # issue 22: 95% prediction sets
             "digitlab.outliers",  # issue 22: what "not a digit" is learned from
+            "digitlab.verifiers",  # the verifier, trained once per set of digits, cached
             "digitlab.mechanisms",  # issue 21: noise scale, Hessian, conditioning, saturation
             "digitlab.mechanisms.*",
             "digitlab.robustness",  # a run under MNIST-C's corruptions

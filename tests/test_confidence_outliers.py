@@ -103,3 +103,40 @@ def test_mismatched_verifier_weights_are_a_one_line_refusal(tmp_path):
     with pytest.raises(RunError, match="digitlab calibrate") as caught:
         read_confidence_stats(tmp_path)
     assert "\n" not in str(caught.value)
+
+
+def test_the_verifier_is_fitted_once_per_set_of_digits_and_read_back_from_the_cache(
+    tmp_path, monkeypatch, digits
+):
+    from digitlab import verifiers
+
+    fits = []
+
+    def fit(images, labels, num_classes, seed=0):  # weights only these digits give
+        fits.append(len(images))
+        rng = np.random.default_rng(int(images.sum()) + seed)
+        hidden, out = outliers.HIDDEN, num_classes + 1
+        shapes = {"kernel_0": (8, hidden), "bias_0": (hidden,),
+                  "kernel_1": (hidden, out), "bias_1": (out,)}  # fmt: skip
+        return {f"verifier_{k}": rng.random(s, np.float32) for k, s in shapes.items()}, {
+            "digits": len(images)
+        }
+
+    monkeypatch.setattr(verifiers, "train_verifier", fit)
+    monkeypatch.setattr(verifiers, "cache_dir", lambda: tmp_path)
+    images, labels = digits
+    first = verifiers.cached_verifier(images[:50], labels[:50], 10)
+    again = verifiers.cached_verifier(images[:50], labels[:50], 10)
+    assert fits == [50]  # the second came from the cache, equal to the first
+    assert again[1] == first[1] == {"digits": 50}
+    for name, weights in first[0].items():
+        np.testing.assert_array_equal(again[0][name], weights)
+    verifiers.cached_verifier(images[:40], labels[:40], 10)  # other digits: another fit
+    verifiers.cached_verifier(images[:50], labels[:50], 10, seed=1)  # another seed too
+    assert fits == [50, 40, 50]
+    key = verifiers._verifier_key(images[:50], labels[:50], 10, 0)
+    stored = tmp_path / "verifiers" / f"{key}.npz"
+    stored.write_bytes(b"not a zip")  # damaged: fitted again, and replaced
+    verifiers.cached_verifier(images[:50], labels[:50], 10)
+    assert fits == [50, 40, 50, 50] and stored.read_bytes()[:2] == b"PK"
+    assert not [p for p in (tmp_path / "verifiers").iterdir() if p.suffix != ".npz"]

@@ -42,7 +42,7 @@ from typing import Any
 
 import numpy as np
 
-from digitlab import conformal, outliers
+from digitlab import conformal, outliers, verifiers
 from digitlab.data import DEFAULT_DATASET, PIXEL_MAX
 from digitlab.errors import RunError
 
@@ -183,7 +183,7 @@ def calibrate(
     stats: dict[str, np.ndarray] = {}
     digits = dataset == DEFAULT_DATASET and images.shape[1:] == outliers.FRAME
     if digits and len(train[0]) >= outliers.MIN_DIGITS:
-        stats, seen = outliers.train_verifier(*train, num_classes)
+        stats, seen = verifiers.cached_verifier(*train, num_classes)
         thresholds["verifier_examples"] = float(sum(seen.values()))
         found = scores(stats, (OTHER, DISAGREE), images, probabilities)
         for key in (OTHER, DISAGREE):

@@ -29,8 +29,10 @@ of `HIDDEN` relu units) and answers in one more class than the run: "not a digit
 verdict (`digitlab.confidence`) flags an answer as "not a digit" when the verifier gives that
 class too much probability, and as "unsure" when the verifier gives the run's answer too
 little: two networks built differently rarely make the same confident mistake (the
-argument of deep ensembles, Lakshminarayanan et al. 2017). It trains in seconds with the run
-and is stored with it (`verifier_probabilities` reads it back in NumPy).
+argument of deep ensembles, Lakshminarayanan et al. 2017). It is stored with the run
+(`verifier_probabilities` reads it back in NumPy). It depends on the training digits, not on
+the run's network, so `verifiers.cached_verifier` trains it once per set of digits (tens of
+seconds) and keeps it in the cache: runs on the same digits reuse it.
 """
 
 from __future__ import annotations
@@ -348,6 +350,7 @@ MAX_DIGITS = 40_000  # training digits the verifier sees, and a shifted copy of 
 NON_DIGITS_PER_DIGIT = 0.75  # non-digits made per training digit
 MIN_DIGITS = 1_000  # fewer training digits than this: no verifier (a run of a few hundred)
 WEIGHTS = ("kernel_0", "bias_0", "kernel_1", "bias_1")  # stored as verifier_<name>
+VERSION = 1  # of what the same digits give: bump it when the examples, features or fit change
 
 
 def centred(images: np.ndarray) -> np.ndarray:
