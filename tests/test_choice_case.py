@@ -146,3 +146,15 @@ def test_the_tune_library_takes_a_pruner_in_any_case(tmp_path):
         validation_split=0.1, seed=0,
     )  # fmt: skip
     assert job.pruner == "hyperband" and job.train.dataset == "mnist"
+
+
+def test_a_built_in_experiment_in_any_case_is_that_experiment(tmp_path, monkeypatch):
+    from digitlab.experiments.definitions import BUILT_IN, canonical_name, load_definition
+
+    assert load_definition("Dropout") is BUILT_IN["dropout"]
+    assert load_definition("BATCH-SIZE") is BUILT_IN["batch-size"]
+    monkeypatch.chdir(tmp_path)
+    mine = 'question = "mine?"\n[budget]\nepochs = 1\ntrain_samples = 300\nseeds = 1\n'
+    (tmp_path / "Dropout").write_text(mine + '[[variants]]\nname = "a"\n')
+    assert canonical_name("Dropout") == "Dropout"  # a file of that name is the user's
+    assert load_definition("Dropout").question == "mine?"

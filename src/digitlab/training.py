@@ -431,11 +431,9 @@ def resume(
     pictures: bool = True,
     calibrate: bool = True,
 ) -> Run:
-    """Continue an interrupted run (or extend a finished one to more `epochs`) in place.
-
-    The model comes back with its optimizer state; training picks up at the first epoch not
-    yet done, with the run's own spec. The run directory is replaced only once the continued
-    run is complete, and a kill during the swap never loses it (see `runs.staged_run`).
+    """Continue an interrupted run (or extend a finished one to more `epochs`) in place: the
+    model with its optimizer state, from the first epoch not yet done, with the run's spec.
+    The folder is replaced once the run is complete; a kill during the swap never loses it.
 
     Args:
         run: a `Run`, or its path, its name in `runs_dir`, or "latest".

@@ -106,8 +106,7 @@ def experiment_command(
     * `digitlab experiment dropout --resume` (or `--resume latest`, or `--resume FOLDER`)
     * `digitlab experiment my.toml` (variants as spec overrides; see the README)
     * `digitlab experiment dropout --workers 2` (2 processes; the cells in a study)
-    * `digitlab experiment dropout --storage postgresql://db-host/digitlab --workers 2` (the
-      same command on every machine joins the experiment)
+    * `digitlab experiment dropout --storage postgresql://db-host/digitlab` (every machine joins)
     * `digitlab experiment status` (cells done, running, failed and to do)
     """
     if name == "list":
@@ -116,8 +115,10 @@ def experiment_command(
     if name == "status":
         _status(where, storage, runs_dir, as_json)
         return
+    name, definition = _checked(name, runs_dir, quick)  # 'Dropout' is dropout
     resume_from = _resume_from(name, where, resume=resume, quick=quick)
-    definition = _checked(name, runs_dir, quick)
+    if quick:  # after every input is checked: a refusal stays one line
+        err_console.print(SMOKE, highlight=False, markup=False)
     from digitlab.experiments.launch import run
 
     outcome = run(
@@ -140,16 +141,15 @@ def experiment_command(
 
 
 def _checked(name: str, runs_dir: Path | None, quick: bool):
-    """The definition, once every input is checked; then a smoke run says it is one (after
-    the checks: a refusal stays one line)."""
-    from digitlab.experiments.definitions import load_definition
+    """The experiment's name as the built-ins spell it, and its definition; the runs
+    folder checked."""
+    from digitlab.experiments.definitions import canonical_name, load_definition
 
+    name = canonical_name(name)
     definition = load_definition(name)
     if runs_dir is not None:
         check_output_folder(runs_dir)
-    if quick:
-        err_console.print(SMOKE, highlight=False, markup=False)
-    return definition
+    return name, definition
 
 
 def _status(where: str | None, storage: str | None, runs_dir: Path | None, as_json: bool):

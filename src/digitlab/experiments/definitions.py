@@ -426,6 +426,15 @@ def _refuse_unknown_keys(data: dict, where: str) -> None:
                 )
 
 
+def canonical_name(name_or_path: str | Path) -> str:
+    """A built-in's name in any case ('Dropout', 'BATCH-SIZE') as it is spelt, unless a
+    file of that name exists; anything else as given."""
+    text = str(name_or_path)
+    if text.lower() in BUILT_IN and not Path(text).exists():
+        return text.lower()
+    return text
+
+
 def load_definition(name_or_path: str | Path) -> Definition:
     """A built-in experiment by name, or a user's TOML file (`*.toml`, or any existing file).
 
@@ -439,7 +448,7 @@ def load_definition(name_or_path: str | Path) -> Definition:
     """
     from digitlab.config import read_toml
 
-    text = str(name_or_path)
+    text = canonical_name(name_or_path)
     if text in BUILT_IN:
         return BUILT_IN[text]
     path = Path(text)
