@@ -56,13 +56,15 @@ def test_spec_files_read_choices_and_activations_in_any_case(tmp_path):
     path = tmp_path / "net.toml"
     path.write_text(
         'name = "caps"\ninput = "Flat"\n'
-        '[[layers]]\ntype = "Dense"\nunits = 16\nactivation = "ReLU"\n'
+        '[[layers]]\ntype = "dense"\nunits = 16\nactivation = "ReLU"\n'
+        '[[layers]]\ntype = "DROPOUT"\nrate = 0.2\n'
         '[[layers]]\ntype = "Dense"\nunits = 10\nactivation = "Softmax"\n'
         '[train]\noptimizer = "Adam"\nlearning_rate_schedule = "COSINE"\n'
     )
     spec = resolve_spec(None, path)
     assert spec.input == "flat"
-    assert [layer["activation"] for layer in spec.layers] == ["relu", "softmax"]
+    assert [layer["type"] for layer in spec.layers] == ["Dense", "Dropout", "Dense"]
+    assert [layer.get("activation") for layer in spec.layers] == ["relu", None, "softmax"]
     assert (spec.train.optimizer, spec.train.learning_rate_schedule) == ("adam", "cosine")
     stored = json.dumps(spec.to_dict())
     assert "ReLU" not in stored and "Adam" not in stored and "COSINE" not in stored

@@ -55,3 +55,26 @@ def canonical(value: object, valid: Iterable[str]) -> object:
         return value
     matches = [name for name in valid if name.casefold() == value.casefold()]
     return matches[0] if len(matches) == 1 else value
+
+
+# The layers a user reaches for on 28×28 digits. Anything else in Keras is one line away.
+LAYER_TYPES = (
+    "Dense",
+    "Dropout",
+    "BatchNormalization",
+    "LayerNormalization",
+    "Flatten",
+    "Reshape",
+    "Activation",
+    "Rescaling",  # x·scale + offset: the experiments' raw and standardised input variants
+    "Conv2D",
+    "MaxPooling2D",
+    "AveragePooling2D",
+    "GlobalAveragePooling2D",
+    "SpatialDropout2D",
+    "GaussianNoise",
+    "RandomRotation",
+    "RandomTranslation",
+    "RandomZoom",
+    "RandomDistortion",  # digitlab's: affine + elastic distortions of training digits
+)

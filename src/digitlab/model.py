@@ -13,6 +13,7 @@ import numpy as np
 
 from digitlab import forward
 from digitlab.augment import RandomDistortion
+from digitlab.choices import LAYER_TYPES
 from digitlab.data import NUM_CLASSES
 from digitlab.errors import SpecError
 from digitlab.forward import PIXEL_SCALE as PIXEL_SCALE  # re-exported: where they used to be
@@ -21,27 +22,6 @@ from digitlab.forward import prepare_inputs as prepare_inputs
 from digitlab.forward import to_probabilities as to_probabilities
 from digitlab.schema import OPTIMIZERS, Spec, TrainConfig, unknown
 
-# The layers a user reaches for on 28×28 digits. Anything else in Keras is one line away.
-LAYER_TYPES = (
-    "Dense",
-    "Dropout",
-    "BatchNormalization",
-    "LayerNormalization",
-    "Flatten",
-    "Reshape",
-    "Activation",
-    "Rescaling",  # x·scale + offset: the experiments' raw and standardised input variants
-    "Conv2D",
-    "MaxPooling2D",
-    "AveragePooling2D",
-    "GlobalAveragePooling2D",
-    "SpatialDropout2D",
-    "GaussianNoise",
-    "RandomRotation",
-    "RandomTranslation",
-    "RandomZoom",
-    "RandomDistortion",  # digitlab's: affine + elastic distortions of training digits
-)
 CUSTOM_LAYERS = {"RandomDistortion": RandomDistortion}
 ACTIVATIONS = tuple(
     name

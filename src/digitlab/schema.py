@@ -36,6 +36,7 @@ from pydantic import (
 from digitlab.choices import (
     DATASETS,
     INPUTS,
+    LAYER_TYPES,
     LEARNING_RATE_SCHEDULES,
     LOSS_ALIASES,
     LOSSES,
@@ -246,6 +247,7 @@ def _check_layer(index: int, layer: Any) -> dict[str, Any]:
         raise ValueError(f"{where}: argument names must be text")
     if not isinstance(layer.get("type"), str):
         raise ValueError(f'{where} needs a \'type\' such as "Dense" or "Dropout"')
+    layer = {**layer, "type": canonical(layer["type"], LAYER_TYPES)}  # "dense" is Dense
     if isinstance(layer.get("activation"), str):
         # Keras names every activation in lower case (`model.ACTIVATIONS`, a test holds it),
         # so "ReLU" can only mean relu; `model.build_layer` refuses a name Keras lacks.
