@@ -102,7 +102,7 @@ def section(results: list[tuple[str, float, dict, Path]]) -> str:
         f"this machine's 2 cores. Target: ≤ {TARGET_SECONDS // 60} minutes each. Each primary "
         "claim's verdict comes from the record (Welch difference test and two one-sided "
         "equivalence tests against the claim's smallest effect of interest, Holm-adjusted "
-        "over every test the experiment prints; intervals at the Bonferroni level), and is "
+        "over every test the experiment prints; each interval at its Holm step's level), and is "
         "checked against its anchor: agrees, disagrees, inconclusive or not tested (why).",
         "",
         "| experiment | budget | wall time | CPU time (all threads) | target met |",

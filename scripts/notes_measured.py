@@ -119,7 +119,8 @@ def section(docs: Path = DOCS) -> str:
         "each a default run of `digitlab experiment NAME` (`benchmarks/bench_experiments.py "
         "--write`). Verdicts: Welch's t-test and two one-sided tests against each claim's "
         "smallest effect of interest, Holm-adjusted over every test an experiment prints; "
-        "intervals at the matching Bonferroni level. Full tables: "
+        "each interval at the level of its Holm step, so it excludes zero exactly when its "
+        "test rejects. Full tables: "
         "[benchmarks/RESULTS.md](benchmarks/RESULTS.md#experiments).",
     ]
     for name in ORDER:

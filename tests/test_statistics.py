@@ -170,7 +170,32 @@ def test_holm_runs_over_every_difference_and_equivalence_test():
     holm = multipletests(raw, alpha=ALPHA, method="holm")[1]
     adjusted = [t["p_adjusted"] for t in tested] + [t["p_equivalence_adjusted"] for t in tested]
     assert adjusted == pytest.approx(list(holm))
-    assert [t["level"] for t in tested] == pytest.approx([1 - ALPHA / 8] * 4)
+    levels = [t["level"] for t in tested]
+    assert all(1 - ALPHA / 2 <= x <= 1 - ALPHA / 8 for x in levels)  # Holm steps: 8 p values
+
+
+def test_each_interval_excludes_zero_exactly_when_its_holm_adjusted_test_rejects():
+    from digitlab.experiments.statistics import holm_levels
+
+    raw = [0.001, 0.004, 0.02, 0.03, 0.2, 0.5]
+    adjusted = list(multipletests(raw, alpha=ALPHA, method="holm")[1])
+    assert [p < ALPHA for p in adjusted] == [True, True, False, False, False, False]
+    levels = holm_levels(raw, adjusted)  # step r: α/(6 − r + 1); the rest at step 3's
+    assert levels == pytest.approx([1 - ALPHA / 6, 1 - ALPHA / 5] + [1 - ALPHA / 4] * 4)
+    assert holm_levels(raw[::-1], adjusted[::-1]) == pytest.approx(levels[::-1])  # by rank
+    names, seen = ["base", "x", "y", "z"], set()
+    for shift in (0.002, 0.004, 0.006, 0.01):  # near the edge of deciding, and beyond
+        variants = [variant("base", A, gap=B)] + [
+            variant(n, A + shift * k + RNG.normal(0, 0.003, 7), gap=B + 0.001 * k)
+            for k, n in enumerate(names[1:], start=1)
+        ]
+        for t in judge(definition(names), variants).tests:
+            seen.add(t["verdict"])
+            if t["verdict"] in ("higher", "lower"):
+                assert t["low"] > 0 or t["high"] < 0, t
+            elif t["verdict"] != "not tested":
+                assert t["low"] <= 0 <= t["high"], t
+    assert {"higher", "inconclusive"} <= seen  # both sides of the edge were judged
 
 
 # ------------------------------------------------------------------------------ verdicts

@@ -232,8 +232,11 @@ def how_we_know(
         how,
         f"All {m} p-values (a difference and an equivalence test for each of the {m // 2} "
         "tested comparisons) are Holm-adjusted (Holm 1979) and compared with α = 0.05; the "
-        f"intervals are at the Bonferroni level {percent(1 - 0.05 / m)} (1 − 0.05/{m}), so "
-        "together they hold with at least 95% confidence. Power is that of Welch's test for "
+        "interval of each difference is at the level of its Holm step, 1 − 0.05/(m − r + 1) "
+        f"for the r-th smallest p (at most {percent(1 - 0.05 / m)} (1 − 0.05/{m})), so an "
+        "interval excludes zero exactly when "
+        "its test rejects; unlike Bonferroni's at 1 − 0.05/m for all, they are not "
+        "simultaneous 95% intervals. Power is that of Welch's test for "
         "an effect the size of the margin at α/m (statsmodels' TTestIndPower); 'detects' is "
         "the effect found with 80% power.",
     ]

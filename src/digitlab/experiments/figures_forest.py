@@ -2,8 +2,8 @@
 
 One row per test (claims first, then the comparisons), one panel per unit (accuracy in
 points, losses, epochs, updates, examples, seconds): the estimate a − b (or the interaction
-(a − b) − (c − d)) as a point, its interval (at the Bonferroni level the statistics used) as a
-line coloured by the Holm-adjusted verdict, the ±margin shaded behind it, zero as a line.
+(a − b) − (c − d)) as a point, its interval (at its Holm step's level, as the statistics gave
+it) as a line coloured by the Holm-adjusted verdict, the ±margin shaded behind it, zero as a line.
 """
 
 from __future__ import annotations
@@ -117,7 +117,7 @@ def _levels_note(tests: list[dict[str, Any]]) -> str:
     if not levels:
         return "intervals as computed by the tests"
     shown = " to ".join(f"{x:.2%}" for x in (levels[0], levels[-1])[: len(levels)])
-    return f"intervals: {shown} (Bonferroni: at least 95% simultaneously); verdicts Holm-adjusted"
+    return f"intervals: {shown}, each at its Holm step's level: it excludes 0 iff its test rejects"
 
 
 def forest_figure(tests: list[dict[str, Any]]) -> Figure:

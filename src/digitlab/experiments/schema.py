@@ -281,10 +281,11 @@ class GridPoint(_Record):
 class Test(_Record):
     """One tested difference (a − b) or interaction ((a − b) − (c − d)) of a metric.
 
-    Intervals are at the Bonferroni level 1 − α/m over the experiment's m tests (`level`), p
-    values are Welch's (two-sided) and TOST's against ±margin, each Holm-adjusted over all
-    of them. `verdict` is "higher"/"lower" (a vs b, or the interaction's sign),
-    "equivalent" (within ±margin), "inconclusive" or "not tested" (`sentence` says why).
+    Each interval is at the level of its Holm step (`level`, `statistics.holm_levels`: it
+    excludes zero exactly when the adjusted test rejects), p values are Welch's (two-sided)
+    and TOST's against ±margin, each Holm-adjusted over all m of them. `verdict` is
+    "higher"/"lower" (a vs b, or the interaction's sign), "equivalent" (within ±margin),
+    "inconclusive" or "not tested" (`sentence` says why).
     """
 
     metric: Literal[METRICS]

@@ -8,8 +8,10 @@ pair × metric (test accuracy, generalisation gap) that no claim already tests:
   two-sided t-test (for two variants exactly `scipy.stats.ttest_ind(equal_var=False)`);
 - two one-sided tests against ±margin (TOST, Lakens 2017), p = the larger of the two;
 - every p of the family Holm-adjusted (Holm 1979, `statsmodels` multipletests) and compared
-  with α = 0.05; intervals at the Bonferroni level 1 − α/m, so that together they cover with
-  at least 95% confidence;
+  with α = 0.05; each difference's interval at the level of its Holm step (`holm_levels`:
+  1 − α/(m − r + 1) for the r-th smallest p, if rejected; else the level of the first step
+  that failed), so that an interval excludes zero exactly when its adjusted test rejects
+  (at 1 − α/m for all, Bonferroni's, a verdict could sit beside an interval spanning zero);
 - the power at ±margin (α/m), the effect 80% power detects, and the seeds per variant that
   would give 80% power at ±margin (`statsmodels` TTestIndPower, see `power`).
 
@@ -118,6 +120,19 @@ def welch(groups: Sequence[Sequence[float]], signs: Sequence[int]) -> Contrast:
     df = se2**2 / sum(s**2 / (len(x) - 1) for s, x in zip(shares, arrays, strict=True) if s > 0)
     estimate = sum(sign * float(x.mean()) for sign, x in zip(signs, arrays, strict=True))
     return Contrast(estimate, math.sqrt(se2), df)
+
+
+def holm_levels(pvalues: Sequence[float], adjusted: Sequence[float]) -> list[float]:
+    """The confidence level that matches each Holm decision (Welch's p and its t interval
+    are dual): 1 − α/(m − r + 1) for a rejected p of rank r (its step's threshold; the
+    interval excludes zero), and for every other p the level of the first step that failed,
+    1 − α/(m − f + 1) (its p is at least that step's: the interval holds zero). Not
+    simultaneous 95% intervals: those are Bonferroni's, 1 − α/m, the widest of these."""
+    m = len(pvalues)
+    order = sorted(range(m), key=lambda i: pvalues[i])
+    rank = {i: r for r, i in enumerate(order, start=1)}
+    failed = min((rank[i] for i in range(m) if adjusted[i] >= ALPHA), default=m)
+    return [1 - ALPHA / (m - (rank[i] if adjusted[i] < ALPHA else failed) + 1) for i in range(m)]
 
 
 def holm(pvalues: Sequence[float]) -> list[float]:
@@ -284,7 +299,9 @@ def _measure(test: _Test, by_name: dict[str, dict], smoke: bool) -> None:
     test.p_equivalence = test.contrast.p_equivalence(test.margin)
 
 
-def _judged(test: _Test, p: float | None, p_eq: float | None, m: int) -> dict[str, Any]:
+def _judged(
+    test: _Test, p: float | None, p_eq: float | None, m: int, level: float | None
+) -> dict[str, Any]:
     """The test as a `schema.Test` dict: its verdict, interval, power and sentence; an
     inconclusive test's `why` says what seeds would decide it."""
     record: dict[str, Any] = {
@@ -302,7 +319,6 @@ def _judged(test: _Test, p: float | None, p_eq: float | None, m: int) -> dict[st
         means = [float(np.mean(g)) for g in test.groups]
         record["estimate"] = sum(s * x for s, x in zip(test.signs, means, strict=True))
     if test.contrast is not None:
-        level = 1 - ALPHA / m
         low, high = test.contrast.interval(level)
         found = power(test.groups, test.margin, ALPHA / m)
         record |= {
@@ -391,11 +407,16 @@ def judge(
     for test in family:
         _measure(test, by_name, smoke)
     tested = [i for i, t in enumerate(family) if t.contrast is not None]
-    adjusted = holm([family[i].p for i in tested] + [family[i].p_equivalence for i in tested])
+    raw = [family[i].p for i in tested] + [family[i].p_equivalence for i in tested]
+    adjusted = holm(raw)
     p_adjusted = dict(zip(tested, adjusted[: len(tested)], strict=True))
     p_eq_adjusted = dict(zip(tested, adjusted[len(tested) :], strict=True))
+    levels = dict(zip(tested, holm_levels(raw, adjusted)[: len(tested)], strict=True))
     m = len(adjusted)
-    records = [_judged(t, p_adjusted.get(i), p_eq_adjusted.get(i), m) for i, t in enumerate(family)]
+    records = [
+        _judged(t, p_adjusted.get(i), p_eq_adjusted.get(i), m, levels.get(i))
+        for i, t in enumerate(family)
+    ]
     claims = [_claimed(t, r) for t, r in zip(family, records, strict=True) if t.claim]
     tests = [r for t, r in zip(family, records, strict=True) if not t.claim]
     if smoke:
