@@ -83,7 +83,8 @@ def experiment_section(name: str, record: ExperimentRecord, plots: list[str]) ->
         + f"), {budget.get('fit_samples', 0):,} training digits"
         f" ({budget.get('train_samples', 0):,} with validation), "
         f"{budget.get('epochs')} epochs; {_minutes(record.wall_seconds)} of wall time on this "
-        "project's 2-core machine.",
+        "project's 2-core machine by the record's clock (the whole command, with Python's "
+        "start-up and imports, took seconds more: RESULTS).",
         "",
         "**Answer.** " + " ".join(record.answer),
         "",
