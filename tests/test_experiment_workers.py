@@ -398,7 +398,8 @@ def test_ctrl_c_stops_the_workers_and_resume_trains_only_what_is_left(tmp_path, 
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:  # until the first cell is trained
         found = list((tmp_path / "experiments").glob("*/experiment.journal"))
-        if found and queue.read_cells(_study(str(found[0]))).trained:
+        made = found and queue.experiment_studies(open_storage(str(found[0])))  # not yet?
+        if made and queue.read_cells(_study(str(found[0]))).trained:
             folder = found[0].parent
             break
         time.sleep(0.5)

@@ -153,7 +153,7 @@ def test_two_runs_named_alike_finishing_in_the_same_second_are_both_kept(
 
     monkeypatch.setattr(staging, "datetime", Frozen)
     spec = get_preset("seed").replace(train={"train_samples": 300, "epochs": 1})
-    options = {"runs_dir": tmp_path, "name": "same", "verbose": 0, "pictures": False}
+    options = {"runs_dir": tmp_path, "name": "same", "verbose": 0, "pictures": True}  # the report
     real_report, second = training.write_run_report, []
 
     def report_while_another_finishes(folder, **kwargs):
