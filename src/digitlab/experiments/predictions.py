@@ -43,7 +43,8 @@ from digitlab.experiments import verdicts
 from digitlab.experiments.conclusions import SMOKE
 from digitlab.experiments.definitions import MECHANISMS
 from digitlab.experiments.schema import ExperimentRecord, Prediction
-from digitlab.files import MAX_JSON_BYTES, read_capped, write_text
+from digitlab.files import write_text
+from digitlab.runs.folder import read_json_object
 from digitlab.schema import validate
 
 PREDICTION_FILE = "prediction.json"  # written before the first run; read back by `judged`
@@ -70,14 +71,9 @@ def read_prediction(folder: Path) -> tuple[Prediction | None, str | None] | None
         RunError: the file is unreadable or not a prediction.
     """
     path = Path(folder) / PREDICTION_FILE
-    if not path.exists():
+    data = read_json_object(path, "move it away to predict again")
+    if data is None:
         return None
-    try:
-        data = json.loads(read_capped(path, MAX_JSON_BYTES, RunError))
-    except ValueError:
-        data = None
-    if not isinstance(data, dict):
-        raise RunError(f"{path} is not a JSON object; move it away to predict again")
     prediction = data.get("prediction")
     if prediction is not None:
         prediction = validate(Prediction, prediction, str(path), error=RunError)

@@ -195,7 +195,15 @@ def read_robustness(folder: Path) -> dict[str, Any] | None:
     Raises:
         RunError: the file is there but too big, or not a JSON object.
     """
-    path = Path(folder) / ROBUSTNESS_FILE
+    return read_json_object(Path(folder) / ROBUSTNESS_FILE, "run `digitlab robustness` again")
+
+
+def read_json_object(path: Path, remedy: str) -> dict[str, Any] | None:
+    """The JSON object in `path`, or None if there is no file.
+
+    Raises:
+        RunError: the file is too big, or not a JSON object ("…; {remedy}").
+    """
     if not exists(path):
         return None
     try:
@@ -203,7 +211,7 @@ def read_robustness(folder: Path) -> dict[str, Any] | None:
     except ValueError:
         data = None
     if not isinstance(data, dict):
-        raise RunError(f"{path} is not a JSON object; run `digitlab robustness` again")
+        raise RunError(f"{path} is not a JSON object; {remedy}")
     return data
 
 
@@ -214,16 +222,7 @@ def read_mechanisms(folder: Path) -> dict[str, Any] | None:
     Raises:
         RunError: the file is there but too big, or not a JSON object.
     """
-    path = Path(folder) / MECHANISMS_FILE
-    if not exists(path):
-        return None
-    try:
-        data = json.loads(read_capped(path, MAX_JSON_BYTES, RunError))
-    except ValueError:
-        data = None
-    if not isinstance(data, dict):
-        raise RunError(f"{path} is not a JSON object; train the run again to record it")
-    return data
+    return read_json_object(Path(folder) / MECHANISMS_FILE, "train the run again to record it")
 
 
 def write_mechanisms(folder: str | Path, recording: dict[str, Any]) -> Path:
