@@ -22,11 +22,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import tempfile
 
 os.environ.setdefault("KERAS_BACKEND", "jax")
 
 import numpy as np
+from measured_runs import measured_runs
 
 from digitlab import ood
 from digitlab.confidence import calibrate_run, verdicts
@@ -77,18 +77,7 @@ def main() -> None:
     parser.add_argument("--json-out", help="also write the results here")
     args = parser.parse_args()
 
-    runs = [load_run(path) for path in args.runs]
-    if args.train:
-        from digitlab.config import with_overrides
-        from digitlab.presets import get_preset
-        from digitlab.training import train
-
-        folder = tempfile.mkdtemp(prefix="bench-ood-")
-        for item in args.train:
-            name, _, epochs = item.partition(":")
-            spec = get_preset(name)
-            spec = with_overrides(spec, epochs=int(epochs)) if epochs else spec
-            runs.append(train(spec, runs_dir=folder, verbose=2, pictures=False))
+    runs = measured_runs(args.runs, args.train, "bench-ood-")
     families = ood.generate(args.n)
     results = [measure(run, families) for run in runs]
     cols = ["letters", "scribbles", "noise", "shapes", "all_non_digits"]

@@ -24,9 +24,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import tempfile
 
 os.environ.setdefault("KERAS_BACKEND", "jax")
+
+from measured_runs import measured_runs
 
 from digitlab.robustness import (
     DEFAULT_SAMPLES,
@@ -35,7 +36,6 @@ from digitlab.robustness import (
     save_robustness,
     table_rows,
 )
-from digitlab.runs import load_run
 
 
 def summary(data: dict, run) -> str:
@@ -69,18 +69,7 @@ def main() -> None:
     parser.add_argument("--json-out", help="also write every run's results here")
     args = parser.parse_args()
 
-    runs = [load_run(path) for path in args.runs]
-    if args.train:
-        from digitlab.config import with_overrides
-        from digitlab.presets import get_preset
-        from digitlab.training import train
-
-        folder = tempfile.mkdtemp(prefix="bench-shift-")
-        for item in args.train:
-            name, _, epochs = item.partition(":")
-            spec = get_preset(name)
-            spec = with_overrides(spec, epochs=int(epochs)) if epochs else spec
-            runs.append(train(spec, runs_dir=folder, verbose=2, pictures=False))
+    runs = measured_runs(args.runs, args.train, "bench-shift-")
 
     results = []
     for run in runs:

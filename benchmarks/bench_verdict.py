@@ -29,12 +29,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import tempfile
 import time
 
 os.environ.setdefault("KERAS_BACKEND", "jax")
 
 import numpy as np
+from measured_runs import measured_runs
 
 from digitlab import ood, outliers
 from digitlab.confidence import calibrate_run, verdicts
@@ -163,18 +163,7 @@ def main() -> None:
     parser.add_argument("--json-out", help="also write the results here")
     args = parser.parse_args()
 
-    runs = [load_run(path) for path in args.runs]
-    if args.train:
-        from digitlab.config import with_overrides
-        from digitlab.presets import get_preset
-        from digitlab.training import train
-
-        folder = tempfile.mkdtemp(prefix="bench-verdict-")
-        for item in args.train:
-            name, _, epochs = item.partition(":")
-            spec = get_preset(name)
-            spec = with_overrides(spec, epochs=int(epochs)) if epochs else spec
-            runs.append(train(spec, runs_dir=folder, verbose=2, pictures=False))
+    runs = measured_runs(args.runs, args.train, "bench-verdict-")
     families = ood.generate(200)
     results = []
     for run in runs:
