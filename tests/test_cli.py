@@ -210,6 +210,59 @@ def test_the_installed_command_prints_errors_without_traceback(tmp_path):
     assert "Traceback" not in result.stderr
 
 
+_MAIN_WITH = """
+import atexit, sys, threading, time
+from digitlab.cli import main
+atexit.register(lambda: print("at-exit handler ran", flush=True))
+if sys.argv[1] == "thread":  # a thread still working when the command is done
+    def work():
+        time.sleep(0.5)
+        print("thread finished", flush=True)
+    threading.Thread(target=work).start()
+sys.argv = ["digitlab", *sys.argv[2:]]
+main()
+"""
+
+
+@pytest.mark.parametrize(
+    ("thread", "args", "status"),
+    [("none", ["--help"], 0), ("none", ["train", "--loss", "hinge"], 2), ("thread", ["--help"], 0)],
+)
+def test_the_command_exits_with_its_status_after_its_handlers_and_its_threads(
+    tmp_path, thread, args, status
+):
+    # `main` skips the interpreter's teardown (os._exit) but not what a finished command
+    # needs: the at-exit handlers, flushed streams, a thread still running, the exit status.
+    result = subprocess.run(
+        [sys.executable, "-c", _MAIN_WITH, thread, *args],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert result.returncode == status, result.stderr
+    assert result.stdout.rstrip().endswith("at-exit handler ran")
+    assert ("thread finished" in result.stdout) == (thread == "thread")
+    if status == 0:
+        assert "Usage: digitlab" in result.stdout
+    else:
+        assert "unknown loss 'hinge'" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_reader_that_goes_away_ends_the_command_quietly(tmp_path):
+    reader = subprocess.Popen(  # `digitlab show 0 --terminal | head -c 1`, reading nothing
+        [sys.executable, "-m", "digitlab", "show", "0", "--terminal"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=tmp_path,
+    )
+    reader.stdout.close()
+    stderr = reader.stderr.read().decode()
+    # Click ends a command whose reader went away with status 1; `main`, a broken pipe at
+    # the last flush with 141 (128 + SIGPIPE). Never a traceback or Python's complaint.
+    assert reader.wait() in (1, 141), stderr
+    assert "Traceback" not in stderr and "Exception ignored" not in stderr
+
+
 # ------------------------------------------------------------------ training flags from the schema
 def _flag_value(field: str) -> str:
     """A value the field's flag parses (the resume guard refuses it before it is validated)."""

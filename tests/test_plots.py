@@ -1,3 +1,4 @@
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -64,13 +65,32 @@ def test_save_digit_writes_white_on_black_grayscale_png(tmp_path, digits):
     assert (pixels < 10).mean() > 0.3
 
 
+def _grid_cells(fig) -> list[tuple[str, np.ndarray]]:
+    """(title, image) of each digit `plots._grid_figure` drew into its one mosaic, in order."""
+    (ax,) = fig.axes
+    mosaic = ax.images[0].get_array()  # NaN (blank) pixels come back masked
+    cells = []
+    for text in ax.texts:
+        x, y = text.get_position()
+        top = math.ceil(y)  # the title sits just above its digit: the first inked row below
+        while top < mosaic.shape[0] and np.ma.is_masked(mosaic[top, round(x)]):
+            top += 1
+        left = round(x - 14)
+        cells.append((text.get_text(), np.asarray(mosaic[top : top + 28, left : left + 28])))
+    return cells
+
+
 def test_save_digit_grid_titles_each_digit_and_leaves_spare_cells_blank(tmp_path, digits):
     fig = plots._grid_figure(digits[:5], list("01234"), rows=2, cols=4, title="Samples")
 
-    with_images = [ax for ax in fig.axes if ax.images]
-    assert [ax.get_title() for ax in with_images] == list("01234")
-    assert len(fig.axes) == 8
-    assert all(not ax.axison for ax in fig.axes)
+    cells = _grid_cells(fig)
+    assert [title for title, _ in cells] == list("01234")
+    for (_, drawn), digit in zip(cells, digits[:5], strict=True):
+        np.testing.assert_array_equal(drawn, digit)  # each digit under its own title
+    (ax,) = fig.axes
+    assert not ax.axison
+    mosaic = ax.images[0].get_array()
+    assert np.ma.count(mosaic) == 5 * 28 * 28, "the three spare cells stay blank"
     assert fig.get_suptitle() == "Samples"
     written = plots.save_digit_grid(
         digits[:5], list("01234"), tmp_path / "grid.png", rows=2, cols=4
@@ -125,7 +145,7 @@ def test_misclassified_titles_say_true_predicted_and_confidence(tmp_path, digits
 
     fig = plots._misclassified_figure(digits[:3], true, predicted, DIGITS, confidence, 36)
 
-    titles = [ax.get_title() for ax in fig.axes if ax.images]
+    titles = [title for title, _ in _grid_cells(fig)]
     assert titles == ["true 4 → pred 9 (0.87)", "true 7 → pred 1 (0.50)", "true 1 → pred 7 (0.12)"]
     written = plots.save_misclassified(
         digits[:3], true, predicted, DIGITS, tmp_path / "wrong.png", probabilities=confidence
@@ -142,7 +162,7 @@ def test_misclassified_takes_predicted_class_probability_from_full_softmax(digit
         digits[:2], np.array([4, 3]), np.array([9, 2]), FASHION, probabilities, 36
     )
 
-    titles = [ax.get_title() for ax in fig.axes if ax.images]
+    titles = [title for title, _ in _grid_cells(fig)]
     assert titles == ["true Coat → pred Ankle boot (0.91)", "true Dress → pred Pullover (0.64)"]
 
 
@@ -151,7 +171,7 @@ def test_misclassified_shows_at_most_max_images(digits):
 
     fig = plots._misclassified_figure(digits, labels, labels + 1, DIGITS, None, 5)
 
-    titles = [ax.get_title() for ax in fig.axes if ax.images]
+    titles = [title for title, _ in _grid_cells(fig)]
     assert titles == ["true 0 → pred 1"] * 5
     assert fig.get_suptitle() == "5 of 12 misclassified"
 
