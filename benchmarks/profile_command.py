@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import pstats
 import statistics
 import subprocess
@@ -27,6 +28,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 DIGITLAB = str(Path(sys.executable).with_name("digitlab"))
+# Python's bytecode cache on, as in a user's shell (a sandbox's PYTHONDONTWRITEBYTECODE=1
+# recompiles digitlab's own modules in every process)
+USER_ENV = {key: value for key, value in os.environ.items() if key != "PYTHONDONTWRITEBYTECODE"}
 
 # (label, the function's file (its path's end), the function's name), in the order they run;
 # the outermost call of each (the largest cumulative time) is reported
@@ -105,7 +109,7 @@ print(json.dumps([[label, *row] for label, row in totals.items()]), file=sys.std
 
 def _wall(command: list[str]) -> float:
     start = time.perf_counter()
-    subprocess.run(command, check=True, capture_output=True, cwd=ROOT)
+    subprocess.run(command, check=True, capture_output=True, env=USER_ENV, cwd=ROOT)
     return time.perf_counter() - start
 
 
@@ -141,7 +145,9 @@ def main() -> None:
     result: dict[str, object] = {"preset": args.preset}
     with tempfile.TemporaryDirectory() as tmp:
         train = [DIGITLAB, "train", "--preset", args.preset]
-        subprocess.run([*train, "--runs-dir", f"{tmp}/warmup"], check=True, capture_output=True)
+        subprocess.run(
+            [*train, "--runs-dir", f"{tmp}/warmup"], check=True, capture_output=True, env=USER_ENV
+        )
         walls, trains = [], []
         for i in range(args.repeats):
             runs = Path(tmp) / f"run{i}"
@@ -154,14 +160,20 @@ def main() -> None:
         runs = Path(tmp) / "profiled"
         cprofile = [sys.executable, "-m", "cProfile", "-o", str(profile)]
         subprocess.run(
-            [*cprofile, *train, "--runs-dir", str(runs)], check=True, capture_output=True
+            [*cprofile, *train, "--runs-dir", str(runs)],
+            check=True,
+            capture_output=True,
+            env=USER_ENV,
         )
         result["profiled_train_s"] = _train_seconds(runs)
         result["phases"] = _phases(profile)
         runs = Path(tmp) / "timed"
         timer = [sys.executable, "-c", TIMER, json.dumps(TIMED)]
         out = subprocess.run(
-            [*timer, *train[1:], "--runs-dir", str(runs)], capture_output=True, text=True
+            [*timer, *train[1:], "--runs-dir", str(runs)],
+            capture_output=True,
+            env=USER_ENV,
+            text=True,
         )
         result["timed_train_s"] = _train_seconds(runs)
         result["timed_phases"] = json.loads(out.stderr.strip().splitlines()[-1])
