@@ -110,6 +110,55 @@ def test_a_resumed_run_appends_to_its_event_files_in_order(tmp_path):
     assert _steps(accumulator, "Tensors", "config") == [2, 4]
 
 
+MECHANISMS = {  # a recorder's record (mechanisms.json) of a one-layer network, 2 epochs
+    "epochs": [0, 1, 2],
+    "gradient_norms": {"hidden": [1.0, 0.5, 0.25]},
+    "update_ratios": {"hidden": [1e-3, 2e-3, None]},
+    "activations": {
+        "hidden": {
+            "activation": "relu",
+            "edges": [0.0, 1.0, 2.0],
+            "counts": [[3, 1], [2, 2], [0, 0]],
+            "saturated": [None, None, None],
+            "dead": [0.5, 0.25, 0.0],
+        }
+    },
+    "noise_scale": {"epochs": [0, 2], "simple": [150.0, None], "error": [10.0, None]},
+}
+
+
+def test_the_recorded_mechanisms_are_scalars_and_histograms_per_epoch(tmp_path):
+    _record(range(2)).write(tmp_path, step=2, config_text="{}", mechanisms=MECHANISMS)
+    accumulator = _accumulator(tmp_path)
+
+    def values(tag: str) -> list[tuple[int, float]]:
+        return [(e.step, pytest.approx(e.value)) for e in accumulator.Scalars(tag)]
+
+    assert values("mechanisms/gradient_norm/hidden") == [(0, 1.0), (1, 0.5), (2, 0.25)]
+    assert values("mechanisms/update_ratio/hidden") == [(0, 1e-3), (1, 2e-3)]  # None: left out
+    assert values("mechanisms/dead/hidden") == [(0, 0.5), (1, 0.25), (2, 0.0)]
+    assert values("mechanisms/noise_scale") == [(0, 150.0)]
+    assert "mechanisms/saturated/hidden" not in accumulator.Tags()["scalars"]  # relu: no bound
+    first, second = accumulator.Histograms("mechanisms/activations/hidden")  # epoch 2: empty
+    assert (first.step, second.step) == (0, 1)
+    histo = first.histogram_value
+    assert (histo.num, histo.min, histo.max) == (4, 0, 2)
+    assert histo.sum == pytest.approx(3 * 0.5 + 1 * 1.5)  # counts × bin centres
+    assert list(histo.bucket) == [0, 3, 1]
+
+
+def test_a_resumed_run_writes_only_the_mechanisms_of_its_new_epochs(tmp_path):
+    model = _tiny_model()
+    first, second = tmp_path / "first", tmp_path / "second"
+    before = {"epochs": [0, 1], "gradient_norms": {"hidden": [1.0, 0.5]}}  # the first fit's
+    _record(range(1), model).write(first, step=1, config_text="{}", mechanisms=before)
+    _record(range(1, 2), model).write(
+        second, step=2, config_text="{}", previous=first, mechanisms=MECHANISMS
+    )
+    steps = _steps(_accumulator(second), "Scalars", "mechanisms/gradient_norm/hidden")
+    assert steps == [0, 1, 2]  # each once: 0 and 1 from the first file, 2 from the second
+
+
 def test_histograms_count_only_finite_values():
     assert histogram_value("w", np.asarray(statistics(np.array([np.nan, np.inf])))) is None
     value = histogram_value("w", np.asarray(statistics(np.array([1.0, np.nan, 3.0, 3.0]))))
@@ -146,6 +195,15 @@ def test_a_trained_run_shows_in_tensorboards_reader(tmp_path):
     (matrix,) = accumulator.Images("confusion_matrix")
     assert matrix.step == 2 and matrix.encoded_image_string.startswith(b"\x89PNG")
     assert json.loads(_text(accumulator))["epochs_done"] == 2
+    recorded = json.loads((run.path / "mechanisms.json").read_text())
+    scalars = set(accumulator.Tags()["scalars"])
+    for layer in recorded["gradient_norms"]:
+        assert _steps(accumulator, "Scalars", f"mechanisms/gradient_norm/{layer}") == [0, 1, 2]
+        assert f"mechanisms/update_ratio/{layer}" in scalars
+    for layer in recorded["activations"]:
+        assert _steps(accumulator, "Histograms", f"mechanisms/activations/{layer}") == [0, 1, 2]
+    noise = _steps(accumulator, "Scalars", "mechanisms/noise_scale")
+    assert noise == recorded["noise_scale"]["epochs"]
 
 
 @pytest.mark.slow

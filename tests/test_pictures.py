@@ -81,6 +81,21 @@ def assert_no_text_runs_off(fig: Figure) -> None:
         assert extent.y0 >= box.y0 - 1 and extent.y1 <= box.y1 + 1, name
 
 
+def assert_no_panels_overlap(fig: Figure) -> None:
+    """No two panels (each with its title, labels and tick labels; colour bars included)
+    share any of the figure: a fixed layout leaves room for every label."""
+    renderer = rendered(fig)
+    boxes = [
+        (ax.get_title() or ax.get_xlabel() or ax.get_ylabel(), ax.get_tightbbox(renderer))
+        for ax in fig.axes
+    ]
+    for i, (name, box) in enumerate(boxes):
+        for other, second in boxes[i + 1 :]:
+            overlap_x = min(box.x1, second.x1) - max(box.x0, second.x0)
+            overlap_y = min(box.y1, second.y1) - max(box.y0, second.y0)
+            assert overlap_x <= 1 or overlap_y <= 1, f"{name!r} overlaps {other!r}"
+
+
 def _explanation(top: list[float], layers: list[dict]) -> dict:
     rng = np.random.default_rng(0)
     order = np.argsort(-np.asarray(top + [0.0] * (10 - len(top))), kind="stable")[:3]
@@ -132,6 +147,7 @@ def test_the_explanation_labels_the_output_strip_by_class_and_has_colour_bars():
     assert any("red" in label and "blue" in label for label in bar_labels)  # saliency's scale
     assert bar_labels.count("activation") == 2
     assert_no_text_runs_off(fig)
+    assert_no_panels_overlap(fig)
 
 
 def test_the_output_strip_takes_the_runs_class_names():
@@ -142,6 +158,7 @@ def test_the_output_strip_takes_the_runs_class_names():
     output = heatmap_axes(fig)[-1]
     assert [t.get_text() for t in output.get_xticklabels()] == names
     assert_no_text_runs_off(fig)
+    assert_no_panels_overlap(fig)
 
 
 def test_a_short_top3_bar_keeps_its_probability_readable():
@@ -175,6 +192,8 @@ def test_conv_maps_are_labelled_by_channel():
     assert [t.get_text() for t in strip.get_xticklabels()] == ["5", "0", "9"]
     assert "feature map" in strip.get_xlabel()
     assert_every_heatmap_has_a_colour_bar(fig)
+    assert_no_text_runs_off(fig)
+    assert_no_panels_overlap(fig)
 
 
 # ----------------------------------------------------------------------------- inspect's

@@ -11,6 +11,12 @@ in TensorBoard's run selector:
 - Images, once the run is complete: the confusion matrix, the misclassified gallery and the
   training curves, the same pictures as the run's PNG files.
 - Text: the resolved config (`config`), as config.json holds it.
+- The mechanisms, when the run records them (issue 21, `mechanisms.recorder`; step 0 is
+  before training): scalars `mechanisms/gradient_norm/<layer>`,
+  `mechanisms/update_ratio/<layer>` (CS231n's rule of thumb: about 1e-3),
+  `mechanisms/saturated/<layer>` and `mechanisms/dead/<layer>` (shares, 0–1) and
+  `mechanisms/noise_scale` (B_simple, digits); histograms `mechanisms/activations/<layer>`
+  over the recorder's fixed bins, which TensorBoard's histogram tab stacks over epochs.
 
 The epoch loop stays fast: `EpochEvents` is a Keras callback whose `on_epoch_end` runs
 outside `fastfit`'s compiled epoch; one compiled call (built once) runs a sub-model for the
@@ -93,6 +99,7 @@ class EpochEvents(keras.callbacks.Callback):
         config_text: str,
         pictures: Path | None = None,
         previous: Path | None = None,
+        mechanisms: dict | None = None,
     ) -> None:
         """Write the recorded epochs, the config and the pictures as event files in `folder`.
 
@@ -103,6 +110,8 @@ class EpochEvents(keras.callbacks.Callback):
             pictures: a folder holding the run's PNGs (`IMAGE_TAGS`), if it was evaluated.
             previous: an earlier `tensorboard/` folder of the same run (a resume); its event
                 files are kept, and the new file, named to sort after them, continues them.
+            mechanisms: the recorder's record (mechanisms.json's), if the run keeps one; the
+                epochs this fit recorded are written (from step 0 for a new run).
         """
         from tensorboardX.writer import FileWriter
 
@@ -118,6 +127,9 @@ class EpochEvents(keras.callbacks.Callback):
         try:
             for epoch, wall, summary in self.events:
                 writer.add_summary(summary, global_step=epoch, walltime=wall)
+            resumed = previous is not None and previous.is_dir()
+            for epoch, summary in mechanism_summaries(mechanisms or {}, first if resumed else 0):
+                writer.add_summary(summary, global_step=epoch)
             writer.add_summary(_config_summary(config_text), global_step=step)
             for summary in _picture_summaries(pictures):
                 writer.add_summary(summary, global_step=step)
@@ -166,6 +178,49 @@ def histogram_value(tag: str, row: np.ndarray):
         bucket=[0.0, *row[7:].tolist()],
     )
     return Summary.Value(tag=tag, histo=histogram)
+
+
+def mechanism_summaries(values: dict, since: int = 0) -> list[tuple[int, object]]:
+    """(epoch, Summary) of each epoch ≥ `since` in a recorder's `values` (the module's
+    docstring lists the tags); a share that doesn't apply to a layer (None) is left out."""
+    from tensorboardX.proto.summary_pb2 import HistogramProto, Summary
+
+    epochs = values.get("epochs", [])
+    rows: dict[int, list] = {epoch: [] for epoch in epochs if epoch >= since}
+
+    def scalar(epoch: int, tag: str, value) -> None:
+        if epoch in rows and value is not None and np.isfinite(value):
+            rows[epoch].append(Summary.Value(tag=tag, simple_value=float(value)))
+
+    for key, name in (("gradient_norms", "gradient_norm"), ("update_ratios", "update_ratio")):
+        for layer, series in values.get(key, {}).items():
+            for epoch, value in zip(epochs, series, strict=False):
+                scalar(epoch, f"mechanisms/{name}/{layer}", value)
+    for layer, record in values.get("activations", {}).items():
+        edges = np.asarray(record.get("edges", []), dtype=np.float64)
+        for share in ("saturated", "dead"):
+            for epoch, value in zip(epochs, record.get(share, []), strict=False):
+                scalar(epoch, f"mechanisms/{share}/{layer}", value)
+        for epoch, counts in zip(epochs, record.get("counts", []), strict=False):
+            counts = np.asarray(counts, dtype=np.float64)
+            if epoch not in rows or len(edges) != len(counts) + 1 or counts.sum() == 0:
+                continue
+            centres = (edges[:-1] + edges[1:]) / 2  # the record keeps counts, not values
+            histogram = HistogramProto(
+                min=float(edges[0]),
+                max=float(edges[-1]),
+                num=float(counts.sum()),
+                sum=float(counts @ centres),
+                sum_squares=float(counts @ centres**2),
+                bucket_limit=edges.tolist(),  # as `histogram_value`: right edges after an
+                bucket=[0.0, *counts.tolist()],  # empty bucket left of the first
+            )
+            tag = f"mechanisms/activations/{layer}"
+            rows[epoch].append(Summary.Value(tag=tag, histo=histogram))
+    noise = values.get("noise_scale", {})
+    for epoch, value in zip(noise.get("epochs", []), noise.get("simple", []), strict=False):
+        scalar(epoch, "mechanisms/noise_scale", value)
+    return [(epoch, Summary(value=found)) for epoch, found in rows.items() if found]
 
 
 class _HistogramProgram:

@@ -211,6 +211,7 @@ def _save_run(
                     config_text=config.model_dump_json(indent=2),
                     pictures=staging if status == "complete" else None,
                     previous=path / EVENTS_DIR,
+                    mechanisms=log.mechanisms,
                 )
             _write_report(staging, config) if pictures else None  # (it draws the pictures)
             write_run_files(staging, config=config)  # last: it marks the run complete
