@@ -102,6 +102,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "digitlab.experiments.plots",  # and its figures_* modules
             "digitlab.experiments.figures_common",
             "digitlab.experiments.figures_forest",
+            "digitlab.experiments.figures_mechanisms",
             "digitlab.experiments.figures_summary",
         ),
     ),

@@ -20,8 +20,8 @@ from scipy import stats
 
 from digitlab.experiments import figures_common as common
 from digitlab.experiments import figures_forest as forest
+from digitlab.experiments import figures_mechanisms, plots
 from digitlab.experiments import figures_summary as summary
-from digitlab.experiments import plots
 from digitlab.experiments.schema import Definition
 
 FIT = 4000  # digits per epoch in the synthetic runs
@@ -458,3 +458,50 @@ def test_close_batch_sizes_get_labels_that_do_not_overlap():
 
     for a, b in itertools.pairwise(labels):
         assert not ink(a).overlaps(ink(b)), [a.get_text(), b.get_text()]
+
+
+# ---------------------------------------------------------------------- inside the networks
+def _recording(scale: float, kind: str = "sigmoid") -> dict:
+    """A recorder's record (mechanisms.json) of a 2-epoch run with one hidden layer."""
+    share = {"saturated": [0.1 * scale, 0.2, 0.3]} if kind == "sigmoid" else {"dead": [0, 0.1, 0.2]}
+    return {
+        "epochs": [0, 1, 2],
+        "gradient_norms": {"dense": [scale, scale / 2, scale / 4], "dense_1": [1.0, 1.0, 1.0]},
+        "update_ratios": {"dense": [1e-2, 1e-3, 1e-4], "dense_1": [1.0, 1.0, 1.0]},
+        "activations": {
+            "dense": {
+                "activation": kind,
+                "edges": [0.0, 0.5, 1.0],
+                **share,
+                "counts": [[5, 1], [3, 3], [1, 5]],
+            },
+        },
+        "noise_scale": {"epochs": [0, 2], "simple": [100.0 * scale, None], "error": [5.0, None]},
+    }
+
+
+def test_the_mechanisms_figure_draws_each_variants_first_layer_over_epochs():
+    recorded = {"sigmoid": _recording(1.0), "relu": _recording(3.0, "relu")}
+    fig = figures_mechanisms.mechanisms_figure(recorded)
+    grad, ratio, share, noise = fig.axes[:4]
+    assert [ax.get_yscale() for ax in (grad, ratio, noise)] == ["log"] * 3
+    first = grad.get_lines()[0]  # the first layer's, not dense_1's
+    assert list(first.get_ydata()) == [1.0, 0.5, 0.25] and len(grad.get_lines()) == 2
+    assert any(list(line.get_ydata()) == [1e-3, 1e-3] for line in ratio.get_lines())  # the rule
+    shares = [list(line.get_ydata()) for line in share.get_lines()]
+    assert [10.0, 20.0, 30.0] in [[round(v, 6) for v in s] for s in shares]  # saturated, in %
+    assert [0.0, 10.0, 20.0] in [[round(v, 6) for v in s] for s in shares]  # relu: dead units
+    assert all(ax.get_xlabel() and ax.get_ylabel() for ax in (grad, ratio, share, noise))
+    (legend,) = fig.legends
+    assert [t.get_text() for t in legend.get_texts()] == ["sigmoid", "relu"]
+
+
+def test_the_activation_histograms_figure_has_one_panel_per_variant_and_a_scale():
+    recorded = {name: _recording(1.0) for name in ("a", "b", "c", "d", "e")}
+    fig = figures_mechanisms.histograms_figure(recorded)
+    panels = [ax for ax in fig.axes if ax.collections and ax.get_title()]  # no colour bar
+    assert [ax.get_title() for ax in panels] == [f"{n}: layer 1 (sigmoid)" for n in "abcde"]
+    mesh = panels[0].collections[0]
+    assert mesh.get_array().size == 2 * 3  # 2 bins × 3 epochs
+    assert any(ax.get_ylabel() == "count (log)" for ax in fig.axes)  # its colour bar
+    assert sum(not ax.axison for ax in fig.axes) == 3  # 8 cells, 5 panels

@@ -513,6 +513,7 @@ def test_tuning_picks_the_best_rate_records_the_grid_and_a_resume_never_retunes(
     from digitlab.experiments.plan import TUNING_SEED
     from digitlab.experiments.runner import run_experiment
     from digitlab.runs import read_run
+    from digitlab.runs.folder import read_mechanisms
 
     real_train, real_resume, calls, resumed = training.train, training.resume, [], []
 
@@ -561,9 +562,15 @@ def test_tuning_picks_the_best_rate_records_the_grid_and_a_resume_never_retunes(
         "Learning rates chosen on the validation digits" in line
         for line in second.record.conclusion
     )
+    # seed 0 of each variant records its mechanisms, drawn side by side; tuning runs don't
+    for name in (seed_run, big.runs[0]):
+        assert read_mechanisms(second.folder / "runs" / name)["epochs"][0] == 0
+    assert all(read_mechanisms(second.folder / "runs" / p.run) is None for p in tried)
+    assert {"mechanisms.png", "activation_histograms.png"} <= set(second.record.plots)
 
     third = run_experiment(definition, resume="latest", seeds=2, runs_dir=tmp_path, live=False)
     assert calls[5:] == ["sgd-seed1", "big-seed1"] and len(resumed) == 1
+    assert read_mechanisms(third.folder / "runs" / third.record.variants[0].runs[1]) is None
     assert third.record.variants[0].learning_rate == sgd.learning_rate
 
 

@@ -206,13 +206,10 @@ def _save_run(
             write_run_files(staging, metrics=metrics)
             if events is not None:  # RUN/tensorboard/: the epochs, the config, the pictures
                 events.write(
-                    staging / EVENTS_DIR,
-                    step=log.epochs_done,
-                    config_text=config.model_dump_json(indent=2),
+                    staging / EVENTS_DIR, step=log.epochs_done, mechanisms=log.mechanisms,
+                    config_text=config.model_dump_json(indent=2), previous=path / EVENTS_DIR,
                     pictures=staging if status == "complete" else None,
-                    previous=path / EVENTS_DIR,
-                    mechanisms=log.mechanisms,
-                )
+                )  # fmt: skip
             _write_report(staging, config) if pictures else None  # (it draws the pictures)
             write_run_files(staging, config=config)  # last: it marks the run complete
     except OSError as exc:

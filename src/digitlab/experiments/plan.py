@@ -15,7 +15,13 @@ import numpy as np
 from digitlab.data import PIXEL_MAX
 from digitlab.errors import RunError, SpecError
 from digitlab.experiments.record import RECORD_FILE
-from digitlab.experiments.schema import Budget, Definition, ExperimentRecord, Variant
+from digitlab.experiments.schema import (
+    LEARNING_RATE_POLICIES,
+    Budget,
+    Definition,
+    ExperimentRecord,
+    Variant,
+)
 from digitlab.schema import Spec, validate
 
 ACTIVATION_BATCH = 500  # the fixed validation digits the activation statistics are taken on
@@ -23,8 +29,23 @@ ACTIVATION_BATCH = 500  # the fixed validation digits the activation statistics 
 # compared, so the rate is not chosen on the very runs it is then judged by (Dodge et al.
 # 2019; Bouthillier et al. 2021).
 TUNING_SEED = 1000
+RECORDED_SEED = 0  # the seed whose run of each variant records its mechanisms (issue 21)
 Cell = tuple[Variant, int]  # one (variant, seed): one ordinary run
 TuningCell = tuple[Variant, float]  # one (variant, learning rate) of its grid, at TUNING_SEED
+
+
+def checked_policy(policy: str | None) -> str | None:
+    """`policy` if it is None (the definition's) or one of `LEARNING_RATE_POLICIES`.
+
+    Raises:
+        SpecError: any other value.
+    """
+    if policy not in (None, *LEARNING_RATE_POLICIES):
+        raise SpecError(
+            f"learning_rate_policy must be one of {', '.join(LEARNING_RATE_POLICIES)}, "
+            f"got {policy!r}"
+        )
+    return policy
 
 
 def steps_per_epoch(batch_size: int, budget: Budget) -> int:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
 from digitlab.experiments import figures_common as common
+from digitlab.experiments import figures_mechanisms
 from digitlab.experiments.figures_forest import forest_figure, listed_tests
 from digitlab.experiments.figures_summary import (
     gap_figure,
@@ -253,6 +255,7 @@ def draw(
     tests: Any = (),
     *,
     target: float | None = None,
+    recorded: dict[str, dict[str, Any]] | None = None,
 ) -> list[Path]:
     """Write the definition's figures into `folder`; returns the paths written.
 
@@ -266,12 +269,14 @@ def draw(
             Empty: no forest plot.
         target: the validation accuracy the to-target figure counts to (default: the
             definition's).
+        recorded: per variant, what its run recorded while training (`results.recordings`).
 
     The files, by plot: "loss" loss.png; "updates"/"seconds" clocks.png (validation loss
     against epochs and those clocks); "accuracy" accuracy.png (curves) and
     test_accuracy.png; "gap" gap.png; "activations" activations.png; "to-target"
     to_target.png; "learning-rates" learning_rates.png (if a variant tuned its rate);
-    "forest" forest.png (if there are tests).
+    "forest" forest.png (if there are tests). Whatever the plots, mechanisms.png and
+    activation_histograms.png when `recorded` holds a recording (`figures_mechanisms`).
     """
     plots = definition.plots
     shown = _shown(curves)
@@ -297,4 +302,8 @@ def draw(
     listed = listed_tests(tests)
     if "forest" in plots and listed:
         figures.append(("forest.png", lambda: forest_figure(listed)))
+    if recorded:
+        signals = partial(figures_mechanisms.mechanisms_figure, recorded)
+        histograms = partial(figures_mechanisms.histograms_figure, recorded)
+        figures += [("mechanisms.png", signals), ("activation_histograms.png", histograms)]
     return [save_figure(make(), folder / name) for name, make in figures]

@@ -6,20 +6,25 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from digitlab.errors import RunError
 from digitlab.experiments import conclusions
 from digitlab.experiments.plan import (
     ACTIVATION_BATCH,
+    RECORDED_SEED,
     TUNING_SEED,
     choose_rate,
     steps_per_epoch,
     updates_per_run,
 )
 from digitlab.experiments.schema import Budget, Definition, ExperimentRecord
+from digitlab.runs import EXPERIMENT_RUNS_FOLDER as RUNS_FOLDER
 from digitlab.runs import Run
+from digitlab.runs.folder import read_mechanisms
 from digitlab.schema import Spec
 
 # An automatic target is never within half the way from chance to the best final validation
@@ -466,3 +471,20 @@ def build_record(
             "cpu_seconds": round(fields["cpu_seconds"], 2),
         }
     )
+
+
+def recordings(folder: Path, variants: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Each variant's recording (mechanisms.json) from its `RECORDED_SEED` run in the
+    experiment's runs/, for the variants whose run recorded one (older runs did not)."""
+    found = {}
+    for variant in variants:
+        for name, seed in zip(variant.get("runs", []), variant.get("seeds", []), strict=False):
+            if seed != RECORDED_SEED:
+                continue
+            try:
+                recording = read_mechanisms(Path(folder) / RUNS_FOLDER / name)
+            except RunError:
+                recording = None  # a damaged file costs its lines, not the report
+            if recording and recording.get("epochs"):
+                found[variant["name"]] = recording
+    return found

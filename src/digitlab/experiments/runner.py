@@ -44,7 +44,6 @@ from digitlab.experiments.record import (
     write_record,
 )
 from digitlab.experiments.schema import (
-    LEARNING_RATE_POLICIES,
     Budget,
     Definition,
     ExperimentRecord,
@@ -106,13 +105,8 @@ def run_experiment(
         SpecError: a bad budget or variant, or a run's spec fails to train.
         RunError: the folder can't be written, or the experiment to resume isn't found.
     """
-    if learning_rate_policy not in (None, *LEARNING_RATE_POLICIES):
-        raise SpecError(
-            f"learning_rate_policy must be one of {', '.join(LEARNING_RATE_POLICIES)}, "
-            f"got {learning_rate_policy!r}"
-        )
+    policy = plan.checked_policy(learning_rate_policy)
     sizes = {"seeds": seeds, "epochs": epochs, "train_samples": train_samples}
-    policy = learning_rate_policy
     with contextlib.ExitStack() as held:  # the folder's lock, until the record is final
         if resume is None:
             experiment = _start(definition, quick, sizes, policy, runs_dir, data_dir, held)
@@ -171,8 +165,9 @@ class _Experiment:
         if final and any(curves.values()):
             tested = [*record.claims, *record.tests]
             drawn = plots.draw(
-                self.folder, self.definition, variants, curves, tested, target=target
-            )
+                self.folder, self.definition, variants, curves, tested, target=target,
+                recorded=results.recordings(self.folder, variants),
+            )  # fmt: skip
             record = record.model_copy(update={"plots": tuple(p.name for p in drawn)})
         record = predictions.judged(self.folder, record, draw=final and any(curves.values()))
         if final and record.plots:  # the runs' pages too, in the time the record states
@@ -483,12 +478,14 @@ def _train_one(spec, experiment: _Experiment, name: str, previous: Run | None, c
 
     # No pictures or report.html (~3 s a run: the experiment's report writes them, `digitlab
     # evaluate RUN` the gallery), no confidence thresholds (longer than the fit; not compared).
+    # A variant's RECORDED_SEED run records its mechanisms (~1 s; not in a smoke run) for
+    # the report's pictures.
     plain = {"verbose": 0, "callbacks": callbacks, "pictures": False, "calibrate": False}
     if previous is not None and previous.status == "interrupted":
-        return training.resume(previous, data_dir=experiment.data_dir, **plain)
+        return training.resume(previous, data_dir=experiment.data_dir, **plain)  # as it did
     return training.train(
         spec, runs_dir=experiment.folder / RUNS_FOLDER, name=name, data_dir=experiment.data_dir,
-        **plain,
+        mechanisms=spec.train.seed == plan.RECORDED_SEED and not experiment.quick, **plain,
     )  # fmt: skip
 
 

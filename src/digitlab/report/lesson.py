@@ -34,6 +34,14 @@ PLOT_TITLES = {
     "to-target": ("Time to target", "Steps and digits to the target accuracy, per batch size."),
     "learning-rates": ("Learning-rate grids", "Each tuned variant's validation accuracy "
                        "at each rate of its grid."),
+    "mechanisms": ("Inside the networks while they trained", "Each variant's seed-0 run, "
+                   "recorded on 256 fixed training digits after every epoch: the first "
+                   "layer's gradient norm and update/weight ratio, the first hidden layer's "
+                   "saturated or dead share, and the gradient noise scale. Each run's report "
+                   "draws every layer."),
+    "activation_histograms": ("Activations over training", "Each variant's first hidden "
+                              "layer: one column per epoch, the histogram of its outputs "
+                              "(fast.ai's colourful dimension)."),
 }  # fmt: skip
 MINUS = "\u2212"  # a typographic minus, as the record's sentences write it
 
