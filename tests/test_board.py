@@ -147,6 +147,14 @@ def test_the_recorded_mechanisms_are_scalars_and_histograms_per_epoch(tmp_path):
     assert list(histo.bucket) == [0, 3, 1]
 
 
+def test_a_damaged_mechanisms_record_leaves_out_its_events_not_the_run(tmp_path):
+    damaged = {"epochs": [0, 1], "gradient_norms": {"hidden": ["a", {}]}, "activations": []}
+    _record(range(2)).write(tmp_path, step=2, config_text="{}", mechanisms=damaged)
+    accumulator = _accumulator(tmp_path)
+    assert _steps(accumulator, "Scalars", "loss") == [1, 2]
+    assert not [tag for tag in accumulator.Tags()["scalars"] if tag.startswith("mechanisms/")]
+
+
 def test_a_resumed_run_writes_only_the_mechanisms_of_its_new_epochs(tmp_path):
     model = _tiny_model()
     first, second = tmp_path / "first", tmp_path / "second"

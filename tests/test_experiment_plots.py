@@ -240,6 +240,20 @@ def test_draw_without_tests_leaves_the_forest_out(tmp_path):
     assert [p.name for p in paths] == ["loss.png"]
 
 
+def test_draw_adds_the_recorded_mechanisms_and_a_damaged_record_costs_only_its_pictures(
+    tmp_path,
+):
+    variants, curves = dropout_data()
+    named = definition(("loss",), variants)
+    recorded = {"no-dropout": _recording(1.0), "dropout": _recording(2.0, "relu")}
+    paths = plots.draw(tmp_path / "good", named, variants, curves, recorded=recorded)
+    assert [p.name for p in paths] == ["loss.png", "mechanisms.png", "activation_histograms.png"]
+    damaged = {"no-dropout": {**_recording(1.0), "gradient_norms": {"dense": "high"}}}
+    paths = plots.draw(tmp_path / "bad", named, variants, curves, recorded=damaged)
+    names = [p.name for p in paths]  # the experiment's figures all there, the damaged one not
+    assert "loss.png" in names and "mechanisms.png" not in names
+
+
 def test_the_loss_band_is_the_t_interval_of_the_mean():
     _, curves = dropout_data(seeds=3)
     fig = plots._loss_figure(curves)

@@ -128,7 +128,11 @@ class EpochEvents(keras.callbacks.Callback):
             for epoch, wall, summary in self.events:
                 writer.add_summary(summary, global_step=epoch, walltime=wall)
             resumed = previous is not None and previous.is_dir()
-            for epoch, summary in mechanism_summaries(mechanisms or {}, first if resumed else 0):
+            try:
+                recorded = mechanism_summaries(mechanisms or {}, first if resumed else 0)
+            except (TypeError, ValueError, AttributeError):  # a damaged mechanisms.json
+                recorded = []  # continued: its events are left out, the run is not
+            for epoch, summary in recorded:
                 writer.add_summary(summary, global_step=epoch)
             writer.add_summary(_config_summary(config_text), global_step=step)
             for summary in _picture_summaries(pictures):

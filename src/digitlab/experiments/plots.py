@@ -8,9 +8,9 @@ back its axes.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Sequence
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -302,8 +302,13 @@ def draw(
     listed = listed_tests(tests)
     if "forest" in plots and listed:
         figures.append(("forest.png", lambda: forest_figure(listed)))
-    if recorded:
-        signals = partial(figures_mechanisms.mechanisms_figure, recorded)
-        histograms = partial(figures_mechanisms.histograms_figure, recorded)
-        figures += [("mechanisms.png", signals), ("activation_histograms.png", histograms)]
-    return [save_figure(make(), folder / name) for name, make in figures]
+    drawn = [save_figure(make(), folder / name) for name, make in figures]
+    inside = {
+        "mechanisms.png": figures_mechanisms.mechanisms_figure,
+        "activation_histograms.png": figures_mechanisms.histograms_figure,
+    }
+    for name, make in inside.items() if recorded else ():
+        # from the runs' mechanisms.json: a damaged one costs its picture, not the experiment
+        with contextlib.suppress(TypeError, ValueError, KeyError, AttributeError):
+            drawn.append(save_figure(make(recorded), folder / name))
+    return drawn

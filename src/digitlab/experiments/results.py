@@ -485,6 +485,7 @@ def recordings(folder: Path, variants: list[dict[str, Any]]) -> dict[str, dict[s
                 recording = read_mechanisms(Path(folder) / RUNS_FOLDER / name)
             except RunError:
                 recording = None  # a damaged file costs its lines, not the report
-            if recording and recording.get("epochs"):
+            epochs = recording.get("epochs") if recording else None
+            if isinstance(epochs, list) and epochs and all(isinstance(e, int) for e in epochs):
                 found[variant["name"]] = recording
     return found
