@@ -13,7 +13,9 @@ Each run's own report draws every layer (`digitlab inspect RUN`'s pictures).
 
 from __future__ import annotations
 
+import contextlib
 import math
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -22,7 +24,20 @@ from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-UPDATE_RATIO_RULE = 1e-3  # CS231n: |Δw| / |w| of about 1e-3 per step
+from digitlab.insight.recording import UPDATE_RATIO_RULE, epoch_edges
+from digitlab.plots import save_figure
+
+
+def draw(folder: Path, recorded: dict[str, dict[str, Any]]) -> list[Path]:
+    """Write `mechanisms.png` and `activation_histograms.png` into `folder` from `recorded`
+    (per variant, its run's mechanisms.json); none without a recording. A damaged record
+    costs its picture, never the experiment."""
+    figures = {"mechanisms.png": mechanisms_figure, "activation_histograms.png": histograms_figure}
+    drawn = []
+    for name, make in figures.items() if recorded else ():
+        with contextlib.suppress(TypeError, ValueError, KeyError, AttributeError):
+            drawn.append(save_figure(make(recorded), Path(folder) / name))
+    return drawn
 
 
 def _first(series: dict[str, list] | None) -> list | None:
@@ -102,7 +117,7 @@ def histograms_figure(recorded: dict[str, dict[str, Any]]) -> Figure:
         epochs = np.asarray(recording["epochs"], dtype=float)[: len(layer["counts"])]
         counts = np.asarray(layer["counts"], dtype=float).T  # bins × epochs
         image = ax.pcolormesh(
-            _edges(epochs), np.asarray(layer["edges"], dtype=float),
+            epoch_edges(epochs), np.asarray(layer["edges"], dtype=float),
             np.where(counts > 0, counts, np.nan), norm=LogNorm(vmin=1, vmax=max(counts.max(), 2)),
             cmap="viridis",
         )  # fmt: skip
@@ -117,11 +132,3 @@ def histograms_figure(recorded: dict[str, dict[str, Any]]) -> Figure:
     fig.suptitle("First hidden layer's outputs over training: each column one epoch's "
                  "histogram", fontsize=10)  # fmt: skip
     return fig
-
-
-def _edges(epochs: np.ndarray) -> np.ndarray:
-    """Column edges centred on each recorded epoch."""
-    if len(epochs) == 1:
-        return np.array([epochs[0] - 0.5, epochs[0] + 0.5])
-    middle = (epochs[1:] + epochs[:-1]) / 2
-    return np.concatenate([[2 * epochs[0] - middle[0]], middle, [2 * epochs[-1] - middle[-1]]])

@@ -8,7 +8,6 @@ back its axes.
 
 from __future__ import annotations
 
-import contextlib
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -303,12 +302,4 @@ def draw(
     if "forest" in plots and listed:
         figures.append(("forest.png", lambda: forest_figure(listed)))
     drawn = [save_figure(make(), folder / name) for name, make in figures]
-    inside = {
-        "mechanisms.png": figures_mechanisms.mechanisms_figure,
-        "activation_histograms.png": figures_mechanisms.histograms_figure,
-    }
-    for name, make in inside.items() if recorded else ():
-        # from the runs' mechanisms.json: a damaged one costs its picture, not the experiment
-        with contextlib.suppress(TypeError, ValueError, KeyError, AttributeError):
-            drawn.append(save_figure(make(recorded), folder / name))
-    return drawn
+    return drawn + figures_mechanisms.draw(folder, recorded or {})

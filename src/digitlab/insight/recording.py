@@ -77,7 +77,7 @@ def histograms_figure(recording: dict[str, Any]) -> Figure:
     for ax, (name, layer) in zip(axes, layers.items(), strict=True):
         counts = np.asarray(layer["counts"], dtype=float).T  # bins × epochs
         edges = np.asarray(layer["edges"], dtype=float)
-        x_edges = _epoch_edges(epochs)
+        x_edges = epoch_edges(epochs)
         image = ax.pcolormesh(
             x_edges,
             edges,
@@ -99,7 +99,7 @@ def histograms_figure(recording: dict[str, Any]) -> Figure:
     return fig
 
 
-def _epoch_edges(epochs: np.ndarray) -> np.ndarray:
+def epoch_edges(epochs: np.ndarray) -> np.ndarray:
     """Column edges centred on each recorded epoch."""
     if len(epochs) == 1:
         return np.array([epochs[0] - 0.5, epochs[0] + 0.5])
