@@ -160,17 +160,25 @@ def test_a_penalised_network_is_evaluated_by_keras(tmp_path):
     assert evaluation.loss > plain + 1e-3  # the penalty is in it
 
 
+def _loads_none_of(heavy: set[str], argv: list[str]) -> str:
+    """A `python -c` program running `digitlab` as its console script does (`main`, whose exit
+    skips the interpreter's teardown but not the at-exit handlers) with `argv`, then printing
+    on stderr which of the `heavy` packages the command imported."""
+    return (
+        "import atexit, sys\n"
+        "from digitlab.cli import main\n"
+        f"heavy = {heavy!r}\n"
+        "atexit.register(lambda: print(sorted({m.split('.')[0] for m in sys.modules} & heavy),"
+        " file=sys.stderr))\n"
+        f"sys.argv = {['digitlab', *argv]!r}\n"
+        "main()\n"
+    )
+
+
 def test_evaluate_json_needs_no_keras_jax_scikit_learn_or_matplotlib(tmp_path, mnist):
     run_dir = model_run(tmp_path / "run")
-    probe = (
-        "import sys\n"
-        "from digitlab.cli import main\n"
-        f"sys.argv = ['digitlab', 'evaluate', {str(run_dir)!r}, '--json']\n"
-        "try:\n"
-        "    main()\n"
-        "finally:\n"
-        "    heavy = {'keras', 'jax', 'sklearn', 'matplotlib'}\n"
-        "    print(sorted({m.split('.')[0] for m in sys.modules} & heavy), file=sys.stderr)\n"
+    probe = _loads_none_of(
+        {"keras", "jax", "sklearn", "matplotlib"}, ["evaluate", str(run_dir), "--json"]
     )
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
@@ -302,15 +310,8 @@ def test_the_activation_names_and_learning_rates_are_keras():
 
 
 def test_summary_needs_no_keras_or_jax():
-    probe = (
-        "import sys\n"
-        "from digitlab.cli import main\n"
-        "sys.argv = ['digitlab', 'summary', '--preset', 'cnn']\n"
-        "try:\n"
-        "    main()\n"
-        "finally:\n"
-        "    heavy = {'keras', 'jax', 'sklearn', 'matplotlib'}\n"
-        "    print(sorted({m.split('.')[0] for m in sys.modules} & heavy), file=sys.stderr)\n"
+    probe = _loads_none_of(
+        {"keras", "jax", "sklearn", "matplotlib"}, ["summary", "--preset", "cnn"]
     )
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
@@ -409,16 +410,7 @@ def test_a_layer_without_a_gradient_rule_is_explained_by_jax(layer, tmp_path):
 
 def test_explain_needs_no_keras_or_jax(tmp_path, mnist):
     run_dir = model_run(tmp_path / "run")
-    probe = (
-        "import sys\n"
-        "from digitlab.cli import main\n"
-        f"sys.argv = ['digitlab', 'explain', {str(run_dir)!r}, '--index', '0']\n"
-        "try:\n"
-        "    main()\n"
-        "finally:\n"
-        "    heavy = {'keras', 'jax', 'sklearn'}\n"
-        "    print(sorted({m.split('.')[0] for m in sys.modules} & heavy), file=sys.stderr)\n"
-    )
+    probe = _loads_none_of({"keras", "jax", "sklearn"}, ["explain", str(run_dir), "--index", "0"])
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert out.stderr.strip() == "[]"
