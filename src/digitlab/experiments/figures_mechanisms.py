@@ -8,7 +8,7 @@
 - `activation_histograms.png`: per variant, the first hidden layer's activation histograms
   over epochs (fast.ai's "colourful dimension").
 
-Each run's own report draws every layer (`digitlab inspect RUN`'s pictures).
+`digitlab inspect RUN` draws every layer of one run (RUN/inspect/).
 """
 
 from __future__ import annotations

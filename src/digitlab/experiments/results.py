@@ -21,8 +21,8 @@ from digitlab.experiments.plan import (
     steps_per_epoch,
     updates_per_run,
 )
+from digitlab.experiments.record import RUNS_FOLDER
 from digitlab.experiments.schema import Budget, Definition, ExperimentRecord
-from digitlab.runs import EXPERIMENT_RUNS_FOLDER as RUNS_FOLDER
 from digitlab.runs import Run
 from digitlab.runs.folder import read_mechanisms
 from digitlab.schema import Spec

@@ -478,8 +478,8 @@ def _train_one(spec, experiment: _Experiment, name: str, previous: Run | None, c
 
     # No pictures or report.html (~3 s a run: the experiment's report writes them, `digitlab
     # evaluate RUN` the gallery), no confidence thresholds (longer than the fit; not compared).
-    # A variant's RECORDED_SEED run records its mechanisms (~1 s; not in a smoke run) for
-    # the report's pictures.
+    # A variant's RECORDED_SEED run records its mechanisms (~4 s with its first trace: dropout
+    # took 283 s, not 261; not in a smoke run) for the report's pictures.
     plain = {"verbose": 0, "callbacks": callbacks, "pictures": False, "calibrate": False}
     if previous is not None and previous.status == "interrupted":
         return training.resume(previous, data_dir=experiment.data_dir, **plain)  # as it did

@@ -37,8 +37,8 @@ PLOT_TITLES = {
     "mechanisms": ("Inside the networks while they trained", "Each variant's seed-0 run, "
                    "recorded on 256 fixed training digits after every epoch: the first "
                    "layer's gradient norm and update/weight ratio, the first hidden layer's "
-                   "saturated or dead share, and the gradient noise scale. Each run's report "
-                   "draws every layer."),
+                   "saturated or dead share, and the gradient noise scale. `digitlab inspect "
+                   "RUN` draws every layer of one run."),
     "activation_histograms": ("Activations over training", "Each variant's first hidden "
                               "layer: one column per epoch, the histogram of its outputs "
                               "(fast.ai's colourful dimension)."),
