@@ -1,6 +1,7 @@
-"""Run the three built-in experiments with their defaults; record time, verdicts, anchors.
+"""Run the built-in experiments with their defaults; record time, verdicts, anchors.
 
-    .venv/bin/python benchmarks/bench_experiments.py [dropout batch-size normalization]
+    .venv/bin/python benchmarks/bench_experiments.py [dropout batch-size normalization
+        dropout-size]
         [--runs-dir DIR] [--write] [--from-folders FOLDER ...]
         [--workers 1 2] [--seeds N] [--epochs N] [--train-samples N]
 
@@ -8,9 +9,10 @@ Each experiment runs as a user runs it, `digitlab experiment NAME` in a fresh pr
 wall time includes imports and compilation (target: ≤ 10 minutes on 2 cores). Each primary
 claim's verdict is read from experiment.json (the experiment computes it: Welch and TOST
 tests, Holm-adjusted) and checked against the direction its literature anchor predicts.
-`--write` replaces the "Experiments" section of benchmarks/RESULTS.md, copies each record
-and its figures to docs/experiments/ and regenerates the README's "What the notes claim,
-measured" (scripts/notes_measured.py).
+`--write` replaces the "Experiments" section of benchmarks/RESULTS.md (the rows and
+subsections of the experiments it ran: the others keep theirs), copies each record and its
+figures to docs/experiments/ and regenerates the README's "What the notes claim, measured"
+(scripts/notes_measured.py).
 
 `--workers 1 2` (issue 24) runs each experiment once per worker count, `--workers N` (1: in
 this one process, as by default; 2 or more: worker processes sharing the experiment's study),
@@ -36,8 +38,10 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "RESULTS.md"
 DOCS = ROOT / "docs" / "experiments"
 TARGET_SECONDS = 600
-NAMES = ("dropout", "batch-size", "normalization")
+NAMES = ("dropout", "batch-size", "normalization", "dropout-size")
 WORKERS_HEADING = "## Experiments on many workers (issue 24)"
+# The figures the README shows (scripts/notes_measured.py: the first two of these it has)
+DOCS_PLOTS = ("prediction.png", "forest.png", "accuracy.png")
 
 
 def run(name: str, runs_dir: Path, flags: tuple[str, ...] = ()) -> tuple[float, dict, Path]:
@@ -93,6 +97,21 @@ def _claim_row(claim: dict) -> str:
     )
 
 
+def _span(values: set) -> str:
+    return f"{min(values):,}" if len(values) == 1 else f"{min(values):,} to {max(values):,}"
+
+
+def _epochs(record: dict) -> str:
+    """The variants' epochs: "20", or "20 to 300" where min_updates raised some."""
+    return _span({v.get("epochs") or record["budget"]["epochs"] for v in record["variants"]})
+
+
+def _digits(record: dict) -> str:
+    """The digits each epoch trained on: "5,000", or "500 to 20,000" in a size sweep."""
+    fit = record["budget"]["fit_samples"]
+    return _span({v.get("fit_digits") or fit for v in record["variants"]})
+
+
 def section(results: list[tuple[str, float, dict, Path]]) -> str:
     lines = [
         "## Experiments",
@@ -117,7 +136,7 @@ def section(results: list[tuple[str, float, dict, Path]]) -> str:
         lines.append(
             f"| {name} | {len(record['variants'])} variants × {len(record['seeds'])} seeds"
             + (f" + {tuning} tuning runs" if tuning else "")
-            + f", {b['epochs']} epochs, {b['fit_samples']:,} + {held_out:,} validation digits"
+            + f", {_epochs(record)} epochs, {_digits(record)} + {held_out:,} validation digits"
             f" | {seconds / 60:.1f} min | {cpu} | {met} |"
         )
     for name, _, record, _folder in results:
@@ -250,6 +269,35 @@ def run_workers(args) -> None:
         write_section(text, WORKERS_HEADING)
 
 
+def merged(text: str, current: str) -> str:
+    """The new "## Experiments" section `text`, keeping from the `current` one the
+    table rows and subsections of the built-ins not run this time, in `NAMES`' order."""
+    start = current.find("## Experiments\n")
+    if start == -1:
+        return text
+    end = current.find("\n## ", start + 1)
+    old = current[start : end + 1 if end != -1 else len(current)]
+
+    def parts(section: str) -> tuple[list[str], dict[str, str], dict[str, str]]:
+        head, *subsections = section.split("\n### ")
+        lines = head.splitlines()
+        rows = {n: line for line in lines for n in NAMES if line.startswith(f"| {n} |")}
+        blocks = {s.split("\n", 1)[0].strip(): "### " + s.rstrip("\n") for s in subsections}
+        return [line for line in lines if line not in rows.values()], rows, blocks
+
+    head, rows, blocks = parts(text)
+    old_head, old_rows, old_blocks = parts(old)
+    rows = {n: rows.get(n) or old_rows.get(n) for n in NAMES if n in rows or n in old_rows}
+    blocks = {
+        n: blocks.get(n) or old_blocks.get(n) for n in NAMES if n in blocks or n in old_blocks
+    }
+    rule = "|---|---|---|---|---|"
+    at = head.index(rule) + 1
+    notes = old_head[old_head.index(rule) + 1 :] if rule in old_head else []  # prose kept
+    lines = [*head[:at], *rows.values(), *(notes if "".join(notes).strip() else head[at:])]
+    return "\n".join(lines).rstrip("\n") + "\n\n" + "\n\n".join(blocks.values()) + "\n\n"
+
+
 def write_section(text: str, heading: str = "## Experiments") -> None:
     current = RESULTS.read_text()
     start = current.find(heading + "\n")
@@ -267,7 +315,8 @@ def copy_to_docs(name: str, folder: Path) -> None:
     shutil.copyfile(folder / "experiment.json", DOCS / f"{name}.json")
     record = json.loads((folder / "experiment.json").read_text())
     for plot in record.get("plots", []):
-        shutil.copyfile(folder / plot, DOCS / f"{name}-{plot}")
+        if plot in DOCS_PLOTS:
+            shutil.copyfile(folder / plot, DOCS / f"{name}-{plot}")
 
 
 def main() -> None:
@@ -307,7 +356,7 @@ def main() -> None:
     text = section(results)
     print(text)
     if args.write:
-        write_section(text)
+        write_section(merged(text, RESULTS.read_text()))
         for name, _, _, folder in results:
             copy_to_docs(name, folder)
         subprocess.run([sys.executable, str(ROOT / "scripts" / "notes_measured.py")], check=True)

@@ -232,7 +232,7 @@ def test_the_report_reads_question_answer_figure_claims_variants_then_how_we_kno
         'id="fig-loss-png"',
         'id="how-we-know"',
         'id="tests-table"',
-        "Each run trained 20 epochs",
+        "Each run trained 20 to 64 epochs",
     ]
     where = [html.index(mark) for mark in marks]
     assert where == sorted(where), list(zip(marks, where, strict=True))
@@ -313,8 +313,8 @@ def test_how_we_know_holds_power_budget_and_time(tmp_path):
     assert "83%" in how and "80% power detects 0.46 points" in how and "seeds needed 9" in how
     assert "margin ±0.50 points" in how and "margin ±0.020" in how
     assert (
-        "Each run trained 20 epochs (more where a variant needed more for its minimum of "
-        "updates) on 480 digits (600 with 120 held out for validation); 10 seeds per variant, "
+        "Each run trained 20 to 64 epochs (each variant's minimum of updates) on 480 digits "
+        "(600 with 120 held out for validation); 10 seeds per variant, "
         "and 4 runs tuning learning rates." in how
     )
     assert "1,234.5 s (20.6 min)" in how and "2,400.0 s (40.0 min)" in how
@@ -449,7 +449,10 @@ def test_the_terminal_says_smoke_first_then_answer_claims_table_and_how_we_know(
     ]
     where = [text.index(mark) for mark in marks]
     assert where == sorted(where)
-    assert "10 seeds per variant, 20 epochs on 480 digits each" in text
+    assert (
+        "10 seeds per variant, 20 to 64 epochs (each variant's minimum of updates) on 480 "
+        "digits each" in text
+    )
     assert "95.12% ± 0.21%" in text and "0.012 / 0.312" in text and "3,125" in text
 
 

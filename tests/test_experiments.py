@@ -25,8 +25,8 @@ def test_summarize_std_is_sample_std_and_zero_for_one_value():
 
 
 # ------------------------------------------------------------------------------ definitions
-def test_built_ins_are_the_three_notes():
-    assert set(BUILT_IN) == {"dropout", "batch-size", "normalization"}
+def test_built_ins_are_the_three_notes_and_the_size_sweep():
+    assert set(BUILT_IN) == {"dropout", "batch-size", "normalization", "dropout-size"}
     dropout = BUILT_IN["dropout"]
     assert {v.name for v in dropout.variants} >= {"notebook-0", "notebook-0.2", "wide-0.5"}
     assert any(v.full_batch for v in BUILT_IN["batch-size"].variants)
@@ -178,7 +178,7 @@ def test_linear_policy_scales_by_the_batch_actually_used():
     }
     assert rates["batch-1024"] == pytest.approx(0.3 * 500 / 32) == rates["full-batch"]
     assert rates["batch-128"] == pytest.approx(0.3 * 128 / 32)
-    assert steps_per_epoch(1024, budget) == steps_per_epoch(500, budget) == 1
+    assert steps_per_epoch(1024, budget.fit_samples) == steps_per_epoch(500, 500) == 1
 
 
 def test_min_updates_raises_a_variants_epochs_but_not_a_smoke_runs():
@@ -191,7 +191,7 @@ def test_min_updates_raises_a_variants_epochs_but_not_a_smoke_runs():
     assert variant_epochs(variant, 256, budget, quick=True) == 2
     assert variant_epochs(Variant(name="small"), 32, budget) == 2
     spec = variant_spec(definition, variant, budget, 0, "same")
-    assert spec.train.epochs == 8 and updates_per_run(spec, budget) == 32
+    assert spec.train.epochs == 8 and updates_per_run(spec) == 32
 
 
 def test_learning_rates_are_tuned_only_under_the_tuned_policy_and_not_when_quick():
@@ -633,7 +633,7 @@ def test_cli_lists_experiments():
     result = _cli("experiment", "list", "--json")
     assert result.exit_code == 0
     listed = json.loads(result.output)
-    assert [e["name"] for e in listed] == ["dropout", "batch-size", "normalization"]
+    assert [e["name"] for e in listed] == ["dropout", "batch-size", "normalization", "dropout-size"]
     assert all(e["budget"]["epochs"] >= 1 for e in listed)
 
 

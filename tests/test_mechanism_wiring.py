@@ -469,6 +469,9 @@ def test_a_run_keeps_its_record_a_resume_continues_it_and_inspect_draws_it(tmp_p
     drawn = json.loads(result.output)["training_record"]
     assert [p.rsplit("/", 1)[1] for p in drawn] == [HISTOGRAMS_PNG, SIGNALS_PNG]
     assert all(os.path.getsize(p) > 10_000 for p in drawn)
+    page = (run.path / "report.html").read_text()  # the run's report inlines them
+    assert 'id="fig-activation_histograms-png"' in page
+    assert 'id="fig-training_signals-png"' in page
 
     bare = train(spec, runs_dir=tmp_path, verbose=0, pictures=False, calibrate=False)
     assert read_mechanisms(bare.path) is None  # by default a run records when it draws

@@ -360,7 +360,12 @@ def test_number_formats():
 
 def test_inspect_picture_names_are_the_ones_inspect_writes():
     names = [name for name, _, _ in pages.INSPECT_PICTURES]
-    assert names == [insight.WEIGHTS_PNG, insight.ACTIVATIONS_PNG, insight.CLASS_INPUTS_PNG]
+    from digitlab.insight import recording
+
+    assert names == [
+        insight.WEIGHTS_PNG, insight.ACTIVATIONS_PNG, insight.CLASS_INPUTS_PNG,
+        recording.HISTOGRAMS_PNG, recording.SIGNALS_PNG,
+    ]  # fmt: skip
 
 
 @pytest.fixture(scope="module")

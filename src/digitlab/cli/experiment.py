@@ -22,7 +22,7 @@ LearningRatePolicy = choices("LearningRatePolicy", LEARNING_RATE_POLICIES)
 NameArgument = typer.Argument(
     ...,
     metavar="NAME",
-    help="dropout, batch-size, normalization, a TOML file, `list`, or `status`.",
+    help="dropout, batch-size, normalization, dropout-size, a TOML file, `list`, or `status`.",
 )
 FolderArgument = typer.Argument(
     None, metavar="[FOLDER]", help="With --resume: the experiment folder [default: latest]."
@@ -35,7 +35,8 @@ TrainSamplesOption = typer.Option(
 QuickOption = typer.Option(
     False,
     "--quick",
-    help="A smoke run: a tiny budget (1 epoch, 1 seed, 600 digits; batch-size 1,250), each "
+    help="A smoke run: a tiny budget (1 epoch, 1 seed, 600 digits; batch-size and "
+    "dropout-size 1,250), each "
     "variant at its own learning rate; seconds, too small to conclude anything.",
 )
 LearningRatePolicyOption = typer.Option(

@@ -69,8 +69,9 @@ def inspect_command(
     from digitlab.runs import INSPECT_DIR, load_run
 
     loaded = load_run(run, runs_dir)
-    result = inspect_run(loaded, out, count=count, data_dir=data_dir)
+    # the training record first: inspecting rewrites the run's report, which inlines both
     recorded = save_recording_pictures(loaded, out or loaded.path / INSPECT_DIR)
+    result = inspect_run(loaded, out, count=count, data_dir=data_dir)
     if as_json:
         print_json({**result.to_dict(), "training_record": [str(p) for p in recorded]})
         return

@@ -17,6 +17,7 @@ from pathlib import Path
 from digitlab.data import NUM_CLASSES
 from digitlab.errors import SpecError
 from digitlab.experiments.schema import Budget, Definition, Variant
+from digitlab.experiments.sizes import DROPOUT_SIZE
 from digitlab.schema import did_you_mean, unknown, validate
 
 NOTEBOOK = ("sigmoid", "relu", "relu")  # the notebook's hidden activations, 100 units each
@@ -392,12 +393,18 @@ NORMALIZATION = {
 # Issue 21: the mechanism each built-in measures on its network before the runs, and predicts
 # the outcome from (`experiments.predictions`): the gradient's noise scale (batch size), the
 # loss's curvature, the inputs' conditioning and the sigmoid's saturation at initialisation
-# (normalization), the generalisation gap of a short run without dropout (dropout).
-MECHANISMS = {"batch-size": "noise-scale", "normalization": "curvature", "dropout": "short-run-gap"}
+# (normalization), the generalisation gap of a short run without dropout (dropout), and of
+# short runs at each training-set size (dropout-size).
+MECHANISMS = {
+    "batch-size": "noise-scale",
+    "normalization": "curvature",
+    "dropout": "short-run-gap",
+    "dropout-size": "size-gap",
+}
 
 BUILT_IN: dict[str, Definition] = {
     data["name"]: validate(Definition, data, f"experiment {data['name']}")
-    for data in (DROPOUT, BATCH_SIZE, NORMALIZATION)
+    for data in (DROPOUT, BATCH_SIZE, NORMALIZATION, DROPOUT_SIZE)
 }
 
 
@@ -440,7 +447,7 @@ def load_definition(name_or_path: str | Path) -> Definition:
 
     A TOML file holds the same keys as a built-in: `name`, `question`, `[budget]`, and
     `[[variants]]` tables with `name`, `preset`, `layers`, a `train` table of overrides,
-    `input_scaling` and `full_batch`.
+    `input_scaling`, `full_batch`, `learning_rates`, `min_updates` and `train_digits`.
 
     Raises:
         SpecError: no such experiment, or the file is unreadable or has an unknown key or a

@@ -10,7 +10,9 @@ One figure per mechanism (`experiments.predictions`), its title the verdict:
   predicted largest stable rate; the final training loss per input scaling in the predicted
   order; the predicted and measured saturated share at the start;
 - short-run gap: the gap of the short runs without dropout, the full runs' gap, and the
-  interaction the claim measured, against 0.
+  interaction the claim measured, against 0;
+- size gap: the test accuracy with and without dropout per training-set size, the short
+  runs' gaps, and dropout's gain per size (`figures_sizes`).
 """
 
 from __future__ import annotations
@@ -39,7 +41,14 @@ def prediction_figure(record: ExperimentRecord) -> Figure:
     prediction = record.prediction
     if prediction is None:
         return common.message_figure("no prediction was made before the runs")
-    draw = {"noise-scale": _noise_scale, "curvature": _curvature, "short-run-gap": _short_run}
+    from digitlab.experiments.figures_sizes import size_figure
+
+    draw = {
+        "noise-scale": _noise_scale,
+        "curvature": _curvature,
+        "short-run-gap": _short_run,
+        "size-gap": size_figure,
+    }
     fig = draw[prediction.mechanism](record)
     color = VERDICT_COLORS[prediction.verdict]
     fig.suptitle(

@@ -42,22 +42,25 @@ class Inputs:
 
     def for_spec(self, spec: Spec) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(fit images, their loss targets, the activation batch), as `spec`'s network takes
-        them."""
+        them: the first digits its runs train on (`plan.fit_digits`) and the last of the
+        validation digits right after them."""
         from digitlab.data import class_names
         from digitlab.evaluation import loss_targets
         from digitlab.model import prepare_inputs
 
         dataset, shape = spec.train.dataset, spec.input_shape
-        fit, end = self.budget.fit_samples, self.budget.train_samples
+        fit, end = plan.fit_digits(spec), spec.train.train_samples or 0
         start = max(fit, end - plan.ACTIVATION_BATCH)
         x, y = self._training_digits(dataset)
         classes = len(class_names(dataset))
         return (
-            self._cached((dataset, shape, "fit"), lambda: prepare_inputs(x[:fit], shape)),
+            self._cached((dataset, shape, "fit", fit), lambda: prepare_inputs(x[:fit], shape)),
             self._cached(
-                (dataset, spec.train.one_hot), lambda: loss_targets(y[:fit], spec, classes)
+                (dataset, spec.train.one_hot, fit), lambda: loss_targets(y[:fit], spec, classes)
             ),
-            self._cached((dataset, shape, "batch"), lambda: prepare_inputs(x[start:end], shape)),
+            self._cached(
+                (dataset, shape, "batch", start, end), lambda: prepare_inputs(x[start:end], shape)
+            ),
         )
 
     def _cached(self, key: tuple, make) -> np.ndarray:

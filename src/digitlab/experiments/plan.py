@@ -48,20 +48,44 @@ def checked_policy(policy: str | None) -> str | None:
     return policy
 
 
-def steps_per_epoch(batch_size: int, budget: Budget) -> int:
-    """Weight updates per epoch: the digits fit trains on over the batch actually used (a
-    batch larger than the digits is all of them, one update)."""
-    fit = budget.fit_samples
+def steps_per_epoch(batch_size: int, fit: int) -> int:
+    """Weight updates per epoch: the `fit` digits an epoch trains on over the batch actually
+    used (a batch larger than the digits is all of them, one update)."""
     return math.ceil(fit / min(batch_size, fit))
+
+
+def fit_digits(spec: Spec) -> int:
+    """The digits each epoch of `spec`'s runs trains on: its `train_samples` less the
+    validation split taken from their end, as `fastfit` splits them."""
+    total = spec.train.train_samples or 0
+    return math.floor(total * (1.0 - spec.train.validation_split))
+
+
+def variant_digits(variant: Variant, budget: Budget, quick: bool = False) -> int:
+    """The digits each epoch of `variant`'s runs trains on: its `train_digits`, else the
+    budget's; a quick (smoke) budget caps them at its own.
+
+    Raises:
+        SpecError: the variant asks for more digits than the budget holds.
+    """
+    wanted = variant.train_digits or budget.fit_samples
+    if wanted > budget.fit_samples and not quick:
+        raise SpecError(
+            f"variant '{variant.name}' trains on {wanted:,} digits, but the budget leaves "
+            f"{budget.fit_samples:,} (train_samples = {budget.train_samples:,} less the "
+            "validation split); raise --train-samples or lower its train_digits"
+        )
+    return min(wanted, budget.fit_samples)
 
 
 def variant_epochs(variant: Variant, batch_size: int, budget: Budget, quick: bool = False) -> int:
     """The epochs each run of `variant` trains: the budget's, raised to reach the variant's
-    `min_updates` (a large batch takes few updates per epoch); a quick (smoke) budget keeps
-    its own."""
+    `min_updates` (a large batch or few digits take few updates per epoch); a quick (smoke)
+    budget keeps its own."""
     if variant.min_updates is None or quick:
         return budget.epochs
-    return max(budget.epochs, math.ceil(variant.min_updates / steps_per_epoch(batch_size, budget)))
+    steps = steps_per_epoch(batch_size, variant_digits(variant, budget))
+    return max(budget.epochs, math.ceil(variant.min_updates / steps))
 
 
 def tunes(definition: Definition, variant: Variant, policy: str, quick: bool) -> bool:
@@ -111,26 +135,38 @@ def variant_spec(
         scale, offset = 1 / np.asarray(std), -np.asarray(mean) / np.asarray(std)
         layers.insert(0, {"type": "Rescaling", "scale": scale.tolist(), "offset": offset.tolist()})
     train = {**variant.train}
+    fit = variant_digits(variant, budget, quick)
     batch = (  # the preset's own batch size unless the variant sets one
-        budget.fit_samples if variant.full_batch else train.get("batch_size", spec.train.batch_size)
+        fit if variant.full_batch else train.get("batch_size", spec.train.batch_size)
     )
     train["batch_size"] = batch
     if learning_rate is not None:
         train["learning_rate"] = learning_rate
     elif policy == "linear":
-        used = min(batch, budget.fit_samples)
+        used = min(batch, fit)
         if used != definition.reference_batch:
             train["learning_rate"] = _base_rate(train, spec) * used / definition.reference_batch
     train.update(
         epochs=variant_epochs(variant, batch, budget, quick),
-        train_samples=budget.train_samples,
-        validation_split=budget.validation_split,
+        **_digits(fit, budget),
         seed=seed,
     )
     description = variant.description or spec.description
     return spec.replace(
         name=variant.name, layers=layers, train=train, description=description[:2000]
     )
+
+
+def _digits(fit: int, budget: Budget) -> dict[str, float]:
+    """`train_samples` and `validation_split` that train on the first `fit` digits and
+    validate on the budget's count of validation digits right after them: the budget's own
+    when `fit` is all of its digits, else a split that puts the boundary at `fit` exactly
+    (half a digit short of it, so the floor `fastfit` takes lands on it)."""
+    if fit == budget.fit_samples:
+        return {"train_samples": budget.train_samples, "validation_split": budget.validation_split}
+    validation = budget.train_samples - budget.fit_samples
+    total = fit + validation
+    return {"train_samples": total, "validation_split": (validation - 0.5) / total}
 
 
 def standardization(pixels: np.ndarray, shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
@@ -199,13 +235,16 @@ def check_budget(budget: Budget, specs: dict[str, Spec]) -> None:
         SpecError: a variant's batch is larger than the digits each epoch trains on.
     """
     for name, spec in specs.items():
-        batch = spec.train.batch_size
-        if batch > budget.fit_samples:
+        batch, fit = spec.train.batch_size, fit_digits(spec)
+        if batch > fit:
+            where = (
+                f"train_samples = {budget.train_samples} less the validation split"
+                if fit == budget.fit_samples
+                else "its train_digits"
+            )
             raise SpecError(
-                f"variant '{name}': batch size {batch} is larger than the "
-                f"{budget.fit_samples} digits each epoch trains on (train_samples = "
-                f"{budget.train_samples} less the validation split); lower its batch_size "
-                "or raise train_samples"
+                f"variant '{name}': batch size {batch} is larger than the {fit} digits each "
+                f"epoch trains on ({where}); lower its batch_size or raise train_samples"
             )
 
 
@@ -266,6 +305,6 @@ def epochs_to_do(
     return sum(specs[v.name].train.epochs - epochs_done.get((v.name, s), 0) for v, s in cells)
 
 
-def updates_per_run(spec: Spec, budget: Budget) -> int:
+def updates_per_run(spec: Spec) -> int:
     """Weight updates of one run: steps per epoch × its epochs."""
-    return steps_per_epoch(spec.train.batch_size, budget) * spec.train.epochs
+    return steps_per_epoch(spec.train.batch_size, fit_digits(spec)) * spec.train.epochs

@@ -23,6 +23,9 @@ The mechanism each built-in measures (`definitions.MECHANISMS`):
 - **dropout, a short run's gap.** The two networks without dropout train `SHORT_EPOCHS`
   epochs; the one whose validation loss pulls away from its training loss faster should
   gain more from dropout (the interaction claim) and keep the larger gap.
+- **dropout-size, a short run's gap at each size.** The network without dropout trains
+  `SHORT_UPDATES` updates on each training-set size; dropout should gain most where the gap
+  is largest and least where it is smallest, and those two sizes' full runs keep that order.
 
 A resumed experiment keeps the prediction it made before its first run; one whose runs
 started before predictions existed gets none (it would no longer be made *before*).
@@ -31,6 +34,7 @@ started before predictions existed gets none (it would no longer be made *before
 from __future__ import annotations
 
 import json
+import math
 import time
 from datetime import datetime
 from pathlib import Path
@@ -39,7 +43,7 @@ from typing import Any
 import numpy as np
 
 from digitlab.errors import RunError
-from digitlab.experiments import verdicts
+from digitlab.experiments import plan, verdicts
 from digitlab.experiments.conclusions import SMOKE
 from digitlab.experiments.definitions import MECHANISMS
 from digitlab.experiments.schema import ExperimentRecord, Prediction
@@ -55,11 +59,13 @@ PREDICTION_PNG = "prediction.png"
 NOISE_DIGITS = 5_000
 HESSIAN_DIGITS = 5_000
 SHORT_EPOCHS = 3  # the dropout prediction's runs without dropout
+SHORT_UPDATES = 500  # dropout-size's: the same updates at every size (a sixth of its runs')
 CONCLUSION = "The prediction made before the runs"  # the conclusion's line about it
 TITLES = {
     "noise-scale": "the gradient's noise scale",
     "curvature": "curvature, conditioning and saturation at initialisation",
     "short-run-gap": "the generalisation gap of a short run without dropout",
+    "size-gap": "the generalisation gap of short runs without dropout at each training size",
 }
 
 
@@ -186,8 +192,8 @@ def _noise_scale(experiment) -> tuple[dict, list[str]] | None:
     should take to the target relative to the baseline's."""
     from digitlab.mechanisms import noise_scale
 
-    specs, fit = experiment.specs, experiment.budget.fit_samples
-    batches = {name: min(spec.train.batch_size, fit) for name, spec in specs.items()}
+    specs = experiment.specs
+    batches = {name: min(s.train.batch_size, plan.fit_digits(s)) for name, s in specs.items()}
     anchor = experiment.definition.baseline_name
     if len(set(batches.values())) < 2:
         return None
@@ -352,16 +358,58 @@ def _short_run_gap(experiment) -> tuple[dict, list[str]] | None:
     ]
 
 
-def _short_gap(experiment, name: str) -> float:
+def _size_pairs(experiment) -> dict[int, dict[str, str]]:
+    """Per training-set size (the digits each epoch trains on), its variant without dropout
+    and its variant with: sizes that have exactly one of each."""
+    found: dict[int, dict[str, list[str]]] = {}
+    for name, spec in experiment.specs.items():
+        kind = "with" if any(layer.get("type") == "Dropout" for layer in spec.layers) else "without"
+        found.setdefault(plan.fit_digits(spec), {"with": [], "without": []})[kind].append(name)
+    return {
+        size: {kind: names[0] for kind, names in pair.items()}
+        for size, pair in sorted(found.items())
+        if len(pair["with"]) == len(pair["without"]) == 1
+    }
+
+
+def _size_gap(experiment) -> tuple[dict, list[str]] | None:
+    """The gap of the network without dropout after `SHORT_UPDATES` updates at each size:
+    where it is largest dropout should gain most, where smallest least."""
+    pairs = _size_pairs(experiment)
+    if len(pairs) < 2:
+        return None
+    sizes = []
+    for size, pair in pairs.items():
+        spec = experiment.specs[pair["without"]]
+        epochs = math.ceil(SHORT_UPDATES / plan.steps_per_epoch(spec.train.batch_size, size))
+        gap = _short_gap(experiment, pair["without"], epochs)
+        sizes.append({"digits": size, **pair, "epochs": epochs, "gap": gap})
+    largest = max(sizes, key=lambda s: s["gap"])
+    smallest = min(sizes, key=lambda s: s["gap"])
+    if largest is smallest:  # every gap equal: no size to predict a larger gain at
+        return None
+    measured = {"updates": SHORT_UPDATES, "sizes": sizes, "largest": largest, "smallest": smallest}
+    listed = ", ".join(f"{s['digits']:,} digits {s['gap']:.3f}" for s in sizes)
+    return measured, [
+        f"After {SHORT_UPDATES} updates without dropout (seed 0), the gap between validation "
+        f"and training loss: {listed}.",
+        f"Prediction: dropout should raise the test accuracy most on {largest['digits']:,} "
+        f"digits, where the network memorises fastest, and least on {smallest['digits']:,}; "
+        "without dropout, the full runs' gap should stay the larger on "
+        f"{largest['digits']:,}.",
+    ]
+
+
+def _short_gap(experiment, name: str, epochs: int = SHORT_EPOCHS) -> float:
     from digitlab import fastfit
     from digitlab.data import load_dataset
     from digitlab.evaluation import loss_targets
     from digitlab.model import prepare_inputs
 
-    spec, budget = experiment.specs[name], experiment.budget
+    spec = experiment.specs[name]
     x_fit, y_fit, _ = experiment.inputs.for_spec(spec)
     x, y = load_dataset(spec.train.dataset, data_dir=experiment.data_dir)[0]
-    fit, end = budget.fit_samples, budget.train_samples
+    fit, end = plan.fit_digits(spec), spec.train.train_samples
     x_val = prepare_inputs(x[fit:end], spec.input_shape)
     y_val = loss_targets(y[fit:end], spec, experiment.classes)
     model = _network(spec, experiment.classes)
@@ -370,7 +418,7 @@ def _short_gap(experiment, name: str) -> float:
         x_fit,
         y_fit,
         batch_size=spec.train.batch_size,
-        epochs=SHORT_EPOCHS,
+        epochs=epochs,
         verbose=0,
         seed=0,
     )
@@ -409,9 +457,32 @@ def _judge_short_run(record: ExperimentRecord, measured: dict) -> list[dict]:
     ]
 
 
-MEASURES = {"noise-scale": _noise_scale, "curvature": _curvature, "short-run-gap": _short_run_gap}
+def _judge_size_gap(record: ExperimentRecord, measured: dict) -> list[dict]:
+    large, small = measured["largest"], measured["smallest"]
+    at = verdicts.level(2)
+    gain = f"dropout's gain on {large['digits']:,} digits exceeds its gain on {small['digits']:,}"
+    order = (
+        f"without dropout, {small['without']}'s gap stays below {large['without']}'s "
+        "after the full runs"
+    )
+    variants = (large["with"], large["without"], small["with"], small["without"])
+    return [
+        verdicts.gain_part(record, variants, at, gain),
+        verdicts.order_part(
+            record, small["without"], large["without"], "generalization_gap", at, order
+        ),
+    ]
+
+
+MEASURES = {
+    "noise-scale": _noise_scale,
+    "curvature": _curvature,
+    "short-run-gap": _short_run_gap,
+    "size-gap": _size_gap,
+}
 JUDGES = {
     "noise-scale": verdicts.noise_scale_parts,
     "curvature": _judge_curvature,
     "short-run-gap": _judge_short_run,
+    "size-gap": _judge_size_gap,
 }

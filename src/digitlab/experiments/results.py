@@ -18,6 +18,7 @@ from digitlab.experiments.plan import (
     RECORDED_SEED,
     TUNING_SEED,
     choose_rate,
+    fit_digits,
     steps_per_epoch,
     updates_per_run,
 )
@@ -108,19 +109,17 @@ def summary(values: Sequence[float | None]) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------------- curves
-def curve_of(run: Run, budget: Budget) -> dict[str, Any]:
+def curve_of(run: Run) -> dict[str, Any]:
     """One run's per-epoch history, with its steady seconds, updates and examples per epoch."""
     return {
         **{key: list(values) for key, values in run.history.items()},
         "epoch_seconds": steady_seconds(run.metrics.epoch_seconds),
-        "updates_per_epoch": steps_per_epoch(run.spec.train.batch_size, budget),
-        "examples_per_epoch": budget.fit_samples,  # each epoch sees every digit fit trains on
+        "updates_per_epoch": steps_per_epoch(run.spec.train.batch_size, fit_digits(run.spec)),
+        "examples_per_epoch": fit_digits(run.spec),  # each epoch sees every digit fit trains on
     }
 
 
-def curves_of(
-    definition: Definition, done: dict[tuple[str, int], Done], budget: Budget
-) -> dict[str, list[dict]]:
+def curves_of(definition: Definition, done: dict[tuple[str, int], Done]) -> dict[str, list[dict]]:
     """Per variant (in the definition's order), per finished run of the compared seeds: its
     per-epoch history (loss, accuracy, val_loss, val_accuracy, inference_loss and
     inference_accuracy: training digits, dropout off), epoch_seconds (steady),
@@ -128,7 +127,7 @@ def curves_of(
     curves: dict[str, list[dict]] = {v.name: [] for v in definition.variants}
     for (variant, _seed), d in sorted(done.items(), key=lambda item: item[0][1]):
         if d.run.status == "complete":
-            curves.setdefault(variant, []).append(curve_of(d.run, budget))
+            curves.setdefault(variant, []).append(curve_of(d.run))
     return curves
 
 
@@ -212,9 +211,10 @@ def variant_results(
                 "batch_size": spec.train.batch_size,
                 "learning_rate": spec.train.learning_rate if grid is None else grid.chosen(rates),
                 "epochs": spec.train.epochs,
+                "fit_digits": fit_digits(spec),
                 "learning_rate_grid": grid.points(rates) if grid is not None else [],
-                **_measured(complete, budget, target, definition.matched_loss),
-                "updates": updates_per_run(spec, budget),
+                **_measured(complete, target, definition.matched_loss),
+                "updates": updates_per_run(spec),
                 "diverged_seeds": sorted(s for name, s in diverged if name == variant.name),
                 "activations": {d.run.name: d.activations for d in runs if d.activations},
             }
@@ -223,10 +223,10 @@ def variant_results(
 
 
 def _measured(
-    complete: list[Done], budget: Budget, target: float | None, matched_loss: float | None
+    complete: list[Done], target: float | None, matched_loss: float | None
 ) -> dict[str, Any]:
     """The figures a variant's finished runs give, each a `Summary` across them."""
-    curves = [curve_of(d.run, budget) for d in complete]
+    curves = [curve_of(d.run) for d in complete]
     train_loss = [_train_loss(d) for d in complete]
     val_loss = [_last(d.run.history, "val_loss") for d in complete]
     gaps = [None if None in (v, t) else v - t for v, t in zip(val_loss, train_loss, strict=True)]

@@ -151,7 +151,7 @@ class _Experiment:
         from digitlab.report.pages import write_run_reports
 
         seeds = list(range(self.budget.seeds))
-        curves = results.curves_of(self.definition, self.done, self.budget)
+        curves = results.curves_of(self.definition, self.done)
         target = results.target_accuracy(self.definition, curves, self.classes)
         variants = results.variant_results(
             self.definition, self.budget, self.specs, self.done, seeds, self.diverged,
@@ -210,9 +210,10 @@ class _Experiment:
         }
 
     def epoch_cost(self, name: str) -> float:
-        batch = self.specs[name].train.batch_size
-        steps = plan.steps_per_epoch(batch, self.budget)
-        return epoch_cost(self.weights[name], self.budget.fit_samples, steps)
+        spec = self.specs[name]
+        fit = plan.fit_digits(spec)
+        steps = plan.steps_per_epoch(spec.train.batch_size, fit)
+        return epoch_cost(self.weights[name], fit, steps)
 
 
 def _start(definition, quick, sizes, policy, runs_dir, data_dir, held) -> _Experiment:

@@ -125,6 +125,10 @@ class Variant(_Strict):
     # Train at least this many weight updates (large batches take few per epoch): the
     # variant's epochs are max(budget epochs, ceil(min_updates / updates per epoch)).
     min_updates: int | None = Field(None, ge=1, le=1_000_000)
+    # Train on only the first N of the digits the budget's runs fit (a training-set-size
+    # sweep); each run then validates on the budget's count of validation digits right after
+    # its own N. None: all of them.
+    train_digits: int | None = Field(None, ge=1, le=60_000)
 
     @field_validator("learning_rates")
     @classmethod
@@ -334,6 +338,7 @@ class VariantResult(_Record):
     updates: int  # weight updates per run: steps per epoch × epochs
     diverged_seeds: tuple[int, ...] = Field((), strict=False)  # loss became NaN: no run
     epochs: int | None = None  # epochs per run (min_updates may raise the budget's)
+    fit_digits: int | None = None  # digits each epoch trained on (train_digits may lower them)
     learning_rate_grid: tuple[GridPoint, ...] = Field((), strict=False)  # tuned variants
     train_accuracy: Summary | None = None  # on the training digits, dropout off, at the end
     epochs_to_target: Summary | None = None  # values only for runs that reached the target

@@ -337,3 +337,30 @@ def interaction_part(record: ExperimentRecord, claim: str, sign: int) -> dict:
     return part(
         claim, words, "inconclusive", measured, found.why or "the test could not tell", **numbers
     )
+
+
+def gain_part(record: ExperimentRecord, variants: Sequence[str], at: float, words: str) -> dict:
+    """ "(a − b) − (c − d) > 0 in test accuracy" for `variants` [a, b, c, d]: dropout's gain
+    (a − b) at one size above its gain (c − d) at another. Held when the Welch interval of
+    the contrast (at level `at`) lies above 0, missed when below, else inconclusive."""
+    by_name = {v.name: v for v in record.variants}
+    name = f"({variants[0]} − {variants[1]}) − ({variants[2]} − {variants[3]})"
+    groups = [list(by_name[n].test_accuracy.values) if n in by_name else [] for n in variants]
+    if min(len(g) for g in groups) < 2 or not any(np.var(g) > 0 for g in groups):
+        verdict = "pending" if record.status == "interrupted" else "inconclusive"
+        return part(name, words, verdict, why="fewer than 2 seeds each: no interval")
+    contrast = welch(groups, (1, -1, -1, 1))
+    low, high = contrast.interval(at)
+    measured = (
+        f"test accuracy {contrast.estimate * 100:+.2f} points "
+        f"({at:.1%} CI {low * 100:+.2f} to {high * 100:+.2f})"
+    )
+    numbers = {"estimate": contrast.estimate, "low": low, "high": high}
+    if low > 0:
+        return part(name, words, "held", measured, **numbers)
+    if high < 0:
+        why = f"by {-high * 100:.2f} points at least: dropout gained less at {variants[0]}"
+        return part(name, words, "missed", measured, why, **numbers)
+    return part(
+        name, words, "inconclusive", measured, f"{name}: the interval spans both signs", **numbers
+    )

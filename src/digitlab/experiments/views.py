@@ -141,7 +141,8 @@ def _how_we_know(record: ExperimentRecord) -> str:
         seeds = budget.get("seeds")
         parts.append(
             (f"{_count(seeds, 'seed')} per variant, " if isinstance(seeds, int) else "")
-            + f"{_count(budget['epochs'], 'epoch')} on {fit:,} digits each"
+            + f"{lesson.epochs_text(record, budget['epochs'])} on "
+            + f"{lesson.digits_text(record, fit)} digits each"
         )
     if record.wall_seconds:
         parts.append(f"took {lesson.duration(record.wall_seconds)}")

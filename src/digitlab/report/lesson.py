@@ -117,6 +117,26 @@ def fit_digits(record: ExperimentRecord) -> int | None:
     return None
 
 
+def variant_digits(record: ExperimentRecord) -> list[int]:
+    """The distinct counts of digits the variants' runs trained on, where the record says."""
+    return sorted({v.fit_digits for v in record.variants if v.fit_digits is not None})
+
+
+def epochs_text(record: ExperimentRecord, epochs: int) -> str:
+    """ "20 epochs", or "20 to 60 epochs" where a variant needed more for its minimum of
+    updates (few digits or a large batch take few updates an epoch)."""
+    counts = {v.epochs for v in record.variants if v.epochs is not None} or {epochs}
+    if len(counts) == 1:
+        return _count(counts.pop(), "epoch")
+    return f"{min(counts):,} to {max(counts):,} epochs (each variant's minimum of updates)"
+
+
+def digits_text(record: ExperimentRecord, fit: int) -> str:
+    """ "5,000", or "500 to 20,000" where the variants trained on different counts."""
+    sizes = variant_digits(record)
+    return f"{min(sizes):,} to {max(sizes):,}" if len(sizes) > 1 else f"{fit:,}"
+
+
 def budget_sentence(record: ExperimentRecord) -> str:
     """ "Each run trained 20 epochs on 4,800 digits (6,000 with 1,200 held out for
     validation); 10 seeds per variant, and 8 runs tuning learning rates." from the budget
@@ -125,12 +145,15 @@ def budget_sentence(record: ExperimentRecord) -> str:
     epochs, samples, seeds = (budget.get(k) for k in ("epochs", "train_samples", "seeds"))
     if not isinstance(epochs, int) or fit is None:
         return ""
-    text = f"Each run trained {_count(epochs, 'epoch')}"
-    if any(v.epochs is not None and v.epochs != epochs for v in record.variants):
-        text += " (more where a variant needed more for its minimum of updates)"
-    text += f" on {fit:,} digits"
-    if isinstance(samples, int) and samples > fit:
-        text += f" ({samples:,} with {samples - fit:,} held out for validation)"
+    text = f"Each run trained {epochs_text(record, epochs)}"
+    if len(variant_digits(record)) > 1:  # a size sweep: each validates after its own digits
+        text += f" on {digits_text(record, fit)} digits"
+        if isinstance(samples, int) and samples > fit:
+            text += f", each with the {samples - fit:,} after them held out for validation"
+    else:
+        text += f" on {fit:,} digits"
+        if isinstance(samples, int) and samples > fit:
+            text += f" ({samples:,} with {samples - fit:,} held out for validation)"
     if isinstance(seeds, int):
         text += f"; {_count(seeds, 'seed')} per variant"
     tuning = sum(len(v.learning_rate_grid) for v in record.variants)
@@ -175,6 +198,8 @@ def variant_changes(variant: VariantResult) -> list[str]:
         if key not in ("batch_size", "learning_rate") and value != defaults.get(key):
             out.append(f"{key.replace('_', ' ')} {_value(defaults.get(key))} → {_value(value)}")
     out += _rate_change(variant, preset.train.learning_rate)
+    if isinstance(spec.get("train_digits"), int):
+        out.append(f"{variant.fit_digits or spec['train_digits']:,} training digits")
     before = preset.train.batch_size
     if spec.get("full_batch"):
         out.append(f"batch {before:,} → {variant.batch_size:,} (full batch)")

@@ -47,8 +47,9 @@ CURVES_PNG = "training_curves.png"
 CONFUSION_PNG = "confusion_matrix.png"
 MISCLASSIFIED_PNG = "misclassified.png"
 NORMALIZED_PNG = "confusion_matrix_normalized.png"
-# `digitlab inspect`'s pictures in RUN/inspect/: digitlab.insight's names (it imports Keras),
-# checked equal by tests/test_pictures.py; each with its title and caption in the report.
+# `digitlab inspect`'s pictures in RUN/inspect/: digitlab.insight's names (it imports Keras)
+# and, for a run that recorded its training, insight.recording's; checked equal by
+# tests/test_pictures.py; each with its title and caption in the report.
 INSPECT_PICTURES = (
     (
         "weights.png",
@@ -67,6 +68,19 @@ INSPECT_PICTURES = (
         "Each class's template is its average digit's ink times the mean gradient of its "
         "logit: red ink speaks for the class, blue against (blank: pixels inked by under 1% "
         "of training digits).",
+    ),
+    (
+        "activation_histograms.png",
+        "Activations over training",
+        "Each hidden layer's outputs after every epoch (bins up, epochs across, colour the "
+        "log of the count), with the saturated or dead share of its units on the right axis.",
+    ),
+    (
+        "training_signals.png",
+        "Gradients, update sizes and the gradient's noise over training",
+        "Per layer with weights, its gradient norm and the ratio of the next update to the "
+        "weights (about 1e-3 is CS231n's rule of thumb, the dashed line), and the gradient "
+        "noise scale B_simple ± its standard error.",
     ),
 )
 
