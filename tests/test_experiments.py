@@ -727,8 +727,11 @@ def test_views_print_definitions_and_a_record(tmp_path):
     print_definitions(console, tmp_path)
     text = console.export_text()
     budget = BUILT_IN["dropout"].budget
-    shown = f"{budget.epochs} epochs, 6,000 digits, {budget.seeds} seeds"
+    shown = f"{budget.epochs} epochs, 5,000 digits (+1,000 validation), {budget.seeds} seeds"
     assert shown in text and "experiment folder" not in text
+    # the epochs min_updates raises and the digits train_digits lowers, as the runs get them
+    assert "20–300 epochs, 5,000 digits" in text
+    assert "5–188 epochs, 500–20,000 digits (+1,000 validation), 5 seeds" in text
     summary = {"mean": 0.9, "std": 0.01, "values": [0.89, 0.91]}
     empty = {"mean": None, "std": None, "values": []}
     record = ExperimentRecord.model_validate(

@@ -40,12 +40,11 @@ def print_definitions(console, runs_dir: str | Path | None = None) -> None:
 
     table = Table("experiment", "question", "variants", "default budget")
     for d in BUILT_IN.values():
-        b = d.budget
         table.add_row(
             d.name,
             escape(d.question),
             escape(", ".join(v.name for v in d.variants)),
-            f"{_count(b.epochs, 'epoch')}, {b.train_samples:,} digits, {_count(b.seeds, 'seed')}",
+            _default_budget(d),
         )
     console.print(table)
     done = list_experiments(runs_dir)
@@ -53,6 +52,27 @@ def print_definitions(console, runs_dir: str | Path | None = None) -> None:
         console.print(f"{len(done)} experiment folder(s) in RUNS_DIR/experiments, latest:")
         for path, record in done[-5:]:
             console.print(f"  {path} ({record.status})", highlight=False, markup=False)
+
+
+def _span(values: set[int], noun: str) -> str:
+    low, high = min(values), max(values)
+    return _count(low, noun) if low == high else f"{low:,}–{high:,} {noun}s"
+
+
+def _default_budget(definition) -> str:
+    """ "15 epochs, 5,000 digits (+1,000 validation), 10 seeds": the epochs and digits its
+    variants' runs train (`min_updates` raises epochs, `train_digits` lowers digits)."""
+    from digitlab.experiments import plan
+
+    b = definition.budget
+    specs = [
+        plan.variant_spec(definition, v, b, 0, definition.learning_rate_policy)
+        for v in definition.variants
+    ]
+    epochs = _span({s.train.epochs for s in specs}, "epoch")
+    digits = _span({plan.fit_digits(s) for s in specs}, "digit")
+    held = b.train_samples - b.fit_samples
+    return f"{epochs}, {digits} (+{held:,} validation), {_count(b.seeds, 'seed')}"
 
 
 def _mean(summary, fmt: str) -> str:
