@@ -731,7 +731,7 @@ def test_views_print_definitions_and_a_record(tmp_path):
     assert shown in text and "experiment folder" not in text
     # the epochs min_updates raises and the digits train_digits lowers, as the runs get them
     assert "20–300 epochs, 5,000 digits" in text
-    assert "5–188 epochs, 500–20,000 digits (+1,000 validation), 5 seeds" in text
+    assert "5–188 epochs, 500–20,000 digits" in text
     summary = {"mean": 0.9, "std": 0.01, "values": [0.89, 0.91]}
     empty = {"mean": None, "std": None, "values": []}
     record = ExperimentRecord.model_validate(
