@@ -128,3 +128,42 @@ class ActivationStatistics(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         self._record()
+
+
+class SharpnessAtLoss(keras.callbacks.Callback):
+    """λ_max of the training loss's Hessian where the training loss (dropout off) first falls
+    to `matched_loss`: Keskar et al. 2017 compare small- and large-batch minima's sharpness
+    at equal training loss. Logged every epoch as `sharpness` (NaN but at that epoch, so
+    history.csv keeps it beside the loss), on `training`'s digits, whose loss it reads: it
+    must come after that callback. A resumed run that measured it already (`measured`)
+    does not measure again."""
+
+    adds_to_logs = True
+
+    def __init__(self, training: TrainingLoss, matched_loss: float, measured: bool = False):
+        super().__init__()
+        self.training, self.matched_loss, self.measured = training, matched_loss, measured
+
+    def on_epoch_end(self, epoch, logs=None):
+        from digitlab.mechanisms import top_hessian_eigenvalue
+
+        value = float("nan")
+        loss = self.training.loss
+        if not self.measured and loss is not None and loss <= self.matched_loss:
+            value = top_hessian_eigenvalue(self.model, self.training.x, self.training.y).value
+            self.measured = True
+        if logs is not None:
+            logs["sharpness"] = value
+
+
+def measuring(
+    x: np.ndarray, y: np.ndarray, matched_loss: float | None = None, history: dict | None = None
+) -> list[keras.callbacks.Callback]:
+    """The callbacks that measure every experiment run after each epoch: the training loss
+    with dropout off (`TrainingLoss`) and, given a `matched_loss`, the sharpness there
+    (`SharpnessAtLoss`; `history` a resumed run's, which may hold it already)."""
+    training = TrainingLoss(x, y)
+    if matched_loss is None:
+        return [training]
+    done = any(np.isfinite(v) for v in (history or {}).get("sharpness", []))
+    return [training, SharpnessAtLoss(training, matched_loss, measured=done)]

@@ -28,6 +28,12 @@ WORDS = {
     "examples_to_target": ("examples to the target", "more", "fewer", "examples"),
     "seconds_to_target": ("seconds to the target", "more", "fewer", "seconds"),
     "gap_at_matched_loss": ("gap at matched training loss", "a larger", "a smaller", "loss"),
+    "sharpness_at_matched_loss": (
+        "sharpness (λ_max) at matched training loss",
+        "a larger",
+        "a smaller",
+        "loss",
+    ),
 }
 SMOKE = "a smoke run (--quick): too small to conclude anything"
 HOW = (

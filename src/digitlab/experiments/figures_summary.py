@@ -104,6 +104,36 @@ def gap_figure(variants: list[dict[str, Any]]) -> Figure:
     return fig
 
 
+def sharpness_figure(variants: list[dict[str, Any]], matched_loss: float | None) -> Figure:
+    """Keskar et al. 2017's comparison at equal training loss: each variant's sharpness (λ_max
+    of the training loss's Hessian) beside its generalisation gap, both read where its
+    training loss (dropout off) first fell to `matched_loss`; mean, 95% t interval, seeds."""
+    fig = Figure(figsize=(max(common.WIDTH, 2 * _per_variant_width(variants)), 4.0),
+                 layout="constrained")  # fmt: skip
+    sharp, gap = fig.subplots(1, 2)
+    for ax, key in ((sharp, "sharpness_at_matched_loss"), (gap, "gap_at_matched_loss")):
+        for i, variant in enumerate(variants):
+            vals = _values(variant, key)
+            common.seed_points(ax, i, vals, SEED)
+            if len(vals):
+                common.mean_with_whisker(ax, i, vals, POINT)
+        _names_axis(ax, variants)
+        ax.grid(axis="y", alpha=0.3)
+    at = f"at training loss {matched_loss:g}" if matched_loss is not None else ""
+    sharp.set_ylabel("λ_max of the training loss's Hessian")
+    sharp.set_title(f"Sharpness {at}", fontsize=10)
+    gap.axhline(0, color="black", lw=0.8)
+    gap.set_ylabel("validation − training loss (dropout off)")
+    gap.set_title(f"Generalisation gap {at}", fontsize=10)
+    fig.suptitle(
+        f"mean and {common.LEVEL:.0%} confidence interval over seeds (t); dots: seeds; a "
+        "variant that never reached the loss has none",
+        fontsize=9,
+    )
+    _legend(fig)
+    return fig
+
+
 def _budget_examples(variant: dict[str, Any], runs: list[dict]) -> float:
     """The training examples one run of the variant saw: its epochs × the digits per epoch
     (from its curves), else its updates × its batch size."""

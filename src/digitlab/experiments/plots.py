@@ -24,6 +24,7 @@ from digitlab.experiments.figures_forest import forest_figure, listed_tests
 from digitlab.experiments.figures_summary import (
     gap_figure,
     learning_rates_figure,
+    sharpness_figure,
     test_accuracy_figure,
     to_target_figure,
 )
@@ -272,10 +273,11 @@ def draw(
 
     The files, by plot: "loss" loss.png; "updates"/"seconds" clocks.png (validation loss
     against epochs and those clocks); "accuracy" accuracy.png (curves) and
-    test_accuracy.png; "gap" gap.png; "activations" activations.png; "to-target"
-    to_target.png; "learning-rates" learning_rates.png (if a variant tuned its rate);
-    "forest" forest.png (if there are tests). Whatever the plots, mechanisms.png and
-    activation_histograms.png when `recorded` holds a recording (`figures_mechanisms`).
+    test_accuracy.png; "gap" gap.png; "sharpness" sharpness.png; "activations"
+    activations.png; "to-target" to_target.png; "learning-rates" learning_rates.png (if a
+    variant tuned its rate); "forest" forest.png (if there are tests). Whatever the plots,
+    mechanisms.png and activation_histograms.png when `recorded` holds a recording
+    (`figures_mechanisms`).
     """
     plots = definition.plots
     shown = _shown(curves)
@@ -291,6 +293,10 @@ def draw(
         figures.append(("test_accuracy.png", lambda: test_accuracy_figure(variants)))
     if "gap" in plots:
         figures.append(("gap.png", lambda: gap_figure(variants)))
+    if "sharpness" in plots:
+        figures.append(
+            ("sharpness.png", lambda: sharpness_figure(variants, definition.matched_loss))
+        )
     if "activations" in plots:
         figures.append(("activations.png", lambda: _activations_figure(variants)))
     if "to-target" in plots:

@@ -232,6 +232,7 @@ def _measured(
     gaps = [None if None in (v, t) else v - t for v, t in zip(val_loss, train_loss, strict=True)]
     reached = [to_target(c, target) for c in curves]
     at_matched = [gap_at_matched_loss(c, matched_loss) for c in curves]
+    sharpness = [_first_finite(c.get("sharpness")) for c in curves]
     return {
         "test_accuracy": summary([d.run.metrics.test_accuracy for d in complete]),
         "train_accuracy": summary([_last(d.run.history, "inference_accuracy") for d in complete]),
@@ -240,8 +241,14 @@ def _measured(
         "generalization_gap": summary(gaps),
         **{key: summary([r[key] for r in reached]) for key in TO_TARGET},
         "gap_at_matched_loss": summary(at_matched) if matched_loss is not None else None,
+        "sharpness_at_matched_loss": summary(sharpness) if matched_loss is not None else None,
         "seconds": summary([d.run.metrics.train_seconds for d in complete]),
     }
+
+
+def _first_finite(values) -> float | None:
+    """The first finite value: `SharpnessAtLoss` logs NaN but where it measured."""
+    return next((float(v) for v in values or () if v is not None and math.isfinite(v)), None)
 
 
 def _train_loss(d: Done) -> float | None:

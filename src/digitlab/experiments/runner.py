@@ -418,7 +418,7 @@ def _train_cell(experiment: _Experiment, variant: Variant, seed: int, progress, 
     stats = experiment.definition.activation_stats
     run, activations = _fit(
         experiment, spec, f"{variant.name}-seed{seed}", previous.run if previous else None,
-        label, progress, stop, statistics=stats,
+        label, progress, stop, statistics=stats, matched=experiment.definition.matched_loss,
         activations=previous.activations if previous else None,
     )  # fmt: skip
     if run is None:
@@ -438,6 +438,7 @@ def _fit(
     stop,
     *,
     statistics: bool,
+    matched: float | None = None,
     activations: dict | None = None,
 ) -> tuple[Run | None, dict]:
     """Train a new run, or continue an interrupted `previous` one, with the experiment's
@@ -446,7 +447,7 @@ def _fit(
     Raises:
         SpecError: the run's spec fails to train (the record is written first).
     """
-    from digitlab.experiments.callbacks import ActivationStatistics, EpochProgress, TrainingLoss
+    from digitlab.experiments.callbacks import ActivationStatistics, EpochProgress, measuring
     from digitlab.fastfit import StopOnRequest
 
     progress.starting(label)
@@ -454,7 +455,7 @@ def _fit(
     cost = experiment.epoch_cost(spec.name)
     stats = ActivationStatistics(x_batch, activations)
     callbacks = [
-        TrainingLoss(x_fit, y_fit),  # first: it adds to the epoch's logs
+        *measuring(x_fit, y_fit, matched, previous.history if previous else None),  # first
         EpochProgress(lambda: progress.advance(cost)),
         StopOnRequest(stop),
         *([stats] if statistics else []),

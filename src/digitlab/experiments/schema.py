@@ -32,6 +32,7 @@ PLOTS = (
     "to-target",  # steps and examples to the target accuracy against batch size
     "learning-rates",  # each tuned variant's validation accuracy against its rate grid
     "forest",  # every tested difference with its adjusted interval and margin
+    "sharpness",  # λ_max and the gap where the training loss reaches matched_loss (Keskar)
 )
 # What a claim or comparison can be about: a figure `VariantResult` summarises across seeds.
 METRICS = (
@@ -44,6 +45,8 @@ METRICS = (
     "examples_to_target",
     "seconds_to_target",
     "gap_at_matched_loss",  # the gap where the training loss first reaches matched_loss
+    # λ_max of the training loss's Hessian there (Keskar et al. 2017's sharpness)
+    "sharpness_at_matched_loss",
 )
 EXPECTATIONS = ("higher", "lower", "equivalent")  # what the literature says: a vs b
 VERDICTS = ("higher", "lower", "equivalent", "inconclusive", "not tested")
@@ -241,10 +244,10 @@ class Definition(_Strict):
             for name in claim.variants:
                 if name not in names:
                     raise ValueError(f"claim {claim.name}: {unknown('variant', name, names)}")
-            if claim.metric == "gap_at_matched_loss" and self.matched_loss is None:
+            if claim.metric.endswith("_at_matched_loss") and self.matched_loss is None:
                 raise ValueError(
-                    f"claim {claim.name} is about gap_at_matched_loss: set matched_loss, the "
-                    "training loss at which the gap is read"
+                    f"claim {claim.name} is about {claim.metric}: set matched_loss, the "
+                    "training loss at which it is read"
                 )
         return self
 
@@ -346,6 +349,7 @@ class VariantResult(_Record):
     examples_to_target: Summary | None = None
     seconds_to_target: Summary | None = None
     gap_at_matched_loss: Summary | None = None
+    sharpness_at_matched_loss: Summary | None = None
     # run name -> layer -> statistic -> one value per epoch (normalization experiment)
     activations: dict[str, dict[str, dict[str, list[float]]]] = Field(default_factory=dict)
     # An experiment on many workers (issue 24): per run, in `runs` order, the machine that

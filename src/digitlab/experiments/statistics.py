@@ -259,7 +259,7 @@ def _why_not(test: _Test, by_name: dict[str, dict], smoke: bool) -> str:
         if n < 2:
             if test.metric.endswith("_to_target"):
                 return f"{name} reached the target in {n} of {total} seeds"
-            if test.metric == "gap_at_matched_loss":
+            if test.metric.endswith("_at_matched_loss"):
                 return f"{name} reached the matched training loss in {n} of {total} seeds"
             return f"{name} has a value in only {n} of {total} seeds"
     if all(np.ptp(s["values"]) == 0 for s in summaries):

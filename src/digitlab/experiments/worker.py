@@ -134,7 +134,7 @@ def _train(
     study: optuna.Study, trial, cell: Cell, experiment: _Experiment, stop, *, first, index
 ) -> None:
     """Train one claimed cell and record its end in the study."""
-    from digitlab.experiments.callbacks import ActivationStatistics, TrainingLoss
+    from digitlab.experiments.callbacks import ActivationStatistics, measuring
     from digitlab.fastfit import StopOnRequest
 
     variant = next(v for v in experiment.definition.variants if v.name == cell.variant)
@@ -146,12 +146,15 @@ def _train(
     x_fit, y_fit, x_batch = experiment.inputs.for_spec(spec)
     statistics = experiment.definition.activation_stats and not cell.tuning
     stats = ActivationStatistics(x_batch, None)
-    callbacks = [TrainingLoss(x_fit, y_fit), StopOnRequest(stop)]
+    previous = _previous(trial)
+    matched = None if cell.tuning else experiment.definition.matched_loss
+    history = previous.history if previous is not None else None
+    callbacks = [*measuring(x_fit, y_fit, matched, history), StopOnRequest(stop)]
     callbacks += [stats] if statistics else []
     callbacks += _test_kill(index) if first else []
     wall, cpu = time.perf_counter(), time.process_time()
     try:
-        run = _train_one(spec, experiment, name, _previous(trial), callbacks)
+        run = _train_one(spec, experiment, name, previous, callbacks)
     except DivergedError:
         queue.finish(study, trial, "diverged")
         return

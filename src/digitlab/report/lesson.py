@@ -27,6 +27,11 @@ PLOT_TITLES = {
                "and the equivalence margin around zero."),
     "loss": ("Loss per epoch", "Training and validation loss of each variant."),
     "gap": ("Generalisation gap", "Validation − training loss at the last epoch, per variant."),
+    "sharpness": (
+        "Sharpness at equal training loss",
+        "λ_max of the training loss's Hessian beside the gap, both where each run's training "
+        "loss first fell to the matched loss (Keskar et al. 2017).",
+    ),
     "accuracy": ("Accuracy", "Training, validation and test accuracy of each variant."),
     "updates": ("Loss per weight update", "The same losses against the updates made."),
     "seconds": ("Loss per second", "The same losses against training time."),
