@@ -489,3 +489,28 @@ def test_a_damaged_record_is_one_line(tmp_path):
     (tmp_path / "mechanisms.json").write_text("[]")
     with pytest.raises(RunError, match="not a JSON object"):
         save_recording_pictures(SimpleNamespace(path=tmp_path), tmp_path / "out")
+
+
+def test_the_curvature_figure_sets_each_sgd_variant_beside_its_adam_twin():
+    """The prediction is for plain SGD; Adam on the same inputs is drawn beside it, unjudged
+    (issue 21 §2: its per-parameter step hides most of the conditioning)."""
+    from pathlib import Path
+
+    from digitlab.experiments.figures_prediction import prediction_figure
+
+    path = Path(__file__).parent.parent / "docs" / "experiments" / "normalization.json"
+    record = ExperimentRecord.model_validate(json.loads(path.read_text()))
+    by_name = {v.name: v for v in record.variants}
+    order = record.prediction.measured["conditioning"]
+    names = sorted(order, key=lambda n: order[n]["top_to_median"])  # std-sgd first
+    panel = prediction_figure(record).axes[1]
+    drawn = {
+        (round(float(x), 2), round(float(y), 6))
+        for bar in panel.containers
+        for x, y in zip(*bar.lines[0].get_data(), strict=True)
+    }
+    for i, name in enumerate(names):
+        twin = by_name[name.replace("-sgd", "-adam")]
+        assert (i, round(by_name[name].final_train_loss.mean, 6)) in drawn
+        assert (i + 0.25, round(twin.final_train_loss.mean, 6)) in drawn
+    assert "Adam, same inputs (not predicted)" in panel.get_legend_handles_labels()[1]

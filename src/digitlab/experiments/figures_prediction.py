@@ -27,6 +27,7 @@ from digitlab.experiments.schema import ExperimentRecord
 
 PREDICTED = "#8e44ad"  # the prediction's curve, lines and bars
 MEASURED = "#1f4e99"
+ADAM = "#e67e22"  # the Adam twins the curvature prediction leaves out
 DIVERGED = "#c0392b"
 VERDICT_COLORS = {
     "held": "#1e7b34",
@@ -147,7 +148,7 @@ def _measured_point(steps_ax, digits_ax, values: dict, anchor: bool = False) -> 
         ax.plot([batch], [mean * per], "o", color=color, ms=5, label=label)
 
 
-def _legend(fig: Figure, note: str) -> None:
+def _legend(fig: Figure, note: str, ncols: int = 3) -> None:
     handles: dict = {}
     for axis in fig.axes:
         for handle, label in zip(*axis.get_legend_handles_labels(), strict=True):
@@ -157,7 +158,7 @@ def _legend(fig: Figure, note: str) -> None:
             handles.values(),
             handles.keys(),
             loc="outside lower center",
-            ncols=3,
+            ncols=ncols,
             fontsize=8,
             title=note,
             title_fontsize=8,
@@ -167,7 +168,7 @@ def _legend(fig: Figure, note: str) -> None:
 def _curvature(record: ExperimentRecord) -> Figure:
     measured = record.prediction.measured
     panels = [p for p in ("stable_rates", "conditioning", "saturation") if measured.get(p)]
-    fig = Figure(figsize=(common.WIDTH, 4.2), layout="constrained")
+    fig = Figure(figsize=(common.WIDTH, 4.6), layout="constrained")
     axes = fig.subplots(1, max(len(panels), 1), squeeze=False)[0]
     by_name = {v.name: v for v in record.variants}
     for ax, panel in zip(axes, panels, strict=False):
@@ -177,7 +178,7 @@ def _curvature(record: ExperimentRecord) -> Figure:
             _order_panel(ax, measured["conditioning"], by_name)
         else:
             _saturation_panel(ax, measured["saturation"], record)
-    _legend(fig, "")
+    _legend(fig, "", ncols=2)
     return fig
 
 
@@ -216,12 +217,36 @@ def _rates_panel(ax, rates: dict, by_name: dict) -> None:
     ax.grid(alpha=0.3, axis="x")
 
 
+def _adam_twin(by_name: dict, scaling: str):
+    """The variant trained by Adam on the same network and inputs (None without one)."""
+    for variant in by_name.values():
+        spec = variant.spec
+        train = spec.get("train") if isinstance(spec.get("train"), dict) else {}
+        if (
+            spec.get("input_scaling", "unit") == scaling
+            and "layers" not in spec
+            and train.get("optimizer", "adam") == "adam"
+            and variant.final_train_loss.values
+        ):
+            return variant
+    return None
+
+
 def _order_panel(ax, spreads: dict, by_name: dict) -> None:
+    """The SGD variants' final training loss in the predicted order, and beside each its Adam
+    twin on the same inputs, which the prediction leaves out: Adam's per-parameter step
+    rescales each weight's update, hiding most of the inputs' conditioning."""
     names = sorted(spreads, key=lambda n: spreads[n]["top_to_median"])
     for i, name in enumerate(names):
         values = list(by_name[name].final_train_loss.values) if name in by_name else []
         if values:
-            common.mean_with_whisker(ax, i, values, MEASURED, label="final training loss")
+            common.mean_with_whisker(ax, i, values, MEASURED, label="final training loss (SGD)")
+        twin = _adam_twin(by_name, spreads[name]["scaling"])
+        if twin is not None:
+            common.mean_with_whisker(
+                ax, i + 0.25, list(twin.final_train_loss.values), ADAM, mfc="white",
+                label="Adam, same inputs (not predicted)",
+            )  # fmt: skip
     labels = [f"{common.wrap(n, 12)}\n{spreads[n]['top_to_median']:,.0f}" for n in names]
     ax.set_xticks(range(len(names)), labels, fontsize=7)
     ax.set_xlim(-0.6, len(names) - 0.4)
