@@ -291,14 +291,12 @@ def draw(
         if shown:
             figures.append(("accuracy.png", lambda: _accuracy_curves_figure(shown)))
         figures.append(("test_accuracy.png", lambda: test_accuracy_figure(variants)))
-    if "gap" in plots:
-        figures.append(("gap.png", lambda: gap_figure(variants)))
-    if "sharpness" in plots:
-        figures.append(
-            ("sharpness.png", lambda: sharpness_figure(variants, definition.matched_loss))
-        )
-    if "activations" in plots:
-        figures.append(("activations.png", lambda: _activations_figure(variants)))
+    by_variant = {  # figures of the variants' summaries alone
+        "gap": ("gap.png", lambda: gap_figure(variants)),
+        "sharpness": ("sharpness.png", lambda: sharpness_figure(variants, definition.matched_loss)),
+        "activations": ("activations.png", lambda: _activations_figure(variants)),
+    }
+    figures += [figure for plot, figure in by_variant.items() if plot in plots]
     if "to-target" in plots:
         goal = target if target is not None else definition.target
         figures.append(("to_target.png", lambda: to_target_figure(variants, curves, goal)))
