@@ -1,8 +1,8 @@
-"""The three lesson notebooks (`examples/lesson-*.ipynb`) run top to bottom in a Jupyter
-kernel, as a learner would: guess first, run the experiment through the Python API, read the
-answer, the verdicts and the figures. The suite runs each as a smoke run (`QUICK = True`
-injected after the parameters cell, as papermill would), which takes seconds; the notebook's
-own budget is a few minutes."""
+"""The lesson notebooks (`examples/lesson-*.ipynb`, one per built-in experiment) run top to
+bottom in a Jupyter kernel, as a learner would: guess first, run the experiment through the
+Python API, read the answer, the verdicts and the figures. The suite runs each as a smoke run
+(`QUICK = True` injected after the parameters cell, as papermill would), which takes seconds;
+the notebook's own budget is a few minutes."""
 
 from __future__ import annotations
 
