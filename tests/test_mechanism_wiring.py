@@ -265,6 +265,14 @@ def test_a_damaged_prediction_file_is_one_line(tmp_path):
     (tmp_path / predictions.PREDICTION_FILE).write_text('{"prediction": {"mechanism": 1}}')
     with pytest.raises(RunError, match="prediction.json"):
         predictions.read_prediction(tmp_path)
+    # a valid prediction whose measurement lacks what its judge reads
+    damaged = Prediction(
+        mechanism="size-gap", statement=("s",), measured={"sizes": []}, made=datetime(2026, 12, 3)
+    )
+    predictions.write_prediction(tmp_path, damaged, None)
+    with pytest.raises(RunError, match="its measurement is not what the size-gap") as error:
+        predictions.judged(tmp_path, _record([]))
+    assert "\n" not in str(error.value)
 
 
 def test_the_report_leads_with_the_prediction_and_shows_the_guess(tmp_path, monkeypatch):

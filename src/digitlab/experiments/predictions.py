@@ -36,6 +36,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -140,6 +141,24 @@ def before_runs(experiment: Any, guess: str | None = None, console=None) -> Pred
     return prediction
 
 
+@contextmanager
+def _measurement_of(folder: Path, prediction: Prediction):
+    """Judging or drawing `prediction.measured`, which a hand-edited file may have damaged:
+    one line naming the file instead of a traceback.
+
+    Raises:
+        RunError: the measurement lacks what its judge or its figure reads.
+    """
+    try:
+        yield
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
+        raise RunError(
+            f"{Path(folder) / PREDICTION_FILE}: its measurement is not what the "
+            f"{prediction.mechanism} prediction holds ({type(exc).__name__}: {exc}); move it "
+            "away to judge the runs without it"
+        ) from None
+
+
 def judged(folder: Path, record: ExperimentRecord, draw: bool = False) -> ExperimentRecord:
     """`record` with the stored prediction judged on its runs and the guess; with `draw`,
     the prediction figure too, first among the plots. A folder without `prediction.json`
@@ -150,7 +169,8 @@ def judged(folder: Path, record: ExperimentRecord, draw: bool = False) -> Experi
     prediction, guess = stored
     update: dict[str, Any] = {"guess": guess}
     if prediction is not None:
-        parts = JUDGES[prediction.mechanism](record, prediction.measured)
+        with _measurement_of(folder, prediction):
+            parts = JUDGES[prediction.mechanism](record, prediction.measured)
         if record.smoke:  # one seed, one epoch: nothing to hold or miss
             parts = [p | {"verdict": "inconclusive", "why": SMOKE} for p in parts]
         verdict, sentence = verdicts.overall(parts)
@@ -167,7 +187,9 @@ def judged(folder: Path, record: ExperimentRecord, draw: bool = False) -> Experi
         from digitlab.experiments.figures_prediction import prediction_figure
         from digitlab.plots import save_figure
 
-        save_figure(prediction_figure(record), Path(folder) / PREDICTION_PNG)
+        with _measurement_of(folder, prediction):
+            figure = prediction_figure(record)
+        save_figure(figure, Path(folder) / PREDICTION_PNG)
         plots = (PREDICTION_PNG, *(p for p in record.plots if p != PREDICTION_PNG))
         record = record.model_copy(update={"plots": plots})
     return record
@@ -427,53 +449,6 @@ def _short_gap(experiment, name: str, epochs: int = SHORT_EPOCHS) -> float:
     return float(val - train)
 
 
-# ---------------------------------------------------------------------------------- judging
-def _judge_curvature(record: ExperimentRecord, measured: dict) -> list[dict]:
-    rates = {name: r["rate"] for name, r in measured.get("stable_rates", {}).items()}
-    order = measured.get("order", [])
-    saturation = measured.get("saturation", {})
-    at = verdicts.level(len(rates) + len(order) + len(saturation))
-    parts = verdicts.stable_rate_parts(record, rates)
-    spreads = measured.get("conditioning", {})
-    for a, b in order:
-        words = (
-            f"{a} ends at a lower training loss than {b} (spread "
-            f"{spreads[a]['top_to_median']:,.0f} vs {spreads[b]['top_to_median']:,.0f})"
-        )
-        parts.append(verdicts.order_part(record, a, b, "final_train_loss", at, words))
-    for name, share in saturation.items():
-        parts.append(verdicts.saturation_part(record, name, share["predicted"], at))
-    return parts
-
-
-def _judge_short_run(record: ExperimentRecord, measured: dict) -> list[dict]:
-    larger, smaller = measured["larger"], measured["smaller"]
-    words = f"{smaller}'s gap stays below {larger}'s after the full runs"
-    return [
-        verdicts.interaction_part(record, measured["claim"], measured["sign"]),
-        verdicts.order_part(
-            record, smaller, larger, "generalization_gap", verdicts.level(2), words
-        ),
-    ]
-
-
-def _judge_size_gap(record: ExperimentRecord, measured: dict) -> list[dict]:
-    large, small = measured["largest"], measured["smallest"]
-    at = verdicts.level(2)
-    gain = f"dropout's gain on {large['digits']:,} digits exceeds its gain on {small['digits']:,}"
-    order = (
-        f"without dropout, {small['without']}'s gap stays below {large['without']}'s "
-        "after the full runs"
-    )
-    variants = (large["with"], large["without"], small["with"], small["without"])
-    return [
-        verdicts.gain_part(record, variants, at, gain),
-        verdicts.order_part(
-            record, small["without"], large["without"], "generalization_gap", at, order
-        ),
-    ]
-
-
 MEASURES = {
     "noise-scale": _noise_scale,
     "curvature": _curvature,
@@ -482,7 +457,7 @@ MEASURES = {
 }
 JUDGES = {
     "noise-scale": verdicts.noise_scale_parts,
-    "curvature": _judge_curvature,
-    "short-run-gap": _judge_short_run,
-    "size-gap": _judge_size_gap,
+    "curvature": verdicts.curvature_parts,
+    "short-run-gap": verdicts.short_run_parts,
+    "size-gap": verdicts.size_gap_parts,
 }

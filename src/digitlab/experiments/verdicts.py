@@ -364,3 +364,52 @@ def gain_part(record: ExperimentRecord, variants: Sequence[str], at: float, word
     return part(
         name, words, "inconclusive", measured, f"{name}: the interval spans both signs", **numbers
     )
+
+
+# ------------------------------------------------------------- each mechanism's parts
+def curvature_parts(record: ExperimentRecord, measured: dict) -> list[dict]:
+    """The curvature prediction's parts: each SGD variant's stable rate, each predicted
+    order of final training loss, each saturated share at the start."""
+    rates = {name: r["rate"] for name, r in measured.get("stable_rates", {}).items()}
+    order = measured.get("order", [])
+    saturation = measured.get("saturation", {})
+    at = level(len(rates) + len(order) + len(saturation))
+    parts = stable_rate_parts(record, rates)
+    spreads = measured.get("conditioning", {})
+    for a, b in order:
+        words = (
+            f"{a} ends at a lower training loss than {b} (spread "
+            f"{spreads[a]['top_to_median']:,.0f} vs {spreads[b]['top_to_median']:,.0f})"
+        )
+        parts.append(order_part(record, a, b, "final_train_loss", at, words))
+    for name, share in saturation.items():
+        parts.append(saturation_part(record, name, share["predicted"], at))
+    return parts
+
+
+def short_run_parts(record: ExperimentRecord, measured: dict) -> list[dict]:
+    """The short-run-gap prediction's parts: the interaction claim's sign and the two
+    networks' gap order after the full runs."""
+    larger, smaller = measured["larger"], measured["smaller"]
+    words = f"{smaller}'s gap stays below {larger}'s after the full runs"
+    return [
+        interaction_part(record, measured["claim"], measured["sign"]),
+        order_part(record, smaller, larger, "generalization_gap", level(2), words),
+    ]
+
+
+def size_gap_parts(record: ExperimentRecord, measured: dict) -> list[dict]:
+    """The size-gap prediction's parts: dropout's gain at the size with the largest short-run
+    gap above its gain at the smallest, and those two sizes' gap order after the full runs."""
+    large, small = measured["largest"], measured["smallest"]
+    at = level(2)
+    gain = f"dropout's gain on {large['digits']:,} digits exceeds its gain on {small['digits']:,}"
+    order = (
+        f"without dropout, {small['without']}'s gap stays below {large['without']}'s "
+        "after the full runs"
+    )
+    variants = (large["with"], large["without"], small["with"], small["without"])
+    return [
+        gain_part(record, variants, at, gain),
+        order_part(record, small["without"], large["without"], "generalization_gap", at, order),
+    ]
