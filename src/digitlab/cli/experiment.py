@@ -103,6 +103,7 @@ def experiment_command(
     * `digitlab experiment list`
     * `digitlab experiment dropout` (≤ 10 minutes on 2 cores)
     * `digitlab experiment batch-size --lr-policy linear`
+    * `digitlab experiment dropout-size` (dropout with 500 to 20,000 training digits)
     * `digitlab experiment dropout --quick`
     * `digitlab experiment dropout --resume` (or `--resume latest`, or `--resume FOLDER`)
     * `digitlab experiment my.toml` (variants as spec overrides; see the README)
