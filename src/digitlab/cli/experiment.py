@@ -101,10 +101,9 @@ def experiment_command(
     Examples:
 
     * `digitlab experiment list`
-    * `digitlab experiment dropout` (≤ 10 minutes on 2 cores)
+    * `digitlab experiment dropout` (≤ 10 minutes on 2 cores; `--quick`: a smoke run)
     * `digitlab experiment batch-size --lr-policy linear`
     * `digitlab experiment dropout-size` (dropout with 500 to 20,000 training digits)
-    * `digitlab experiment dropout --quick`
     * `digitlab experiment dropout --resume` (or `--resume latest`, or `--resume FOLDER`)
     * `digitlab experiment my.toml` (variants as spec overrides; see the README)
     * `digitlab experiment dropout --workers 2` (2 processes; the cells in a study)
