@@ -44,8 +44,7 @@ def size_figure(record: ExperimentRecord) -> Figure:
     accuracy.set_title("Test accuracy", fontsize=10)
     accuracy.set_ylabel("test accuracy (%)", fontsize=8)
     accuracy.legend(fontsize=7, loc="lower right")
-    marks = {measured.get("largest", {}).get("digits"): "largest", None: ""}
-    marks[measured.get("smallest", {}).get("digits")] = "smallest"
+    marks = {measured.get(end, {}).get("digits"): end for end in ("largest", "smallest")}
     for size in sizes:
         before.bar(size["digits"], size["gap"], width=size["digits"] * 0.5, color=PREDICTED)
         if marks.get(size["digits"]):

@@ -185,7 +185,6 @@ def gap_at_matched_loss(curve: Mapping[str, Any], matched_loss: float | None) ->
 # -------------------------------------------------------------------------------- variants
 def variant_results(
     definition: Definition,
-    budget: Budget,
     specs: dict[str, Spec],
     done: dict[tuple[str, int], Done],
     seeds: list[int],

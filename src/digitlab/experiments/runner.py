@@ -154,7 +154,7 @@ class _Experiment:
         curves = results.curves_of(self.definition, self.done)
         target = results.target_accuracy(self.definition, curves, self.classes)
         variants = results.variant_results(
-            self.definition, self.budget, self.specs, self.done, seeds, self.diverged,
+            self.definition, self.specs, self.done, seeds, self.diverged,
             tuning=self.tuning, target=target,
         )  # fmt: skip
         record = results.build_record(
