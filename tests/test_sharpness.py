@@ -69,6 +69,28 @@ def test_each_variant_summarises_the_first_finite_sharpness_of_its_runs():
     assert results._first_finite(None) is None
 
 
+def test_a_variant_summarises_each_runs_sharpness_where_it_was_measured():
+    """Through the summary the record keeps: each run's one finite value, none for a run that
+    never reached the matched loss, and no summary at all without a matched loss."""
+    from types import SimpleNamespace
+
+    from digitlab.experiments import results
+    from digitlab.presets import get_preset
+
+    spec = get_preset("seed").replace(train={"train_samples": 600, "validation_split": 0.2})
+
+    def done(sharpness):
+        history = {"loss": [0.5, 0.2, 0.1], "val_loss": [0.6, 0.3, 0.2],
+                   "inference_loss": [0.5, 0.2, 0.1], "sharpness": sharpness}  # fmt: skip
+        metrics = SimpleNamespace(test_accuracy=0.9, train_seconds=1.0, epoch_seconds=[1.0] * 3)
+        return results.Done(SimpleNamespace(history=history, metrics=metrics, spec=spec))
+
+    runs = [done([math.nan, 6.5, math.nan]), done([4.5, math.nan, math.nan]), done([math.nan] * 3)]
+    summary = results._measured(runs, None, 0.3)["sharpness_at_matched_loss"]
+    assert summary["values"] == [6.5, 4.5] and summary["missing"] == 1
+    assert results._measured(runs, None, None)["sharpness_at_matched_loss"] is None
+
+
 def test_a_sharpness_claim_needs_a_matched_loss():
     from digitlab.errors import SpecError
     from digitlab.experiments.definitions import BUILT_IN

@@ -151,14 +151,15 @@ def budget_sentence(record: ExperimentRecord) -> str:
     if not isinstance(epochs, int) or fit is None:
         return ""
     text = f"Each run trained {epochs_text(record, epochs)}"
-    if len(variant_digits(record)) > 1:  # a size sweep: each validates after its own digits
-        text += f" on {digits_text(record, fit)} digits"
-        if isinstance(samples, int) and samples > fit:
-            text += f", each with the {samples - fit:,} after them held out for validation"
-    else:
-        text += f" on {fit:,} digits"
-        if isinstance(samples, int) and samples > fit:
-            text += f" ({samples:,} with {samples - fit:,} held out for validation)"
+    text += f" on {digits_text(record, fit)} digits"
+    if isinstance(samples, int) and samples > fit:
+        held = samples - fit
+        sweep = len(variant_digits(record)) > 1  # each size validates after its own digits
+        text += (
+            f", each with the {held:,} after them held out for validation"
+            if sweep
+            else f" ({samples:,} with {held:,} held out for validation)"
+        )
     if isinstance(seeds, int):
         text += f"; {_count(seeds, 'seed')} per variant"
     tuning = sum(len(v.learning_rate_grid) for v in record.variants)
