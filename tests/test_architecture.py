@@ -61,6 +61,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "digitlab.forward",  # a saved model's forward pass in NumPy, no Keras
             "digitlab.network",  # a spec's layer table without Keras (summary)
             "digitlab.corruptions",  # MNIST-C's corruptions of a batch of digits
+            "digitlab.background",  # issue 22: a frame's background levelled to black
             "digitlab.model",
             "digitlab.augment",
             "digitlab.fastfit",

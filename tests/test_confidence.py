@@ -77,10 +77,12 @@ def test_calibrate_run_computes_and_the_run_stores(monkeypatch, tmp_path):
     images[:, 0, 0] = labels  # the "network" below reads the digit from this pixel
     split = (images, labels)
     monkeypatch.setattr(digitlab.data, "load_dataset", lambda name, data_dir=None: (split, split))
-    stored = []
+    stored, levels = [], []
     run = SimpleNamespace(
         path=tmp_path,
         dataset=SimpleNamespace(name="mnist"),
+        preprocessing=SimpleNamespace(level_background=False),
+        set_level_background=levels.append,
         spec=get_preset("seed"),
         class_names=[str(d) for d in range(10)],
         predict_proba=lambda x: np.eye(10)[x[:, 0, 0]] * 0.9 + 0.01,
@@ -92,6 +94,7 @@ def test_calibrate_run_computes_and_the_run_stores(monkeypatch, tmp_path):
     # 300 training digits: too few for a verifier, so the margin judges alone
     assert stored[0][1] == {} and confidence.OTHER not in thresholds
     assert list(tmp_path.iterdir()) == []  # the run, not confidence, writes its files
+    assert levels == [True]  # a run on the digits levels backgrounds once calibrated
 
 
 @pytest.mark.slow

@@ -112,9 +112,9 @@ def test_the_verifier_is_fitted_once_per_set_of_digits_and_read_back_from_the_ca
 
     fits = []
 
-    def fit(images, labels, num_classes, seed=0):  # weights only these digits give
+    def fit(images, labels, num_classes, seed=0, level=False):  # weights only these give
         fits.append(len(images))
-        rng = np.random.default_rng(int(images.sum()) + seed)
+        rng = np.random.default_rng(int(images.sum()) + seed + level)
         hidden, out = outliers.HIDDEN, num_classes + 1
         shapes = {"kernel_0": (8, hidden), "bias_0": (hidden,),
                   "kernel_1": (hidden, out), "bias_1": (out,)}  # fmt: skip
@@ -133,10 +133,11 @@ def test_the_verifier_is_fitted_once_per_set_of_digits_and_read_back_from_the_ca
         np.testing.assert_array_equal(again[0][name], weights)
     verifiers.cached_verifier(images[:40], labels[:40], 10)  # other digits: another fit
     verifiers.cached_verifier(images[:50], labels[:50], 10, seed=1)  # another seed too
-    assert fits == [50, 40, 50]
-    key = verifiers._verifier_key(images[:50], labels[:50], 10, 0)
+    verifiers.cached_verifier(images[:50], labels[:50], 10, level=True)  # levelled examples
+    assert fits == [50, 40, 50, 50]
+    key = verifiers._verifier_key(images[:50], labels[:50], 10, 0, False)
     stored = tmp_path / "verifiers" / f"{key}.npz"
     stored.write_bytes(b"not a zip")  # damaged: fitted again, and replaced
     verifiers.cached_verifier(images[:50], labels[:50], 10)
-    assert fits == [50, 40, 50, 50] and stored.read_bytes()[:2] == b"PK"
+    assert fits == [50, 40, 50, 50, 50] and stored.read_bytes()[:2] == b"PK"
     assert not [p for p in (tmp_path / "verifiers").iterdir() if p.suffix != ".npz"]

@@ -48,7 +48,12 @@ def test_run_directory_holds_everything_the_issue_lists(trained_run):
     } <= files
     config = json.loads((trained_run.path / "config.json").read_text())
     assert config["dataset"]["sha256"]["train-images-idx3-ubyte"].startswith("ba891046")
-    assert config["preprocessing"] == {"input": "flat", "shape": [784], "scale": 1 / 255}
+    assert config["preprocessing"] == {
+        "input": "flat",
+        "shape": [784],
+        "scale": 1 / 255,
+        "level_background": True,  # a run on the digits (issue 22)
+    }
     assert {"keras", "jax", "numpy", "python"} <= set(config["versions"])
     assert config["seed"] == 0 and config["epochs_done"] == 10
     matrix = np.array(trained_run.metrics.confusion_matrix)

@@ -43,6 +43,7 @@ from typing import Any
 import numpy as np
 
 from digitlab import conformal, outliers, verifiers
+from digitlab.background import level_background, levels_background
 from digitlab.data import DEFAULT_DATASET, PIXEL_MAX
 from digitlab.errors import RunError
 
@@ -151,11 +152,13 @@ def calibrate(
     calibration: tuple[np.ndarray, np.ndarray],
     num_classes: int,
     dataset: str = DEFAULT_DATASET,
+    level: bool = False,
 ) -> tuple[dict[str, float], dict[str, np.ndarray]]:
     """Train the verifier on `train` and set the thresholds on `calibration` digits.
 
     Args:
-        predict_proba: uint8 N×H×W → N×classes probabilities (`Run.predict_proba`).
+        predict_proba: uint8 N×H×W → N×classes probabilities (`Run.predict_proba`), its
+            backgrounds levelled as `level` says.
         train: (images, labels) the network trained on; the verifier trains on these. With
             fewer than `outliers.MIN_DIGITS`, or for a dataset other than the digits, there
             is no verifier, and only the margin judges.
@@ -163,6 +166,8 @@ def calibrate(
             its `FLAG_RATES` share of those it classifies correctly, and the prediction
             sets' quantiles come from them too (`conformal.calibrate`).
         dataset: the run's dataset; "not a digit" is learned for the digits only.
+        level: the run levels backgrounds (`background.level_background`): the verifier
+            learns from, and judges, images levelled as the network reads them.
 
     Returns:
         The thresholds for `RunConfig.thresholds` and the verifier's weights (empty without
@@ -184,9 +189,10 @@ def calibrate(
     found: dict[str, np.ndarray] = {}  # without a verifier, only the margin judges
     digits = dataset == DEFAULT_DATASET and images.shape[1:] == outliers.FRAME
     if digits and len(train[0]) >= outliers.MIN_DIGITS:
-        stats, seen = verifiers.cached_verifier(*train, num_classes)
+        stats, seen = verifiers.cached_verifier(*train, num_classes, level=level)
         thresholds["verifier_examples"] = float(sum(seen.values()))
-        found = scores(stats, (OTHER, DISAGREE), images, probabilities)  # once: 0.6 s / 5,000
+        seen_images = level_background(images) if level else images
+        found = scores(stats, (OTHER, DISAGREE), seen_images, probabilities)  # 0.6 s / 5,000
         for key in (OTHER, DISAGREE):
             thresholds[key] = float(np.quantile(found[key][correct], 1 - FLAG_RATES[key]))
     confident = judge(probabilities, thresholds, found)[1]
@@ -253,7 +259,8 @@ def verdicts(run: Any, images: np.ndarray, probabilities: np.ndarray) -> list[di
     """`{"confidence", "confident", "reason", "prediction_set"}` per image for a `Run`'s
     predictions.
 
-    `images` are the uint8 N×H×W the network read; `probabilities` its answers. A run without
+    `images` are the uint8 N×H×W given to `run.predict_proba`; `probabilities` its answers.
+    The verifier judges them as the network read them (`Run.network_images`). A run without
     thresholds gets `confident`, `reason` and `prediction_set` None; one calibrated before
     prediction sets existed gets `prediction_set` None (`conformal.prediction_sets`).
 
@@ -264,7 +271,7 @@ def verdicts(run: Any, images: np.ndarray, probabilities: np.ndarray) -> list[di
     found = None
     if MARGIN in thresholds:
         stored = run.confidence_stats() if any(key in thresholds for key in REASONS) else {}
-        found = scores(stored, thresholds, images, probabilities)
+        found = scores(stored, thresholds, run.network_images(images), probabilities)
     confidence, confident, reasons = judge(probabilities, thresholds, found)
     sets = conformal.prediction_sets(probabilities, confident, thresholds)
     return [
@@ -282,6 +289,10 @@ def calibrate_run(run: Any, data_dir: str | Path | None = None) -> dict[str, flo
     """Calibrate a run's thresholds on the digits it saw and store them with the run
     (`Run.store_calibration`, atomically). Returns the thresholds.
 
+    A run on the digits is switched to levelling backgrounds (`background`) as it is
+    calibrated, as a run trained since issue 22 does: its answers change only for frames
+    with a background, and its verdict is computed for what it now reads.
+
     Raises:
         RunError: confidence.npz or config.json can't be replaced (a folder, a FIFO), said
             before any work.
@@ -295,9 +306,15 @@ def calibrate_run(run: Any, data_dir: str | Path | None = None) -> dict[str, flo
     if train_samples is not None:
         x_train, y_train = x_train[:train_samples], y_train[:train_samples]
     train, held_out = calibration_split(x_train, y_train, test, run.spec.train.validation_split)
-    thresholds, stats = calibrate(
-        run.predict_proba, train, held_out, len(run.class_names), run.dataset.name
-    )
+    level, before = levels_background(run.dataset.name), run.preprocessing.level_background
+    run.set_level_background(level)  # it reads as it will once stored (`store_calibration`)
+    try:
+        thresholds, stats = calibrate(
+            run.predict_proba, train, held_out, len(run.class_names), run.dataset.name, level
+        )
+    except BaseException:
+        run.set_level_background(before)
+        raise
     run.store_calibration(thresholds, stats)
     return thresholds
 

@@ -361,6 +361,7 @@ def _measure(run: Run, x_test: np.ndarray, y_test: np.ndarray) -> Evaluation:
     from digitlab.runs import MODEL_FILE
 
     check_regular(run.path / MODEL_FILE, MAX_MODEL_BYTES, RunError)  # as `run.model` does
+    x_test = run.network_images(x_test)
     forward = load_forward(run.path / MODEL_FILE)
     if forward is not None:
         outputs = forward(prepare_inputs(x_test, run.spec.input_shape))

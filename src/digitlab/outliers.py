@@ -43,6 +43,7 @@ from collections.abc import Callable
 import numpy as np
 from PIL import Image, ImageDraw
 
+from digitlab.background import level_background
 from digitlab.data import PIXEL_MAX
 from digitlab.errors import DigitlabError
 from digitlab.preprocess import BOX_FRACTION, FRAME, _centre, _fit_box, _ink_box, _thicken
@@ -410,11 +411,15 @@ def _gradient_histograms(images: np.ndarray) -> np.ndarray:
     return blocks.reshape(n, -1)
 
 
-def training_set(digits: np.ndarray, labels: np.ndarray, num_classes: int, seed: int = 0):
+def training_set(
+    digits: np.ndarray, labels: np.ndarray, num_classes: int, seed: int = 0, level: bool = False
+):
     """The verifier's examples: up to `MAX_DIGITS` training digits, a shifted copy of each
     (`shifted`), and `NON_DIGITS_PER_DIGIT` non-digits per digit, labelled `num_classes`;
-    shuffled. (Shifting half of the digits instead of copying them all measured 80.6% of
-    non-digits flagged against 82.3%, for 37 s of CPU against 50: RESULTS, the verdict.)
+    shuffled; with `level`, each levelled as a run that levels backgrounds reads it
+    (`background.level_background`). (Shifting half of the digits instead of copying them
+    all measured 80.6% of non-digits flagged against 82.3%, for 37 s of CPU against 50:
+    RESULTS, the verdict.)
 
     Returns:
         (images, targets, counts): uint8 N×28×28, int targets, how many of each kind.
@@ -428,18 +433,21 @@ def training_set(digits: np.ndarray, labels: np.ndarray, num_classes: int, seed:
     images = np.concatenate([clean, shifted(clean, rng), *others.values()])
     targets = np.concatenate([classes, classes])
     targets = np.concatenate([targets, np.full(len(images) - len(targets), num_classes)])
+    if level:
+        images = level_background(images)
     order = rng.permutation(len(images))
     return images[order], targets[order].astype(np.int32), counts
 
 
 def train_verifier(
-    digits: np.ndarray, labels: np.ndarray, num_classes: int, seed: int = 0
+    digits: np.ndarray, labels: np.ndarray, num_classes: int, seed: int = 0, level: bool = False
 ) -> tuple[dict[str, np.ndarray], dict[str, int]]:
     """Fit the verifier (Keras, a fixed seed: the same digits give the same weights).
 
     Args:
         digits: uint8 N×28×28 training digits (the run's own).
         labels: their classes, 0 … num_classes − 1.
+        level: the run levels backgrounds: so do the verifier's examples (`training_set`).
 
     Returns:
         The weights (`verifier_kernel_0`, … for `Run.store_calibration`) and how many
@@ -449,7 +457,7 @@ def train_verifier(
 
     from digitlab import fastfit
 
-    images, targets, counts = training_set(digits, labels, num_classes, seed)
+    images, targets, counts = training_set(digits, labels, num_classes, seed, level)
     x = features(images)
     model = keras.Sequential(
         [

@@ -333,6 +333,9 @@ class Preprocessing(_Record):
     input: Literal[INPUTS]
     shape: tuple[int, ...] = Field(strict=False)
     scale: float = Field(gt=0)
+    # issue 22: frames with a background are levelled before the networks read them
+    # (`digitlab.background`); False for a run written before, which reads pixels as they are
+    level_background: bool = False
 
 
 class DatasetRecord(_Record):

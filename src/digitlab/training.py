@@ -25,6 +25,7 @@ import numpy as np
 
 from digitlab import fastfit
 from digitlab._version import __version__
+from digitlab.background import level_background, levels_background
 from digitlab.confidence import calibration_split
 from digitlab.config import with_overrides
 from digitlab.data import class_names as dataset_class_names
@@ -253,6 +254,7 @@ def _run_config(
                 "input": spec.input,
                 "shape": spec.input_shape,
                 "scale": PIXEL_SCALE,
+                "level_background": levels_background(spec.train.dataset),
             },
             "dataset": dataset,
             "seed": spec.train.seed,
@@ -263,7 +265,10 @@ def _run_config(
 
 def _evaluate(folder: Path, model, spec, dataset, log, test, pictures: bool) -> dict[str, Any]:
     """The test figures of a finished run; its pictures drawn into `folder` if asked."""
-    evaluation = evaluate_model(model, spec, *test, dataset["class_names"])
+    x_test, y_test = test
+    if levels_background(spec.train.dataset):  # as the run will read them (MNIST's: unchanged)
+        x_test = level_background(x_test)
+    evaluation = evaluate_model(model, spec, x_test, y_test, dataset["class_names"])
     if pictures:
         write_pictures(folder, evaluation, log.history, test[0])
     return evaluation.to_dict()
@@ -274,9 +279,14 @@ def _calibrated(model, spec, config, calibration, folder: Path) -> RunConfig:
     from digitlab.confidence import calibrate
 
     classes = len(config.dataset.class_names)
-    predict = probability_function(model, spec)
+    level = config.preprocessing.level_background
+    network = probability_function(model, spec)
+
+    def predict(images: np.ndarray) -> np.ndarray:  # as `Run.predict_proba` will answer
+        return network(level_background(images) if level else images)
+
     try:
-        thresholds, stats = calibrate(predict, *calibration, classes, config.dataset.name)
+        thresholds, stats = calibrate(predict, *calibration, classes, config.dataset.name, level)
     except RunError:  # too few correct held-out digits (a tiny or weak run): still a run,
         return config  # saved without thresholds, like a run from before calibration
     write_run_files(folder, stats=stats)

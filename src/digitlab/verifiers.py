@@ -34,20 +34,21 @@ from digitlab.outliers import (
 
 
 def cached_verifier(
-    digits: np.ndarray, labels: np.ndarray, num_classes: int, seed: int = 0
+    digits: np.ndarray, labels: np.ndarray, num_classes: int, seed: int = 0, level: bool = False
 ) -> tuple[dict[str, np.ndarray], dict[str, int]]:
     """`outliers.train_verifier`'s result, trained once per set of digits and kept in the cache
-    (`$XDG_CACHE_HOME/digitlab/verifiers/`), keyed by the digits, labels, seed, this module's
-    settings and the Keras and JAX versions: what decides the weights. A cached file that
-    can't be read, or holds other shapes, is trained again and replaced."""
-    path = cache_dir() / "verifiers" / f"{_verifier_key(digits, labels, num_classes, seed)}.npz"
+    (`$XDG_CACHE_HOME/digitlab/verifiers/`), keyed by the digits, labels, seed, `level`, this
+    module's settings and the Keras and JAX versions: what decides the weights. A cached file
+    that can't be read, or holds other shapes, is trained again and replaced."""
+    key = _verifier_key(digits, labels, num_classes, seed, level)
+    path = cache_dir() / "verifiers" / f"{key}.npz"
     with contextlib.suppress(OSError, ValueError, KeyError, zipfile.BadZipFile):
         with np.load(path, allow_pickle=False) as stored:
             weights = {f"verifier_{name}": stored[name] for name in WEIGHTS}
             counts = {k.removeprefix("count_"): int(stored[k]) for k in stored if "count_" in k}
         if weights["verifier_kernel_1"].shape == (HIDDEN, num_classes + 1):
             return weights, counts
-    weights, counts = train_verifier(digits, labels, num_classes, seed)
+    weights, counts = train_verifier(digits, labels, num_classes, seed, level)
     with contextlib.suppress(OSError):  # no cache to write: the run still has its verifier
         path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(path) as tmp, open(tmp, "wb") as out:
@@ -59,10 +60,13 @@ def cached_verifier(
     return weights, counts
 
 
-def _verifier_key(digits: np.ndarray, labels: np.ndarray, num_classes: int, seed: int) -> str:
+def _verifier_key(
+    digits: np.ndarray, labels: np.ndarray, num_classes: int, seed: int, level: bool
+) -> str:
     versions = [_version(package) for package in ("keras", "jax", "jaxlib", "numpy")]
-    settings = (VERSION, num_classes, seed, CELL, BINS, HIDDEN, EPOCHS, BATCH_SIZE, MAX_DIGITS,
-                NON_DIGITS_PER_DIGIT, KINDS, SHIFTS, *versions)  # fmt: skip
+    levelled = ("levelled",) if level else ()  # a key of before levelling existed stays valid
+    settings = (VERSION, num_classes, seed, *levelled, CELL, BINS, HIDDEN, EPOCHS, BATCH_SIZE,
+                MAX_DIGITS, NON_DIGITS_PER_DIGIT, KINDS, SHIFTS, *versions)  # fmt: skip
     digest = hashlib.sha256(repr(settings).encode())
     digest.update(np.ascontiguousarray(digits, np.uint8).tobytes())
     digest.update(np.ascontiguousarray(labels, np.int64).tobytes())

@@ -138,7 +138,7 @@ class Probe:
     def inputs(self, images: np.ndarray) -> np.ndarray:
         from digitlab.forward import prepare_inputs
 
-        return prepare_inputs(images, self.input_shape)
+        return prepare_inputs(self.run.network_images(images), self.input_shape)
 
     def probabilities(self, logits: np.ndarray) -> np.ndarray:
         """Class probabilities from logits, as `Run.predict_proba` gives them."""

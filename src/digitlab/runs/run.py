@@ -144,15 +144,33 @@ class Run:
 
         return probability_function(self.model, self.spec)
 
+    def network_images(self, images: np.ndarray) -> np.ndarray:
+        """uint8 images (N×28×28 or N×784) as the run's networks read them: with each
+        frame's background levelled (`background.level_background`) when the run's
+        preprocessing says so, else as they are. Same shape as given."""
+        if not self.preprocessing.level_background:
+            return images
+        from digitlab.background import level_background
+
+        images = np.asarray(images)
+        shaped = images.reshape((-1, *self.image_shape))
+        return level_background(shaped).reshape(images.shape)
+
+    def set_level_background(self, level: bool) -> None:
+        """Read pixels levelled (`network_images`) or not from now on; the config file
+        records it with the next `store_calibration` (as `digitlab calibrate` does)."""
+        preprocessing = self.preprocessing.model_copy(update={"level_background": level})
+        self.config = self.config.model_copy(update={"preprocessing": preprocessing})
+
     def predict_proba(self, images: np.ndarray) -> np.ndarray:
         """Class probabilities for uint8 images shaped N×28×28 (or N×784), 0–255.
 
-        The run's own preprocessing is applied, so callers pass raw MNIST-style pixels. The
-        forward pass runs in NumPy, without Keras or JAX (`forward.load_forward`), when it
-        knows every layer; otherwise Keras loads the model and the pass is compiled on first
-        use (`model.probability_function`).
+        The run's own preprocessing is applied (`network_images`, then the spec's scaling),
+        so callers pass raw MNIST-style pixels. The forward pass runs in NumPy, without Keras
+        or JAX (`forward.load_forward`), when it knows every layer; otherwise Keras loads the
+        model and the pass is compiled on first use (`model.probability_function`).
         """
-        return self._predict_proba(images)
+        return self._predict_proba(self.network_images(images))
 
     def confidence_stats(self) -> dict[str, np.ndarray]:
         """What the confidence verdict measures with: the verifier network's weights (or,
