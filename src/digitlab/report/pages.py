@@ -195,6 +195,7 @@ def _settings(run: Run) -> list[tuple[str, Any]]:
         ("dataset.test_samples", dataset.test_samples or "–"),
         ("preprocessing.scale", f"{run.preprocessing.scale:.6g}"),
         ("preprocessing.shape", " × ".join(map(str, run.preprocessing.shape))),
+        ("preprocessing.level_background", run.preprocessing.level_background),
         ("seed", run.config.seed),
     ]
     rows += [(f"versions.{k}", v) for k, v in run.config.versions.items()]
