@@ -10,8 +10,9 @@ strokes: under MNIST-C's brightness and fog corruptions the notebook's network i
 `level_background` gives such a frame its black back: it subtracts what is wider than a
 stroke (a grey-scale opening with a `WIDTH` × `WIDTH` square, which keeps a fog, an offset, a
 band and removes the strokes) and stretches what is left, the ink, back to 0–255. A frame
-whose ring is dark is left exactly as it is, so MNIST's own digits, and every image
-`digitlab.preprocess` frames, reach the network unchanged. A run levels when its
+whose ring is dark is left exactly as it is, so MNIST's own digits reach the network
+unchanged, as do images `digitlab.preprocess` frames (their ink in a 20-pixel box at the
+centre) unless their ink spills into the ring. A run levels when its
 `config.json` says `preprocessing.level_background` (runs on the digits, trained since
 issue 22); an older run reads its pixels as before.
 """
