@@ -64,3 +64,17 @@ def test_the_notebook_network_reads_a_digit_on_a_background_through_its_run(
         trained_run, config=trained_run.config.model_copy(update={"preprocessing": older})
     )
     np.testing.assert_array_equal(old_run.predict_proba(images), trained_run._predict_proba(images))
+
+
+def test_the_verdict_judges_what_the_network_read(trained_run, mnist):
+    """The verifier reads the levelled digit too: judged on the raw brightened frame it would
+    call nearly every one "not a digit" (a grey square), so few would be confident."""
+    from digitlab.confidence import verdicts
+
+    _, (x_test, y_test) = mnist
+    images = corrupt(x_test[5000:5500], "brightness")
+    probabilities = trained_run.predict_proba(images)
+    confident = [v["confident"] for v in verdicts(trained_run, images, probabilities)]
+    assert np.mean(confident) > 0.5
+    right = probabilities.argmax(1) == y_test[5000:5500]
+    assert right[np.array(confident)].mean() > 0.95
