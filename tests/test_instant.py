@@ -218,6 +218,7 @@ def test_the_other_layers_tables_are_keras():
     layers = (
         {"type": "Rescaling", "scale": 2.0, "offset": -0.5},
         {"type": "RandomDistortion", "rotation": 90, "elastic_alpha": 100, "seed": 3},
+        {"type": "RandomDegradation", "probability": 1, "kinds": ["blur", "gap"], "seed": 2},
         {"type": "Conv2D", "filters": 4, "kernel_size": [3, 2], "strides": 2, "padding": "same"},
         {"type": "BatchNormalization", "scale": False, "momentum": 0.9},
         {"type": "Activation", "activation": "swish"},
@@ -243,6 +244,10 @@ REFUSED = {  # what Keras refuses, each at the edge of what it takes (see _ACCEP
     "rate above 1": ("flat", {"type": "Dropout", "rate": 1.01}),
     "rotation above 90": ("image", {"type": "RandomDistortion", "rotation": 90.5}),
     "elastic_sigma 0": ("image", {"type": "RandomDistortion", "elastic_sigma": 0}),
+    "probability above 1": ("image", {"type": "RandomDegradation", "probability": 1.01}),
+    "an unknown degradation": ("image", {"type": "RandomDegradation", "kinds": ["fog"]}),
+    "no degradation": ("image", {"type": "RandomDegradation", "kinds": []}),
+    "degrading flat input": ("flat", {"type": "RandomDegradation"}),
     "a kernel past the image": ("image", {"type": "Conv2D", "filters": 2, "kernel_size": 29}),
     "a pool past the image": ("image", {"type": "MaxPooling2D", "pool_size": 29}),
     "no pool size": ("image", {"type": "AveragePooling2D"}),
@@ -253,6 +258,7 @@ REFUSED = {  # what Keras refuses, each at the edge of what it takes (see _ACCEP
 ACCEPTED = {
     "rate 1": ("flat", {"type": "Dropout", "rate": 1}),
     "rotation 90": ("image", {"type": "RandomDistortion", "rotation": 90.0}),
+    "probability 0": ("image", {"type": "RandomDegradation", "probability": 0, "kinds": ["thin"]}),
     "a kernel the image's size": ("image", {"type": "Conv2D", "filters": 2, "kernel_size": 28}),
     "a pool the image's size": ("image", {"type": "MaxPooling2D", "pool_size": 28}),
     "max pooling's default size": ("image", {"type": "MaxPooling2D"}),

@@ -58,6 +58,10 @@ def test_the_accuracy_presets_are_what_their_descriptions_say():
         assert "Conv2D" in types and "MaxPooling2D" not in types, name
         assert types.count("AveragePooling2D") == 2, name
     assert get_preset("fast").train.epochs < get_preset("cnn").train.epochs
+    # cnn-robust is the cnn with half its (distorted) training digits degraded, and only that.
+    robust, cnn = get_preset("cnn-robust"), get_preset("cnn")
+    assert robust.layers[1] == {"type": "RandomDegradation", "probability": 0.5}
+    assert (robust.layers[:1] + robust.layers[2:], robust.train) == (cnn.layers, cnn.train)
 
 
 def _spec(**train) -> Spec:

@@ -57,6 +57,13 @@ def canonical(value: object, valid: Iterable[str]) -> object:
     return matches[0] if len(matches) == 1 else value
 
 
+# What RandomDegradation can do to a digit: the ways a digit degrades on its way from a pen to
+# a file (a sensor's noise, a lens's blur, a pen's width, a scan's resolution, marks and gaps
+# on the page). None is one of MNIST-C's corruptions; benchmarks/RESULTS.md says which of
+# those each one resembles.
+DEGRADATIONS = ("noise", "specks", "blur", "thicken", "thin", "outline", "strokes", "gap", "coarse")
+
+
 # The layers a user reaches for on 28×28 digits. Anything else in Keras is one line away.
 LAYER_TYPES = (
     "Dense",
@@ -77,4 +84,5 @@ LAYER_TYPES = (
     "RandomTranslation",
     "RandomZoom",
     "RandomDistortion",  # digitlab's: affine + elastic distortions of training digits
+    "RandomDegradation",  # digitlab's: noise, blur, stroke width, marks, gaps, low resolution
 )

@@ -39,6 +39,7 @@ IDENTITY_LAYERS = frozenset(  # no effect at inference
         "RandomTranslation",
         "RandomZoom",
         "RandomDistortion",
+        "RandomDegradation",
     }
 )
 CHUNK = 1024  # images per forward pass: bounds the memory a convolution's output takes

@@ -12,7 +12,7 @@ import keras
 import numpy as np
 
 from digitlab import forward
-from digitlab.augment import RandomDistortion
+from digitlab.augment import RandomDegradation, RandomDistortion
 from digitlab.choices import LAYER_TYPES
 from digitlab.data import NUM_CLASSES
 from digitlab.errors import SpecError
@@ -22,7 +22,7 @@ from digitlab.forward import prepare_inputs as prepare_inputs
 from digitlab.forward import to_probabilities as to_probabilities
 from digitlab.schema import OPTIMIZERS, Spec, TrainConfig, unknown
 
-CUSTOM_LAYERS = {"RandomDistortion": RandomDistortion}
+CUSTOM_LAYERS = {"RandomDistortion": RandomDistortion, "RandomDegradation": RandomDegradation}
 ACTIVATIONS = tuple(
     name
     for name in dir(keras.activations)

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from numbers import Real
 from typing import Any
 
+from digitlab.choices import DEGRADATIONS
 from digitlab.forward import _snake_case
 from digitlab.schema import Spec
 
@@ -66,6 +67,7 @@ ARGUMENTS: dict[str, frozenset[str]] = {
         "Rescaling": ("scale", "offset"),
         "Reshape": ("target_shape",),
         "RandomDistortion": (*DISTORTION_LIMITS, "elastic_sigma", "seed"),
+        "RandomDegradation": ("probability", "kinds", "seed"),
     }.items()
 }
 REQUIRED = {
@@ -224,6 +226,16 @@ def _distortion(arguments: dict[str, Any], shape: tuple[int, ...]) -> _Layer:
     return _Layer(_image(shape))
 
 
+def _degradation(arguments: dict[str, Any], shape: tuple[int, ...]) -> _Layer:
+    """digitlab's RandomDegradation: images in, images out, no weights."""
+    kinds = arguments.get("kinds", DEGRADATIONS)
+    if not 0 <= _number(arguments.get("probability", 0.5)) <= 1 or not _seed(arguments):
+        raise _Unknown
+    if not isinstance(kinds, list | tuple) or not kinds or not set(kinds) <= set(DEGRADATIONS):
+        raise _Unknown
+    return _Layer(_image(shape))
+
+
 def _rescaling(arguments: dict[str, Any], shape: tuple[int, ...]) -> _Layer:
     _number(arguments["scale"]), _number(arguments.get("offset", 0.0))
     return _Layer(shape)
@@ -250,6 +262,7 @@ LAYERS = {
     "Rescaling": _rescaling,
     "Reshape": _reshape,
     "RandomDistortion": _distortion,
+    "RandomDegradation": _degradation,
 }
 
 
