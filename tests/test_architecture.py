@@ -107,7 +107,10 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "digitlab.experiments.figures_summary",
         ),
     ),
-    ("training", ("digitlab.training", "digitlab.training.*")),
+    (
+        "training",
+        ("digitlab.training", "digitlab.training.*", "digitlab.exposure"),  # outlier exposure
+    ),
     (
         "orchestration: experiments, tuning",
         (

@@ -116,6 +116,7 @@ def fit(
     epochs: int = 1,
     initial_epoch: int = 0,
     validation_split: float = 0.0,
+    validation_data: tuple[np.ndarray, np.ndarray] | None = None,
     callbacks: Sequence[keras.callbacks.Callback] = (),
     verbose: int = 2,
     seed: int = 0,
@@ -133,6 +134,7 @@ def fit(
         initial_epoch: the first epoch to run (default 0), to continue an earlier fit.
         validation_split: the fraction of `x`, `y` taken from the end (before shuffling, as
             `fit` does) to evaluate after every epoch; logs gain `val_` keys (default 0.0).
+        validation_data: (inputs, targets) to evaluate on instead of a split, as `fit`'s.
         callbacks: Keras callbacks; `on_epoch_*` and `on_train_*` are called as by `fit`,
             `on_train_batch_*` once per compiled chunk of steps; `model.stop_training` works.
         verbose: 0 silent, 1 a live progress bar, 2 one line per epoch (default), as `fit`.
@@ -152,8 +154,7 @@ def fit(
         KeyboardInterrupt: re-raised after the weights learned so far are in the model.
     """
     if keras.backend.backend() != "jax":  # the compiled loop is JAX's; other backends: `fit`
-        if input_scale is not None:
-            x = x.astype(np.float32) * np.float32(input_scale)
+        x = _scaled(x, input_scale)
         return model.fit(
             x,
             y,
@@ -161,13 +162,19 @@ def fit(
             epochs=epochs,
             initial_epoch=initial_epoch,
             validation_split=validation_split,
+            validation_data=None
+            if validation_data is None
+            else (_scaled(validation_data[0], input_scale), validation_data[1]),
             callbacks=list(callbacks),
             verbose=verbose,
         ).history
     if not model.compiled:
         raise ValueError("compile the model before fitting it, e.g. with compile_model")
     _configure_jax()
-    x_train, y_train, validation = _split(x, y, validation_split)
+    if validation_data is None:
+        x_train, y_train, validation = split(x, y, validation_split)
+    else:
+        x_train, y_train, validation = x, y, validation_data
     trainer = _Trainer(model, x_train, y_train, batch_size, seed, input_scale, validation)
     history = keras.callbacks.History()  # last, as `fit` adds it
     callback_list = keras.callbacks.CallbackList(
@@ -225,7 +232,11 @@ def _loop(step, start, stop, count, state):
     return state
 
 
-def _split(x, y, validation_split: float):
+def _scaled(x: np.ndarray, input_scale: float | None) -> np.ndarray:
+    return x if input_scale is None else x.astype(np.float32) * np.float32(input_scale)
+
+
+def split(x, y, validation_split: float):
     """The training part and the validation part, split as `fit` splits: the last fraction."""
     if not validation_split:
         return x, y, None

@@ -212,20 +212,41 @@ def compile_model(
     optimizer = OPTIMIZER_CLASSES[train.optimizer](
         learning_rate=_learning_rate(train, train_samples), **averaging
     )
-    loss: str | keras.losses.Loss = train.loss
-    if train.loss.endswith("crossentropy") and output_activation(spec) == "linear":
+    loss: str | keras.losses.Loss = train.fit_loss
+    if train.fit_loss.endswith("crossentropy") and output_activation(spec) == "linear":
         loss_class = {
             "sparse_categorical_crossentropy": keras.losses.SparseCategoricalCrossentropy,
             "categorical_crossentropy": keras.losses.CategoricalCrossentropy,
-        }[train.loss]
+        }[train.fit_loss]
         loss = loss_class(from_logits=True)
+    # With outlier exposure a non-digit's target is 1/classes for each: no class is right, so
+    # the metrics count the digits only.
+    accuracy = DigitAccuracy if train.outlier_exposure else "accuracy"
     metrics = [
-        {"accuracy": "accuracy", "precision": MacroPrecision, "recall": MacroRecall}[m]
+        {"accuracy": accuracy, "precision": MacroPrecision, "recall": MacroRecall}[m]
         for m in train.metrics
     ]
-    metrics = [m(num_classes=num_classes) if isinstance(m, type) else m for m in metrics]
+    metrics = [
+        m() if m is DigitAccuracy else m(num_classes=num_classes) if isinstance(m, type) else m
+        for m in metrics
+    ]
     model.compile(optimizer=optimizer, loss=loss, metrics=metrics)
     return train
+
+
+@keras.saving.register_keras_serializable(package="digitlab")
+class DigitAccuracy(keras.metrics.Mean):
+    """Accuracy on one-hot targets over the digits only: a row whose largest target is below
+    1/2 (outlier exposure's non-digits, 1/classes each) is left out. Logged as `accuracy`."""
+
+    def __init__(self, name="accuracy", **kwargs):
+        super().__init__(name=name, **kwargs)
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        ops = keras.ops
+        right = ops.cast(ops.argmax(y_true, axis=-1) == ops.argmax(y_pred, axis=-1), "float32")
+        digit = ops.cast(ops.max(y_true, axis=-1) > 0.5, "float32")
+        return super().update_state(right, sample_weight=digit)
 
 
 class _ConfusionMetric(keras.metrics.Metric):
@@ -243,9 +264,12 @@ class _ConfusionMetric(keras.metrics.Metric):
 
     def update_state(self, y_true, y_pred, sample_weight=None):
         ops = keras.ops
+        digit = 1.0
         if len(y_true.shape) == len(y_pred.shape) and y_true.shape[-1] == self.num_classes:
-            y_true = ops.argmax(y_true, axis=-1)
+            digit = ops.cast(ops.max(y_true, axis=-1, keepdims=True) > 0.5, "float32")
+            y_true = ops.argmax(y_true, axis=-1)  # a non-digit (outlier exposure) counts nowhere
         y_true = ops.one_hot(ops.cast(ops.reshape(y_true, (-1,)), "int32"), self.num_classes)
+        y_true = y_true * digit
         y_pred = ops.one_hot(ops.argmax(y_pred, axis=-1), self.num_classes)
         self.matrix.assign_add(ops.matmul(ops.transpose(y_true), y_pred))
 

@@ -205,6 +205,17 @@ class TrainConfig(_Strict):
     train_samples: int | None = Field(
         None, ge=1, description="Use only the first N training digits (quick trials)."
     )
+    # Outlier exposure (Hendrycks, Mazeika & Dietterich 2019): images that are not digits,
+    # trained toward equal probabilities for every class (`digitlab.exposure`).
+    outlier_exposure: float = Field(
+        0.0,
+        ge=0.0,
+        le=1.0,
+        description="Also train on SHARE non-digits per training digit (strokes, shapes, "
+        "textures, garments, ...), toward equal probabilities for every digit, so the network "
+        "learns 'not a digit' (outlier exposure) [default: 0, off].",
+        json_schema_extra={"metavar": "SHARE"},
+    )
 
     @field_validator("loss", mode="before")
     @classmethod
@@ -225,6 +236,16 @@ class TrainConfig(_Strict):
                 f"'train_samples' must be at most {available:,}, the training images "
                 f"{self.dataset} has, got {self.train_samples:,}"
             )
+        if self.outlier_exposure and self.dataset != "mnist":
+            raise ValueError(
+                "outlier exposure teaches 'not a digit', so it trains on the digits only; "
+                "drop --outlier-exposure or use --dataset mnist"
+            )
+        if self.outlier_exposure and not self.loss.endswith("categorical_crossentropy"):
+            raise ValueError(
+                f"outlier exposure trains toward equal probabilities with cross-entropy, not "
+                f"{self.loss}; use --loss sparse_categorical_crossentropy"
+            )
         if self.early_stopping is not None and self.validation_split == 0.0:
             raise ValueError(
                 "early stopping watches the validation loss; add --validation-split 0.1"
@@ -233,8 +254,15 @@ class TrainConfig(_Strict):
 
     @property
     def one_hot(self) -> bool:
-        """Whether labels are one-hot encoded for this loss (every loss but the sparse one)."""
-        return self.loss != "sparse_categorical_crossentropy"
+        """Whether labels are one-hot encoded for this loss (every loss but the sparse one),
+        as they are with outlier exposure, whose non-digits' targets are 1/classes each."""
+        return self.fit_loss != "sparse_categorical_crossentropy"
+
+    @property
+    def fit_loss(self) -> str:
+        """The loss compiled: `loss`, or its one-hot form with outlier exposure."""
+        exposed = self.outlier_exposure and self.loss == "sparse_categorical_crossentropy"
+        return "categorical_crossentropy" if exposed else self.loss
 
 
 def _check_layer(index: int, layer: Any) -> dict[str, Any]:

@@ -23,7 +23,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from digitlab import fastfit
+from digitlab import exposure, fastfit
 from digitlab._version import __version__
 from digitlab.background import level_background, levels_background
 from digitlab.confidence import calibration_split
@@ -136,6 +136,7 @@ def _fit(
         )
     if verbose is None:  # a live bar on a terminal, one line per epoch in logs, CI, Jupyter
         verbose = 1 if sys.stdout.isatty() and "ipykernel" not in sys.modules else 2
+    x, y, validation = exposure.fit_data(x, y, spec.train)  # with non-digits, if asked
     try:
         with stop_on_signals():  # Ctrl-C and SIGTERM stop after the running chunk of steps
             fastfit.fit(
@@ -146,6 +147,7 @@ def _fit(
                 epochs=spec.train.epochs,
                 initial_epoch=log.epochs_done,
                 validation_split=spec.train.validation_split,
+                validation_data=validation,
                 callbacks=callbacks,
                 verbose=verbose,
                 seed=spec.train.seed,
