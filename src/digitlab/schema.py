@@ -211,9 +211,8 @@ class TrainConfig(_Strict):
         0.0,
         ge=0.0,
         le=1.0,
-        description="Also train on SHARE non-digits per training digit (strokes, shapes, "
-        "textures, garments, ...), toward equal probabilities for every digit, so the network "
-        "learns 'not a digit' (outlier exposure) [default: 0, off].",
+        description="Also train on SHARE non-digits per digit, toward equal probabilities: "
+        "the network learns 'not a digit' (outlier exposure) [default: 0, off].",
         json_schema_extra={"metavar": "SHARE"},
     )
 
