@@ -105,8 +105,9 @@ def test_every_kind_is_drawn_and_each_image_gets_one(mnist):
 def test_bad_settings_and_flat_input_get_one_clear_message():
     with pytest.raises(SpecError, match="probability must be between 0 and 1"):
         build_layer({"type": "RandomDegradation", "probability": 1.5}, 0)
-    with pytest.raises(SpecError, match="kinds must be some of noise, specks"):
+    with pytest.raises(SpecError, match="kinds must be some of noise, specks.*got \\['fog'\\]"):
         build_layer({"type": "RandomDegradation", "kinds": ["fog"]}, 0)
+    assert build_layer({"type": "RandomDegradation", "kinds": "blur"}, 0).kinds == ("blur",)
     layers = ({"type": "RandomDegradation"}, {"type": "Dense", "units": 10})
     with pytest.raises(SpecError, match='RandomDegradation needs images.*input = "image"'):
         build_model(Spec(name="flat", layers=layers))

@@ -170,21 +170,24 @@ class RandomDegradation(keras.layers.Layer):
 
     Args:
         probability: share of images degraded, 0–1.
-        kinds: the degradations to draw from (default: all of `DEGRADATIONS`).
+        kinds: the degradations to draw from, or one by name (default: all of
+            `DEGRADATIONS`).
         seed: seed of the layer's random generator (None: Keras's global seed).
     """
 
     def __init__(
         self,
         probability: float = 0.5,
-        kinds: tuple[str, ...] | list[str] | None = None,
+        kinds: tuple[str, ...] | list[str] | str | None = None,
         seed: int | None = None,
         **kwargs,
     ):
         super().__init__(**kwargs)
         if not 0 <= probability <= 1:
             raise ValueError(f"probability must be between 0 and 1, got {probability}")
-        kinds = tuple(DEGRADATIONS if kinds is None else kinds)
+        kinds = (
+            (kinds,) if isinstance(kinds, str) else tuple(DEGRADATIONS if kinds is None else kinds)
+        )
         unknown_kinds = [kind for kind in kinds if kind not in DEGRADATIONS]
         if unknown_kinds or not kinds:
             raise ValueError(
