@@ -28,7 +28,7 @@ def _specs(definition, budget, quick=False):
 
 
 def test_each_size_trains_on_its_first_digits_and_validates_on_the_same_count_after_them():
-    from digitlab.fastfit import _split
+    from digitlab.fastfit import split
 
     definition = BUILT_IN["dropout-size"]
     budget = plan.make_budget(definition, False)
@@ -37,7 +37,7 @@ def test_each_size_trains_on_its_first_digits_and_validates_on_the_same_count_af
     for variant in definition.variants:
         spec = plan.variant_spec(definition, variant, budget, 0, "same")
         digits = np.arange(spec.train.train_samples)
-        train, _, (validation, _) = _split(digits, digits, spec.train.validation_split)
+        train, _, (validation, _) = split(digits, digits, spec.train.validation_split)
         assert list(train) == list(range(variant.train_digits))  # exactly the first N
         assert list(validation) == list(
             range(variant.train_digits, variant.train_digits + VALIDATION)
