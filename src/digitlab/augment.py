@@ -1,10 +1,13 @@
-"""On-the-fly distortions of training digits: random affine maps and elastic warps, one layer.
+"""On-the-fly changes of training digits, two layers: `RandomDistortion` (random affine maps
+and elastic warps) and `RandomDegradation` (noise, blur, stroke width, marks, gaps, low
+resolution: issue 22's digits that leave MNIST).
 
 `RandomDistortion` is a Keras layer placed first in a spec, as Keras's own `RandomRotation`
-or `RandomZoom` would be. It changes the digits only while training (`training=True`),
-so evaluation, prediction and serving see the digits as they are, and a saved model loads
-with it in place. Everything is `keras.ops`, vectorised over the batch: a compiled
-training step (fastfit's loop, or `fit`'s) runs it on the CPU without a data pipeline.
+or `RandomZoom` would be; `RandomDegradation` after it. Both change the digits only while
+training (`training=True`), so evaluation, prediction and serving see the digits as they
+are, and a saved model loads with them in place. Everything is `keras.ops`, vectorised over
+the batch: a compiled training step (fastfit's loop, or `fit`'s) runs them on the CPU
+without a data pipeline.
 
 The distortions are those of Simard, Steinkraus & Platt 2003, "Best practices for
 convolutional neural networks applied to visual document analysis": a random affine map
