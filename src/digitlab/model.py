@@ -220,15 +220,13 @@ def compile_model(
         }[train.fit_loss]
         loss = loss_class(from_logits=True)
     # With outlier exposure a non-digit's target is 1/classes for each: no class is right, so
-    # the metrics count the digits only.
-    accuracy = DigitAccuracy if train.outlier_exposure else "accuracy"
+    # the metrics count the digits only (the confusion metrics leave such rows out themselves).
+    accuracy = DigitAccuracy() if train.outlier_exposure else "accuracy"
     metrics = [
-        {"accuracy": accuracy, "precision": MacroPrecision, "recall": MacroRecall}[m]
+        accuracy
+        if m == "accuracy"
+        else {"precision": MacroPrecision, "recall": MacroRecall}[m](num_classes=num_classes)
         for m in train.metrics
-    ]
-    metrics = [
-        m() if m is DigitAccuracy else m(num_classes=num_classes) if isinstance(m, type) else m
-        for m in metrics
     ]
     model.compile(optimizer=optimizer, loss=loss, metrics=metrics)
     return train
