@@ -34,7 +34,7 @@ def test_drawn_non_digits_are_framed_as_a_drawn_digit_is():
     """Strokes and blobs go through preprocessing's framing: ink within MNIST's 20-px box,
     its centre of mass at the frame's middle (±1 px)."""
     rng = np.random.default_rng(0)
-    for images in (outliers.strokes(20, rng), outliers.blobs(20, rng)):
+    for images in (outliers.strokes(20, rng), outliers.glyphs(20, rng), outliers.blobs(20, rng)):
         for image in images:
             rows, cols = np.nonzero(image)
             assert max(np.ptp(rows), np.ptp(cols)) + 1 <= 21
@@ -90,6 +90,64 @@ def test_the_verifier_answers_one_more_class_than_the_run():
     probabilities = outliers.verifier_probabilities(weights, images)
     assert probabilities.shape == (4, 11)
     assert np.allclose(probabilities.sum(axis=1), 1)
+
+
+def _random_verifier(rng, size: int, hidden: int = 8, classes: int = 11):
+    return {
+        "verifier_kernel_0": rng.normal(size=(size, hidden)).astype(np.float32),
+        "verifier_bias_0": rng.normal(size=hidden).astype(np.float32),
+        "verifier_kernel_1": rng.normal(size=(hidden, classes)).astype(np.float32),
+        "verifier_bias_1": rng.normal(size=classes).astype(np.float32),
+    }
+
+
+def test_stacked_verifiers_answer_with_their_average(tmp_path):
+    rng = np.random.default_rng(1)
+    size = outliers.features(np.zeros((1, *outliers.FRAME), np.uint8)).shape[1]
+    members = [_random_verifier(rng, size) for _ in range(3)]
+    images = rng.integers(0, 256, (6, *outliers.FRAME), dtype=np.uint8)
+    each = [outliers.verifier_probabilities(member, images) for member in members]
+    both = outliers.stacked(members)
+    assert both["verifier_kernel_0"].shape == (3, size, 8)
+    together = outliers.verifier_probabilities(both, images)
+    np.testing.assert_allclose(together, np.mean(each, axis=0), rtol=1e-5)
+    assert not np.allclose(together, each[0])  # all three count, not the first alone
+    np.savez(tmp_path / STATS_FILE, **both)  # a run stores them so, and reads them back
+    np.testing.assert_array_equal(
+        read_confidence_stats(tmp_path)["verifier_bias_1"], both["verifier_bias_1"]
+    )
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"verifier_bias_0": np.zeros((3, 8), np.float32)},  # 3 members here, 2 elsewhere
+        {"verifier_kernel_1": np.zeros((2, 2, 8, 11), np.float32)},  # stacked twice
+    ],
+)
+def test_stacked_verifiers_that_dont_fit_together_are_refused(tmp_path, change):
+    rng = np.random.default_rng(2)
+    stats = outliers.stacked([_random_verifier(rng, 1296) for _ in range(2)]) | change
+    np.savez(tmp_path / STATS_FILE, **stats)
+    with pytest.raises(RunError, match="digitlab calibrate"):
+        read_confidence_stats(tmp_path)
+
+
+def test_a_run_gets_its_verifiers_each_from_its_own_seed(monkeypatch, digits):
+    from digitlab import verifiers
+
+    asked = []
+
+    def one(images, labels, num_classes, seed=0, level=False):
+        asked.append((seed, level))
+        return _random_verifier(np.random.default_rng(seed), 16), {"digits": 10, "glyphs": 5}
+
+    monkeypatch.setattr(verifiers, "cached_verifier", one)
+    weights, seen = verifiers.cached_verifiers(*digits, 10, level=True)
+    assert asked == [(seed, True) for seed in range(outliers.MEMBERS)]
+    assert weights["verifier_kernel_1"].shape == (outliers.MEMBERS, 8, 11)
+    assert not np.array_equal(weights["verifier_kernel_0"][0], weights["verifier_kernel_0"][-1])
+    assert seen == {"digits": 10 * outliers.MEMBERS, "glyphs": 5 * outliers.MEMBERS}
 
 
 def test_mismatched_verifier_weights_are_a_one_line_refusal(tmp_path):

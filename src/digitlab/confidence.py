@@ -16,13 +16,14 @@ Three scores, chosen by measurement (`benchmarks/bench_verdict.py`, `benchmarks/
 "The verdict under shift"):
 
 - **unsure**: the margin between the run's top two probabilities;
-- **unsure**: the run's *verifier* (`digitlab.outliers`), a small second network trained
-  with the run, gives the run's answer little probability: two networks built differently
-  rarely make the same confident mistake, on a corrupted digit or another hand;
+- **unsure**: the run's *verifier* (`digitlab.outliers`: two small networks trained with
+  the run, their probabilities averaged) gives the run's answer little probability: networks
+  built differently rarely make the same confident mistake, on a corrupted digit or another
+  hand;
 - **not a digit**: the verifier's probability of its extra class, "not a digit", learned by
-  outlier exposure (Hendrycks et al. 2019) from Fashion-MNIST and synthetic strokes, blobs,
-  textures, noise, overlapping and turned digits; never from letters or the fonts
-  `benchmarks/bench_ood.py` measures with.
+  outlier exposure (Hendrycks et al. 2019) from Fashion-MNIST and synthetic strokes, glyphs
+  of random straight strokes, blobs, textures, noise, overlapping and turned digits; never
+  from letters or the fonts `benchmarks/bench_ood.py` measures with.
 
 Each threshold is calibrated on real digits the network did not train on: the run's
 validation split when it has one, else the first half of the test split (the second half
@@ -189,7 +190,7 @@ def calibrate(
     found: dict[str, np.ndarray] = {}  # without a verifier, only the margin judges
     digits = dataset == DEFAULT_DATASET and images.shape[1:] == outliers.FRAME
     if digits and len(train[0]) >= outliers.MIN_DIGITS:
-        stats, seen = verifiers.cached_verifier(*train, num_classes, level=level)
+        stats, seen = verifiers.cached_verifiers(*train, num_classes, level=level)
         thresholds["verifier_examples"] = float(sum(seen.values()))
         seen_images = level_background(images) if level else images
         found = scores(stats, (OTHER, DISAGREE), seen_images, probabilities)  # 0.6 s / 5,000

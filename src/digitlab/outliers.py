@@ -9,6 +9,8 @@ images (white on black):
   are, half framed as a drawing is (`preprocess`: thresholded, 20 px box, centre of mass);
 - `strokes`: smooth random curves and zigzags, 1–3 of them, or a polygon's or a star's
   outline, drawn with a pen;
+- `glyphs`: 3–5 straight strokes between random points of a jittered grid: corners,
+  junctions and crossings, as written symbols have;
 - `rings`: an ellipse or a polygon with 1–3 marks inside (a face, a ⊕): a 0 is empty;
 - `blobs`: filled ellipses and polygons, 1–3 of them;
 - `textures`: gratings, checkerboards and thresholded smooth noise over the whole frame;
@@ -29,10 +31,12 @@ of `HIDDEN` relu units) and answers in one more class than the run: "not a digit
 verdict (`digitlab.confidence`) flags an answer as "not a digit" when the verifier gives that
 class too much probability, and as "unsure" when the verifier gives the run's answer too
 little: two networks built differently rarely make the same confident mistake (the
-argument of deep ensembles, Lakshminarayanan et al. 2017). It is stored with the run
-(`verifier_probabilities` reads it back in NumPy). It depends on the training digits, not on
-the run's network, so `verifiers.cached_verifier` trains it once per set of digits (tens of
-seconds) and keeps it in the cache: runs on the same digits reuse it.
+argument of deep ensembles, Lakshminarayanan et al. 2017). A run has `MEMBERS` verifiers,
+each fitted from its own seed (its own examples, order and start), and the verdict reads
+their average (`stacked`, `verifier_probabilities`). They are stored with the run
+(`verifier_probabilities` reads them back in NumPy). They depend on the training digits, not
+on the run's network, so `verifiers.cached_verifier` trains each once per set of digits (tens
+of seconds) and keeps it in the cache: runs on the same digits reuse them.
 """
 
 from __future__ import annotations
@@ -49,7 +53,8 @@ from digitlab.errors import DigitlabError
 from digitlab.preprocess import BOX_FRACTION, FRAME, _centre, _fit_box, _ink_box, _thicken
 
 CANVAS = 64  # px: drawings are made this size, then framed as a drawn digit is
-KINDS = ("fashion", "strokes", "rings", "blobs", "textures", "speckle", "overlays", "turned")
+KINDS = ("fashion", "strokes", "glyphs", "rings", "blobs", "textures", "speckle", "overlays")
+KINDS += ("turned",)
 
 
 # ------------------------------------------------------------------------------- not digits
@@ -115,6 +120,31 @@ def strokes(n: int, rng: np.random.Generator) -> np.ndarray:
             lines = [_outline(rng), *lines[:1]] if rng.random() < 0.5 else [_outline(rng)]
         for line in lines:
             draw.line(line, fill=PIXEL_MAX, width=_pen(rng), joint="curve")
+        out.append(_framed(image))
+    return np.stack(out)
+
+
+def glyphs(n: int, rng: np.random.Generator) -> np.ndarray:
+    """`n` figures of 3–5 straight strokes, each from one point of a jittered grid (2 or 3
+    columns, 3 rows) to another, mostly joined end to end, sometimes lifting the pen: the
+    corners, junctions and crossings that written symbols are made of, drawn at random (no
+    letter's template, no font). Some come out looking like a 4 or a 7: the verdict's
+    thresholds are set on real digits, so those cost coverage, not honesty."""
+    out = []
+    for _ in range(n):
+        image = Image.new("L", (CANVAS, CANVAS), 0)
+        draw = ImageDraw.Draw(image)
+        columns = np.linspace(12, CANVAS - 12, int(rng.integers(2, 4)))
+        rows = np.linspace(8, CANVAS - 8, 3)
+        grid = np.array([(x, y) for y in rows for x in columns])
+        grid += rng.normal(0, 2.5, grid.shape)
+        pen, at = _pen(rng), int(rng.integers(len(grid)))
+        for _ in range(rng.integers(3, 6)):
+            if rng.random() < 0.3:  # the pen lifts and starts elsewhere
+                at = int(rng.integers(len(grid)))
+            to = (at + int(rng.integers(1, len(grid)))) % len(grid)  # any other point
+            draw.line([tuple(grid[at]), tuple(grid[to])], fill=PIXEL_MAX, width=pen)
+            at = to
         out.append(_framed(image))
     return np.stack(out)
 
@@ -246,11 +276,12 @@ def not_digits(
 ) -> dict[str, np.ndarray]:
     """About `n` non-digits of every kind (`KINDS`), made from `seed`."""
     rng = np.random.default_rng(seed)
-    share = {"fashion": 0.2, "strokes": 0.15, "rings": 0.05, "blobs": 0.1, "textures": 0.05}
-    share |= {"speckle": 0.05, "overlays": 0.2, "turned": 0.2}
+    share = {"fashion": 0.2, "strokes": 0.11, "glyphs": 0.25, "rings": 0.05, "blobs": 0.1}
+    share |= {"textures": 0.05, "speckle": 0.05, "overlays": 0.15, "turned": 0.2}
     makers: dict[str, Callable[[int], np.ndarray]] = {
         "fashion": lambda k: fashion(k, rng, data_dir),
         "strokes": lambda k: strokes(k, rng),
+        "glyphs": lambda k: glyphs(k, rng),
         "rings": lambda k: rings(k, rng),
         "blobs": lambda k: blobs(k, rng),
         "textures": lambda k: textures(k, rng),
@@ -351,7 +382,11 @@ MAX_DIGITS = 40_000  # training digits the verifier sees, and a shifted copy of 
 NON_DIGITS_PER_DIGIT = 0.75  # non-digits made per training digit
 MIN_DIGITS = 1_000  # fewer training digits than this: no verifier (a run of a few hundred)
 WEIGHTS = ("kernel_0", "bias_0", "kernel_1", "bias_1")  # stored as verifier_<name>
-VERSION = 1  # of what the same digits give: bump it when the examples, features or fit change
+VERSION = 2  # of what the same digits give: bump it when the examples, features or fit change
+# Verifiers per run, each fitted from its own seed (examples, order, start) and averaged: one
+# verifier's share of non-digits flagged moved by up to 4 points from seed to seed, and two
+# averaged flagged more than either (benchmarks/RESULTS.md, "Glyphs and two verifiers").
+MEMBERS = 2
 
 
 def centred(images: np.ndarray) -> np.ndarray:
@@ -480,11 +515,23 @@ def train_verifier(
 
 
 def verifier_probabilities(weights: dict[str, np.ndarray], images: np.ndarray) -> np.ndarray:
-    """The verifier's probabilities for uint8 N×28×28 images: N×(classes + 1), the last
-    column "not a digit"."""
-    w = [weights[f"verifier_{name}"] for name in WEIGHTS]
-    hidden = np.maximum(features(images) @ w[0] + w[1], 0)
-    logits = hidden @ w[2] + w[3]
-    logits -= logits.max(axis=1, keepdims=True)
-    odds = np.exp(logits)
-    return odds / odds.sum(axis=1, keepdims=True)
+    """The verifiers' probabilities for uint8 N×28×28 images, averaged over the members
+    (weights stacked on a first axis, as `stacked` makes them; a run calibrated with one
+    verifier has none): N×(classes + 1), the last column "not a digit"."""
+    w = [np.asarray(weights[f"verifier_{name}"]) for name in WEIGHTS]
+    if w[0].ndim == 2:  # one verifier
+        w = [array[None] for array in w]
+    x = features(images)
+    out = 0.0
+    for kernel_0, bias_0, kernel_1, bias_1 in zip(*w, strict=True):
+        logits = np.maximum(x @ kernel_0 + bias_0, 0) @ kernel_1 + bias_1
+        logits -= logits.max(axis=1, keepdims=True)
+        odds = np.exp(logits)
+        out = out + odds / odds.sum(axis=1, keepdims=True)
+    return out / len(w[0])
+
+
+def stacked(members: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Several verifiers' weights (`train_verifier`'s) as one set, each array stacked on a
+    first axis: what `verifier_probabilities` averages and a run stores."""
+    return {name: np.stack([member[name] for member in members]) for name in members[0]}

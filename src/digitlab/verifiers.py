@@ -1,9 +1,10 @@
-"""The verifier (`outliers`), trained once per set of training digits and kept in the cache.
+"""The verifiers (`outliers`), trained once per set of training digits and kept in the cache.
 
-The verifier reads the digits, not the run's network: every run trained on the same digits
+A verifier reads the digits, not the run's network: every run trained on the same digits
 (`digitlab train --preset seed` again, a test suite's runs) would fit the same weights from
 the same seed. `cached_verifier` fits them once, in tens of seconds, and keeps them in
-`$XDG_CACHE_HOME/digitlab/verifiers/`, keyed by everything that decides them.
+`$XDG_CACHE_HOME/digitlab/verifiers/`, keyed by everything that decides them;
+`cached_verifiers` gives a run its `outliers.MEMBERS` of them, stacked.
 """
 
 from __future__ import annotations
@@ -25,12 +26,28 @@ from digitlab.outliers import (
     HIDDEN,
     KINDS,
     MAX_DIGITS,
+    MEMBERS,
     NON_DIGITS_PER_DIGIT,
     SHIFTS,
     VERSION,
     WEIGHTS,
+    stacked,
     train_verifier,
 )
+
+
+def cached_verifiers(
+    digits: np.ndarray, labels: np.ndarray, num_classes: int, level: bool = False
+) -> tuple[dict[str, np.ndarray], dict[str, int]]:
+    """A run's `MEMBERS` verifiers (`cached_verifier` with seeds 0, 1, …), their weights
+    stacked (`outliers.stacked`), and how many examples of each kind they saw in all."""
+    members, seen = [], {}
+    for seed in range(MEMBERS):
+        weights, counts = cached_verifier(digits, labels, num_classes, seed, level)
+        members.append(weights)
+        for kind, n in counts.items():
+            seen[kind] = seen.get(kind, 0) + n
+    return stacked(members), seen
 
 
 def cached_verifier(

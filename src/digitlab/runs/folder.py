@@ -122,9 +122,10 @@ def read_folder_history(folder: Path) -> dict[str, list[float]]:
 _STATS_CACHE: dict[tuple[str, int], dict[str, np.ndarray]] = {}
 
 
-# What confidence.npz may hold, with each array's number of dimensions: the verifier's
-# weights (`outliers.train_verifier`), or, in runs calibrated before issue 22, the class
-# directions of the PCA check.
+# What confidence.npz may hold, with each array's number of dimensions: the verifiers'
+# weights (`outliers.train_verifier`'s, with one more, first, dimension when several are
+# stacked: `outliers.stacked`), or, in runs calibrated before issue 22, the class directions
+# of the PCA check.
 STATS_ARRAYS = {
     "verifier_kernel_0": 2,
     "verifier_bias_0": 1,
@@ -137,15 +138,26 @@ STATS_ARRAYS = {
 
 def _check_stats(stats: dict[str, np.ndarray]) -> None:
     """Raise ValueError unless the arrays are numbers of the shapes calibration writes."""
+    stack = 0  # verifiers stacked on a first axis: 1, else 0
+    if "verifier_kernel_0" in stats:
+        stack = stats["verifier_kernel_0"].ndim - STATS_ARRAYS["verifier_kernel_0"]
     for name, array in stats.items():
-        if array.ndim != STATS_ARRAYS[name] or array.dtype.kind != "f":
-            raise ValueError(f"{name} is not a {STATS_ARRAYS[name]}-D array of numbers")
+        ndim = STATS_ARRAYS[name] + (stack if name.startswith("verifier_") else 0)
+        if stack not in (0, 1) or array.ndim != ndim or array.dtype.kind != "f":
+            raise ValueError(f"{name} is not a {ndim}-D array of numbers")
     if "verifier_kernel_0" in stats:
         k0, b0 = stats["verifier_kernel_0"], stats.get("verifier_bias_0")
         k1, b1 = stats.get("verifier_kernel_1"), stats.get("verifier_bias_1")
         if b0 is None or k1 is None or b1 is None:
             raise ValueError("the verifier's weights are incomplete")
-        if b0.shape != (k0.shape[1],) or k1.shape[0] != k0.shape[1] or b1.shape != k1.shape[1:]:
+        members = {array.shape[:stack] for array in (k0, b0, k1, b1)}
+        hidden = k0.shape[-1]
+        if (
+            len(members) > 1
+            or b0.shape[-1] != hidden
+            or k1.shape[-2] != hidden
+            or (b1.shape[-1] != k1.shape[-1])
+        ):
             raise ValueError("the verifier's weights don't fit together")
 
 
