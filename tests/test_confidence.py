@@ -10,7 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
-from digitlab import confidence, ood, outliers
+from digitlab import confidence, ood, verifiers
 from digitlab.cli import app
 from digitlab.prediction import predict
 from digitlab.runs import CONFIG_FILE, STATS_FILE, load_run
@@ -105,7 +105,7 @@ def test_a_new_run_is_calibrated_on_its_validation_digits(calibrated_run, mnist)
     assert {confidence.MARGIN, confidence.OTHER, confidence.DISAGREE} <= set(thresholds)
     assert (calibrated_run.path / STATS_FILE).is_file()
     weights = calibrated_run.confidence_stats()
-    members = (outliers.MEMBERS, outliers.HIDDEN, len(calibrated_run.class_names) + 1)
+    members = (verifiers.MEMBERS, verifiers.HIDDEN, len(calibrated_run.class_names) + 1)
     assert weights["verifier_kernel_1"].shape == members  # stacked, one more class each
 
     (_, _), (x_test, y_test) = mnist

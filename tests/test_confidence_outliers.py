@@ -1,5 +1,5 @@
 """What "not a digit" is learned from (issue 22): the generated non-digits and shifted
-digits, and the verifier's features, checked against known answers."""
+digits, and the verifier's features, weights and cache, checked against known answers."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from digitlab import outliers
+from digitlab import outliers, verifiers
 from digitlab.errors import RunError
 from digitlab.runs.folder import STATS_FILE, read_confidence_stats
 
@@ -70,16 +70,16 @@ def test_centring_undoes_a_shift_and_the_features_follow(digits):
     moved = np.stack([ndimage.shift(image, (3, -2), order=0) for image in images[:40]])
     whole = moved.sum(axis=(1, 2)) == images[:40].sum(axis=(1, 2))  # no ink shifted out
     assert whole.sum() >= 20
-    assert np.array_equal(outliers.centred(moved[whole]), outliers.centred(images[:40][whole]))
-    assert np.allclose(outliers.features(moved[whole]), outliers.features(images[:40][whole]))
-    features = outliers.features(images[:5])
-    assert features.shape == (5, 6 * 6 * 4 * outliers.BINS)
+    assert np.array_equal(verifiers.centred(moved[whole]), verifiers.centred(images[:40][whole]))
+    assert np.allclose(verifiers.features(moved[whole]), verifiers.features(images[:40][whole]))
+    features = verifiers.features(images[:5])
+    assert features.shape == (5, 6 * 6 * 4 * verifiers.BINS)
     assert not np.allclose(features[0], features[1])  # a 5 and a 0 read differently
 
 
 def test_the_verifier_answers_one_more_class_than_the_run():
     rng = np.random.default_rng(0)
-    size = outliers.features(np.zeros((1, *outliers.FRAME), np.uint8)).shape[1]
+    size = verifiers.features(np.zeros((1, *outliers.FRAME), np.uint8)).shape[1]
     weights = {
         "verifier_kernel_0": rng.normal(size=(size, 8)).astype(np.float32),
         "verifier_bias_0": np.zeros(8, np.float32),
@@ -87,7 +87,7 @@ def test_the_verifier_answers_one_more_class_than_the_run():
         "verifier_bias_1": np.zeros(11, np.float32),
     }
     images = rng.integers(0, 256, (4, *outliers.FRAME), dtype=np.uint8)
-    probabilities = outliers.verifier_probabilities(weights, images)
+    probabilities = verifiers.verifier_probabilities(weights, images)
     assert probabilities.shape == (4, 11)
     assert np.allclose(probabilities.sum(axis=1), 1)
 
@@ -103,13 +103,13 @@ def _random_verifier(rng, size: int, hidden: int = 8, classes: int = 11):
 
 def test_stacked_verifiers_answer_with_their_average(tmp_path):
     rng = np.random.default_rng(1)
-    size = outliers.features(np.zeros((1, *outliers.FRAME), np.uint8)).shape[1]
+    size = verifiers.features(np.zeros((1, *outliers.FRAME), np.uint8)).shape[1]
     members = [_random_verifier(rng, size) for _ in range(3)]
     images = rng.integers(0, 256, (6, *outliers.FRAME), dtype=np.uint8)
-    each = [outliers.verifier_probabilities(member, images) for member in members]
-    both = outliers.stacked(members)
+    each = [verifiers.verifier_probabilities(member, images) for member in members]
+    both = verifiers.stacked(members)
     assert both["verifier_kernel_0"].shape == (3, size, 8)
-    together = outliers.verifier_probabilities(both, images)
+    together = verifiers.verifier_probabilities(both, images)
     np.testing.assert_allclose(together, np.mean(each, axis=0), rtol=1e-5)
     assert not np.allclose(together, each[0])  # all three count, not the first alone
     np.savez(tmp_path / STATS_FILE, **both)  # a run stores them so, and reads them back
@@ -127,15 +127,13 @@ def test_stacked_verifiers_answer_with_their_average(tmp_path):
 )
 def test_stacked_verifiers_that_dont_fit_together_are_refused(tmp_path, change):
     rng = np.random.default_rng(2)
-    stats = outliers.stacked([_random_verifier(rng, 1296) for _ in range(2)]) | change
+    stats = verifiers.stacked([_random_verifier(rng, 1296) for _ in range(2)]) | change
     np.savez(tmp_path / STATS_FILE, **stats)
     with pytest.raises(RunError, match="digitlab calibrate"):
         read_confidence_stats(tmp_path)
 
 
 def test_a_run_gets_its_verifiers_each_from_its_own_seed(monkeypatch, digits):
-    from digitlab import verifiers
-
     asked = []
 
     def one(images, labels, num_classes, seed=0, level=False):
@@ -144,10 +142,10 @@ def test_a_run_gets_its_verifiers_each_from_its_own_seed(monkeypatch, digits):
 
     monkeypatch.setattr(verifiers, "cached_verifier", one)
     weights, seen = verifiers.cached_verifiers(*digits, 10, level=True)
-    assert asked == [(seed, True) for seed in range(outliers.MEMBERS)]
-    assert weights["verifier_kernel_1"].shape == (outliers.MEMBERS, 8, 11)
+    assert asked == [(seed, True) for seed in range(verifiers.MEMBERS)]
+    assert weights["verifier_kernel_1"].shape == (verifiers.MEMBERS, 8, 11)
     assert not np.array_equal(weights["verifier_kernel_0"][0], weights["verifier_kernel_0"][-1])
-    assert seen == {"digits": 10 * outliers.MEMBERS, "glyphs": 5 * outliers.MEMBERS}
+    assert seen == {"digits": 10 * verifiers.MEMBERS, "glyphs": 5 * verifiers.MEMBERS}
 
 
 def test_mismatched_verifier_weights_are_a_one_line_refusal(tmp_path):
@@ -166,14 +164,12 @@ def test_mismatched_verifier_weights_are_a_one_line_refusal(tmp_path):
 def test_the_verifier_is_fitted_once_per_set_of_digits_and_read_back_from_the_cache(
     tmp_path, monkeypatch, digits
 ):
-    from digitlab import verifiers
-
     fits = []
 
     def fit(images, labels, num_classes, seed=0, level=False):  # weights only these give
         fits.append(len(images))
         rng = np.random.default_rng(int(images.sum()) + seed + level)
-        hidden, out = outliers.HIDDEN, num_classes + 1
+        hidden, out = verifiers.HIDDEN, num_classes + 1
         shapes = {"kernel_0": (8, hidden), "bias_0": (hidden,),
                   "kernel_1": (hidden, out), "bias_1": (out,)}  # fmt: skip
         return {f"verifier_{k}": rng.random(s, np.float32) for k, s in shapes.items()}, {

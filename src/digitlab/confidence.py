@@ -16,7 +16,7 @@ Three scores, chosen by measurement (`benchmarks/bench_verdict.py`, `benchmarks/
 "The verdict under shift"):
 
 - **unsure**: the margin between the run's top two probabilities;
-- **unsure**: the run's *verifier* (`digitlab.outliers`: two small networks trained with
+- **unsure**: the run's *verifier* (`digitlab.verifiers`: two small networks trained with
   the run, their probabilities averaged) gives the run's answer little probability: networks
   built differently rarely make the same confident mistake, on a corrupted digit or another
   hand;
@@ -133,7 +133,7 @@ def scores(
         if RESIDUAL in keys:
             out[RESIDUAL] = residuals(stats, images, predicted)
         if OTHER in keys or DISAGREE in keys:
-            verifier = outliers.verifier_probabilities(stats, images)
+            verifier = verifiers.verifier_probabilities(stats, images)
             digits = verifier[:, :-1]
             answer = digits[np.arange(len(digits)), predicted]
             out[OTHER] = verifier[:, -1]
@@ -161,7 +161,7 @@ def calibrate(
         predict_proba: uint8 N×H×W → N×classes probabilities (`Run.predict_proba`), its
             backgrounds levelled as `level` says.
         train: (images, labels) the network trained on; the verifier trains on these. With
-            fewer than `outliers.MIN_DIGITS`, or for a dataset other than the digits, there
+            fewer than `verifiers.MIN_DIGITS`, or for a dataset other than the digits, there
             is no verifier, and only the margin judges.
         calibration: (images, labels) it did not train on; each threshold flags at most
             its `FLAG_RATES` share of those it classifies correctly, and the prediction
@@ -189,7 +189,7 @@ def calibrate(
     stats: dict[str, np.ndarray] = {}
     found: dict[str, np.ndarray] = {}  # without a verifier, only the margin judges
     digits = dataset == DEFAULT_DATASET and images.shape[1:] == outliers.FRAME
-    if digits and len(train[0]) >= outliers.MIN_DIGITS:
+    if digits and len(train[0]) >= verifiers.MIN_DIGITS:
         stats, seen = verifiers.cached_verifiers(*train, num_classes, level=level)
         thresholds["verifier_examples"] = float(sum(seen.values()))
         seen_images = level_background(images) if level else images

@@ -123,8 +123,8 @@ _STATS_CACHE: dict[tuple[str, int], dict[str, np.ndarray]] = {}
 
 
 # What confidence.npz may hold, with each array's number of dimensions: the verifiers'
-# weights (`outliers.train_verifier`'s, with one more, first, dimension when several are
-# stacked: `outliers.stacked`), or, in runs calibrated before issue 22, the class directions
+# weights (`verifiers.train_verifier`'s, with one more, first, dimension when several are
+# stacked: `verifiers.stacked`), or, in runs calibrated before issue 22, the class directions
 # of the PCA check.
 STATS_ARRAYS = {
     "verifier_kernel_0": 2,
