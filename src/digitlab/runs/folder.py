@@ -150,14 +150,9 @@ def _check_stats(stats: dict[str, np.ndarray]) -> None:
         k1, b1 = stats.get("verifier_kernel_1"), stats.get("verifier_bias_1")
         if b0 is None or k1 is None or b1 is None:
             raise ValueError("the verifier's weights are incomplete")
-        members = {array.shape[:stack] for array in (k0, b0, k1, b1)}
-        hidden = k0.shape[-1]
-        if (
-            len(members) > 1
-            or b0.shape[-1] != hidden
-            or k1.shape[-2] != hidden
-            or (b1.shape[-1] != k1.shape[-1])
-        ):
+        members = {array.shape[:stack] for array in (k0, b0, k1, b1)}  # one count for all
+        fits = b0.shape[-1] == k1.shape[-2] == k0.shape[-1] and b1.shape[-1] == k1.shape[-1]
+        if len(members) > 1 or not fits:
             raise ValueError("the verifier's weights don't fit together")
 
 
