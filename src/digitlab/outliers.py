@@ -264,8 +264,9 @@ def not_digits(
 ) -> dict[str, np.ndarray]:
     """About `n` non-digits of every kind (`KINDS`), made from `seed`."""
     rng = np.random.default_rng(seed)
-    share = {"fashion": 0.2, "strokes": 0.11, "glyphs": 0.25, "rings": 0.05, "blobs": 0.1}
-    share |= {"textures": 0.05, "speckle": 0.05, "overlays": 0.15, "turned": 0.2}
+    weight = {"fashion": 0.2, "strokes": 0.11, "glyphs": 0.25, "rings": 0.05, "blobs": 0.1}
+    weight |= {"textures": 0.05, "speckle": 0.05, "overlays": 0.15, "turned": 0.2}
+    share = {kind: w / sum(weight.values()) for kind, w in weight.items()}  # of the n
     makers: dict[str, Callable[[int], np.ndarray]] = {
         "fashion": lambda k: fashion(k, rng, data_dir),
         "strokes": lambda k: strokes(k, rng),
