@@ -324,7 +324,7 @@ def calibration_message(run_name: str, thresholds: dict[str, float]) -> str:
     """The line `digitlab calibrate` prints: on how many digits, what judges, the share of
     correct answers flagged, and the prediction sets' coverage."""
     judges = "the top-two margin" + (
-        " and a verifier network (unsure, not a digit)" if OTHER in thresholds else ""
+        " and the verifier networks (unsure, not a digit)" if OTHER in thresholds else ""
     )
     flagged = thresholds["flagged_correct_calibration"]
     return (

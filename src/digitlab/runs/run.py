@@ -173,7 +173,7 @@ class Run:
         return self._predict_proba(self.network_images(images))
 
     def confidence_stats(self) -> dict[str, np.ndarray]:
-        """What the confidence verdict measures with: the verifier network's weights (or,
+        """What the confidence verdict measures with: the verifier networks' weights (or,
         for a run calibrated before issue 22, the class directions of its PCA check).
 
         Raises:
