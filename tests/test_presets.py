@@ -62,6 +62,11 @@ def test_the_accuracy_presets_are_what_their_descriptions_say():
     robust, cnn = get_preset("cnn-robust"), get_preset("cnn")
     assert robust.layers[1] == {"type": "RandomDegradation", "probability": 0.5}
     assert (robust.layers[:1] + robust.layers[2:], robust.train) == (cnn.layers, cnn.train)
+    # mlp-robust degrades the same way, behind the same distortions, then reads the pixels
+    # with an MLP: no convolution, so its NumPy forward pass is two matrix products.
+    mlp = get_preset("mlp-robust")
+    assert mlp.layers[:2] == robust.layers[:2]
+    assert not {"Conv2D", "BatchNormalization"} & {layer["type"] for layer in mlp.layers}
 
 
 def _spec(**train) -> Spec:
