@@ -38,6 +38,31 @@ def _distort(**settings: float) -> dict:
     return {"type": "RandomDistortion", **settings}
 
 
+def _mlp_body(units: int, rate: float) -> tuple[dict, ...]:
+    """Two relu layers of `units`, each followed by dropout at `rate`, then the logits."""
+    hidden = (_dense(units, "relu"), _dropout(rate))
+    return (*hidden, *hidden, _dense(NUM_CLASSES, "linear"))  # logits: from_logits=True
+
+
+def _cosine(epochs: int, batch_size: int = 128, learning_rate: float = 1e-3) -> TrainConfig:
+    """Adam whose learning rate decays along a cosine to 0 by the last epoch."""
+    return TrainConfig(
+        batch_size=batch_size,
+        epochs=epochs,
+        learning_rate=learning_rate,
+        learning_rate_schedule="cosine",
+    )
+
+
+# The distortions of the cnn and, for half of the digits, a degradation (noise, blur, stroke
+# width, marks, gaps, low resolution): for digits that leave MNIST (issue 22; RESULTS,
+# "Degraded digits"). The robust presets start with it.
+_DEGRADED = (
+    _distort(rotation=10, scale=0.1, shift=2),
+    {"type": "RandomDegradation", "probability": 0.5},
+)
+
+
 def _cnn_body() -> tuple[dict, ...]:
     """The cnn preset's layers after its augmentation."""
     return (
@@ -54,9 +79,7 @@ def _cnn_body() -> tuple[dict, ...]:
 
 
 # The cnn's training, and cnn-robust's: 25 epochs, 8 min here in fastfit's unrolled programs.
-_CNN_TRAIN = TrainConfig(
-    batch_size=128, epochs=25, learning_rate=1e-3, learning_rate_schedule="cosine"
-)
+_CNN_TRAIN = _cosine(epochs=25)
 
 PRESETS: dict[str, Spec] = {
     "seed": Spec(
@@ -87,23 +110,13 @@ PRESETS: dict[str, Spec] = {
         ),
         # Larger batches than the cnn's (fewer steps) with a higher, cosine-decayed rate: the
         # choice of bench_time_to_accuracy.py's trials, in benchmarks/RESULTS.md.
-        train=TrainConfig(
-            batch_size=256, epochs=5, learning_rate=4e-3, learning_rate_schedule="cosine"
-        ),
+        train=_cosine(epochs=5, batch_size=256, learning_rate=4e-3),
     ),
     "mlp": Spec(
         name="mlp",
         description="MLP without augmentation: 2x(1024 relu + dropout 0.3), cosine-decayed Adam",
-        layers=(
-            _dense(1024, "relu"),
-            _dropout(0.3),
-            _dense(1024, "relu"),
-            _dropout(0.3),
-            _dense(NUM_CLASSES, "linear"),  # logits: compiled with from_logits=True
-        ),
-        train=TrainConfig(
-            batch_size=128, epochs=15, learning_rate=1e-3, learning_rate_schedule="cosine"
-        ),
+        layers=_mlp_body(1024, 0.3),
+        train=_cosine(epochs=15),
     ),
     "mlp-aug": Spec(
         name="mlp-aug",
@@ -112,35 +125,18 @@ PRESETS: dict[str, Spec] = {
         layers=(
             _distort(rotation=10, scale=0.1, shift=2, elastic_alpha=34, elastic_sigma=4),
             {"type": "Flatten"},
-            _dense(1024, "relu"),
-            _dropout(0.2),
-            _dense(1024, "relu"),
-            _dropout(0.2),
-            _dense(NUM_CLASSES, "linear"),
+            *_mlp_body(1024, 0.2),
         ),
-        train=TrainConfig(
-            batch_size=128, epochs=200, learning_rate=1e-3, learning_rate_schedule="cosine"
-        ),
+        train=_cosine(epochs=200),
     ),
-    # An MLP on distorted and degraded digits: the robust network that trains in two minutes
-    # (issue 22; RESULTS, "The verdict under shift": a robust second network).
+    # An MLP on degraded digits: the robust network that trains in two minutes (issue 22;
+    # RESULTS, "The verdict under shift": a robust second network).
     "mlp-robust": Spec(
         name="mlp-robust",
         description="MLP on distorted digits, half degraded: 2x(512 relu + dropout .2), 20 epochs",
         input="image",
-        layers=(
-            _distort(rotation=10, scale=0.1, shift=2),
-            {"type": "RandomDegradation", "probability": 0.5},
-            {"type": "Flatten"},
-            _dense(512, "relu"),
-            _dropout(0.2),
-            _dense(512, "relu"),
-            _dropout(0.2),
-            _dense(NUM_CLASSES, "linear"),
-        ),
-        train=TrainConfig(
-            batch_size=128, epochs=20, learning_rate=1e-3, learning_rate_schedule="cosine"
-        ),
+        layers=(*_DEGRADED, {"type": "Flatten"}, *_mlp_body(512, 0.2)),
+        train=_cosine(epochs=20),
     ),
     "cnn": Spec(
         name="cnn",
@@ -149,17 +145,11 @@ PRESETS: dict[str, Spec] = {
         layers=(_distort(rotation=10, scale=0.1, shift=2), *_cnn_body()),
         train=_CNN_TRAIN,
     ),
-    # The cnn, and half of its training digits degraded (noise, blur, stroke width, marks,
-    # gaps, low resolution): for digits that leave MNIST (issue 22; RESULTS, "Degraded digits").
     "cnn-robust": Spec(
         name="cnn-robust",
         description="the cnn, on distorted digits of which half are degraded (noise, blur, ...)",
         input="image",
-        layers=(
-            _distort(rotation=10, scale=0.1, shift=2),
-            {"type": "RandomDegradation", "probability": 0.5},
-            *_cnn_body(),
-        ),
+        layers=(*_DEGRADED, *_cnn_body()),
         train=_CNN_TRAIN,
     ),
 }
