@@ -27,7 +27,7 @@ def test_every_kind_of_non_digit_is_made_the_same_way_from_the_same_seed(digits)
         assert first[kind].dtype == np.uint8 and first[kind].shape[1:] == outliers.FRAME
         assert len(first[kind]) >= 1 and first[kind].any(), kind
         assert np.array_equal(first[kind], again[kind]), kind
-    assert not np.array_equal(first["strokes"], other["strokes"])
+        assert not np.array_equal(first[kind], other[kind]), kind  # another seed, others
 
 
 def test_drawn_non_digits_are_framed_as_a_drawn_digit_is():

@@ -41,8 +41,10 @@ from digitlab.errors import DigitlabError
 from digitlab.preprocess import BOX_FRACTION, FRAME, _centre, _fit_box, _ink_box, _thicken
 
 CANVAS = 64  # px: drawings are made this size, then framed as a drawn digit is
-KINDS = ("fashion", "strokes", "glyphs", "rings", "blobs", "textures", "speckle", "overlays")
-KINDS += ("turned",)
+KINDS = (
+    *("fashion", "strokes", "glyphs", "rings", "blobs"),
+    *("textures", "speckle", "overlays", "turned"),
+)
 
 
 # ------------------------------------------------------------------------------- not digits
