@@ -96,6 +96,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "digitlab.conformal",  # issue 22: 95% prediction sets
             "digitlab.outliers",  # issue 22: what "not a digit" is learned from
             "digitlab.verifiers",  # the verifier, trained once per set of digits, cached
+            "digitlab.companion",  # a robust second network beside the verifiers, cached
             "digitlab.mechanisms",  # issue 21: noise scale, Hessian, conditioning, saturation
             "digitlab.mechanisms.*",
             "digitlab.robustness",  # a run under MNIST-C's corruptions

@@ -12,7 +12,7 @@ drawing page all reach through `verdicts`:
 - `prediction_set`: the digits that hold the true one with 95% probability
   (`digitlab.conformal`).
 
-Three scores, chosen by measurement (`benchmarks/bench_verdict.py`, `benchmarks/RESULTS.md`,
+Four scores, chosen by measurement (`benchmarks/bench_verdict.py`, `benchmarks/RESULTS.md`,
 "The verdict under shift"):
 
 - **unsure**: the margin between the run's top two probabilities;
@@ -20,6 +20,9 @@ Three scores, chosen by measurement (`benchmarks/bench_verdict.py`, `benchmarks/
   the run, their probabilities averaged) gives the run's answer little probability: networks
   built differently rarely make the same confident mistake, on a corrupted digit or another
   hand;
+- **unsure**: the run's *companion* (`digitlab.companion`: the `mlp-robust` preset's
+  network, trained on the run's digits distorted and degraded) gives the run's answer little
+  probability: it reads a rotated, blurred or broken digit that the run misreads;
 - **not a digit**: the verifier's probability of its extra class, "not a digit", learned by
   outlier exposure (Hendrycks et al. 2019) from Fashion-MNIST and synthetic strokes, glyphs
   of random straight strokes, blobs, textures, noise, overlapping and turned digits; never
@@ -28,11 +31,11 @@ Three scores, chosen by measurement (`benchmarks/bench_verdict.py`, `benchmarks/
 Each threshold is calibrated on real digits the network did not train on: the run's
 validation split when it has one, else the first half of the test split (the second half
 stays for measuring). Each flags at most its `FLAG_RATES` share of the correctly classified
-calibration digits, 1.7% in all. This module computes them; the run keeps them
-(`Run.store_calibration`: the thresholds in `RunConfig.thresholds`, the verifier's weights in
-a file beside it, read back by `Run.confidence_stats`). Runs calibrated before issue 22 keep
-their "not a digit" check, a distance from the predicted class's 20 main PCA directions
-(`residuals`), until `digitlab calibrate RUN` replaces it.
+calibration digits, 1.6% in all. This module computes them; the run keeps them
+(`Run.store_calibration`: the thresholds in `RunConfig.thresholds`, the verifiers' and
+companion's weights in a file beside it, read back by `Run.confidence_stats`). Runs
+calibrated before issue 22 keep their "not a digit" check, a distance from the predicted
+class's 20 main PCA directions (`residuals`), until `digitlab calibrate RUN` replaces it.
 """
 
 from __future__ import annotations
@@ -43,7 +46,7 @@ from typing import Any
 
 import numpy as np
 
-from digitlab import conformal, outliers, verifiers
+from digitlab import companion, conformal, outliers, verifiers
 from digitlab.background import level_background, levels_background
 from digitlab.data import DEFAULT_DATASET, PIXEL_MAX
 from digitlab.errors import RunError
@@ -52,12 +55,17 @@ UNSURE, NOT_A_DIGIT = "unsure", "not a digit"
 MARGIN = "unsure_margin"  # flags a top-two margin below it
 DISAGREE = "unsure_verifier"  # flags a verifier probability of the answer below 1 − it
 OTHER = "not_a_digit_verifier"  # flags a verifier "not a digit" probability above it
+COMPANION = "unsure_companion"  # flags a companion probability of the answer below 1 − it
 RESIDUAL = "not_a_digit_residual"  # runs calibrated before issue 22: a PCA distance above it
-REASONS = {DISAGREE: UNSURE, OTHER: NOT_A_DIGIT, RESIDUAL: NOT_A_DIGIT}
-# Each score flags at most this share of the correct calibration digits, 1.7% in all: a run
+REASONS = {DISAGREE: UNSURE, OTHER: NOT_A_DIGIT, COMPANION: UNSURE, RESIDUAL: NOT_A_DIGIT}
+# Each score flags at most this share of the correct calibration digits, 1.6% in all: a run
 # calibrated on its validation split flagged 2.1% of the correct test digits at 2% in all
-# (test digits differ a little from training ones: benchmarks/RESULTS.md, the verdict).
-FLAG_RATES = {MARGIN: 0.004, DISAGREE: 0.0065, OTHER: 0.0065}
+# (test digits differ a little from training ones: benchmarks/RESULTS.md, the verdict). The
+# companion's share comes from the margin and the disagreement, so that "not a digit" keeps
+# (and gains) its own: no split measured kept every preset's non-digits flagged ≥ 80% else.
+FLAG_RATES = {MARGIN: 0.002, DISAGREE: 0.004, OTHER: 0.007, COMPANION: 0.003}
+# A run without a companion (fewer than `companion.MIN_DIGITS` training digits): 1.7% in all.
+FLAG_RATES_WITHOUT_COMPANION = {MARGIN: 0.004, DISAGREE: 0.0065, OTHER: 0.0065}
 COMPONENTS = 20  # PCA directions per class (issue 12's check)
 FIT_PER_CLASS = 4000  # training digits per class the directions are fitted on
 
@@ -138,6 +146,9 @@ def scores(
             answer = digits[np.arange(len(digits)), predicted]
             out[OTHER] = verifier[:, -1]
             out[DISAGREE] = 1 - answer / np.maximum(digits.sum(axis=1), 1e-12)
+        if COMPANION in keys:
+            second = companion.companion_probabilities(stats, images)
+            out[COMPANION] = 1 - second[np.arange(len(second)), predicted]
     except (KeyError, ValueError, IndexError) as exc:
         raise RunError(
             f"the run's confidence.npz doesn't fit its thresholds ({exc}); run "
@@ -155,24 +166,25 @@ def calibrate(
     dataset: str = DEFAULT_DATASET,
     level: bool = False,
 ) -> tuple[dict[str, float], dict[str, np.ndarray]]:
-    """Train the verifier on `train` and set the thresholds on `calibration` digits.
+    """Train the verifiers (and companion) on `train`; set the thresholds on `calibration`.
 
     Args:
         predict_proba: uint8 N×H×W → N×classes probabilities (`Run.predict_proba`), its
             backgrounds levelled as `level` says.
-        train: (images, labels) the network trained on; the verifier trains on these. With
-            fewer than `verifiers.MIN_DIGITS`, or for a dataset other than the digits, there
-            is no verifier, and only the margin judges.
+        train: (images, labels) the network trained on; the verifiers and the companion
+            train on these. With fewer than `verifiers.MIN_DIGITS`, or for a dataset other
+            than the digits, there is no verifier, and only the margin judges; with fewer
+            than `companion.MIN_DIGITS`, no companion (`FLAG_RATES_WITHOUT_COMPANION`).
         calibration: (images, labels) it did not train on; each threshold flags at most
             its `FLAG_RATES` share of those it classifies correctly, and the prediction
             sets' quantiles come from them too (`conformal.calibrate`).
         dataset: the run's dataset; "not a digit" is learned for the digits only.
-        level: the run levels backgrounds (`background.level_background`): the verifier
-            learns from, and judges, images levelled as the network reads them.
+        level: the run levels backgrounds (`background.level_background`): the verifiers
+            and companion learn from, and judge, images levelled as the network reads them.
 
     Returns:
-        The thresholds for `RunConfig.thresholds` and the verifier's weights (empty without
-        one), both for `Run.store_calibration`.
+        The thresholds for `RunConfig.thresholds` and the verifiers' and companion's
+        weights (empty without them), both for `Run.store_calibration`.
     """
     images, labels = calibration
     probabilities = predict_proba(images)
@@ -182,24 +194,42 @@ def calibrate(
             f"only {int(correct.sum())} correctly classified calibration digits; "
             "calibrating needs at least 100"
         )
-    thresholds = {
-        MARGIN: float(np.quantile(margins(probabilities)[correct], FLAG_RATES[MARGIN])),
-        "calibration_digits": float(len(labels)),
-    }
+    thresholds = {"calibration_digits": float(len(labels))}
     stats: dict[str, np.ndarray] = {}
-    found: dict[str, np.ndarray] = {}  # without a verifier, only the margin judges
+    keys: tuple[str, ...] = ()  # without a verifier, only the margin judges
     digits = dataset == DEFAULT_DATASET and images.shape[1:] == outliers.FRAME
     if digits and len(train[0]) >= verifiers.MIN_DIGITS:
         stats, seen = verifiers.cached_verifiers(*train, num_classes, level=level)
         thresholds["verifier_examples"] = float(sum(seen.values()))
-        seen_images = level_background(images) if level else images
-        found = scores(stats, (OTHER, DISAGREE), seen_images, probabilities)  # 0.6 s / 5,000
-        for key in (OTHER, DISAGREE):
-            thresholds[key] = float(np.quantile(found[key][correct], 1 - FLAG_RATES[key]))
+        keys = (OTHER, DISAGREE)
+        if len(train[0]) >= companion.MIN_DIGITS:
+            stats = stats | companion.cached_companion(*train, num_classes, level)[0]
+            keys = (*keys, COMPANION)
+    rates = FLAG_RATES if COMPANION in keys else FLAG_RATES_WITHOUT_COMPANION
+    thresholds[MARGIN] = float(np.quantile(margins(probabilities)[correct], rates[MARGIN]))
+    seen_images = level_background(images) if level else images
+    found = scores(stats, keys, seen_images, probabilities) if keys else {}  # 0.6 s / 5,000
+    for key in keys:
+        thresholds[key] = float(np.quantile(found[key][correct], 1 - rates[key]))
     confident = judge(probabilities, thresholds, found)[1]
     thresholds["flagged_correct_calibration"] = round(float(np.mean(~confident[correct])), 6)
     thresholds |= conformal.calibrate(probabilities, labels, confident)
     return thresholds, stats
+
+
+def calibration_notice(dataset: str, train_samples: int) -> str | None:
+    """What `digitlab train` says before calibrating a run that has verifiers (None without
+    them): the first run on a set of training digits trains them, for minutes."""
+    if dataset != DEFAULT_DATASET or train_samples < verifiers.MIN_DIGITS:
+        return None
+    networks = "two verifiers" + (
+        " and a companion" if train_samples >= companion.MIN_DIGITS else ""
+    )
+    return (
+        "evaluating, then calibrating the confidence verdict: the first run on these training "
+        f"digits also trains the networks it reads ({networks}: minutes of CPU), which later "
+        "runs on them reuse"
+    )
 
 
 def calibration_split(
@@ -323,8 +353,10 @@ def calibrate_run(run: Any, data_dir: str | Path | None = None) -> dict[str, flo
 def calibration_message(run_name: str, thresholds: dict[str, float]) -> str:
     """The line `digitlab calibrate` prints: on how many digits, what judges, the share of
     correct answers flagged, and the prediction sets' coverage."""
-    judges = "the top-two margin" + (
-        " and the verifier networks (unsure, not a digit)" if OTHER in thresholds else ""
+    judges = (
+        "the top-two margin"
+        + (" and the verifier networks (unsure, not a digit)" if OTHER in thresholds else "")
+        + (" and the companion network (unsure)" if COMPANION in thresholds else "")
     )
     flagged = thresholds["flagged_correct_calibration"]
     return (

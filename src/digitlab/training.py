@@ -26,7 +26,7 @@ import numpy as np
 from digitlab import exposure, fastfit
 from digitlab._version import __version__
 from digitlab.background import level_background, levels_background
-from digitlab.confidence import calibration_split
+from digitlab.confidence import calibration_notice, calibration_split
 from digitlab.config import with_overrides
 from digitlab.data import class_names as dataset_class_names
 from digitlab.data import load_dataset, load_dataset_files
@@ -413,6 +413,9 @@ def train(
     status = _fit(model, spec, x, y, log, verbose, tuple(callbacks), events)
     path = claim_run_path(runs_dir, name or spec.name)  # one mkdir: no other writer gets it
     seconds = time.perf_counter() - start
+    notice = calibration_notice(spec.train.dataset, len(x)) if calibrate else None
+    if notice and status == "complete" and verbose != 0:
+        print(notice, flush=True)  # else minutes of silence, the first time
     return _save_run(
         path,
         model,

@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import zipfile
+from collections.abc import Callable
 from importlib import metadata
 
 import numpy as np
@@ -219,33 +220,57 @@ def cached_verifier(
     (`$XDG_CACHE_HOME/digitlab/verifiers/`), keyed by the digits, labels, seed, `level`, this
     module's settings and the Keras and JAX versions: what decides the weights. A cached file
     that can't be read, or holds other shapes, is trained again and replaced."""
-    key = _verifier_key(digits, labels, num_classes, seed, level)
-    path = cache_dir() / "verifiers" / f"{key}.npz"
+    return cached_weights(
+        "verifiers",
+        _verifier_key(digits, labels, num_classes, seed, level),
+        "verifier_",
+        WEIGHTS,
+        lambda weights: weights["verifier_kernel_1"].shape == (HIDDEN, num_classes + 1),
+        lambda: train_verifier(digits, labels, num_classes, seed, level),
+    )
+
+
+def cached_weights(
+    folder: str,
+    key: str,
+    prefix: str,
+    names: tuple[str, ...],
+    fits: Callable[[dict[str, np.ndarray]], bool],
+    train: Callable[[], tuple[dict[str, np.ndarray], dict[str, int]]],
+) -> tuple[dict[str, np.ndarray], dict[str, int]]:
+    """Weights (`prefix` + each of `names`) and counts read from `cache_dir()/folder/key.npz`,
+    or, when that file is missing, unreadable or doesn't `fits`, `train()`'s, written there
+    atomically (a cache that can't be written is skipped: the caller still has them)."""
+    path = cache_dir() / folder / f"{key}.npz"
     with contextlib.suppress(OSError, ValueError, KeyError, zipfile.BadZipFile):
         with np.load(path, allow_pickle=False) as stored:
-            weights = {f"verifier_{name}": stored[name] for name in WEIGHTS}
+            weights = {f"{prefix}{name}": stored[name] for name in names}
             counts = {k.removeprefix("count_"): int(stored[k]) for k in stored if "count_" in k}
-        if weights["verifier_kernel_1"].shape == (HIDDEN, num_classes + 1):
+        if fits(weights):
             return weights, counts
-    weights, counts = train_verifier(digits, labels, num_classes, seed, level)
-    with contextlib.suppress(OSError):  # no cache to write: the run still has its verifier
+    weights, counts = train()
+    with contextlib.suppress(OSError):
         path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(path) as tmp, open(tmp, "wb") as out:
             np.savez(
                 out,
-                **{name: weights[f"verifier_{name}"] for name in WEIGHTS},
+                **{name: weights[f"{prefix}{name}"] for name in names},
                 **{f"count_{kind}": np.int64(n) for kind, n in counts.items()},
             )
     return weights, counts
 
 
+def versions() -> tuple[str, ...]:
+    """The versions of what decides a trained network's weights besides its settings."""
+    return tuple(_version(package) for package in ("keras", "jax", "jaxlib", "numpy"))
+
+
 def _verifier_key(
     digits: np.ndarray, labels: np.ndarray, num_classes: int, seed: int, level: bool
 ) -> str:
-    versions = [_version(package) for package in ("keras", "jax", "jaxlib", "numpy")]
     levelled = ("levelled",) if level else ()  # a key of before levelling existed stays valid
     settings = (VERSION, num_classes, seed, *levelled, CELL, BINS, HIDDEN, EPOCHS, BATCH_SIZE,
-                MAX_DIGITS, NON_DIGITS_PER_DIGIT, KINDS, SHIFTS, *versions)  # fmt: skip
+                MAX_DIGITS, NON_DIGITS_PER_DIGIT, KINDS, SHIFTS, *versions())  # fmt: skip
     digest = hashlib.sha256(repr(settings).encode())
     digest.update(np.ascontiguousarray(digits, np.uint8).tobytes())
     digest.update(np.ascontiguousarray(labels, np.int64).tobytes())

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import json
 import os
 import stat
@@ -124,13 +125,18 @@ _STATS_CACHE: dict[tuple[str, int], dict[str, np.ndarray]] = {}
 
 # What confidence.npz may hold, with each array's number of dimensions: the verifiers'
 # weights (`verifiers.train_verifier`'s, with one more, first, dimension when several are
-# stacked: `verifiers.stacked`), or, in runs calibrated before issue 22, the class directions
-# of the PCA check.
+# stacked: `verifiers.stacked`), the companion's Dense layers (`companion.train_companion`'s),
+# or, in runs calibrated before issue 22, the class directions of the PCA check.
 STATS_ARRAYS = {
     "verifier_kernel_0": 2,
     "verifier_bias_0": 1,
     "verifier_kernel_1": 2,
     "verifier_bias_1": 1,
+    **{
+        f"companion_{kind}_{i}": 2 if kind == "kernel" else 1
+        for i in range(3)
+        for kind in ("kernel", "bias")
+    },
     "means": 2,
     "components": 3,
 }
@@ -154,11 +160,21 @@ def _check_stats(stats: dict[str, np.ndarray]) -> None:
         fits = b0.shape[-1] == k1.shape[-2] == k0.shape[-1] and b1.shape[-1] == k1.shape[-1]
         if len(members) > 1 or not fits:
             raise ValueError("the verifier's weights don't fit together")
+    companion = [
+        stats.get(f"companion_{kind}_{i}") for i in range(3) for kind in ("kernel", "bias")
+    ]
+    if any(array is not None for array in companion):
+        if any(array is None for array in companion):
+            raise ValueError("the companion's weights are incomplete")
+        kernels, biases = companion[::2], companion[1::2]
+        chained = all(a.shape[1] == b.shape[0] for a, b in itertools.pairwise(kernels))
+        if not chained or any(b.shape != k.shape[1:] for k, b in zip(kernels, biases, strict=True)):
+            raise ValueError("the companion's weights don't fit together")
 
 
 def read_confidence_stats(folder: Path) -> dict[str, np.ndarray]:
-    """The folder's confidence.npz (the verifier's weights, or an older run's `means` and
-    `components`), read once per file version.
+    """The folder's confidence.npz (the verifiers' and companion's weights, or an older
+    run's `means` and `components`), read once per file version.
 
     Raises:
         RunError: it is missing, not a regular file, or not the arrays calibration writes.
