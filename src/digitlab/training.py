@@ -277,7 +277,7 @@ def _evaluate(folder: Path, model, spec, dataset, log, test, pictures: bool) -> 
 
 
 def _calibrated(model, spec, config, calibration, folder: Path) -> RunConfig:
-    """Calibrate the confidence verdict; keep its verifier networks' weights in `folder`."""
+    """Calibrate the confidence verdict; keep its verifiers' and companion's weights in `folder`."""
     from digitlab.confidence import calibrate
 
     classes = len(config.dataset.class_names)

@@ -173,8 +173,9 @@ class Run:
         return self._predict_proba(self.network_images(images))
 
     def confidence_stats(self) -> dict[str, np.ndarray]:
-        """What the confidence verdict measures with: the verifier networks' weights (or,
-        for a run calibrated before issue 22, the class directions of its PCA check).
+        """What the confidence verdict measures with: the verifier and companion networks'
+        weights (or, for a run calibrated before issue 22, the class directions of its PCA
+        check).
 
         Raises:
             RunError: the run has none, or its file is damaged (the message says how to
@@ -183,7 +184,7 @@ class Run:
         return read_confidence_stats(self.path)
 
     def store_calibration(self, thresholds: dict[str, float], stats: dict[str, np.ndarray]) -> None:
-        """Keep calibrated confidence thresholds and the verifier's weights with the run.
+        """Keep calibrated confidence thresholds and the verifiers' and companion's weights.
 
         The weights are written first and the config last, each atomically, so a kill
         leaves either the old run or the calibrated one. `run.thresholds` returns the new ones.

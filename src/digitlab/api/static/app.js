@@ -57,10 +57,12 @@ function buildBars() {
 // `confident` and `reason`, and digitlab.conformal the `prediction_set`; the page only words
 // them. The probability is the network's own number, never called "sure".
 const VERDICT_WORDS = {
-  confident: "Confident: no other digit comes close, and a second network, built differently, reads the same.",
+  confident:
+    "Confident: no other digit comes close, and other networks, built differently, read the same.",
   "not a digit":
     "Not a digit? It is unlike every digit the network learned from, so its answer means little.",
-  unsure: "Unsure: another digit comes close, or a second network reads it differently.",
+  unsure:
+    "Unsure: another digit comes close, or another network, built differently, reads another digit.",
 };
 const SET_NOTE =
   "(sets like this held the true digit 95% of the time on digits the network never saw)";
