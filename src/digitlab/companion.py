@@ -32,7 +32,7 @@ from digitlab.verifiers import cached_weights, versions
 PRESET = "mlp-robust"  # the companion's layers and training
 LAYERS = 3  # Dense layers: two hidden, then the logits
 WEIGHTS = tuple(f"{kind}_{i}" for i in range(LAYERS) for kind in ("kernel", "bias"))
-MIN_DIGITS = 10_000  # fewer training digits: no companion (its two minutes would not pay)
+MIN_DIGITS = 10_000  # fewer training digits: no companion (a quick run would wait minutes)
 SEED = 0
 VERSION = 1  # of what the same digits give: bump it when the network or its training change
 

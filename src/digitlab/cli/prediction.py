@@ -120,7 +120,10 @@ def calibrate(
     from digitlab.runs import load_run
 
     loaded = load_run(run, runs_dir)
-    thresholds = calibrate_run(loaded, data_dir=data_dir)
+    # a spinner on a terminal (nothing in a pipe): the first calibration on a set of training
+    # digits trains the verifiers and the companion, for minutes
+    with console.status(f"calibrating {loaded.name} (minutes the first time on its digits)"):
+        thresholds = calibrate_run(loaded, data_dir=data_dir)
     if as_json:
         print_json({"run": str(loaded.path), "thresholds": thresholds})
         return
