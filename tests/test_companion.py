@@ -123,3 +123,13 @@ def test_train_says_before_the_minutes_calibration_may_take():
     few = confidence.calibration_notice("mnist", 5_000)
     assert "two verifiers" in few and "companion" not in few
     assert "two verifiers and a companion" in confidence.calibration_notice("mnist", 54_000)
+
+
+def test_calibrate_names_every_judge_the_run_has():
+    base = {"calibration_digits": 5000, "flagged_correct_calibration": 0.014, "set_coverage": 0.95}
+    alone = confidence.calibration_message("r", base)
+    assert "the top-two margin flags 1.4%" in alone and "companion" not in alone
+    every = confidence.calibration_message(
+        "r", base | {confidence.OTHER: 0.5, confidence.COMPANION: 0.5}
+    )
+    assert "margin, the verifier networks (unsure, not a digit) and the companion" in every
