@@ -2,8 +2,9 @@
 
 The verdict (`digitlab.confidence`) flags an answer as "unsure" when the companion gives it
 too little probability. The companion is the `mlp-robust` preset's network (two relu layers
-of 512, trained on digits randomly distorted and, half of them, degraded: thicker, thinner,
-blurred, low-resolution, faint) trained the preset's way on the run's own training digits.
+of 512, trained on digits randomly distorted and, half of them, degraded: noise, specks,
+blur, thicker or thinner strokes, outline, straight marks, gaps, half resolution) trained
+the preset's way on the run's own training digits.
 It reads a rotated, blurred or broken digit better than the notebook's network does, and
 where the two disagree one of them is wrong: on MNIST-C's corruptions this fourth score
 raised the seed preset's confident answers to 98% right on rotate, glass blur and Canny
@@ -11,8 +12,9 @@ edges, where margin and verifiers fell short (benchmarks/RESULTS.md, "The verdic
 shift": the companion).
 
 Like a verifier, it depends on the training digits only, not on the run's network:
-`cached_companion` trains it once per set of digits (about two minutes of CPU on 54,000)
-and keeps it in `$XDG_CACHE_HOME/digitlab/companions/`. A run keeps its Dense weights in
+`cached_companion` trains it once per set of digits (about 75 s on 54,000 on a 2-core
+machine: `make run`'s first run took 160 s, against 87 s without it) and keeps it in
+`$XDG_CACHE_HOME/digitlab/companions/`. A run keeps its Dense weights in
 confidence.npz (`companion_kernel_0`, …); `companion_probabilities` is their forward pass in
 NumPy (dropout and augmentation are the identity at inference). A run with fewer than
 `MIN_DIGITS` training digits has no companion: its verdict is the margin and verifiers'.
