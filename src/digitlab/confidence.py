@@ -222,7 +222,7 @@ def calibration_notice(dataset: str, train_samples: int) -> str | None:
     them): the first run on a set of training digits trains them, for minutes."""
     if dataset != DEFAULT_DATASET or train_samples < verifiers.MIN_DIGITS:
         return None
-    networks = "two verifiers" + (
+    networks = f"{verifiers.MEMBERS} verifiers" + (
         " and a companion" if train_samples >= companion.MIN_DIGITS else ""
     )
     return (

@@ -127,16 +127,13 @@ _STATS_CACHE: dict[tuple[str, int], dict[str, np.ndarray]] = {}
 # weights (`verifiers.train_verifier`'s, with one more, first, dimension when several are
 # stacked: `verifiers.stacked`), the companion's Dense layers (`companion.train_companion`'s),
 # or, in runs calibrated before issue 22, the class directions of the PCA check.
+COMPANION_ARRAYS = tuple(f"companion_{kind}_{i}" for i in range(3) for kind in ("kernel", "bias"))
 STATS_ARRAYS = {
     "verifier_kernel_0": 2,
     "verifier_bias_0": 1,
     "verifier_kernel_1": 2,
     "verifier_bias_1": 1,
-    **{
-        f"companion_{kind}_{i}": 2 if kind == "kernel" else 1
-        for i in range(3)
-        for kind in ("kernel", "bias")
-    },
+    **{name: 2 if "kernel" in name else 1 for name in COMPANION_ARRAYS},
     "means": 2,
     "components": 3,
 }
@@ -160,9 +157,7 @@ def _check_stats(stats: dict[str, np.ndarray]) -> None:
         fits = b0.shape[-1] == k1.shape[-2] == k0.shape[-1] and b1.shape[-1] == k1.shape[-1]
         if len(members) > 1 or not fits:
             raise ValueError("the verifier's weights don't fit together")
-    companion = [
-        stats.get(f"companion_{kind}_{i}") for i in range(3) for kind in ("kernel", "bias")
-    ]
+    companion = [stats.get(name) for name in COMPANION_ARRAYS]  # kernel, bias, kernel, …
     if any(array is not None for array in companion):
         if any(array is None for array in companion):
             raise ValueError("the companion's weights are incomplete")
