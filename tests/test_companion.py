@@ -87,8 +87,10 @@ def test_calibration_gives_the_companion_its_share_and_the_verdict_reads_it(monk
     assert {confidence.COMPANION, confidence.OTHER, confidence.DISAGREE} <= set(thresholds)
     assert set(doubting) <= set(stats)
     found = confidence.scores(stats, thresholds, x_test[:2000], network(x_test[:2000]))
-    flagged = found[confidence.COMPANION] > thresholds[confidence.COMPANION]
-    assert flagged.mean() <= confidence.FLAG_RATES[confidence.COMPANION] + 1e-9
+    right = network(x_test[:2000]).argmax(axis=1) == y_test[:2000]
+    flagged = found[confidence.COMPANION][right] > thresholds[confidence.COMPANION]
+    share = confidence.FLAG_RATES[confidence.COMPANION]  # its share of the correct ones
+    assert share - 2 / right.sum() <= flagged.mean() <= share + 1e-9
     assert thresholds["flagged_correct_calibration"] <= sum(confidence.FLAG_RATES.values())
     # an answer the companion gives no probability at all is unsure, whatever else says
     only = {key: np.zeros(1) for key in confidence.REASONS if key in thresholds}

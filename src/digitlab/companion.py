@@ -12,8 +12,8 @@ edges, where margin and verifiers fell short (benchmarks/RESULTS.md, "The verdic
 shift": the companion).
 
 Like a verifier, it depends on the training digits only, not on the run's network:
-`cached_companion` trains it once per set of digits (about 75 s on 54,000 on a 2-core
-machine: `make run`'s first run took 160 s, against 87 s without it) and keeps it in
+`cached_companion` trains it once per set of digits (`make run`'s first run, on 54,000
+digits, took 160 s on a 2-core machine; 87 s before the companion) and keeps it in
 `$XDG_CACHE_HOME/digitlab/companions/`. A run keeps its Dense weights in
 confidence.npz (`companion_kernel_0`, …); `companion_probabilities` is their forward pass in
 NumPy (dropout and augmentation are the identity at inference). A run with fewer than
@@ -27,7 +27,7 @@ import hashlib
 import numpy as np
 
 from digitlab.background import level_background
-from digitlab.data import PIXEL_MAX
+from digitlab.forward import ACTIVATIONS, prepare_inputs
 from digitlab.presets import get_preset
 from digitlab.verifiers import cached_weights, versions
 
@@ -44,7 +44,6 @@ def train_companion(
     labels: np.ndarray,
     num_classes: int,
     level: bool = False,
-    epochs: int | None = None,
 ) -> tuple[dict[str, np.ndarray], dict[str, int]]:
     """Fit the companion (Keras, seed `SEED`: the same digits give the same weights).
 
@@ -52,18 +51,18 @@ def train_companion(
         digits: uint8 N×28×28 training digits (the run's own).
         labels: their classes, 0 … num_classes − 1.
         level: the run levels backgrounds: the companion learns from levelled digits.
-        epochs: fewer epochs than the preset's (tests); None for the preset's.
 
     Returns:
         The Dense weights (`companion_kernel_0`, … for `Run.store_calibration`) and
         `{"digits": N}`.
     """
-    model = fitted_model(digits, labels, num_classes, level, epochs)
+    model = fitted_model(digits, labels, num_classes, level)
     return dense_weights(model), {"digits": len(digits)}
 
 
 def fitted_model(digits, labels, num_classes: int, level: bool = False, epochs: int | None = None):
-    """The companion as a trained Keras model (`train_companion`'s arguments)."""
+    """The companion as a trained Keras model (`train_companion`'s arguments; `epochs`:
+    fewer than the preset's, for tests)."""
     import keras
 
     from digitlab import fastfit
@@ -102,13 +101,11 @@ def dense_weights(model) -> dict[str, np.ndarray]:
 def companion_probabilities(weights: dict[str, np.ndarray], images: np.ndarray) -> np.ndarray:
     """The companion's probabilities for uint8 N×H×W images (N×classes): its Dense layers in
     NumPy, relu between them and a softmax at the end."""
-    x = np.asarray(images).reshape(len(images), -1).astype(np.float32) / np.float32(PIXEL_MAX)
+    x = prepare_inputs(images)  # flat, scaled by 1/255 as the network was trained
     for i in range(LAYERS):
         x = x @ weights[f"companion_kernel_{i}"] + weights[f"companion_bias_{i}"]
-        if i < LAYERS - 1:
-            x = np.maximum(x, 0)
-    x = np.exp(x - x.max(axis=1, keepdims=True))
-    return x / x.sum(axis=1, keepdims=True)
+        x = ACTIVATIONS["relu" if i < LAYERS - 1 else "softmax"](x)
+    return x
 
 
 def cached_companion(

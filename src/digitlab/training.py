@@ -413,7 +413,8 @@ def train(
     status = _fit(model, spec, x, y, log, verbose, tuple(callbacks), events)
     path = claim_run_path(runs_dir, name or spec.name)  # one mkdir: no other writer gets it
     seconds = time.perf_counter() - start
-    notice = calibration_notice(spec.train.dataset, len(x)) if calibrate else None
+    trained_on = len(fastfit.split(x, y, spec.train.validation_split)[0])  # as calibration
+    notice = calibration_notice(spec.train.dataset, trained_on) if calibrate else None
     if notice and status == "complete" and verbose != 0:
         print(notice, flush=True)  # else minutes of silence, the first time
     return _save_run(
