@@ -92,7 +92,7 @@ def measure(run, samples: int, keep: bool, families: dict[str, np.ndarray]) -> d
         seconds = time.perf_counter() - started
         run = load_run(run.path)
     _, (x_test, y_test) = load_dataset(run.dataset.name)
-    pool = held_out(run, len(y_test))
+    pool = held_out(len(y_test))
     index = np.sort(np.random.default_rng(0).choice(pool, min(samples, len(pool)), False))
     images, labels = x_test[index], y_test[index]
     rows = [digit_row(run, "clean", images, labels)]

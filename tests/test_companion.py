@@ -136,3 +136,18 @@ def test_calibrate_names_every_judge_the_run_has():
         "r", base | {confidence.OTHER: 0.5, confidence.COMPANION: 0.5}
     )
     assert "margin, the verifier networks (unsure, not a digit) and the companion" in every
+
+
+def test_the_companion_also_learns_that_a_straight_mark_is_not_a_stroke():
+    """The companion is its preset's network with one more degradation, straight marks on
+    half the digits, after the preset's own and before Flatten; Keras builds it as such."""
+    from digitlab.augment import RandomDegradation
+    from digitlab.model import build_model
+    from digitlab.presets import get_preset
+
+    preset, spec = get_preset(companion.PRESET).layers, companion.companion_spec().layers
+    at = [layer["type"] for layer in preset].index("Flatten")
+    assert spec == (*preset[:at], companion.MARKS, *preset[at:])
+    built = build_model(companion.companion_spec(), 10).layers
+    marks = [x for x in built if isinstance(x, RandomDegradation) and x.kinds == ("strokes",)]
+    assert [layer.probability for layer in marks] == [0.5]

@@ -18,8 +18,9 @@ from digitlab.runs import CONFIG_FILE, STATS_FILE, load_run
 
 @pytest.fixture(scope="module")
 def calibrated_run(tmp_path_factory, mnist):
-    """The seed preset on 3,000 digits, 3 epochs, validation split 0.1: calibrated on its
-    300 validation digits when training ends."""
+    """The seed preset on 3,000 digits, 3 epochs, validation split 0.1: calibrated when
+    training ends on the test split's first half (writers it never saw), not its 300
+    validation digits."""
     from digitlab.config import with_overrides
     from digitlab.presets import get_preset
     from digitlab.training import train
@@ -97,10 +98,28 @@ def test_calibrate_run_computes_and_the_run_stores(monkeypatch, tmp_path):
     assert levels == [True]  # a run on the digits levels backgrounds once calibrated
 
 
+@pytest.mark.parametrize("validation_split", [0.0, 0.1])
+def test_calibration_is_on_the_test_splits_first_half_with_or_without_validation(
+    validation_split,
+):
+    """The verifiers and companion train on the digits the network trained on (less a
+    validation split); the thresholds come from the test's first half, whose writers the
+    network never saw, and its second half stays for measuring."""
+    x_train, y_train = np.arange(100), np.arange(100) % 10
+    x_test, y_test = np.arange(100, 110), np.arange(10)
+    train, calibration = confidence.calibration_split(
+        x_train, y_train, (x_test, y_test), validation_split
+    )
+    trained_on = 100 if not validation_split else 90
+    assert train[0].tolist() == list(range(trained_on)) and len(train[1]) == trained_on
+    assert calibration[0].tolist() == [100, 101, 102, 103, 104]
+    assert calibration[1].tolist() == [0, 1, 2, 3, 4]
+
+
 @pytest.mark.slow
-def test_a_new_run_is_calibrated_on_its_validation_digits(calibrated_run, mnist):
+def test_a_new_run_is_calibrated_on_writers_it_never_saw(calibrated_run, mnist):
     thresholds = calibrated_run.thresholds
-    assert thresholds["calibration_digits"] == 300
+    assert thresholds["calibration_digits"] == 5000  # the test's first half, not validation
     assert thresholds["flagged_correct_calibration"] <= 0.03
     assert {confidence.MARGIN, confidence.OTHER, confidence.DISAGREE} <= set(thresholds)
     assert (calibrated_run.path / STATS_FILE).is_file()
@@ -109,9 +128,9 @@ def test_a_new_run_is_calibrated_on_its_validation_digits(calibrated_run, mnist)
     assert weights["verifier_kernel_1"].shape == members  # stacked, one more class each
 
     (_, _), (x_test, y_test) = mnist
-    result = predict(calibrated_run, x_test[:1000])
+    result = predict(calibrated_run, x_test[5000:6000])  # held out from calibration
     rows = result.to_list()
-    correct = result.digits == y_test[:1000]
+    correct = result.digits == y_test[5000:6000]
     flagged = np.array([not row["confident"] for row in rows])
     assert flagged[correct].mean() <= 0.05  # real digits it gets right: a few % at most
     assert {row["reason"] for row, f in zip(rows, flagged, strict=True) if f} <= {
@@ -139,15 +158,14 @@ def test_letters_and_shapes_are_flagged_more_often_than_digits(calibrated_run, m
 
 @pytest.mark.slow
 def test_prediction_sets_hold_held_out_digits_as_often_as_promised(calibrated_run, mnist):
-    """On the 10,000 test digits (never trained on, never calibrated on), the run's stored
+    """On the test's second half (never trained on, never calibrated on), the run's stored
     95% sets hold the true digit within their sampling error, in each verdict group."""
     from test_confidence_sets import covered, lowest_plausible
 
-    (x_train, _), (x_test, y_test) = mnist
-    held_out = slice(2700, 3000)  # the run's validation digits, its calibration digits
-    calibration = predict(calibrated_run, x_train[held_out]).to_list()
-    rows = predict(calibrated_run, x_test).to_list()
-    hit = covered([row["prediction_set"] for row in rows], y_test)
+    (_, _), (x_test, y_test) = mnist
+    calibration = predict(calibrated_run, x_test[:5000]).to_list()  # its calibration digits
+    rows = predict(calibrated_run, x_test[5000:]).to_list()
+    hit = covered([row["prediction_set"] for row in rows], y_test[5000:])
     for group in (True, False):
         n = sum(row["confident"] is group for row in calibration)
         mask = np.array([row["confident"] is group for row in rows])
@@ -187,7 +205,7 @@ def test_an_old_run_predicts_with_confident_null_until_calibrated(old_run, mnist
     assert result.exit_code == 0, result.output
     stored = load_run(old_run).thresholds
     assert stored == json.loads(result.output)["thresholds"]
-    assert stored["calibration_digits"] == 300
+    assert stored["calibration_digits"] == 5000
     assert not list(old_run.glob(".*tmp"))  # written atomically: no temporary left behind
     row = predict(load_run(old_run), x_test[0]).to_list()[0]
     assert isinstance(row["confident"], bool)

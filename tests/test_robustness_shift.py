@@ -138,7 +138,7 @@ def test_robustness_gives_the_verdict_predict_gives(small_run, mnist):
     assert [row["corruption"] for row in result.rows] == [CLEAN, "fog", "zigzag"]
     index = result.index
     assert len(index) == 300 and index.min() >= len(y_test) // 2  # calibration saw the rest
-    assert set(index) <= set(held_out(small_run, len(y_test)))
+    assert set(index) <= set(held_out(len(y_test)))
     for row in result.rows:
         images = x_test[index]
         if row["corruption"] != CLEAN:

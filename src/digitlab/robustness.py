@@ -214,11 +214,10 @@ def table_rows(data: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
 
 
 # --------------------------------------------------------------------------------- measuring
-def held_out(run: Run, test_size: int) -> np.ndarray:
-    """The test digits the run's calibration didn't see: all of them with a validation split,
-    else the second half (`confidence.calibration_split` took the first)."""
-    start = 0 if run.spec.train.validation_split else test_size // 2
-    return np.arange(start, test_size)
+def held_out(test_size: int) -> np.ndarray:
+    """The test digits the run's calibration didn't see: the second half
+    (`confidence.calibration_split` took the first)."""
+    return np.arange(test_size // 2, test_size)
 
 
 def measure_robustness(
@@ -251,7 +250,7 @@ def measure_robustness(
         raise DataError(f"--samples must be at least 1; got {samples}")
     started = time.perf_counter()
     _, (x_test, y_test) = load_dataset(run.dataset.name, data_dir=data_dir)
-    pool = held_out(run, len(y_test))
+    pool = held_out(len(y_test))
     rng = np.random.default_rng(seed)
     index = np.sort(rng.choice(pool, size=min(samples, len(pool)), replace=False))
     images, labels = x_test[index], y_test[index]

@@ -183,7 +183,7 @@ def _save_run(
 
     A finished run is also calibrated (`confidence.calibrate`) when `calibrate_on` holds the
     dataset's training (images, labels): `confidence.calibration_split` takes the digits the
-    run trained on and held out from them; the run keeps the thresholds and class directions.
+    run trained on and the test's first half; the run keeps the thresholds and class directions.
     With `claimed`, `path` is the empty folder `claim_run_path` made for a new run.
 
     Raises:
