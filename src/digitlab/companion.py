@@ -15,7 +15,7 @@ marks).
 
 Like a verifier, it depends on the training digits only, not on the run's network:
 `cached_companion` trains it once per set of digits (`make run`'s first run, on 54,000
-digits, took 160 s on a 2-core machine; 87 s before the companion) and keeps it in
+digits, took 179 s on a 2-core machine; 87 s before the companion) and keeps it in
 `$XDG_CACHE_HOME/digitlab/companions/`. A run keeps its Dense weights in
 confidence.npz (`companion_kernel_0`, …); `companion_probabilities` is their forward pass in
 NumPy (dropout and augmentation are the identity at inference). A run with fewer than
