@@ -129,8 +129,8 @@ def cached_companion(
 ) -> tuple[dict[str, np.ndarray], dict[str, int]]:
     """`train_companion`'s result, trained once per set of digits and kept in the cache
     (`$XDG_CACHE_HOME/digitlab/companions/`), keyed by the digits, labels, `level`, the
-    preset's spec and the Keras and JAX versions. A cached file that can't be read, or
-    holds other shapes, is trained again and replaced."""
+    companion's spec (`companion_spec`) and the Keras and JAX versions. A cached file that
+    can't be read, or holds other shapes, is trained again and replaced."""
     settings = (VERSION, num_classes, level, SEED, companion_spec().model_dump_json(),
                 *versions())  # fmt: skip
     digest = hashlib.sha256(repr(settings).encode())

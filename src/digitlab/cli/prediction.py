@@ -111,8 +111,9 @@ def calibrate(
 
     New runs are calibrated when training ends; this adds them to an older run (whose
     predictions carry `confident: null` or `prediction_set: null`) or redoes them.
-    Calibration uses the run's validation split, or the first half of the test split when
-    it has none. config.json and confidence.npz are rewritten atomically.
+    Calibration uses the first half of the test split (writers the network never saw; the
+    second half stays for measuring). config.json and confidence.npz are rewritten
+    atomically.
 
     Example: `digitlab calibrate latest`
     """
