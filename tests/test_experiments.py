@@ -700,17 +700,27 @@ def test_definition_round_trips_through_the_record():
     assert again == definition
 
 
-def test_a_run_too_weak_to_calibrate_is_still_saved(tmp_path, mnist):
-    """Calibration needs 100 correctly classified held-out digits; a tiny run (an experiment's
-    --quick, or `train --train-samples 300`) used to lose its finished training to a
-    RunError there. It is saved uncalibrated instead, like a run from before calibration."""
+def test_a_run_too_weak_to_calibrate_is_still_saved(tmp_path, monkeypatch, mnist):
+    """Calibration needs 100 correctly classified held-out digits; a run short of them used to
+    lose its finished training to a RunError there. It is saved uncalibrated instead, like
+    a run from before calibration. A tiny run (an experiment's --quick, or `train
+    --train-samples 300`) no longer is one: it calibrates on the test's first half."""
+    import digitlab.confidence
+    from digitlab.errors import RunError
     from digitlab.presets import get_preset
     from digitlab.training import train
 
     spec = get_preset("seed").replace(
         train={"train_samples": 300, "validation_split": 0.2, "epochs": 1}
     )
-    run = train(spec, runs_dir=tmp_path, verbose=0, pictures=False)
+    tiny = train(spec, runs_dir=tmp_path / "tiny", verbose=0, pictures=False)
+    assert tiny.config.thresholds["calibration_digits"] == 5000
+
+    def too_few(*args, **kwargs):  # what calibrate says with fewer than 100 right
+        raise RunError("only 12 correctly classified calibration digits; calibrating needs 100")
+
+    monkeypatch.setattr(digitlab.confidence, "calibrate", too_few)
+    run = train(spec, runs_dir=tmp_path / "weak", verbose=0, pictures=False)
     assert run.status == "complete" and run.metrics.test_accuracy is not None
     assert run.config.thresholds == {}
 
