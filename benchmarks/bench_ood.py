@@ -2,13 +2,13 @@
 
 For each run given (or each preset trained here with `--train PRESET[:EPOCHS]`):
 
-1. calibrate it exactly as training does (`digitlab.confidence.calibrate_run`: validation
-   split if the run has one, else the first half of the test split);
+1. calibrate it exactly as training does (`digitlab.confidence.calibrate_run`: the first
+   half of the test split);
 2. generate the non-digit families offline (`digitlab.ood.generate`: typeset capitals in
    every installed DejaVu font, random scribbles, uniform noise, circles/squares/crosses);
 3. apply the one verdict (`digitlab.confidence.verdicts`, as the CLI, the API and the page
-   do) to them and to the held-out real test digits (the second half of the test split when
-   calibration used the first half), and print the fraction flagged per family, the fraction
+   do) to them and to the held-out real test digits (the second half of the test split,
+   `digitlab.robustness.held_out`), and print the fraction flagged per family, the fraction
    of correctly classified real digits flagged, and of misclassified ones.
 
 Goal (issue 12): >= 80 % of non-digits flagged, <= 2 % of correct real digits flagged.
@@ -31,6 +31,7 @@ from measured_runs import measured_runs
 from digitlab import ood
 from digitlab.confidence import calibrate_run, verdicts
 from digitlab.data import load_dataset
+from digitlab.robustness import held_out
 from digitlab.runs import load_run
 
 
@@ -44,8 +45,8 @@ def measure(run, families: dict[str, np.ndarray]) -> dict:
     thresholds = calibrate_run(run)
     run = load_run(run.path)
     _, (x_test, y_test) = load_dataset(run.dataset.name)
-    if not run.spec.train.validation_split:  # calibrated on the first half: measure the rest
-        x_test, y_test = x_test[len(y_test) // 2 :], y_test[len(y_test) // 2 :]
+    rest = held_out(len(y_test))  # calibrated on the first half: measure the rest
+    x_test, y_test = x_test[rest], y_test[rest]
     probabilities, flags, _ = flagged(run, x_test)
     correct = probabilities.argmax(axis=1) == y_test
     result = {

@@ -2,7 +2,7 @@
 
 For each run given (or each preset trained here with `--train PRESET[:EPOCHS]`), runs
 `digitlab.robustness.measure_robustness` exactly as `digitlab robustness RUN` does: held-out
-test digits (the second half of the test split for runs calibrated on the first), clean and
+test digits (the second half of the test split: calibration took the first), clean and
 under each of MNIST-C's 15 corruptions, through the run's stored verdict. Prints, in
 Markdown for benchmarks/RESULTS.md:
 
