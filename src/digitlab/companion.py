@@ -71,9 +71,8 @@ def train_companion(
 def companion_spec():
     """The companion's `Spec`: `PRESET`'s, with `MARKS` after its own degradation."""
     spec = get_preset(PRESET)
-    layers = list(spec.layers)
-    at = next(i for i, layer in enumerate(layers) if layer["type"] == "Flatten")
-    return spec.model_validate(spec.model_dump() | {"layers": [*layers[:at], MARKS, *layers[at:]]})
+    at = [layer["type"] for layer in spec.layers].index("Flatten")
+    return spec.replace(layers=[*spec.layers[:at], MARKS, *spec.layers[at:]])
 
 
 def fitted_model(digits, labels, num_classes: int, level: bool = False, epochs: int | None = None):
@@ -87,7 +86,7 @@ def fitted_model(digits, labels, num_classes: int, level: bool = False, epochs: 
 
     spec = companion_spec()
     if epochs is not None:
-        spec = spec.model_copy(update={"train": spec.train.model_copy(update={"epochs": epochs})})
+        spec = spec.replace(train={"epochs": epochs})
     images = level_background(digits) if level else np.asarray(digits)
     keras.utils.set_random_seed(SEED)  # before building: it sets the initial weights
     model = build_model(spec, num_classes)

@@ -234,6 +234,12 @@ def calibration_notice(dataset: str, train_samples: int) -> str | None:
     )
 
 
+def calibration_size(test_size: int) -> int:
+    """How many of the test split's digits, from the first, calibrate a run: half. The rest
+    are held out for measuring (`robustness.held_out`)."""
+    return test_size // 2
+
+
 def calibration_split(
     x_train: np.ndarray,
     y_train: np.ndarray,
@@ -253,7 +259,7 @@ def calibration_split(
     if validation_split:
         at = int(np.floor(len(x_train) * (1.0 - validation_split)))
         x_train, y_train = x_train[:at], y_train[:at]
-    half = len(test[1]) // 2
+    half = calibration_size(len(test[1]))
     return (x_train, y_train), (test[0][:half], test[1][:half])
 
 

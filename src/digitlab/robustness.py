@@ -215,9 +215,11 @@ def table_rows(data: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
 
 # --------------------------------------------------------------------------------- measuring
 def held_out(test_size: int) -> np.ndarray:
-    """The test digits the run's calibration didn't see: the second half
+    """The test digits no run's calibration saw: the second half
     (`confidence.calibration_split` took the first)."""
-    return np.arange(test_size // 2, test_size)
+    from digitlab.confidence import calibration_size
+
+    return np.arange(calibration_size(test_size), test_size)
 
 
 def measure_robustness(
