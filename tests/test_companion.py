@@ -10,7 +10,7 @@ import pytest
 
 from digitlab import companion, confidence, verifiers
 from digitlab.errors import RunError
-from digitlab.runs.folder import STATS_FILE, read_confidence_stats
+from digitlab.runs.folder import COMPANION_ARRAYS, STATS_FILE, read_confidence_stats
 
 
 def _random_companion(rng, widths=(784, 16, 8, 10)) -> dict[str, np.ndarray]:
@@ -30,6 +30,7 @@ def test_the_numpy_forward_pass_is_the_trained_networks(mnist):
     model = companion.fitted_model(x_train[:2000], y_train[:2000], 10, epochs=1)
     weights = companion.dense_weights(model)
     assert sorted(weights) == sorted(f"companion_{name}" for name in companion.WEIGHTS)
+    assert sorted(weights) == sorted(COMPANION_ARRAYS)  # what a run folder's check accepts
     ours = companion.companion_probabilities(weights, x_test[:300])
     logits = model.predict(x_test[:300, ..., None].astype("f4") / 255, verbose=0)
     np.testing.assert_allclose(

@@ -24,14 +24,12 @@ NumPy (dropout and augmentation are the identity at inference). A run with fewer
 
 from __future__ import annotations
 
-import hashlib
-
 import numpy as np
 
 from digitlab.background import level_background
 from digitlab.forward import ACTIVATIONS, prepare_inputs
 from digitlab.presets import get_preset
-from digitlab.verifiers import cached_weights, versions
+from digitlab.verifiers import cached_weights, weights_key
 
 PRESET = "mlp-robust"  # the companion's layers and training, with `MARKS` added
 # One more degradation, on half the digits: one to three straight marks across the frame,
@@ -130,14 +128,10 @@ def cached_companion(
     (`$XDG_CACHE_HOME/digitlab/companions/`), keyed by the digits, labels, `level`, the
     companion's spec (`companion_spec`) and the Keras and JAX versions. A cached file that
     can't be read, or holds other shapes, is trained again and replaced."""
-    settings = (VERSION, num_classes, level, SEED, companion_spec().model_dump_json(),
-                *versions())  # fmt: skip
-    digest = hashlib.sha256(repr(settings).encode())
-    digest.update(np.ascontiguousarray(digits, np.uint8).tobytes())
-    digest.update(np.ascontiguousarray(labels, np.int64).tobytes())
+    settings = (VERSION, num_classes, level, SEED, companion_spec().model_dump_json())
     return cached_weights(
         "companions",
-        digest.hexdigest()[:32],
+        weights_key(settings, digits, labels),
         "companion_",
         WEIGHTS,
         lambda weights: weights[f"companion_bias_{LAYERS - 1}"].shape == (num_classes,),

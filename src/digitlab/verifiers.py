@@ -270,8 +270,14 @@ def _verifier_key(
 ) -> str:
     levelled = ("levelled",) if level else ()  # a key of before levelling existed stays valid
     settings = (VERSION, num_classes, seed, *levelled, CELL, BINS, HIDDEN, EPOCHS, BATCH_SIZE,
-                MAX_DIGITS, NON_DIGITS_PER_DIGIT, KINDS, SHIFTS, *versions())  # fmt: skip
-    digest = hashlib.sha256(repr(settings).encode())
+                MAX_DIGITS, NON_DIGITS_PER_DIGIT, KINDS, SHIFTS)  # fmt: skip
+    return weights_key(settings, digits, labels)
+
+
+def weights_key(settings: tuple, digits: np.ndarray, labels: np.ndarray) -> str:
+    """A cache key for weights trained on `digits` and `labels`: a hash of them, of
+    `settings` (what else decides the weights) and of the packages' `versions()`."""
+    digest = hashlib.sha256(repr((*settings, *versions())).encode())
     digest.update(np.ascontiguousarray(digits, np.uint8).tobytes())
     digest.update(np.ascontiguousarray(labels, np.int64).tobytes())
     return digest.hexdigest()[:32]
